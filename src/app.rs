@@ -1,0 +1,117 @@
+//! Start-up wiring shared by `campaignd serve` and the integration tests.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::config::Settings;
+use crate::http::{self, AppState};
+use crate::mitto::client::ClientConfig;
+use crate::mitto::retry::RetryPolicy;
+use crate::mitto::simulator::{self, SimConfig, SimHandle};
+
+/// A started service: its HTTP port, and the in-process simulator when it serves as Mitto.
+pub struct Application {
+    pub port: u16,
+    pub state: AppState,
+    pub mitto: ClientConfig,
+    pub simulator: Option<SimHandle>,
+    server: actix_web::dev::Server,
+}
+
+impl Application {
+    /// Connects (creating and migrating the database), resolves Mitto and binds the listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let pool = crate::store::connect_and_migrate(settings.database_url.expose_secret())
+            .await
+            .context("connecting to Postgres")?;
+        let (mitto, simulator) = resolve_mitto(&settings)?;
+        let listener = TcpListener::bind(settings.http.bind)
+            .with_context(|| format!("binding the HTTP listener on {}", settings.http.bind))?;
+        let port = listener.local_addr()?.port();
+        let state = AppState {
+            pool,
+            settings: Arc::new(settings),
+        };
+        let server = http::server(state.clone(), listener).context("starting the HTTP server")?;
+        tracing::info!(port, "campaignd listening");
+        Ok(Self {
+            port,
+            state,
+            mitto,
+            simulator,
+            server,
+        })
+    }
+
+    /// Serves until the server is stopped (SIGINT/SIGTERM in `serve`).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+
+    /// Runs the server in the background and returns, for tests and embedded use.
+    pub fn spawn(self) -> RunningApplication {
+        let handle = self.server.handle();
+        actix_web::rt::spawn(self.server);
+        RunningApplication {
+            port: self.port,
+            state: self.state,
+            mitto: self.mitto,
+            simulator: self.simulator,
+            handle,
+        }
+    }
+}
+
+/// An application serving in the background.
+pub struct RunningApplication {
+    pub port: u16,
+    pub state: AppState,
+    pub mitto: ClientConfig,
+    pub simulator: Option<SimHandle>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl RunningApplication {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+        if let Some(sim) = self.simulator {
+            sim.stop().await;
+        }
+    }
+}
+
+/// The configured Mitto, or — with no `mitto.base_url` — a simulator started on loopback.
+fn resolve_mitto(settings: &Settings) -> anyhow::Result<(ClientConfig, Option<SimHandle>)> {
+    let m = &settings.mitto;
+    let retry = RetryPolicy {
+        min_delay: Duration::from_millis(m.retry_min_delay_ms),
+        max_delay: Duration::from_millis(m.retry_max_delay_ms),
+        max_retries: m.max_retries,
+    };
+    let client = |base_url, api_key| ClientConfig {
+        base_url,
+        api_key,
+        connect_timeout: Duration::from_millis(m.connect_timeout_ms),
+        request_timeout: Duration::from_millis(m.request_timeout_ms),
+        retry,
+    };
+    if let (Some(url), Some(key)) = (&m.base_url, &m.api_key) {
+        return Ok((client(url.clone(), key.clone()), None));
+    }
+    let sim_config = SimConfig {
+        port: 0,
+        ..SimConfig::default()
+    };
+    let key = SecretString::from(sim_config.api_key.clone());
+    let sim = simulator::start(sim_config).context("starting the built-in Mitto simulator")?;
+    tracing::info!(base_url = %sim.base_url, "no mitto.base_url configured: the built-in simulator serves as Mitto");
+    Ok((client(sim.base_url.clone(), key), Some(sim)))
+}

@@ -1,0 +1,133 @@
+//! The command line. `main` parses it and calls [`run`]; results go to stdout, logs to stderr.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
+
+use crate::app::Application;
+use crate::config::Settings;
+use crate::domain::TenantId;
+use crate::mitto::simulator::{self, SimConfig};
+use crate::store;
+use crate::telemetry::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "campaignd",
+    version,
+    about = "SMS campaign engine: sends through Mitto, follows every delivery report, serves exact stats from memory.",
+    long_about = "SMS campaign engine: sends through Mitto, follows every delivery report, serves exact stats from memory.\n\n\
+Configuration: embedded defaults < campaignd.toml (or --config) < CAMPAIGND_* environment variables \
+(CAMPAIGND_HTTP__BIND, CAMPAIGND_BATCH_SIZE, …) and DATABASE_URL, KAFKA_BROKERS, MITTO_BASE_URL, MITTO_API_KEY."
+)]
+pub struct Cli {
+    /// Settings file (default: ./campaignd.toml when it exists).
+    #[arg(long, global = true, env = "CAMPAIGND_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log output: pretty for people, json for log pipelines.
+    #[arg(long, global = true, value_enum, default_value = "pretty")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: REST API, webhook receiver, actors. Creates and migrates the database
+    /// if needed; without MITTO_BASE_URL a built-in Mitto simulator is started.
+    Serve,
+    /// Create the database if missing and apply pending migrations, then exit.
+    Migrate,
+    /// Run a standalone Mitto simulator (bulk send, single send, status lookup, signed DLR
+    /// callbacks, fault injection; per-destination send counts at GET /_sim/stats).
+    MittoSim(SimConfig),
+    /// Manage tenants and their API keys.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant and print its first API token. The token is shown once; only its
+    /// SHA-256 is stored.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Opening credit balance (one credit = one SMS segment).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
+        credits: i64,
+    },
+    /// Issue another API token for a tenant (printed once).
+    IssueKey {
+        #[arg(long)]
+        tenant_id: TenantId,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// Revoke an API key by its id; requests with its token are refused from then on.
+    RevokeKey {
+        #[arg(long)]
+        key_id: i64,
+    },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::MittoSim(config) = cli.command {
+        return run_simulator(config).await;
+    }
+    let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => {
+            Application::build(settings)
+                .await?
+                .run_until_stopped()
+                .await?
+        }
+        Command::Migrate => {
+            store::connect_and_migrate(settings.database_url.expose_secret()).await?;
+            println!("migrations applied");
+        }
+        Command::Tenant(command) => run_tenant(&settings, command).await?,
+        Command::MittoSim(_) => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+async fn run_simulator(config: SimConfig) -> anyhow::Result<()> {
+    let sim = simulator::start(config).context("starting the Mitto simulator")?;
+    println!("MITTO_BASE_URL={}", sim.base_url);
+    tokio::signal::ctrl_c().await?;
+    sim.stop().await;
+    Ok(())
+}
+
+async fn run_tenant(settings: &Settings, command: TenantCommand) -> anyhow::Result<()> {
+    let pool = store::connect_and_migrate(settings.database_url.expose_secret()).await?;
+    match command {
+        TenantCommand::Create { name, credits } => {
+            let tenant = store::tenants::create(&pool, name.trim(), credits)
+                .await
+                .context("creating the tenant")?;
+            let (key, token) = store::api_keys::issue(&pool, tenant, "initial").await?;
+            println!(
+                "tenant_id={tenant}\napi_key_id={}\ntoken={}",
+                key.0,
+                token.reveal()
+            );
+        }
+        TenantCommand::IssueKey { tenant_id, label } => {
+            let (key, token) = store::api_keys::issue(&pool, tenant_id, &label)
+                .await
+                .with_context(|| format!("issuing a key for tenant {tenant_id}"))?;
+            println!("api_key_id={}\ntoken={}", key.0, token.reveal());
+        }
+        TenantCommand::RevokeKey { key_id } => {
+            let revoked = store::api_keys::revoke(&pool, store::api_keys::ApiKeyId(key_id)).await?;
+            anyhow::ensure!(revoked, "no active API key with id {key_id}");
+            println!("revoked api_key_id={key_id}");
+        }
+    }
+    Ok(())
+}

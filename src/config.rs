@@ -1,0 +1,293 @@
+//! Layered settings: embedded defaults < optional `campaignd.toml` < environment.
+//!
+//! Environment: `CAMPAIGND_<SECTION>__<KEY>` (e.g. `CAMPAIGND_HTTP__BIND`), plus the
+//! conventional names `DATABASE_URL`, `KAFKA_BROKERS`, `MITTO_BASE_URL` and `MITTO_API_KEY`.
+//! The `CAMPAIGND_*` form wins when both are set. Secrets are `SecretString`s: their `Debug`
+//! output is redacted, so a logged `Settings` never shows them.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::Path;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::domain::TrafficAccountId;
+
+/// The defaults every layer starts from; also the reference for every key.
+pub const DEFAULTS: &str = include_str!("config/defaults.toml");
+
+/// The file read when it exists in the working directory and no `--config` is given.
+pub const DEFAULT_FILE: &str = "campaignd.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// figment's message names the key and the layer it came from.
+    #[error("invalid configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("invalid configuration: `{key}` {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub database_url: SecretString,
+    pub http: HttpSettings,
+    pub kafka: KafkaSettings,
+    pub mitto: MittoSettings,
+    pub webhook: WebhookSettings,
+    /// How often actors' dirty state is written to Postgres with the Kafka offsets.
+    pub checkpoint_interval_ms: u64,
+    /// Messages per Mitto bulk request (Mitto accepts at most 1000).
+    pub batch_size: usize,
+    pub rate_limits: RateLimits,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub bind: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Comma-separated bootstrap servers; absent means the embedded broker.
+    pub brokers: Option<String>,
+    pub topic: String,
+    pub partitions: i32,
+    pub consumer_group: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MittoSettings {
+    /// Absent means the built-in simulator serves as Mitto.
+    pub base_url: Option<url::Url>,
+    pub api_key: Option<SecretString>,
+    pub traffic_account_id: Option<TrafficAccountId>,
+    pub sender: String,
+    pub connect_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    pub max_retries: usize,
+    pub retry_min_delay_ms: u64,
+    pub retry_max_delay_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// HMAC secrets; several are active at once during a rotation.
+    #[serde(deserialize_with = "secret_list")]
+    pub secrets: Vec<SecretString>,
+    /// Static tokens accepted in `token_header` when a signature cannot be sent.
+    #[serde(deserialize_with = "secret_list")]
+    pub tokens: Vec<SecretString>,
+    pub token_header: String,
+    pub timestamp_tolerance_secs: u64,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimits {
+    /// SMS segments per second per Mitto traffic account; absent means unlimited.
+    pub traffic_account_per_second: Option<NonZeroU32>,
+    /// SMS segments per second per tenant; absent means unlimited.
+    pub tenant_per_second: Option<NonZeroU32>,
+}
+
+/// Accepts a list, or one comma-separated string (the only form an environment variable has).
+fn secret_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        One(String),
+        Many(Vec<String>),
+    }
+    let items = match Raw::deserialize(d)? {
+        Raw::One(s) => s.split(',').map(str::to_owned).collect(),
+        Raw::Many(v) => v,
+    };
+    Ok(items
+        .into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .map(SecretString::from)
+        .collect())
+}
+
+impl Settings {
+    /// Loads every layer and validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::from_figment(Self::figment(file))
+    }
+
+    /// The layers, in order of precedence (last wins).
+    pub fn figment(file: Option<&Path>) -> Figment {
+        let file = file.unwrap_or(Path::new(DEFAULT_FILE));
+        Figment::from(Toml::string(DEFAULTS))
+            .merge(Toml::file(file))
+            .merge(conventional_env())
+            .merge(Env::prefixed("CAMPAIGND_").split("__"))
+    }
+
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let settings: Self = figment.extract().map_err(Box::new)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_owned(),
+            })
+        };
+        if url::Url::parse(self.database_url.expose_secret()).is_err() {
+            return invalid(
+                "database_url",
+                "is not a URL (postgres://user@host:port/db)",
+            );
+        }
+        if !(1..=1000).contains(&self.batch_size) {
+            return invalid("batch_size", "must be between 1 and 1000 (Mitto's maximum)");
+        }
+        if self.checkpoint_interval_ms == 0 {
+            return invalid("checkpoint_interval_ms", "must be greater than 0");
+        }
+        if self.kafka.partitions < 1 {
+            return invalid("kafka.partitions", "must be at least 1");
+        }
+        if self.kafka.topic.trim().is_empty() {
+            return invalid("kafka.topic", "must not be empty");
+        }
+        if self.mitto.base_url.is_some() && self.mitto.api_key.is_none() {
+            return invalid("mitto.api_key", "is required when mitto.base_url is set");
+        }
+        if self.mitto.request_timeout_ms == 0 || self.mitto.connect_timeout_ms == 0 {
+            return invalid(
+                "mitto.request_timeout_ms",
+                "timeouts must be greater than 0",
+            );
+        }
+        if self.mitto.retry_min_delay_ms > self.mitto.retry_max_delay_ms {
+            return invalid(
+                "mitto.retry_min_delay_ms",
+                "must not exceed mitto.retry_max_delay_ms",
+            );
+        }
+        if self.webhook.max_body_bytes == 0 {
+            return invalid("webhook.max_body_bytes", "must be greater than 0");
+        }
+        Ok(())
+    }
+}
+
+/// The unprefixed names that deployment tooling conventionally sets.
+fn conventional_env() -> Env {
+    Env::raw()
+        .only(&[
+            "DATABASE_URL",
+            "KAFKA_BROKERS",
+            "MITTO_BASE_URL",
+            "MITTO_API_KEY",
+        ])
+        .map(|key| match key.as_str().to_ascii_lowercase().as_str() {
+            "kafka_brokers" => "kafka.brokers".into(),
+            "mitto_base_url" => "mitto.base_url".into(),
+            "mitto_api_key" => "mitto.api_key".into(),
+            _ => key.into(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn embedded_defaults_are_valid() {
+        Jail::expect_with(|_| {
+            let s = Settings::load(None).expect("defaults load");
+            assert_eq!(s.batch_size, 500);
+            assert_eq!(s.checkpoint_interval_ms, 250);
+            assert!(s.kafka.brokers.is_none(), "embedded broker by default");
+            assert!(s.mitto.base_url.is_none(), "simulator by default");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_environment_overrides_file() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "campaignd.toml",
+                "batch_size = 100\n[http]\nbind = \"127.0.0.1:9000\"",
+            )?;
+            jail.set_env("CAMPAIGND_BATCH_SIZE", "200");
+            jail.set_env("KAFKA_BROKERS", "10.0.0.1:9092");
+            let s = Settings::load(None).expect("layers load");
+            assert_eq!(s.batch_size, 200);
+            assert_eq!(s.http.bind.port(), 9000);
+            assert_eq!(s.kafka.brokers.as_deref(), Some("10.0.0.1:9092"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn prefixed_environment_wins_over_conventional_names() {
+        Jail::expect_with(|jail| {
+            jail.set_env("DATABASE_URL", "postgres://a@h/one");
+            jail.set_env("CAMPAIGND_DATABASE_URL", "postgres://a@h/two");
+            let s = Settings::load(None).expect("loads");
+            assert_eq!(s.database_url.expose_secret(), "postgres://a@h/two");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_value_fails_with_a_message_naming_the_key() {
+        Jail::expect_with(|jail| {
+            jail.set_env("CAMPAIGND_CHECKPOINT_INTERVAL_MS", "soon");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains("CHECKPOINT_INTERVAL_MS") && err.contains("CAMPAIGND_"),
+                "{err}"
+            );
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("CAMPAIGND_BATCH_SIZE", "5000");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.contains("`batch_size`"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("MITTO_BASE_URL", "https://messaging.mittoapi.com");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.contains("mitto.api_key"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_output() {
+        Jail::expect_with(|jail| {
+            jail.set_env("DATABASE_URL", "postgres://u:hunter2@h/db");
+            jail.set_env("MITTO_API_KEY", "mitto-key-value");
+            jail.set_env("CAMPAIGND_WEBHOOK__SECRETS", "s3cr3t-one, s3cr3t-two");
+            let s = Settings::load(None).expect("loads");
+            assert_eq!(s.webhook.secrets.len(), 2);
+            let shown = format!("{s:?}");
+            for secret in ["hunter2", "mitto-key-value", "s3cr3t-one", "s3cr3t-two"] {
+                assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+            }
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,16 @@
+//! Value types parsed at the boundary. Anything past the boundary holds one of these, so an
+//! invalid phone, id or status cannot travel further into the system.
+
+mod delivery;
+mod ids;
+mod phone;
+mod segments;
+mod status;
+mod token;
+
+pub use delivery::{DeliveryOutcome, DeliveryStatus};
+pub use ids::{BulkId, CampaignId, IdError, MessageId, RecipientId, TenantId, TrafficAccountId};
+pub use phone::{PhoneE164, PhoneError};
+pub use segments::{Encoding, Segments};
+pub use status::{CampaignStatus, MessageStatus, StatusError, TransitionRefused};
+pub use token::ApiToken;

@@ -1,0 +1,30 @@
+//! `GET /healthz` (the process is up) and `GET /readyz` (the database answers).
+
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+
+use super::error::ApiError;
+use super::AppState;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz));
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let ping = tokio::time::timeout(Duration::from_secs(2), crate::store::ping(&state.pool)).await;
+    match ping {
+        Ok(Ok(())) => {
+            Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready", "database": "ok" })))
+        }
+        Ok(Err(e)) => Err(ApiError::Unavailable(format!("database unreachable: {e}"))),
+        Err(_) => Err(ApiError::Unavailable(
+            "database did not answer within 2 s".into(),
+        )),
+    }
+}

@@ -1,0 +1,46 @@
+//! The actix-web service. One module per resource; errors are JSON
+//! `{"error":{"code":"…","message":"…"}}` everywhere, including unknown routes and bad JSON.
+
+pub mod auth;
+pub mod error;
+pub mod health;
+pub mod me;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpServer};
+use sqlx::PgPool;
+use tracing_actix_web::TracingLogger;
+
+use crate::config::Settings;
+use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub settings: Arc<Settings>,
+}
+
+/// Builds the server on an already bound listener (port 0 in tests).
+pub fn server(state: AppState, listener: TcpListener) -> std::io::Result<Server> {
+    let data = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(TracingLogger::default())
+            .app_data(data.clone())
+            .app_data(error::json_config())
+            .app_data(error::query_config())
+            .app_data(error::path_config())
+            .configure(health::routes)
+            .service(web::scope("/api").configure(me::routes))
+            .default_service(web::to(|| async {
+                Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such route".into()))
+            }))
+    })
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

@@ -1,0 +1,25 @@
+//! campaignd — an actor-based SMS campaign engine.
+//!
+//! Module map:
+//! - [`cli`]       command-line interface (clap): `serve`, `migrate`, `mitto-sim`, `tenant …`.
+//! - [`config`]    layered settings: defaults < `campaignd.toml` < `CAMPAIGND_*` environment.
+//! - [`telemetry`] tracing subscriber (pretty for humans, JSON for machines).
+//! - [`domain`]    value types parsed at the boundary: phones, ids, statuses, the one Mitto
+//!   status mapping, SMS segment counting.
+//! - [`actors`]    CampaignActor (counters + send loop), SenderActor pool, DlrActor per partition.
+//! - [`kafka`]     producer, consumer, offsets and the embedded broker for `message-events`.
+//! - [`mitto`]     Mitto wire types, the HTTP client, webhook signatures and the simulator.
+//! - [`http`]      the actix-web service: health, readiness, authenticated `/api` routes.
+//! - [`store`]     every SQL statement, behind functions named for what they do; migrations.
+//! - [`app`]       start-up wiring shared by `serve` and the integration tests.
+
+pub mod actors;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod kafka;
+pub mod mitto;
+pub mod store;
+pub mod telemetry;

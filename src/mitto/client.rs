@@ -1,0 +1,366 @@
+//! The Mitto HTTP client: bulk send, single send, status lookup (mitto-api.md).
+//!
+//! Every failure says what the caller may do next ([`Outcome`]): give up, try later, or —
+//! for a send whose request was written but never answered — treat the outcome as unknown.
+//! Sends are retried only when Mitto cannot have accepted them (connect errors, 408, 429,
+//! 5xx); an ambiguous send is never retried here, so no phone is messaged twice.
+
+use std::cell::Cell;
+use std::time::{Duration, SystemTime};
+
+use backon::Retryable;
+use reqwest::{Response, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+
+use super::retry::{next_delay, parse_retry_after, RetryPolicy};
+use super::wire::{
+    BulkRequest, MessageStatusResponse, ProblemDetails, SendMessage, SendResponse, API_KEY_HEADER,
+    BULK_SEND_PATH, MESSAGE_PATH, SINGLE_SEND_PATH,
+};
+use crate::domain::{BulkId, MessageId};
+
+/// What the caller may do about a failed call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Mitto refused; the messages are failed with the provider's reason.
+    Failed,
+    /// Mitto was unavailable; trying again later can succeed.
+    Retryable,
+    /// The request may have been accepted; resending could message phones twice.
+    Ambiguous,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MittoError {
+    #[error("Mitto refused the request ({status}): {message}")]
+    Rejected { status: u16, message: String },
+    #[error("Mitto was unavailable after {attempts} attempt(s): {message}")]
+    Unavailable { attempts: u32, message: String },
+    #[error("outcome unknown, the request may have been accepted: {message}")]
+    Ambiguous { message: String },
+    #[error("message {0} is unknown to Mitto")]
+    NotFound(String),
+    #[error("Mitto client cannot be built: {0}")]
+    Setup(String),
+}
+
+impl MittoError {
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Self::Rejected { .. } | Self::NotFound(_) | Self::Setup(_) => Outcome::Failed,
+            Self::Unavailable { .. } => Outcome::Retryable,
+            Self::Ambiguous { .. } => Outcome::Ambiguous,
+        }
+    }
+}
+
+/// The result for one message of a send; `items[i]` belongs to request message `i`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemResult {
+    Accepted {
+        message_id: MessageId,
+    },
+    /// Refused for this message alone (e.g. an invalid destination); not retryable.
+    Rejected {
+        code: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkOutcome {
+    pub bulk_id: Option<BulkId>,
+    pub items: Vec<ItemResult>,
+}
+
+/// Connection settings for [`MittoClient::new`].
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub base_url: url::Url,
+    pub api_key: SecretString,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+/// One pooled HTTP client per process; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct MittoClient {
+    http: reqwest::Client,
+    base_url: url::Url,
+    api_key: SecretString,
+    retry: RetryPolicy,
+}
+
+/// One attempt's failure, before the retry loop decides.
+#[derive(Debug)]
+enum AttemptError {
+    Retry {
+        retry_after: Option<Duration>,
+        message: String,
+    },
+    Final(MittoError),
+}
+
+/// Whether a request may safely be repeated when its answer is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Idempotence {
+    Idempotent,
+    /// A send: a lost answer means an unknown outcome.
+    Send,
+}
+
+impl MittoClient {
+    pub fn new(config: ClientConfig) -> Result<Self, MittoError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            // Below common server keep-alive limits, so a pooled connection is rarely closed
+            // by the server just as a send is written on it (which would be ambiguous).
+            .pool_idle_timeout(Duration::from_secs(4))
+            .build()
+            .map_err(|e| MittoError::Setup(e.to_string()))?;
+        Ok(Self {
+            http,
+            base_url: config.base_url,
+            api_key: config.api_key,
+            retry: config.retry,
+        })
+    }
+
+    /// Sends up to 1000 messages in one request. The response is mapped by index; a response
+    /// whose length differs from the request is an error for the whole batch — and an
+    /// ambiguous one, since Mitto answered 200 and may have accepted every message.
+    #[tracing::instrument(skip_all, fields(messages = messages.len()))]
+    pub async fn send_bulk(&self, messages: &[SendMessage]) -> Result<BulkOutcome, MittoError> {
+        let body = BulkRequest {
+            messages: messages.to_vec(),
+        };
+        let response: SendResponse = self
+            .call(Idempotence::Send, || {
+                self.http.post(self.url(BULK_SEND_PATH)).json(&body)
+            })
+            .await?;
+        let bulk_id = match response.bulk_id.as_deref().map(BulkId::parse).transpose() {
+            Ok(id) => id,
+            Err(e) => return Err(ambiguous(format!("response carried {e}"))),
+        };
+        let items = map_items(messages.len(), response)?;
+        Ok(BulkOutcome { bulk_id, items })
+    }
+
+    /// Sends one message through the single-send endpoint.
+    #[tracing::instrument(skip_all)]
+    pub async fn send_one(&self, message: &SendMessage) -> Result<ItemResult, MittoError> {
+        let response: SendResponse = self
+            .call(Idempotence::Send, || {
+                self.http.post(self.url(SINGLE_SEND_PATH)).json(message)
+            })
+            .await?;
+        let mut items = map_items(1, response)?;
+        Ok(items.remove(0))
+    }
+
+    /// The provider's current view of one message. Lookups are idempotent, so timeouts are
+    /// retried like any transient failure.
+    #[tracing::instrument(skip_all, fields(message_id = %id))]
+    pub async fn message_status(
+        &self,
+        id: &MessageId,
+    ) -> Result<MessageStatusResponse, MittoError> {
+        let url = self.url(&format!("{MESSAGE_PATH}/{}", id.as_str()));
+        self.call(Idempotence::Idempotent, || self.http.get(url.clone()))
+            .await
+            .map_err(|e| match e {
+                MittoError::Rejected { status: 404, .. } => MittoError::NotFound(id.to_string()),
+                other => other,
+            })
+    }
+
+    fn url(&self, path: &str) -> url::Url {
+        let mut url = self.base_url.clone();
+        let base = url.path().trim_end_matches('/').to_owned();
+        url.set_path(&format!("{base}{path}"));
+        url
+    }
+
+    /// Runs attempts under the retry policy and turns the last failure into a `MittoError`.
+    async fn call<T, B>(&self, idempotence: Idempotence, build: B) -> Result<T, MittoError>
+    where
+        T: DeserializeOwned,
+        B: Fn() -> reqwest::RequestBuilder,
+    {
+        let attempts = Cell::new(0u32);
+        let attempt = || async {
+            attempts.set(attempts.get() + 1);
+            self.attempt(idempotence, &build).await
+        };
+        let result = attempt
+            .retry(self.retry.backoff())
+            .sleep(tokio::time::sleep)
+            .when(|e| matches!(e, AttemptError::Retry { .. }))
+            .adjust(|e, backoff| match e {
+                AttemptError::Retry { retry_after, .. } => next_delay(backoff, *retry_after),
+                AttemptError::Final(_) => None,
+            })
+            .notify(|e, delay| tracing::warn!(error = ?e, ?delay, "Mitto call failed; retrying"))
+            .await;
+        result.map_err(|e| match e {
+            AttemptError::Final(e) => e,
+            AttemptError::Retry { message, .. } => MittoError::Unavailable {
+                attempts: attempts.get(),
+                message,
+            },
+        })
+    }
+
+    async fn attempt<T, B>(&self, idempotence: Idempotence, build: &B) -> Result<T, AttemptError>
+    where
+        T: DeserializeOwned,
+        B: Fn() -> reqwest::RequestBuilder,
+    {
+        let request = build().header(API_KEY_HEADER, self.api_key.expose_secret());
+        let response = request
+            .send()
+            .await
+            .map_err(|e| transport_error(idempotence, e))?;
+        let status = response.status();
+        if status.is_success() {
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| transport_error(idempotence, e))?;
+            return serde_json::from_slice(&body).map_err(|e| {
+                let message = format!("response body is not what Mitto documents: {e}");
+                match idempotence {
+                    Idempotence::Send => AttemptError::Final(ambiguous(message)),
+                    Idempotence::Idempotent => AttemptError::Retry {
+                        retry_after: None,
+                        message,
+                    },
+                }
+            });
+        }
+        Err(status_error(response).await)
+    }
+}
+
+fn ambiguous(message: String) -> MittoError {
+    MittoError::Ambiguous { message }
+}
+
+/// A transport failure: before the connection existed nothing was sent (safe to retry);
+/// after, a send's outcome is unknown.
+fn transport_error(idempotence: Idempotence, e: reqwest::Error) -> AttemptError {
+    let message = e.to_string();
+    if e.is_connect() || idempotence == Idempotence::Idempotent {
+        AttemptError::Retry {
+            retry_after: None,
+            message,
+        }
+    } else {
+        AttemptError::Final(ambiguous(message))
+    }
+}
+
+async fn status_error(response: Response) -> AttemptError {
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+    let text = response.text().await.unwrap_or_default();
+    let message = match serde_json::from_str::<ProblemDetails>(&text) {
+        Ok(problem) if problem.title.is_some() => problem.summary(),
+        _ if text.trim().is_empty() => status.to_string(),
+        _ => text.chars().take(500).collect(),
+    };
+    let retryable = status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status.is_server_error();
+    if retryable {
+        AttemptError::Retry {
+            retry_after,
+            message: format!("{status}: {message}"),
+        }
+    } else {
+        AttemptError::Final(MittoError::Rejected {
+            status: status.as_u16(),
+            message,
+        })
+    }
+}
+
+/// Maps response items onto request positions; refuses to guess when the lengths differ.
+fn map_items(expected: usize, response: SendResponse) -> Result<Vec<ItemResult>, MittoError> {
+    if response.messages.len() != expected {
+        return Err(ambiguous(format!(
+            "response has {} items for {expected} messages; the mapping is unknown",
+            response.messages.len()
+        )));
+    }
+    response
+        .messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| match (item.message_id, item.error) {
+            (_, Some(error)) => Ok(ItemResult::Rejected {
+                code: error.code,
+                message: error.message,
+            }),
+            (Some(id), None) => MessageId::parse(&id)
+                .map(|message_id| ItemResult::Accepted { message_id })
+                .map_err(|e| ambiguous(format!("item {i}: {e}"))),
+            (None, None) => Err(ambiguous(format!(
+                "item {i} has neither messageId nor error"
+            ))),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mitto::wire::{ItemError, SendResponseItem};
+
+    fn item(id: Option<&str>, error: Option<&str>) -> SendResponseItem {
+        SendResponseItem {
+            traffic_account_id: None,
+            message_id: id.map(str::to_owned),
+            error: error.map(|code| ItemError {
+                code: code.to_owned(),
+                message: "nope".to_owned(),
+            }),
+        }
+    }
+
+    #[test]
+    fn items_map_by_position_and_keep_per_item_errors() {
+        let response = SendResponse {
+            bulk_id: None,
+            messages: vec![
+                item(Some("01A"), None),
+                item(None, Some("InvalidDestination")),
+            ],
+        };
+        let items = map_items(2, response).unwrap();
+        assert!(
+            matches!(&items[0], ItemResult::Accepted { message_id } if message_id.as_str() == "01A")
+        );
+        assert!(
+            matches!(&items[1], ItemResult::Rejected { code, .. } if code == "InvalidDestination")
+        );
+    }
+
+    #[test]
+    fn a_length_mismatch_is_ambiguous_for_the_whole_batch() {
+        let response = SendResponse {
+            bulk_id: None,
+            messages: vec![item(Some("01A"), None)],
+        };
+        let err = map_items(2, response).unwrap_err();
+        assert_eq!(err.outcome(), Outcome::Ambiguous);
+    }
+}

@@ -1,0 +1,73 @@
+//! Every SQL statement lives here, behind functions named for what they do.
+//!
+//! Migrations (`migrations/`) are embedded in the binary and applied at start-up.
+
+pub mod api_keys;
+pub mod tenants;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database URL is invalid: {0}")]
+    InvalidUrl(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("applying migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// The migrations compiled into this binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Creates the database if it does not exist, connects a pool and applies migrations.
+#[tracing::instrument(skip_all)]
+pub async fn connect_and_migrate(url: &str) -> Result<PgPool, StoreError> {
+    let options = parse_url(url)?;
+    ensure_database_exists(&options).await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await?;
+    MIGRATOR.run(&pool).await?;
+    Ok(pool)
+}
+
+fn parse_url(url: &str) -> Result<PgConnectOptions, StoreError> {
+    PgConnectOptions::from_str(url)
+        .map(|o| o.log_statements(tracing::log::LevelFilter::Trace))
+        .map_err(|e| StoreError::InvalidUrl(e.to_string()))
+}
+
+/// Connects to the server's maintenance database and creates the target database when absent.
+/// Two processes racing here is fine: the loser sees `duplicate_database` and carries on.
+async fn ensure_database_exists(options: &PgConnectOptions) -> Result<(), StoreError> {
+    let name = options.get_database().unwrap_or("postgres").to_owned();
+    let mut admin = sqlx::PgConnection::connect_with(&options.clone().database("postgres")).await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await?;
+    if !exists {
+        let statement = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+        match sqlx::query(&statement).execute(&mut admin).await {
+            Ok(_) => tracing::info!(database = %name, "created database"),
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    admin.close().await?;
+    Ok(())
+}
+
+/// Readiness probe: one round trip.
+pub async fn ping(pool: &PgPool) -> Result<(), StoreError> {
+    sqlx::query("SELECT 1").execute(pool).await?;
+    Ok(())
+}

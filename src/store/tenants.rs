@@ -1,0 +1,54 @@
+//! Tenants and their credit balance.
+
+use sqlx::PgPool;
+
+use crate::domain::TenantId;
+
+use super::StoreError;
+
+/// What an authenticated request may show about its own tenant.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct Tenant {
+    pub id: i64,
+    pub name: String,
+    pub subscription_active: bool,
+    pub subscription_until: Option<chrono::DateTime<chrono::Utc>>,
+    pub credit_balance: i64,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Creates a tenant; opening credits are recorded in the ledger as a top-up so that the
+/// balance always equals the sum of the ledger.
+pub async fn create(pool: &PgPool, name: &str, credits: i64) -> Result<TenantId, StoreError> {
+    let mut tx = pool.begin().await?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO tenants (name, credit_balance) VALUES ($1, $2) RETURNING id",
+    )
+    .bind(name)
+    .bind(credits)
+    .fetch_one(&mut *tx)
+    .await?;
+    if credits != 0 {
+        sqlx::query(
+            "INSERT INTO credit_ledger (tenant_id, delta, reason) VALUES ($1, $2, 'topup')",
+        )
+        .bind(id)
+        .bind(credits)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(TenantId::new(id).expect("BIGSERIAL ids are positive"))
+}
+
+pub async fn find(pool: &PgPool, id: TenantId) -> Result<Option<Tenant>, StoreError> {
+    let tenant = sqlx::query_as(
+        "SELECT id, name, subscription_active, subscription_until, credit_balance, created_at
+         FROM tenants WHERE id = $1",
+    )
+    .bind(id.get())
+    .fetch_optional(pool)
+    .await?;
+    Ok(tenant)
+}
