@@ -42,7 +42,7 @@ pub enum Command {
     Migrate,
     /// Run a standalone Mitto simulator (bulk send, single send, status lookup, signed DLR
     /// callbacks, fault injection; per-destination send counts at GET /_sim/stats).
-    MittoSim(SimConfig),
+    MittoSim(Box<SimConfig>),
     /// Manage tenants and their API keys.
     #[command(subcommand)]
     Tenant(TenantCommand),
@@ -75,7 +75,7 @@ pub enum TenantCommand {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::MittoSim(config) = cli.command {
-        return run_simulator(config).await;
+        return run_simulator(*config).await;
     }
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
@@ -86,7 +86,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await?
         }
         Command::Migrate => {
-            store::connect_and_migrate(settings.database_url.expose_secret()).await?;
+            store::connect_and_migrate(settings.database_url.expose_secret())
+                .await
+                .context("migrating the database")?;
             println!("migrations applied");
         }
         Command::Tenant(command) => run_tenant(&settings, command).await?,
@@ -104,7 +106,9 @@ async fn run_simulator(config: SimConfig) -> anyhow::Result<()> {
 }
 
 async fn run_tenant(settings: &Settings, command: TenantCommand) -> anyhow::Result<()> {
-    let pool = store::connect_and_migrate(settings.database_url.expose_secret()).await?;
+    let pool = store::connect_and_migrate(settings.database_url.expose_secret())
+        .await
+        .context("connecting to Postgres")?;
     match command {
         TenantCommand::Create { name, credits } => {
             let tenant = store::tenants::create(&pool, name.trim(), credits)

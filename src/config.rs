@@ -26,7 +26,7 @@ pub const DEFAULT_FILE: &str = "campaignd.toml";
 pub enum ConfigError {
     /// figment's message names the key and the layer it came from.
     #[error("invalid configuration: {0}")]
-    Load(#[from] Box<figment::Error>),
+    Load(Box<figment::Error>),
     #[error("invalid configuration: `{key}` {reason}")]
     Invalid { key: &'static str, reason: String },
 }
@@ -136,7 +136,9 @@ impl Settings {
     }
 
     pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
-        let settings: Self = figment.extract().map_err(Box::new)?;
+        let settings: Self = figment
+            .extract()
+            .map_err(|e| ConfigError::Load(Box::new(e)))?;
         settings.validate()?;
         Ok(settings)
     }
@@ -205,6 +207,8 @@ fn conventional_env() -> Env {
         })
 }
 
+// figment's Jail fixes the closure's error type (figment::Error, which is large).
+#[allow(clippy::result_large_err)]
 #[cfg(test)]
 mod tests {
     use super::*;

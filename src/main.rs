@@ -1,7 +1,15 @@
+use std::process::ExitCode;
+
 use clap::Parser;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = campaignd::cli::Cli::parse();
     campaignd::telemetry::init(cli.log_format);
-    actix_web::rt::System::new().block_on(campaignd::cli::run(cli))
+    match actix_web::rt::System::new().block_on(campaignd::cli::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

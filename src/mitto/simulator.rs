@@ -233,7 +233,8 @@ pub struct SimState {
     counters: Counters,
     script: Mutex<VecDeque<Fault>>,
     limiter: Option<DefaultKeyedRateLimiter<String>>,
-    reports: mpsc::UnboundedSender<MessageStatusResponse>,
+    /// One entry per message: its reports, in the order they are to arrive.
+    reports: mpsc::UnboundedSender<Vec<MessageStatusResponse>>,
     http: reqwest::Client,
     sender_ids: DashMap<String, uuid::Uuid>,
 }
@@ -496,11 +497,11 @@ impl SimState {
                 ..report.clone()
             });
             let copies = if duplicate { 2 } else { 1 };
-            let reports = std::iter::repeat_n(report, copies).chain(intermediate);
-            for report in reports {
-                // the dispatcher lives as long as the state; a closed queue means shutdown
-                let _ = state.reports.send(report);
-            }
+            let sequence = std::iter::repeat_n(report, copies)
+                .chain(intermediate)
+                .collect();
+            // the dispatcher lives as long as the state; a closed queue means shutdown
+            let _ = state.reports.send(sequence);
         });
     }
 
@@ -562,17 +563,25 @@ impl SimState {
         }
     }
 
-    /// Posts reports to the callback, signed, with retries; returns whether it was accepted.
-    async fn deliver(&self, reports: &[MessageStatusResponse]) -> bool {
+    /// Posts reports in order, `dlr_batch` per request.
+    async fn deliver_all(&self, reports: &[MessageStatusResponse]) {
+        for chunk in reports.chunks(usize::from(self.config.dlr_batch)) {
+            self.deliver(chunk).await;
+        }
+    }
+
+    /// Posts one request to the callback, signed, with retries: a JSON object when
+    /// `dlr_batch` is 1, else a JSON array.
+    async fn deliver(&self, reports: &[MessageStatusResponse]) {
         let Some(url) = &self.config.callback else {
-            return false;
+            return;
         };
-        let body = if reports.len() == 1 {
+        let body = if self.config.dlr_batch == 1 {
             serde_json::to_vec(&reports[0])
         } else {
             serde_json::to_vec(reports)
         }
-        .expect("reports serialise");
+        .expect("status objects always serialise");
         let policy = RetryPolicy {
             min_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(2),
@@ -591,7 +600,6 @@ impl SimState {
             }
         };
         counter.fetch_add(reports.len() as u64, Ordering::Relaxed);
-        delivered.is_ok()
     }
 
     fn signed_post(&self, url: &url::Url, body: &[u8]) -> reqwest::RequestBuilder {
@@ -624,22 +632,24 @@ fn valid_sender(sender: &str) -> bool {
     numeric || alphanumeric
 }
 
-/// Forwards queued reports to the callback, up to `dlr_batch` per request, 16 requests at once.
+/// Forwards queued reports to the callback, at most 16 requests at once. The reports of one
+/// message stay in one task and are posted in order, so "out of order" is exactly what the
+/// configuration asked for; up to `dlr_batch` reports share a request (a JSON array).
 async fn dispatch_reports(
     state: Arc<SimState>,
-    mut queue: mpsc::UnboundedReceiver<MessageStatusResponse>,
+    mut queue: mpsc::UnboundedReceiver<Vec<MessageStatusResponse>>,
 ) {
     let in_flight = Arc::new(Semaphore::new(16));
     let batch = usize::from(state.config.dlr_batch);
-    let mut reports = Vec::with_capacity(batch);
-    while queue.recv_many(&mut reports, batch).await > 0 {
+    let mut sequences = Vec::with_capacity(batch);
+    while queue.recv_many(&mut sequences, batch).await > 0 {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
         let state = state.clone();
-        let chunk = std::mem::replace(&mut reports, Vec::with_capacity(batch));
+        let reports: Vec<_> = sequences.drain(..).flatten().collect();
         actix_web::rt::spawn(async move {
-            state.deliver(&chunk).await;
+            state.deliver_all(&reports).await;
             drop(permit);
         });
     }
@@ -716,9 +726,7 @@ async fn handle_send(
         .iter()
         .map(|m| state.accept(m, &mut before_response))
         .collect();
-    if !before_response.is_empty() {
-        state.deliver(&before_response).await;
-    }
+    state.deliver_all(&before_response).await;
     if hang {
         tokio::time::sleep(Duration::from_millis(state.config.hang_ms)).await;
     }

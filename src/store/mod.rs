@@ -15,9 +15,9 @@ use sqlx::{ConnectOptions, Connection, PgPool};
 pub enum StoreError {
     #[error("database URL is invalid: {0}")]
     InvalidUrl(String),
-    #[error("database error: {0}")]
+    #[error(transparent)]
     Database(#[from] sqlx::Error),
-    #[error("applying migrations failed: {0}")]
+    #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 

@@ -1,0 +1,212 @@
+//! Shared test harness: a fresh Postgres database per test, settings for it, a webhook
+//! receiver that records what the simulator posts, and polling helpers.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use campaignd::config::{Settings, DEFAULTS};
+use campaignd::mitto::client::ClientConfig;
+use campaignd::mitto::retry::RetryPolicy;
+use campaignd::mitto::simulator::SimHandle;
+use campaignd::mitto::MittoClient;
+use figment::providers::{Format, Toml};
+use figment::Figment;
+use secrecy::SecretString;
+
+/// The server the tests create their databases on.
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A uniquely named database that does not exist yet; dropped by [`TestDb::drop_database`].
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub fn unique() -> Self {
+        let name = format!("campaignd_test_{}", uuid::Uuid::new_v4().simple());
+        let mut url = url::Url::parse(&admin_url()).expect("TEST_DATABASE_URL is a URL");
+        url.set_path(&name);
+        Self {
+            name,
+            url: url.to_string(),
+        }
+    }
+
+    pub async fn exists(&self) -> bool {
+        let mut admin = admin().await;
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&self.name)
+            .fetch_one(&mut admin)
+            .await
+            .expect("query pg_database")
+    }
+
+    pub async fn drop_database(self) {
+        let mut admin = admin().await;
+        let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+        sqlx::query(&sql)
+            .execute(&mut admin)
+            .await
+            .expect("drop test database");
+    }
+}
+
+async fn admin() -> sqlx::PgConnection {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(&admin_url())
+        .await
+        .expect("connect to the test Postgres server")
+}
+
+/// Embedded defaults plus a database and a free port; no file or environment layers, so a
+/// developer's own settings cannot change what a test sees.
+pub fn settings(db: &TestDb) -> Settings {
+    let figment = Figment::from(Toml::string(DEFAULTS))
+        .merge(("database_url", db.url.as_str()))
+        .merge(("http.bind", "127.0.0.1:0"));
+    Settings::from_figment(figment).expect("test settings are valid")
+}
+
+/// A port that was free a moment ago, for child processes that must be told their port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `check` until it returns `Some`, or panics after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A client for a simulator, with short retry delays so tests stay quick.
+pub fn client_for(sim: &SimHandle, request_timeout: Duration, max_retries: usize) -> MittoClient {
+    client(&sim.base_url, &sim_key(), request_timeout, max_retries)
+}
+
+/// A client for any base URL and key, with short retry delays.
+pub fn client(
+    base_url: &url::Url,
+    key: &str,
+    request_timeout: Duration,
+    max_retries: usize,
+) -> MittoClient {
+    MittoClient::new(ClientConfig {
+        base_url: base_url.clone(),
+        api_key: SecretString::from(key.to_owned()),
+        connect_timeout: Duration::from_millis(500),
+        request_timeout,
+        retry: RetryPolicy {
+            min_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(200),
+            max_retries,
+        },
+    })
+    .expect("client builds")
+}
+
+pub fn sim_key() -> String {
+    campaignd::mitto::simulator::SimConfig::default().api_key
+}
+
+/// One request as the webhook receiver saw it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// An HTTP endpoint on loopback that records every request and answers 200.
+pub struct Receiver {
+    pub url: url::Url,
+    pub requests: Arc<Mutex<Vec<Received>>>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Receiver {
+    pub fn start() -> Self {
+        let requests: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let store = web::Data::new(requests.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = url::Url::parse(&format!(
+            "http://{}/webhooks/mitto/dlr",
+            listener.local_addr().unwrap()
+        ))
+        .unwrap();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(store.clone())
+                .default_service(web::to(record))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .unwrap()
+        .run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        Self {
+            url,
+            requests,
+            handle,
+        }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+    }
+}
+
+async fn record(
+    req: HttpRequest,
+    body: web::Bytes,
+    store: web::Data<Arc<Mutex<Vec<Received>>>>,
+) -> HttpResponse {
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    store.lock().unwrap().push(Received {
+        headers,
+        body: body.to_vec(),
+    });
+    HttpResponse::Ok().finish()
+}

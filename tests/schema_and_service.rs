@@ -1,0 +1,263 @@
+//! The schema, the `serve` and `migrate` commands, configuration errors and the HTTP skeleton.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use campaignd::app::Application;
+use common::{eventually, free_port, settings, TestDb};
+
+const BIN: &str = env!("CARGO_BIN_EXE_campaignd");
+
+const TABLES: [&str; 13] = [
+    "tenants",
+    "api_keys",
+    "contacts",
+    "lists",
+    "list_members",
+    "campaigns",
+    "campaign_recipients",
+    "credit_ledger",
+    "link_events",
+    "webhook_receipts",
+    "kafka_offsets",
+    "dead_letters",
+    "_sqlx_migrations",
+];
+
+async fn table_names(pool: &sqlx::PgPool) -> Vec<String> {
+    sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn migrations_apply_to_a_fresh_database_and_are_idempotent() {
+    let db = TestDb::unique();
+    assert!(!db.exists().await);
+    let pool = campaignd::store::connect_and_migrate(&db.url)
+        .await
+        .unwrap();
+    let tables = table_names(&pool).await;
+    for table in TABLES {
+        assert!(
+            tables.iter().any(|t| t == table),
+            "{table} missing from {tables:?}"
+        );
+    }
+    // applying again changes nothing and does not fail
+    let again = campaignd::store::connect_and_migrate(&db.url)
+        .await
+        .unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(&again)
+        .await
+        .unwrap();
+    assert_eq!(applied as usize, campaignd::store::MIGRATOR.iter().count());
+    pool.close().await;
+    again.close().await;
+    db.drop_database().await;
+}
+
+#[actix_web::test]
+async fn impossible_statuses_cannot_be_stored() {
+    let db = TestDb::unique();
+    let pool = campaignd::store::connect_and_migrate(&db.url)
+        .await
+        .unwrap();
+    let tenant = campaignd::store::tenants::create(&pool, "Shop", 0)
+        .await
+        .unwrap();
+    let insert_campaign = |status: &'static str| {
+        sqlx::query(
+            "INSERT INTO campaigns (tenant_id, name, body, sender, status) VALUES ($1, 'c', 'hi', 'Shop', $2) RETURNING id",
+        )
+        .bind(tenant.get())
+        .bind(status)
+    };
+    assert!(insert_campaign("bogus").execute(&pool).await.is_err());
+    let row = insert_campaign("draft").fetch_one(&pool).await.unwrap();
+    let campaign: i64 = sqlx::Row::get(&row, 0);
+
+    let insert_recipient = |status: &'static str, phone: &'static str| {
+        sqlx::query("INSERT INTO campaign_recipients (campaign_id, tenant_id, phone_e164, status) VALUES ($1, $2, $3, $4)")
+            .bind(campaign)
+            .bind(tenant.get())
+            .bind(phone)
+            .bind(status)
+    };
+    assert!(insert_recipient("bounced", "+306900000001")
+        .execute(&pool)
+        .await
+        .is_err());
+    assert!(
+        insert_recipient("queued", "6900000001")
+            .execute(&pool)
+            .await
+            .is_err(),
+        "not E.164"
+    );
+    // sent without a provider message id is impossible
+    assert!(insert_recipient("sent", "+306900000002")
+        .execute(&pool)
+        .await
+        .is_err());
+    // processing without a claim token is impossible
+    assert!(insert_recipient("processing", "+306900000003")
+        .execute(&pool)
+        .await
+        .is_err());
+    insert_recipient("queued", "+306900000004")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let duplicate = insert_recipient("queued", "+306900000004")
+        .execute(&pool)
+        .await;
+    assert!(duplicate.is_err(), "one phone appears once per campaign");
+
+    let negative = sqlx::query("UPDATE tenants SET credit_balance = -1 WHERE id = $1")
+        .bind(tenant.get())
+        .execute(&pool)
+        .await;
+    assert!(negative.is_err(), "a balance can never go below zero");
+    pool.close().await;
+    db.drop_database().await;
+}
+
+#[actix_web::test]
+async fn serve_creates_a_missing_database_and_becomes_ready() {
+    let db = TestDb::unique();
+    assert!(!db.exists().await);
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .env("DATABASE_URL", &db.url)
+        .env("CAMPAIGND_HTTP__BIND", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    let body: serde_json::Value =
+        eventually(Duration::from_secs(60), "serve to become ready", || async {
+            let response = http.get(&url).send().await.ok()?;
+            if response.status() != 200 {
+                return None;
+            }
+            response.json().await.ok()
+        })
+        .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(body["database"], "ok");
+    assert!(db.exists().await, "serve created the database");
+    db.drop_database().await;
+}
+
+#[actix_web::test]
+async fn migrate_command_creates_and_migrates_the_database() {
+    let db = TestDb::unique();
+    let out = Command::new(BIN)
+        .arg("migrate")
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "migrations applied"
+    );
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    assert!(table_names(&pool)
+        .await
+        .iter()
+        .any(|t| t == "campaign_recipients"));
+    pool.close().await;
+    db.drop_database().await;
+}
+
+#[test]
+fn invalid_configuration_fails_at_start_up_naming_the_key() {
+    let out = Command::new(BIN)
+        .arg("serve")
+        .env("CAMPAIGND_BATCH_SIZE", "5000")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("batch_size"), "{stderr}");
+
+    let out = Command::new(BIN)
+        .arg("serve")
+        .env("CAMPAIGND_HTTP__BIND", "not-an-address")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.to_lowercase().contains("bind"), "{stderr}");
+}
+
+#[test]
+fn every_command_has_help_for_newcomers() {
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["migrate", "--help"],
+        vec!["mitto-sim", "--help"],
+        vec!["tenant", "create", "--help"],
+    ] {
+        let out = Command::new(BIN).args(&args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Usage:"), "{args:?}: {text}");
+    }
+    let sim_help = Command::new(BIN)
+        .args(["mitto-sim", "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&sim_help.stdout);
+    for flag in [
+        "--callback",
+        "--duplicate-ratio",
+        "--rate-429",
+        "--account-rate-limit",
+    ] {
+        assert!(text.contains(flag), "mitto-sim --help lacks {flag}");
+    }
+}
+
+#[actix_web::test]
+async fn health_readiness_and_json_errors() {
+    let db = TestDb::unique();
+    let app = Application::build(settings(&db)).await.unwrap().spawn();
+    let http = reqwest::Client::new();
+
+    let health = http.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+
+    let missing = http.get(app.url("/no/such/route")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    let body: serde_json::Value = missing.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "NOT_FOUND");
+    assert!(body["error"]["message"].is_string());
+
+    // readiness follows the database
+    app.state.pool.close().await;
+    let not_ready = http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(not_ready.status(), 503);
+    let body: serde_json::Value = not_ready.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "UNAVAILABLE");
+
+    app.stop().await;
+    db.drop_database().await;
+}
