@@ -41,6 +41,12 @@ pub struct Settings {
     pub webhook: WebhookSettings,
     /// How often actors' dirty state is written to Postgres with the Kafka offsets.
     pub checkpoint_interval_ms: u64,
+    /// Records applied since the last checkpoint that trigger one early.
+    pub checkpoint_max_records: u64,
+    /// How long a delivery report waits for its `sent` event before it is dead-lettered.
+    pub park_ttl_secs: u64,
+    /// An active campaign actor idle this long is passivated.
+    pub campaign_idle_secs: u64,
     /// Messages per Mitto bulk request (Mitto accepts at most 1000).
     pub batch_size: usize,
     pub rate_limits: RateLimits,
@@ -59,7 +65,10 @@ pub struct KafkaSettings {
     pub brokers: Option<String>,
     pub topic: String,
     pub partitions: i32,
+    pub replication_factor: i32,
     pub consumer_group: String,
+    pub session_timeout_ms: u64,
+    pub heartbeat_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -161,6 +170,12 @@ impl Settings {
         }
         if self.checkpoint_interval_ms == 0 {
             return invalid("checkpoint_interval_ms", "must be greater than 0");
+        }
+        if self.checkpoint_max_records == 0 {
+            return invalid("checkpoint_max_records", "must be greater than 0");
+        }
+        if self.kafka.heartbeat_interval_ms == 0 || self.kafka.heartbeat_interval_ms >= self.kafka.session_timeout_ms {
+            return invalid("kafka.heartbeat_interval_ms", "must be above 0 and below kafka.session_timeout_ms");
         }
         if self.kafka.partitions < 1 {
             return invalid("kafka.partitions", "must be at least 1");

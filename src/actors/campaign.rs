@@ -1,10 +1,449 @@
-//! CampaignActor: one per active campaign.
+//! CampaignActor: one per active campaign; owns its counters and answers stats from memory.
 //!
-//! Owns the campaign's status (through `domain::CampaignStatus`'s transition table), its
-//! counters (total, queued, processing, sent, delivered, failed, redemptions, unsubscribes,
-//! first/last sent at, a per-minute series) and its send loop: it claims batches of queued
-//! recipients in Postgres before handing them to senders, honours pause and cancel between
-//! batches, and decides completion. Stats requests are answered from its memory.
-//! Activated on demand from Postgres and passivated when idle; a registry routes to it.
+//! The logic lives in [`Campaign`], a plain struct: counters per message status, first/last
+//! event times and a per-minute series, changed only by [`Transition`]s that DlrActors send.
+//! The actor is a thin shell that loads the campaign from Postgres when activated and queues
+//! messages until that load is done.
 //!
-//! Arrives with the event-core issue; nothing here yet.
+//! Activation and checkpoints: every transition carries the checkpoint epoch in which its row
+//! change is committed. The activation query reads the rows and the last committed epoch in
+//! one snapshot, so a transition whose epoch is already committed is counted by the query and
+//! skipped when it arrives — never counted twice, never missed.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use serde::Serialize;
+
+use crate::domain::{CampaignId, CampaignStatus, MessageStatus, TenantId};
+
+/// A message's status change, as its DlrActor saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    pub campaign: CampaignId,
+    pub from: MessageStatus,
+    pub to: MessageStatus,
+    /// When the change happened (the event's time).
+    pub at: DateTime<Utc>,
+    /// For a `DeliveryFailed → Delivered` correction: when the failure was reported, so the
+    /// series can take it back from the right minute.
+    pub corrected_at: Option<DateTime<Utc>>,
+    /// The checkpoint that commits the row change.
+    pub epoch: u64,
+}
+
+/// Messages per status, the one set of counters everything else is derived from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Counters {
+    pub queued: i64,
+    pub processing: i64,
+    /// Accepted by Mitto, no final report yet.
+    pub pending: i64,
+    pub delivered: i64,
+    pub send_failed: i64,
+    pub delivery_failed: i64,
+    pub cancelled: i64,
+}
+
+impl Counters {
+    fn bucket(&mut self, status: MessageStatus) -> &mut i64 {
+        match status {
+            MessageStatus::Queued => &mut self.queued,
+            MessageStatus::Processing => &mut self.processing,
+            MessageStatus::Sent => &mut self.pending,
+            MessageStatus::Delivered => &mut self.delivered,
+            MessageStatus::SendFailed => &mut self.send_failed,
+            MessageStatus::DeliveryFailed => &mut self.delivery_failed,
+            MessageStatus::Cancelled => &mut self.cancelled,
+        }
+    }
+
+    pub fn add(&mut self, status: MessageStatus, n: i64) {
+        *self.bucket(status) += n;
+    }
+
+    pub fn total(&self) -> i64 {
+        self.queued
+            + self.processing
+            + self.pending
+            + self.delivered
+            + self.send_failed
+            + self.delivery_failed
+            + self.cancelled
+    }
+
+    /// Handed to Mitto and accepted: pending, delivered, or failed by a report.
+    pub fn sent(&self) -> i64 {
+        self.pending + self.delivered + self.delivery_failed
+    }
+
+    pub fn failed(&self) -> i64 {
+        self.send_failed + self.delivery_failed
+    }
+}
+
+/// Sent, delivered and failed counts of one minute.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct MinuteCounts {
+    pub sent: i64,
+    pub delivered: i64,
+    pub failed: i64,
+}
+
+/// Which series a status feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeriesKind {
+    Sent,
+    Delivered,
+    Failed,
+}
+
+/// A campaign as its actor holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Campaign {
+    pub id: CampaignId,
+    pub tenant: TenantId,
+    pub name: String,
+    pub status: CampaignStatus,
+    pub counters: Counters,
+    pub redemptions: i64,
+    pub unsubscribes: i64,
+    pub first_sent_at: Option<DateTime<Utc>>,
+    pub last_event_at: Option<DateTime<Utc>>,
+    pub series: BTreeMap<DateTime<Utc>, MinuteCounts>,
+    /// Transitions of this epoch or older are already in the counters (from the activation
+    /// query).
+    pub loaded_epoch: u64,
+    /// The newest epoch whose transition was applied: passivating is safe only once it is
+    /// committed.
+    pub applied_epoch: u64,
+    /// Counters changed since the last checkpoint snapshot.
+    pub dirty: bool,
+}
+
+fn minute(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.duration_trunc(TimeDelta::minutes(1)).unwrap_or(at)
+}
+
+impl Campaign {
+    /// Applies a transition; `false` when its epoch was already counted at activation.
+    pub fn apply(&mut self, t: &Transition) -> bool {
+        if t.epoch <= self.loaded_epoch {
+            return false;
+        }
+        self.counters.add(t.from, -1);
+        self.counters.add(t.to, 1);
+        self.track_times(t);
+        self.applied_epoch = self.applied_epoch.max(t.epoch);
+        self.dirty = true;
+        true
+    }
+
+    fn track_times(&mut self, t: &Transition) {
+        // the forward-only rule routes every accepted message through `Sent` exactly once
+        if t.to == MessageStatus::Sent {
+            self.first_sent_at = Some(self.first_sent_at.map_or(t.at, |f| f.min(t.at)));
+            self.add_series(SeriesKind::Sent, t.at, 1);
+        }
+        match t.to {
+            MessageStatus::Delivered => self.add_series(SeriesKind::Delivered, t.at, 1),
+            MessageStatus::DeliveryFailed | MessageStatus::SendFailed => self.add_series(SeriesKind::Failed, t.at, 1),
+            _ => {}
+        }
+        if let Some(failed_at) = t.corrected_at {
+            self.add_series(SeriesKind::Failed, failed_at, -1);
+        }
+        self.last_event_at = Some(self.last_event_at.map_or(t.at, |l| l.max(t.at)));
+    }
+
+    pub fn add_series(&mut self, kind: SeriesKind, at: DateTime<Utc>, n: i64) {
+        let m = self.series.entry(minute(at)).or_default();
+        match kind {
+            SeriesKind::Sent => m.sent += n,
+            SeriesKind::Delivered => m.delivered += n,
+            SeriesKind::Failed => m.failed += n,
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        let c = &self.counters;
+        let rate = |num: i64, den: i64| if den > 0 { num as f64 / den as f64 } else { 0.0 };
+        let total = c.total();
+        Stats {
+            campaign_id: self.id,
+            sent: c.sent(),
+            delivered: c.delivered,
+            failed: c.failed(),
+            redemptions: self.redemptions,
+            unsubscribes: self.unsubscribes,
+            delivered_rate: rate(c.delivered, c.sent()),
+            conversion_rate: rate(self.redemptions, c.delivered),
+            first_sent_at: self.first_sent_at,
+            status: self.status,
+            total,
+            queued: c.queued,
+            processing: c.processing,
+            pending: c.pending,
+            send_failed: c.send_failed,
+            delivery_failed: c.delivery_failed,
+            cancelled: c.cancelled,
+            progress: rate(total - c.queued - c.processing, total),
+            last_event_at: self.last_event_at,
+        }
+    }
+}
+
+/// The public stats shape (DESIGN.md section 3): the replaced system's fields first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    pub campaign_id: CampaignId,
+    pub sent: i64,
+    pub delivered: i64,
+    pub failed: i64,
+    pub redemptions: i64,
+    pub unsubscribes: i64,
+    pub delivered_rate: f64,
+    pub conversion_rate: f64,
+    pub first_sent_at: Option<DateTime<Utc>>,
+    pub status: CampaignStatus,
+    pub total: i64,
+    pub queued: i64,
+    pub processing: i64,
+    pub pending: i64,
+    pub send_failed: i64,
+    pub delivery_failed: i64,
+    pub cancelled: i64,
+    pub progress: f64,
+    pub last_event_at: Option<DateTime<Utc>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use MessageStatus::*;
+
+    fn campaign() -> Campaign {
+        let mut counters = Counters::default();
+        counters.add(Processing, 10);
+        Campaign {
+            id: CampaignId::new(1).unwrap(),
+            tenant: TenantId::new(1).unwrap(),
+            name: "c".into(),
+            status: CampaignStatus::Sending,
+            counters,
+            redemptions: 0,
+            unsubscribes: 0,
+            first_sent_at: None,
+            last_event_at: None,
+            series: BTreeMap::new(),
+            loaded_epoch: 3,
+            applied_epoch: 0,
+            dirty: false,
+        }
+    }
+
+    fn t(from: MessageStatus, to: MessageStatus, secs: i64, epoch: u64) -> Transition {
+        Transition {
+            campaign: CampaignId::new(1).unwrap(),
+            from,
+            to,
+            at: DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap(),
+            corrected_at: None,
+            epoch,
+        }
+    }
+
+    #[test]
+    fn transitions_move_counts_between_buckets() {
+        let mut c = campaign();
+        for tr in [t(Processing, Sent, 0, 4), t(Processing, Sent, 1, 4), t(Processing, SendFailed, 2, 4)] {
+            assert!(c.apply(&tr));
+        }
+        c.apply(&t(Sent, Delivered, 70, 5));
+        c.apply(&t(Sent, DeliveryFailed, 71, 5));
+        let s = c.stats();
+        assert_eq!((s.total, s.sent, s.delivered, s.failed), (10, 2, 1, 2));
+        assert_eq!((s.send_failed, s.delivery_failed, s.pending, s.processing), (1, 1, 0, 7));
+        assert_eq!(s.delivered_rate, 0.5);
+        assert_eq!(s.first_sent_at, Some(t(Queued, Sent, 0, 0).at));
+        assert_eq!(c.applied_epoch, 5);
+    }
+
+    #[test]
+    fn transitions_already_counted_at_activation_are_skipped() {
+        let mut c = campaign();
+        assert!(!c.apply(&t(Processing, Sent, 0, 3)));
+        assert_eq!(c.stats().sent, 0);
+        assert!(!c.dirty);
+    }
+
+    #[test]
+    fn rates_are_zero_not_nan_when_nothing_was_sent() {
+        let s = campaign().stats();
+        assert_eq!((s.delivered_rate, s.conversion_rate, s.progress), (0.0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn a_delivery_correction_moves_a_failure_to_delivered_in_the_series() {
+        let mut c = campaign();
+        c.apply(&t(Processing, Sent, 0, 4));
+        c.apply(&t(Sent, DeliveryFailed, 10, 4));
+        let mut fix = t(DeliveryFailed, Delivered, 130, 4);
+        fix.corrected_at = Some(t(Queued, Sent, 10, 0).at);
+        c.apply(&fix);
+        let s = c.stats();
+        assert_eq!((s.sent, s.delivered, s.failed), (1, 1, 0));
+        let minutes: Vec<_> = c.series.values().copied().collect();
+        assert_eq!(minutes[0], MinuteCounts { sent: 1, delivered: 0, failed: 0 });
+        assert_eq!(minutes[1], MinuteCounts { sent: 0, delivered: 1, failed: 0 });
+    }
+}
+
+/// The actor shell around [`Campaign`]. Until its load from Postgres completes it holds its
+/// mailbox (`ctx.wait`), so no transition is applied to counters that are not loaded yet.
+pub struct CampaignActor {
+    id: CampaignId,
+    pool: sqlx::PgPool,
+    state: Load,
+    last_touched: std::time::Instant,
+}
+
+enum Load {
+    Loading,
+    Ready(Box<Campaign>),
+    Missing,
+}
+
+impl CampaignActor {
+    pub fn new(id: CampaignId, pool: sqlx::PgPool) -> Self {
+        Self {
+            id,
+            pool,
+            state: Load::Loading,
+            last_touched: std::time::Instant::now(),
+        }
+    }
+
+    fn campaign(&mut self) -> Option<&mut Campaign> {
+        self.last_touched = std::time::Instant::now();
+        match &mut self.state {
+            Load::Ready(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// Loads with retries: an actor never answers from counters it could not load.
+async fn load_campaign(pool: sqlx::PgPool, id: CampaignId) -> Option<Campaign> {
+    let mut delay = std::time::Duration::from_millis(50);
+    loop {
+        match crate::store::campaigns::load_for_activation(&pool, id).await {
+            Ok(found) => return found,
+            Err(e) => {
+                tracing::error!(campaign_id = %id, error = %e, ?delay, "activating campaign failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+impl actix::Actor for CampaignActor {
+    type Context = actix::Context<Self>;
+
+    #[tracing::instrument(skip_all, fields(campaign_id = %self.id))]
+    fn started(&mut self, ctx: &mut Self::Context) {
+        use actix::prelude::*;
+        let load = load_campaign(self.pool.clone(), self.id);
+        ctx.wait(load.into_actor(self).map(|found, act, _| {
+            act.state = match found {
+                Some(c) => Load::Ready(Box::new(c)),
+                None => Load::Missing,
+            };
+        }));
+    }
+}
+
+/// Applies transitions in the order given.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+#[derive(Clone)]
+pub struct ApplyTransitions(pub Vec<Transition>);
+
+/// The campaign's tenant and stats, or `None` when the campaign does not exist.
+#[derive(actix::Message, Clone)]
+#[rtype(result = "Option<(TenantId, Stats)>")]
+pub struct GetStats;
+
+/// Counters changed since the last snapshot, for the checkpoint.
+#[derive(actix::Message)]
+#[rtype(result = "Option<crate::store::checkpoints::CampaignSnapshot>")]
+pub struct TakeSnapshot;
+
+/// Stops the actor if it has been idle this long and everything it applied is committed.
+#[derive(actix::Message)]
+#[rtype(result = "bool")]
+pub struct Passivate {
+    pub idle_for: std::time::Duration,
+    pub committed_epoch: u64,
+}
+
+impl actix::Handler<ApplyTransitions> for CampaignActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ApplyTransitions, _: &mut Self::Context) {
+        let id = self.id;
+        match self.campaign() {
+            Some(c) => msg.0.iter().for_each(|t| {
+                c.apply(t);
+            }),
+            None => tracing::error!(campaign_id = %id, "transitions for a campaign that does not exist"),
+        }
+    }
+}
+
+impl actix::Handler<GetStats> for CampaignActor {
+    type Result = Option<(TenantId, Stats)>;
+
+    fn handle(&mut self, _: GetStats, _: &mut Self::Context) -> Self::Result {
+        self.campaign().map(|c| (c.tenant, c.stats()))
+    }
+}
+
+impl actix::Handler<TakeSnapshot> for CampaignActor {
+    type Result = Option<crate::store::checkpoints::CampaignSnapshot>;
+
+    fn handle(&mut self, _: TakeSnapshot, _: &mut Self::Context) -> Self::Result {
+        let Load::Ready(c) = &mut self.state else { return None };
+        if !c.dirty {
+            return None;
+        }
+        c.dirty = false;
+        Some(crate::store::checkpoints::CampaignSnapshot {
+            campaign: c.id,
+            counters: c.counters,
+            first_sent_at: c.first_sent_at,
+            last_event_at: c.last_event_at,
+        })
+    }
+}
+
+impl actix::Handler<Passivate> for CampaignActor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: Passivate, ctx: &mut Self::Context) -> bool {
+        use actix::ActorContext;
+        let idle = self.last_touched.elapsed() >= msg.idle_for;
+        let settled = match &self.state {
+            Load::Ready(c) => c.applied_epoch <= msg.committed_epoch && !c.dirty,
+            Load::Missing => true,
+            Load::Loading => false,
+        };
+        if idle && settled {
+            ctx.stop();
+        }
+        idle && settled
+    }
+}

@@ -2,5 +2,7 @@
 //! that holds the logic and is unit-tested without actix.
 
 pub mod campaign;
+pub mod checkpoint;
 pub mod dlr;
+pub mod registry;
 pub mod sender;

@@ -2,6 +2,7 @@
 //! invalid phone, id or status cannot travel further into the system.
 
 mod delivery;
+mod event;
 mod ids;
 mod phone;
 mod segments;
@@ -9,6 +10,7 @@ mod status;
 mod token;
 
 pub use delivery::{DeliveryOutcome, DeliveryStatus};
+pub use event::{Event, EventError, EVENT_VERSION};
 pub use ids::{BulkId, CampaignId, IdError, MessageId, RecipientId, TenantId, TrafficAccountId};
 pub use phone::{PhoneE164, PhoneError};
 pub use segments::{Encoding, Segments};

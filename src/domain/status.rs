@@ -140,7 +140,8 @@ impl MessageStatus {
         use MessageStatus::*;
         let allowed = matches!(
             (self, to),
-            (Queued, Processing | Cancelled)
+            // a `sent` is a fact even when the claim was never seen (upstream producers)
+            (Queued, Processing | Sent | SendFailed | Cancelled)
                 | (Processing, Sent | SendFailed | Cancelled)
                 | (Sent, Delivered | DeliveryFailed)
                 | (DeliveryFailed, Delivered)

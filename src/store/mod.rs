@@ -3,6 +3,9 @@
 //! Migrations (`migrations/`) are embedded in the binary and applied at start-up.
 
 pub mod api_keys;
+pub mod campaigns;
+pub mod checkpoints;
+pub mod messages;
 pub mod tenants;
 
 use std::str::FromStr;
@@ -19,6 +22,9 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value that this build cannot read; never expected, always reported.
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
 }
 
 /// The migrations compiled into this binary.

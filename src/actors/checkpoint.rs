@@ -1,0 +1,233 @@
+//! Checkpointer: every `checkpoint_interval` (or after N records) it sends a barrier through
+//! every DlrActor, collects their dirty rows, dead letters and offsets plus the campaign
+//! actors' counters, and commits all of it with the epoch in ONE Postgres transaction. Only
+//! then are offsets committed to Kafka (for lag monitoring; Postgres holds the truth).
+//!
+//! A failed write is kept and folded into the next one, so nothing handed over is lost.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use sqlx::PgPool;
+
+use super::dlr::{Barrier, DlrActor};
+use super::registry::CampaignRegistry;
+use crate::store::checkpoints::{self, CheckpointWrite, OffsetScope};
+
+/// The DlrActors of the assigned partitions and the epoch the next barrier closes.
+///
+/// Registration and the start of a barrier take the same lock, so an actor registered while a
+/// checkpoint is collecting starts in the following epoch — a transition's epoch is always
+/// the checkpoint that commits it.
+#[derive(Clone)]
+pub struct Partitions(Arc<Mutex<PartitionSet>>);
+
+struct PartitionSet {
+    open_epoch: u64,
+    actors: BTreeMap<i32, Addr<DlrActor>>,
+}
+
+impl Partitions {
+    pub fn new(committed_epoch: u64) -> Self {
+        Self(Arc::new(Mutex::new(PartitionSet {
+            open_epoch: committed_epoch + 1,
+            actors: BTreeMap::new(),
+        })))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PartitionSet> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a partition's actor with the epoch its first changes belong to.
+    pub fn register(&self, partition: i32, start: impl FnOnce(u64) -> Addr<DlrActor>) -> Addr<DlrActor> {
+        let mut set = self.lock();
+        let addr = start(set.open_epoch);
+        set.actors.insert(partition, addr.clone());
+        addr
+    }
+
+    /// Forgets partitions (after their final checkpoint) and returns their actors.
+    pub fn remove(&self, partitions: &[i32]) -> Vec<Addr<DlrActor>> {
+        let mut set = self.lock();
+        partitions.iter().filter_map(|p| set.actors.remove(p)).collect()
+    }
+
+    pub fn get(&self, partition: i32) -> Option<Addr<DlrActor>> {
+        self.lock().actors.get(&partition).cloned()
+    }
+
+    pub fn assigned(&self) -> Vec<i32> {
+        self.lock().actors.keys().copied().collect()
+    }
+
+    fn begin_barrier(&self) -> (u64, Vec<Addr<DlrActor>>) {
+        let mut set = self.lock();
+        let epoch = set.open_epoch;
+        set.open_epoch += 1;
+        (epoch, set.actors.values().cloned().collect())
+    }
+}
+
+/// Called with the committed offsets after each successful checkpoint.
+pub type OnCommit = Arc<dyn Fn(HashMap<i32, i64>) + Send + Sync>;
+
+/// What the checkpointer needs to run.
+pub struct CheckpointConfig {
+    pub pool: PgPool,
+    pub scope: OffsetScope,
+    pub interval: Duration,
+    /// Records applied since the last checkpoint that trigger one early.
+    pub max_pending_records: u64,
+    pub idle_passivation: Duration,
+}
+
+pub struct Checkpointer {
+    config: CheckpointConfig,
+    partitions: Partitions,
+    registry: CampaignRegistry,
+    pending_records: Arc<AtomicU64>,
+    unwritten: Option<CheckpointWrite>,
+    last_started: Instant,
+    running: bool,
+    on_commit: Option<OnCommit>,
+}
+
+impl Checkpointer {
+    pub fn new(config: CheckpointConfig, partitions: Partitions, registry: CampaignRegistry, pending_records: Arc<AtomicU64>) -> Self {
+        Self {
+            config,
+            partitions,
+            registry,
+            pending_records,
+            unwritten: None,
+            last_started: Instant::now(),
+            running: false,
+            on_commit: None,
+        }
+    }
+
+    fn due(&self) -> bool {
+        !self.running
+            && (self.last_started.elapsed() >= self.config.interval
+                || self.pending_records.load(Ordering::Relaxed) >= self.config.max_pending_records)
+    }
+}
+
+impl Actor for Checkpointer {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(Duration::from_millis(10), |act, ctx| {
+            if act.due() {
+                ctx.notify(CheckpointNow);
+            }
+        });
+        let idle = self.config.idle_passivation;
+        ctx.run_interval(idle.min(Duration::from_secs(30)), move |act, ctx| {
+            let registry = act.registry.clone();
+            ctx.spawn(
+                async move {
+                    registry.passivate_idle(idle).await;
+                }
+                .into_actor(act),
+            );
+        });
+    }
+}
+
+/// Runs a checkpoint now; answers the committed epoch.
+#[derive(Message)]
+#[rtype(result = "Result<u64, String>")]
+pub struct CheckpointNow;
+
+/// Sets what happens after each commit (the consumer commits offsets to Kafka).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetOnCommit(pub OnCommit);
+
+/// Stored offsets for partitions being assigned.
+#[derive(Message)]
+#[rtype(result = "Result<HashMap<i32, i64>, String>")]
+pub struct LoadOffsets(pub Vec<i32>);
+
+impl Handler<CheckpointNow> for Checkpointer {
+    type Result = AtomicResponse<Self, Result<u64, String>>;
+
+    fn handle(&mut self, _: CheckpointNow, _: &mut Self::Context) -> Self::Result {
+        self.running = true;
+        self.last_started = Instant::now();
+        self.pending_records.store(0, Ordering::Relaxed);
+        let (epoch, actors) = self.partitions.begin_barrier();
+        let registry = self.registry.clone();
+        let collect = async move {
+            let parts = futures::future::join_all(actors.iter().map(|a| a.send(Barrier { epoch }))).await;
+            (parts, registry.snapshots().await)
+        };
+        AtomicResponse::new(Box::pin(
+            collect
+                .into_actor(self)
+                .then(move |(parts, campaigns), act, _| {
+                    let mut write = CheckpointWrite { epoch, campaigns, ..Default::default() };
+                    for part in parts.into_iter().flatten() {
+                        write.rows.extend(part.rows);
+                        write.dead_letters.extend(part.dead_letters);
+                        if let Some(offset) = part.commit_offset {
+                            write.offsets.insert(part.partition, offset);
+                        }
+                    }
+                    if let Some(mut earlier) = act.unwritten.take() {
+                        earlier.absorb(write);
+                        write = earlier;
+                    }
+                    let (pool, scope) = (act.config.pool.clone(), act.config.scope.clone());
+                    async move {
+                        let result = checkpoints::commit(&pool, &scope, &write).await;
+                        (write, result)
+                    }
+                    .into_actor(act)
+                })
+                .map(move |(write, result), act, _| {
+                    act.running = false;
+                    match result {
+                        Ok(()) => {
+                            act.registry.committed_epoch().store(epoch, Ordering::Release);
+                            if let Some(on_commit) = &act.on_commit {
+                                on_commit(write.offsets);
+                            }
+                            Ok(epoch)
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, epoch, "checkpoint failed; its data is kept for the next one");
+                            act.unwritten = Some(write);
+                            Err(e.to_string())
+                        }
+                    }
+                }),
+        ))
+    }
+}
+
+impl Handler<SetOnCommit> for Checkpointer {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetOnCommit, _: &mut Self::Context) {
+        self.on_commit = Some(msg.0);
+    }
+}
+
+impl Handler<LoadOffsets> for Checkpointer {
+    type Result = ResponseFuture<Result<HashMap<i32, i64>, String>>;
+
+    fn handle(&mut self, msg: LoadOffsets, _: &mut Self::Context) -> Self::Result {
+        let (pool, scope) = (self.config.pool.clone(), self.config.scope.clone());
+        Box::pin(async move {
+            checkpoints::load_offsets(&pool, &scope, &msg.0)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}

@@ -1,0 +1,129 @@
+//! Routes to CampaignActors, activating them on demand (virtual actors) and passivating the
+//! idle ones.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use dashmap::DashMap;
+use sqlx::PgPool;
+
+use super::campaign::{ApplyTransitions, CampaignActor, GetStats, Passivate, Stats, TakeSnapshot, Transition};
+use crate::domain::{CampaignId, TenantId};
+use crate::store::checkpoints::CampaignSnapshot;
+
+/// Cheap to clone; every clone sees the same actors.
+#[derive(Clone)]
+pub struct CampaignRegistry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    actors: DashMap<CampaignId, Addr<CampaignActor>>,
+    pool: PgPool,
+    arbiter: ArbiterHandle,
+    /// The last checkpoint committed; an actor whose changes are newer must not passivate.
+    committed_epoch: Arc<AtomicU64>,
+}
+
+/// A message that found its actor stopped is re-routed to a fresh activation this many times.
+const DELIVERY_ATTEMPTS: usize = 5;
+
+impl CampaignRegistry {
+    pub fn new(pool: PgPool, arbiter: ArbiterHandle, committed_epoch: Arc<AtomicU64>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                actors: DashMap::new(),
+                pool,
+                arbiter,
+                committed_epoch,
+            }),
+        }
+    }
+
+    pub fn committed_epoch(&self) -> &Arc<AtomicU64> {
+        &self.inner.committed_epoch
+    }
+
+    /// The campaign's actor, started on the actors' arbiter if it is not running.
+    pub fn get_or_activate(&self, id: CampaignId) -> Addr<CampaignActor> {
+        let inner = &self.inner;
+        inner
+            .actors
+            .entry(id)
+            .or_insert_with(|| {
+                let pool = inner.pool.clone();
+                CampaignActor::start_in_arbiter(&inner.arbiter, move |_| CampaignActor::new(id, pool))
+            })
+            .clone()
+    }
+
+    /// Forgets an actor that stopped, unless a newer one already took its place.
+    fn forget(&self, id: CampaignId, stale: &Addr<CampaignActor>) {
+        self.inner.actors.remove_if(&id, |_, addr| addr == stale);
+    }
+
+    /// Sends a message to a campaign's actor; if that actor stopped meanwhile (passivated), a
+    /// fresh activation receives it, so nothing is lost to passivation.
+    async fn ask<M>(&self, id: CampaignId, msg: M) -> Option<M::Result>
+    where
+        M: Message + Send + Clone + 'static,
+        M::Result: Send,
+        CampaignActor: Handler<M>,
+    {
+        for _ in 0..DELIVERY_ATTEMPTS {
+            let addr = self.get_or_activate(id);
+            match addr.send(msg.clone()).await {
+                Ok(result) => return Some(result),
+                Err(_) => self.forget(id, &addr),
+            }
+        }
+        tracing::error!(campaign_id = %id, "campaign actor kept stopping; message not delivered");
+        None
+    }
+
+    /// Hands transitions to their campaigns (one message per campaign) and returns when all
+    /// were applied.
+    pub async fn deliver(&self, transitions: Vec<Transition>) {
+        let mut by_campaign: HashMap<CampaignId, Vec<Transition>> = HashMap::new();
+        for t in transitions {
+            by_campaign.entry(t.campaign).or_default().push(t);
+        }
+        let sends = by_campaign
+            .into_iter()
+            .map(|(id, ts)| self.ask(id, ApplyTransitions(ts)));
+        futures::future::join_all(sends).await;
+    }
+
+    /// The campaign's tenant and stats, from its actor's memory.
+    pub async fn stats(&self, id: CampaignId) -> Option<(TenantId, Stats)> {
+        self.ask(id, GetStats).await.flatten()
+    }
+
+    /// Snapshots of every active campaign whose counters changed.
+    pub async fn snapshots(&self) -> Vec<CampaignSnapshot> {
+        let addrs: Vec<_> = self.inner.actors.iter().map(|e| e.value().clone()).collect();
+        let replies = futures::future::join_all(addrs.iter().map(|a| a.send(TakeSnapshot))).await;
+        replies.into_iter().filter_map(|r| r.ok().flatten()).collect()
+    }
+
+    /// Stops actors idle for `idle_for` whose changes are all committed.
+    pub async fn passivate_idle(&self, idle_for: Duration) -> usize {
+        let committed_epoch = self.inner.committed_epoch.load(Ordering::Acquire);
+        let actors: Vec<_> = self.inner.actors.iter().map(|e| (*e.key(), e.value().clone())).collect();
+        let mut stopped = 0;
+        for (id, addr) in actors {
+            if let Ok(true) = addr.send(Passivate { idle_for, committed_epoch }).await {
+                self.forget(id, &addr);
+                stopped += 1;
+            }
+        }
+        stopped
+    }
+
+    pub fn active(&self) -> usize {
+        self.inner.actors.len()
+    }
+}

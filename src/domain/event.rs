@@ -1,0 +1,173 @@
+//! The `message-events` topic's records (DESIGN.md section 4), a public contract versioned by
+//! `v`. Records are parsed into [`Event`] at the boundary; anything that does not parse is a
+//! poison record for `dead_letters`, with the reason.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{BulkId, CampaignId, DeliveryStatus, MessageId, RecipientId};
+
+/// The schema version this build writes and reads.
+pub const EVENT_VERSION: u32 = 1;
+
+/// One event about one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Mitto accepted the message.
+    Sent {
+        message_id: MessageId,
+        campaign_id: CampaignId,
+        recipient_id: RecipientId,
+        bulk_id: Option<BulkId>,
+        at: DateTime<Utc>,
+    },
+    /// The message was refused before Mitto accepted it.
+    SendFailed {
+        campaign_id: CampaignId,
+        recipient_id: RecipientId,
+        error: String,
+        retryable: bool,
+        at: DateTime<Utc>,
+    },
+    /// A delivery report.
+    Dlr {
+        message_id: MessageId,
+        status: DeliveryStatus,
+        description: Option<String>,
+        at: DateTime<Utc>,
+        event_id: Option<String>,
+        source: Option<String>,
+    },
+}
+
+/// Why a record was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    #[error("record is not valid event JSON: {0}")]
+    Malformed(String),
+    #[error("unsupported event version {0} (this build reads version {EVENT_VERSION})")]
+    UnsupportedVersion(u32),
+}
+
+/// The JSON shape, field for field.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Wire {
+    #[serde(rename_all = "camelCase")]
+    Sent {
+        v: u32,
+        message_id: MessageId,
+        campaign_id: CampaignId,
+        recipient_id: RecipientId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bulk_id: Option<BulkId>,
+        at: DateTime<Utc>,
+    },
+    #[serde(rename_all = "camelCase")]
+    SendFailed {
+        v: u32,
+        campaign_id: CampaignId,
+        recipient_id: RecipientId,
+        error: String,
+        retryable: bool,
+        at: DateTime<Utc>,
+    },
+    #[serde(rename_all = "camelCase")]
+    Dlr {
+        v: u32,
+        message_id: MessageId,
+        delivery_status: String,
+        #[serde(default)]
+        description: Option<String>,
+        at: DateTime<Utc>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        event_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
+    },
+}
+
+impl Event {
+    /// The record key: the messageId, or `r:<recipientId>` for a message never accepted.
+    /// All events of one message share a key, hence a partition, hence an order.
+    pub fn key(&self) -> String {
+        match self {
+            Self::Sent { message_id, .. } | Self::Dlr { message_id, .. } => message_id.to_string(),
+            Self::SendFailed { recipient_id, .. } => format!("r:{recipient_id}"),
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        let wire = match self.clone() {
+            Self::Sent { message_id, campaign_id, recipient_id, bulk_id, at } => {
+                Wire::Sent { v: EVENT_VERSION, message_id, campaign_id, recipient_id, bulk_id, at }
+            }
+            Self::SendFailed { campaign_id, recipient_id, error, retryable, at } => {
+                Wire::SendFailed { v: EVENT_VERSION, campaign_id, recipient_id, error, retryable, at }
+            }
+            Self::Dlr { message_id, status, description, at, event_id, source } => Wire::Dlr {
+                v: EVENT_VERSION,
+                message_id,
+                delivery_status: status.raw().to_owned(),
+                description,
+                at,
+                event_id,
+                source,
+            },
+        };
+        serde_json::to_vec(&wire).expect("events always serialise")
+    }
+
+    pub fn parse(bytes: &[u8]) -> Result<Self, EventError> {
+        let wire: Wire = serde_json::from_slice(bytes).map_err(|e| EventError::Malformed(e.to_string()))?;
+        let v = match &wire {
+            Wire::Sent { v, .. } | Wire::SendFailed { v, .. } | Wire::Dlr { v, .. } => *v,
+        };
+        if v != EVENT_VERSION {
+            return Err(EventError::UnsupportedVersion(v));
+        }
+        Ok(match wire {
+            Wire::Sent { message_id, campaign_id, recipient_id, bulk_id, at, .. } => {
+                Self::Sent { message_id, campaign_id, recipient_id, bulk_id, at }
+            }
+            Wire::SendFailed { campaign_id, recipient_id, error, retryable, at, .. } => {
+                Self::SendFailed { campaign_id, recipient_id, error, retryable, at }
+            }
+            Wire::Dlr { message_id, delivery_status, description, at, event_id, source, .. } => Self::Dlr {
+                message_id,
+                status: DeliveryStatus::from_raw(&delivery_status),
+                description,
+                at,
+                event_id,
+                source,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_examples_parse() {
+        let sent = br#"{"v":1,"type":"sent","messageId":"01KC69MT19BRK5MSXG1V95YPHX","campaignId":42,"recipientId":9001,"bulkId":"5998ea4a-2403-48d4-b230-998fd4dd63f2","at":"2026-11-20T10:00:00Z"}"#;
+        let failed = br#"{"v":1,"type":"send_failed","campaignId":42,"recipientId":9002,"error":"Invalid receiver","retryable":false,"at":"2026-11-20T10:00:00Z"}"#;
+        let dlr = br#"{"v":1,"type":"dlr","messageId":"01KC69MT19BRK5MSXG1V95YPHX","deliveryStatus":"Delivered","description":null,"at":"2026-11-20T10:00:05Z","eventId":"e1","source":"webhook"}"#;
+        let sent = Event::parse(sent).unwrap();
+        assert_eq!(sent.key(), "01KC69MT19BRK5MSXG1V95YPHX");
+        assert_eq!(Event::parse(failed).unwrap().key(), "r:9002");
+        assert!(matches!(Event::parse(dlr).unwrap(), Event::Dlr { .. }));
+        assert_eq!(Event::parse(&sent.to_json()).unwrap(), sent, "round trip");
+    }
+
+    #[test]
+    fn poison_records_say_why() {
+        assert!(matches!(Event::parse(b"not json"), Err(EventError::Malformed(_))));
+        assert!(matches!(Event::parse(br#"{"v":1,"type":"teleported"}"#), Err(EventError::Malformed(_))));
+        let bad_id = br#"{"v":1,"type":"send_failed","campaignId":0,"recipientId":1,"error":"x","retryable":true,"at":"2026-11-20T10:00:00Z"}"#;
+        assert!(matches!(Event::parse(bad_id), Err(EventError::Malformed(_))));
+        let future = br#"{"v":2,"type":"dlr","messageId":"A","deliveryStatus":"Delivered","at":"2026-11-20T10:00:00Z"}"#;
+        assert_eq!(Event::parse(future), Err(EventError::UnsupportedVersion(2)));
+    }
+}

@@ -1,0 +1,270 @@
+//! The partition-aware consumer of `message-events`.
+//!
+//! It runs on its own thread (librdkafka's poll loop is blocking) and never auto-commits. On
+//! assignment it reads each partition's next offset from Postgres (through the checkpointer)
+//! and assigns exactly there, starting one DlrActor per partition. On revocation it runs a
+//! checkpoint, so everything applied so far is committed, before letting the partitions go.
+//! Records are parsed on this thread and handed to DlrActors in per-partition batches with
+//! `try_send`, which respects their bounded mailboxes: when a partition falls behind, the
+//! loop waits instead of buffering without limit.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures::executor::block_on;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message as _;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+
+use crate::actors::checkpoint::{CheckpointNow, Checkpointer, LoadOffsets, Partitions, SetOnCommit};
+use crate::actors::dlr::{DlrActor, Incoming, Records, Stop};
+use crate::domain::Event;
+
+/// Starts a partition's DlrActor: (partition, stored next offset, first epoch).
+pub type SpawnPartition = Arc<dyn Fn(i32, Option<i64>, u64) -> Addr<DlrActor> + Send + Sync>;
+
+pub struct ConsumerConfig {
+    pub bootstrap: String,
+    pub group: String,
+    pub topic: String,
+    pub session_timeout_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    /// Records per DlrActor batch.
+    pub batch_records: usize,
+}
+
+/// The rebalance hooks; they run on the consumer thread, inside `poll`.
+struct Rebalancer {
+    topic: String,
+    partitions: Partitions,
+    checkpointer: Addr<Checkpointer>,
+    spawn: SpawnPartition,
+    /// Partitions revoked since the loop last looked: their unsent records are dropped (the
+    /// next owner reads them again from the committed offset).
+    revoked: Mutex<Vec<i32>>,
+}
+
+impl ClientContext for Rebalancer {}
+
+impl ConsumerContext for Rebalancer {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.assign(consumer, tpl, &partitions),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => self.revoke(consumer, &partitions),
+            other => {
+                tracing::error!(?other, "rebalance error; giving up the assignment");
+                self.revoke(consumer, &self.partitions.assigned())
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, ?partitions, "rebalance failed");
+        }
+    }
+}
+
+impl Rebalancer {
+    fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList, partitions: &[i32]) -> Result<(), KafkaError> {
+        let stored = self.stored_offsets(partitions);
+        for &p in partitions {
+            let offset = stored.get(&p).map_or(Offset::Beginning, |o| Offset::Offset(*o));
+            tpl.set_partition_offset(&self.topic, p, offset)?;
+            self.partitions.register(p, |epoch| (self.spawn)(p, stored.get(&p).copied(), epoch));
+        }
+        tracing::info!(?partitions, ?stored, "partitions assigned");
+        consumer.assign(tpl)
+    }
+
+    /// Offsets from Postgres; retried, because assigning without them would re-read or skip.
+    fn stored_offsets(&self, partitions: &[i32]) -> HashMap<i32, i64> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match block_on(self.checkpointer.send(LoadOffsets(partitions.to_vec()))) {
+                Ok(Ok(offsets)) => return offsets,
+                Ok(Err(e)) => tracing::error!(error = %e, "loading stored offsets failed; retrying"),
+                Err(e) => tracing::error!(error = %e, "checkpointer unavailable; retrying"),
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    fn revoke(&self, consumer: &BaseConsumer<Self>, partitions: &[i32]) -> Result<(), KafkaError> {
+        match block_on(self.checkpointer.send(CheckpointNow)) {
+            Ok(Ok(epoch)) => tracing::info!(?partitions, epoch, "checkpointed before revocation"),
+            other => tracing::error!(?other, ?partitions, "checkpoint before revocation failed"),
+        }
+        for actor in self.partitions.remove(partitions) {
+            // a stopped actor simply has nothing left to do
+            let _ = block_on(actor.send(Stop));
+        }
+        self.revoked.lock().unwrap_or_else(|p| p.into_inner()).extend(partitions);
+        consumer.unassign()
+    }
+}
+
+/// The running consumer thread.
+pub struct ConsumerHandle {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ConsumerHandle {
+    /// Stops polling and leaves the group (revoking, hence checkpointing, its partitions).
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+pub fn start(
+    config: ConsumerConfig,
+    partitions: Partitions,
+    checkpointer: Addr<Checkpointer>,
+    spawn: SpawnPartition,
+) -> Result<ConsumerHandle, KafkaError> {
+    let context = Rebalancer {
+        topic: config.topic.clone(),
+        partitions: partitions.clone(),
+        checkpointer: checkpointer.clone(),
+        spawn,
+        revoked: Mutex::new(Vec::new()),
+    };
+    let consumer: BaseConsumer<Rebalancer> = ClientConfig::new()
+        .set("bootstrap.servers", &config.bootstrap)
+        .set("group.id", &config.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("session.timeout.ms", config.session_timeout_ms.to_string())
+        .set("heartbeat.interval.ms", config.heartbeat_interval_ms.to_string())
+        .create_with_context(context)?;
+    consumer.subscribe(&[&config.topic])?;
+    let consumer = Arc::new(consumer);
+    let committer = consumer.clone();
+    let topic = config.topic.clone();
+    block_on(checkpointer.send(SetOnCommit(Arc::new(move |offsets| {
+        commit_to_kafka(&committer, &topic, offsets);
+    }))))
+    .map_err(|_| KafkaError::Subscription("checkpointer is not running".into()))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("kafka-consumer".into())
+        .spawn(move || poll_loop(consumer, partitions, config.batch_records, flag))
+        .map_err(|e| KafkaError::Subscription(e.to_string()))?;
+    Ok(ConsumerHandle {
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// Mirrors committed offsets to Kafka for lag monitoring, off the caller's thread.
+fn commit_to_kafka(consumer: &Arc<BaseConsumer<Rebalancer>>, topic: &str, offsets: HashMap<i32, i64>) {
+    if offsets.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in offsets {
+        if tpl.add_partition_offset(topic, p, Offset::Offset(o)).is_err() {
+            return;
+        }
+    }
+    let consumer = consumer.clone();
+    std::thread::spawn(move || {
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+            tracing::debug!(error = %e, "offset commit to Kafka failed (lag monitoring only)");
+        }
+    });
+}
+
+/// Polls, groups records per partition and hands the batches over.
+fn poll_loop(consumer: Arc<BaseConsumer<Rebalancer>>, partitions: Partitions, batch_records: usize, stop: Arc<AtomicBool>) {
+    let mut batches: HashMap<i32, Vec<Incoming>> = HashMap::new();
+    while !stop.load(Ordering::Acquire) {
+        let deadline = Instant::now() + Duration::from_millis(5);
+        let mut wait = Duration::from_millis(100);
+        let mut taken = 0;
+        while let Some(result) = consumer.poll(wait) {
+            wait = Duration::ZERO;
+            match result {
+                Ok(message) => {
+                    batches.entry(message.partition()).or_default().push(incoming(&message));
+                    taken += 1;
+                }
+                Err(e) => tracing::warn!(error = %e, "consumer error"),
+            }
+            if taken >= batch_records * 4 || Instant::now() >= deadline {
+                break;
+            }
+        }
+        for p in consumer.context().revoked.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            batches.remove(&p);
+        }
+        hand_over(&partitions, &mut batches, batch_records, &stop);
+    }
+    tracing::info!("consumer stopping; leaving the group");
+    // closing revokes the assignment, which checkpoints through the rebalance hook
+    drop(consumer);
+}
+
+fn incoming(message: &rdkafka::message::BorrowedMessage<'_>) -> Incoming {
+    let key = message.key().map(<[u8]>::to_vec);
+    let event = match message.payload() {
+        Some(payload) => Event::parse(payload).map_err(|e| (payload.to_vec(), e.to_string())),
+        None => Err((Vec::new(), "record has no payload".to_owned())),
+    };
+    Incoming {
+        offset: message.offset(),
+        key,
+        event,
+    }
+}
+
+fn hand_over(partitions: &Partitions, batches: &mut HashMap<i32, Vec<Incoming>>, batch_records: usize, stop: &AtomicBool) {
+    for (p, records) in batches.iter_mut() {
+        if records.is_empty() {
+            continue;
+        }
+        let Some(actor) = partitions.get(*p) else {
+            records.clear(); // no longer ours
+            continue;
+        };
+        while !records.is_empty() {
+            let rest = records.split_off(records.len().min(batch_records));
+            let batch = std::mem::replace(records, rest);
+            if !send_waiting(&actor, batch, stop) {
+                records.clear();
+                break;
+            }
+        }
+    }
+}
+
+/// Sends with back-pressure: waits while the actor's mailbox is full. `false` if the actor
+/// stopped (its partition was revoked) or the consumer is stopping.
+fn send_waiting(actor: &Addr<DlrActor>, batch: Vec<Incoming>, stop: &AtomicBool) -> bool {
+    let mut msg = Records(batch);
+    loop {
+        match actor.try_send(msg) {
+            Ok(()) => return true,
+            Err(SendError::Closed(_)) => return false,
+            Err(SendError::Full(back)) => {
+                if stop.load(Ordering::Acquire) {
+                    return false;
+                }
+                msg = back;
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! The idempotent producer of `message-events` (acks=all): a send completes only when the
+//! broker has acknowledged every record.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::try_join_all;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+use crate::domain::Event;
+
+#[derive(Clone)]
+pub struct EventProducer {
+    producer: FutureProducer,
+    topic: Arc<str>,
+}
+
+/// How long a record may wait in the local queue for the broker before the send fails.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl EventProducer {
+    pub fn new(bootstrap: &str, topic: &str) -> Result<Self, KafkaError> {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("batch.num.messages", "10000")
+            .set("queue.buffering.max.messages", "500000")
+            .set("compression.type", "lz4")
+            // the Java client's partitioner, so upstream producers in any language agree on
+            // which partition a messageId belongs to
+            .set("partitioner", "murmur2_random")
+            .set("message.timeout.ms", &DELIVERY_TIMEOUT.as_millis().to_string())
+            .create()?;
+        Ok(Self {
+            producer,
+            topic: topic.into(),
+        })
+    }
+
+    /// Produces the events (key = [`Event::key`]) and returns once all are acknowledged.
+    pub async fn send(&self, events: &[Event]) -> Result<(), KafkaError> {
+        let records: Vec<(String, Vec<u8>)> = events.iter().map(|e| (e.key(), e.to_json())).collect();
+        self.send_raw(&records).await
+    }
+
+    /// Produces pre-serialised records; used by benches and by tests that inject poison.
+    pub async fn send_raw(&self, records: &[(String, Vec<u8>)]) -> Result<(), KafkaError> {
+        let sends = records.iter().map(|(key, payload)| {
+            let record = FutureRecord::to(&self.topic).key(key).payload(payload);
+            async move {
+                self.producer
+                    .send(record, DELIVERY_TIMEOUT)
+                    .await
+                    .map(drop)
+                    .map_err(|(e, _)| e)
+            }
+        });
+        try_join_all(sends).await.map(drop)
+    }
+}

@@ -1,0 +1,201 @@
+//! Checkpoints: message rows, campaign snapshots, dead letters and partition offsets, written
+//! in ONE transaction together with the epoch they complete.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use super::messages::{write_rows, MessageRow};
+use super::StoreError;
+use crate::actors::campaign::Counters;
+use crate::domain::CampaignId;
+
+/// A record that could not be applied, kept with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub source: String,
+    pub partition: Option<i32>,
+    pub offset: Option<i64>,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub error: String,
+}
+
+/// A campaign actor's counters at a checkpoint (a cache for listings; actors count from rows
+/// at activation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CampaignSnapshot {
+    pub campaign: CampaignId,
+    pub counters: Counters,
+    pub first_sent_at: Option<DateTime<Utc>>,
+    pub last_event_at: Option<DateTime<Utc>>,
+}
+
+/// Where offsets are kept: the broker cluster, consumer group and topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetScope {
+    pub cluster_id: String,
+    pub consumer_group: String,
+    pub topic: String,
+}
+
+/// Everything one checkpoint commits.
+#[derive(Debug, Default)]
+pub struct CheckpointWrite {
+    pub epoch: u64,
+    pub rows: Vec<MessageRow>,
+    pub dead_letters: Vec<DeadLetter>,
+    /// Next offset to consume, per partition.
+    pub offsets: HashMap<i32, i64>,
+    pub campaigns: Vec<CampaignSnapshot>,
+}
+
+impl CheckpointWrite {
+    /// Folds a newer checkpoint into this one (used when a write failed and is retried):
+    /// newer rows and snapshots win, dead letters add up, offsets take the newer value.
+    pub fn absorb(&mut self, newer: CheckpointWrite) {
+        self.epoch = newer.epoch;
+        let mut rows: HashMap<_, _> = self.rows.drain(..).map(|r| (r.recipient, r)).collect();
+        rows.extend(newer.rows.into_iter().map(|r| (r.recipient, r)));
+        self.rows = rows.into_values().collect();
+        self.dead_letters.extend(newer.dead_letters);
+        self.offsets.extend(newer.offsets);
+        let mut campaigns: HashMap<_, _> = self.campaigns.drain(..).map(|c| (c.campaign, c)).collect();
+        campaigns.extend(newer.campaigns.into_iter().map(|c| (c.campaign, c)));
+        self.campaigns = campaigns.into_values().collect();
+    }
+}
+
+/// The last committed epoch.
+pub async fn committed_epoch(pool: &PgPool) -> Result<u64, StoreError> {
+    let epoch: i64 = sqlx::query_scalar("SELECT epoch FROM checkpoint_state").fetch_one(pool).await?;
+    Ok(epoch as u64)
+}
+
+/// Stored next offsets for the given partitions (absent: never checkpointed).
+pub async fn load_offsets(pool: &PgPool, scope: &OffsetScope, partitions: &[i32]) -> Result<HashMap<i32, i64>, StoreError> {
+    let rows: Vec<(i32, i64)> = sqlx::query_as(
+        "SELECT partition, next_offset FROM kafka_offsets
+         WHERE cluster_id = $1 AND consumer_group = $2 AND topic = $3 AND partition = ANY($4)",
+    )
+    .bind(&scope.cluster_id)
+    .bind(&scope.consumer_group)
+    .bind(&scope.topic)
+    .bind(partitions)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Commits one checkpoint atomically.
+#[tracing::instrument(skip_all, fields(epoch = write.epoch, rows = write.rows.len()))]
+pub async fn commit(pool: &PgPool, scope: &OffsetScope, write: &CheckpointWrite) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    write_rows(&mut tx, &write.rows).await?;
+    insert_dead_letters(&mut tx, &scope.topic, &write.dead_letters).await?;
+    write_campaign_snapshots(&mut tx, &write.campaigns).await?;
+    write_offsets(&mut tx, scope, &write.offsets).await?;
+    sqlx::query("UPDATE checkpoint_state SET epoch = GREATEST(epoch, $1), updated_at = now()")
+        .bind(write.epoch as i64)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn insert_dead_letters(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    topic: &str,
+    letters: &[DeadLetter],
+) -> Result<(), StoreError> {
+    if letters.is_empty() {
+        return Ok(());
+    }
+    let source: Vec<&str> = letters.iter().map(|d| d.source.as_str()).collect();
+    let partition: Vec<Option<i32>> = letters.iter().map(|d| d.partition).collect();
+    let offset: Vec<Option<i64>> = letters.iter().map(|d| d.offset).collect();
+    let key: Vec<Option<&[u8]>> = letters.iter().map(|d| d.key.as_deref()).collect();
+    let payload: Vec<&[u8]> = letters.iter().map(|d| d.payload.as_slice()).collect();
+    let error: Vec<&str> = letters.iter().map(|d| d.error.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO dead_letters (source, topic, partition, \"offset\", key, payload, error)
+         SELECT s, $7, p, o, k, b, e
+         FROM UNNEST($1::text[], $2::int[], $3::bigint[], $4::bytea[], $5::bytea[], $6::text[])
+              AS u(s, p, o, k, b, e)",
+    )
+    .bind(&source)
+    .bind(&partition)
+    .bind(&offset)
+    .bind(&key)
+    .bind(&payload)
+    .bind(&error)
+    .bind(topic)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn write_campaign_snapshots(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    snapshots: &[CampaignSnapshot],
+) -> Result<(), StoreError> {
+    if snapshots.is_empty() {
+        return Ok(());
+    }
+    let col = |f: fn(&Counters) -> i64| -> Vec<i64> { snapshots.iter().map(|s| f(&s.counters)).collect() };
+    let ids: Vec<i64> = snapshots.iter().map(|s| s.campaign.get()).collect();
+    let first: Vec<Option<DateTime<Utc>>> = snapshots.iter().map(|s| s.first_sent_at).collect();
+    let last: Vec<Option<DateTime<Utc>>> = snapshots.iter().map(|s| s.last_event_at).collect();
+    sqlx::query(
+        "UPDATE campaigns AS c SET
+             total = u.total, queued = u.queued, processing = u.processing, sent = u.sent,
+             delivered = u.delivered, send_failed = u.send_failed, delivery_failed = u.delivery_failed,
+             cancelled = u.cancelled, first_sent_at = u.first_sent_at, last_event_at = u.last_event_at,
+             updated_at = now()
+         FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[],
+                     $7::bigint[], $8::bigint[], $9::bigint[], $10::timestamptz[], $11::timestamptz[])
+              AS u(id, total, queued, processing, sent, delivered, send_failed, delivery_failed,
+                   cancelled, first_sent_at, last_event_at)
+         WHERE c.id = u.id",
+    )
+    .bind(&ids)
+    .bind(col(Counters::total))
+    .bind(col(|c| c.queued))
+    .bind(col(|c| c.processing))
+    .bind(col(Counters::sent))
+    .bind(col(|c| c.delivered))
+    .bind(col(|c| c.send_failed))
+    .bind(col(|c| c.delivery_failed))
+    .bind(col(|c| c.cancelled))
+    .bind(&first)
+    .bind(&last)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn write_offsets(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    scope: &OffsetScope,
+    offsets: &HashMap<i32, i64>,
+) -> Result<(), StoreError> {
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    let (partitions, next): (Vec<i32>, Vec<i64>) = offsets.iter().map(|(p, o)| (*p, *o)).unzip();
+    sqlx::query(
+        "INSERT INTO kafka_offsets (cluster_id, consumer_group, topic, partition, next_offset)
+         SELECT $1, $2, $3, p, o FROM UNNEST($4::int[], $5::bigint[]) AS u(p, o)
+         ON CONFLICT (cluster_id, consumer_group, topic, partition)
+         DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()",
+    )
+    .bind(&scope.cluster_id)
+    .bind(&scope.consumer_group)
+    .bind(&scope.topic)
+    .bind(&partitions)
+    .bind(&next)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! Per-message state in `campaign_recipients`, as DlrActors read and checkpoint it.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Postgres, Transaction};
+
+use super::StoreError;
+use crate::domain::{BulkId, CampaignId, MessageId, MessageStatus, RecipientId};
+
+/// The columns a DlrActor owns, for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRow {
+    pub recipient: RecipientId,
+    pub campaign: CampaignId,
+    pub status: MessageStatus,
+    pub message_id: Option<MessageId>,
+    pub bulk_id: Option<BulkId>,
+    pub delivery_status: Option<String>,
+    pub error: Option<String>,
+    pub error_retryable: Option<bool>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub failed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Raw {
+    id: i64,
+    campaign_id: i64,
+    status: String,
+    provider_message_id: Option<String>,
+    bulk_id: Option<uuid::Uuid>,
+    delivery_status: Option<String>,
+    error: Option<String>,
+    error_retryable: Option<bool>,
+    sent_at: Option<DateTime<Utc>>,
+    delivered_at: Option<DateTime<Utc>>,
+    failed_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<Raw> for MessageRow {
+    type Error = StoreError;
+    fn try_from(r: Raw) -> Result<Self, StoreError> {
+        let corrupt = |e: String| StoreError::Corrupt(format!("recipient {}: {e}", r.id));
+        Ok(Self {
+            recipient: RecipientId::new(r.id).map_err(|e| corrupt(e.to_string()))?,
+            campaign: CampaignId::new(r.campaign_id).map_err(|e| corrupt(e.to_string()))?,
+            status: MessageStatus::from_db(&r.status, r.sent_at.is_some()).map_err(|e| corrupt(e.to_string()))?,
+            message_id: r
+                .provider_message_id
+                .as_deref()
+                .map(MessageId::parse)
+                .transpose()
+                .map_err(|e| corrupt(e.to_string()))?,
+            bulk_id: r.bulk_id.map(|u| BulkId::parse(&u.to_string())).transpose().map_err(|e| corrupt(e.to_string()))?,
+            delivery_status: r.delivery_status,
+            error: r.error,
+            error_retryable: r.error_retryable,
+            sent_at: r.sent_at,
+            delivered_at: r.delivered_at,
+            failed_at: r.failed_at,
+        })
+    }
+}
+
+const COLUMNS: &str = "id, campaign_id, status, provider_message_id, bulk_id, delivery_status, error, \
+                       error_retryable, sent_at, delivered_at, failed_at";
+
+/// Rows by recipient id, in one round trip.
+pub async fn load_by_recipients(pool: &PgPool, ids: &[RecipientId]) -> Result<Vec<MessageRow>, StoreError> {
+    let ids: Vec<i64> = ids.iter().map(|i| i.get()).collect();
+    let sql = format!("SELECT {COLUMNS} FROM campaign_recipients WHERE id = ANY($1)");
+    let raws: Vec<Raw> = sqlx::query_as(&sql).bind(&ids).fetch_all(pool).await?;
+    raws.into_iter().map(MessageRow::try_from).collect()
+}
+
+/// Rows by Mitto message id, in one round trip.
+pub async fn load_by_message_ids(pool: &PgPool, ids: &[MessageId]) -> Result<Vec<MessageRow>, StoreError> {
+    let ids: Vec<&str> = ids.iter().map(MessageId::as_str).collect();
+    let sql = format!("SELECT {COLUMNS} FROM campaign_recipients WHERE provider_message_id = ANY($1)");
+    let raws: Vec<Raw> = sqlx::query_as(&sql).bind(&ids).fetch_all(pool).await?;
+    raws.into_iter().map(MessageRow::try_from).collect()
+}
+
+/// Writes message rows with one statement (arrays unnested server-side). The claim token is
+/// cleared as a row leaves `processing`.
+pub async fn write_rows(tx: &mut Transaction<'_, Postgres>, rows: &[MessageRow]) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = rows.iter().map(|r| r.recipient.get()).collect();
+    let status: Vec<&str> = rows.iter().map(|r| r.status.as_db_str()).collect();
+    let message_ids: Vec<Option<&str>> = rows.iter().map(|r| r.message_id.as_ref().map(MessageId::as_str)).collect();
+    let bulk_ids: Vec<Option<uuid::Uuid>> = rows.iter().map(|r| r.bulk_id.map(|b| b.as_uuid())).collect();
+    let raw: Vec<Option<&str>> = rows.iter().map(|r| r.delivery_status.as_deref()).collect();
+    let errors: Vec<Option<&str>> = rows.iter().map(|r| r.error.as_deref()).collect();
+    let retryable: Vec<Option<bool>> = rows.iter().map(|r| r.error_retryable).collect();
+    let sent: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.sent_at).collect();
+    let delivered: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.delivered_at).collect();
+    let failed: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.failed_at).collect();
+    sqlx::query(
+        "UPDATE campaign_recipients AS r SET
+             status = u.status, provider_message_id = u.message_id, bulk_id = u.bulk_id,
+             delivery_status = u.raw, error = u.error, error_retryable = u.retryable,
+             sent_at = u.sent_at, delivered_at = u.delivered_at, failed_at = u.failed_at,
+             claim_token = CASE WHEN u.status = 'processing' THEN r.claim_token END
+         FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::text[],
+                     $7::bool[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[])
+              AS u(id, status, message_id, bulk_id, raw, error, retryable, sent_at, delivered_at, failed_at)
+         WHERE r.id = u.id",
+    )
+    .bind(&ids)
+    .bind(&status)
+    .bind(&message_ids)
+    .bind(&bulk_ids)
+    .bind(&raw)
+    .bind(&errors)
+    .bind(&retryable)
+    .bind(&sent)
+    .bind(&delivered)
+    .bind(&failed)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
