@@ -11,14 +11,18 @@ use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::mitto::client::ClientConfig;
 use crate::mitto::retry::RetryPolicy;
+use crate::mitto::signature::Verifier;
 use crate::mitto::simulator::{self, SimConfig, SimHandle};
+use crate::pipeline::Pipeline;
 
-/// A started service: its HTTP port, and the in-process simulator when it serves as Mitto.
+/// A started service: its HTTP port, the event pipeline, and the in-process simulator when
+/// it serves as Mitto.
 pub struct Application {
     pub port: u16,
     pub state: AppState,
     pub mitto: ClientConfig,
     pub simulator: Option<SimHandle>,
+    pub pipeline: Pipeline,
     server: actix_web::dev::Server,
 }
 
@@ -32,9 +36,21 @@ impl Application {
         let listener = TcpListener::bind(settings.http.bind)
             .with_context(|| format!("binding the HTTP listener on {}", settings.http.bind))?;
         let port = listener.local_addr()?.port();
+        let pipeline = Pipeline::start(&settings, pool.clone()).await?;
+        if settings.webhook.secrets.is_empty() && settings.webhook.tokens.is_empty() {
+            tracing::warn!("no webhook.secrets or webhook.tokens configured: the DLR webhook refuses every request");
+        }
+        let verifier = Verifier {
+            secrets: settings.webhook.secrets.clone(),
+            tokens: settings.webhook.tokens.clone(),
+            tolerance_secs: settings.webhook.timestamp_tolerance_secs,
+        };
+        spawn_receipt_pruning(pool.clone(), settings.webhook.timestamp_tolerance_secs);
         let state = AppState {
             pool,
             settings: Arc::new(settings),
+            events: pipeline.handles.clone(),
+            verifier: Arc::new(verifier),
         };
         let server = http::server(state.clone(), listener).context("starting the HTTP server")?;
         tracing::info!(port, "campaignd listening");
@@ -43,13 +59,16 @@ impl Application {
             state,
             mitto,
             simulator,
+            pipeline,
             server,
         })
     }
 
-    /// Serves until the server is stopped (SIGINT/SIGTERM in `serve`).
+    /// Serves until the server is stopped (SIGINT/SIGTERM in `serve`), then checkpoints.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let result = self.server.await;
+        self.pipeline.stop().await;
+        result
     }
 
     /// Runs the server in the background and returns, for tests and embedded use.
@@ -61,6 +80,7 @@ impl Application {
             state: self.state,
             mitto: self.mitto,
             simulator: self.simulator,
+            pipeline: self.pipeline,
             handle,
         }
     }
@@ -72,6 +92,7 @@ pub struct RunningApplication {
     pub state: AppState,
     pub mitto: ClientConfig,
     pub simulator: Option<SimHandle>,
+    pub pipeline: Pipeline,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -82,10 +103,25 @@ impl RunningApplication {
 
     pub async fn stop(self) {
         self.handle.stop(true).await;
+        self.pipeline.stop().await;
         if let Some(sim) = self.simulator {
             sim.stop().await;
         }
     }
+}
+
+/// Deletes webhook receipts once a replay of them would be refused as stale anyway.
+fn spawn_receipt_pruning(pool: sqlx::PgPool, tolerance_secs: u64) {
+    actix_web::rt::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            if let Err(e) = crate::store::webhooks::prune_receipts(&pool, tolerance_secs * 2).await
+            {
+                tracing::warn!(error = %e, "pruning webhook receipts failed");
+            }
+        }
+    });
 }
 
 /// The configured Mitto, or — with no `mitto.base_url` — a simulator started on loopback.

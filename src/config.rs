@@ -174,8 +174,13 @@ impl Settings {
         if self.checkpoint_max_records == 0 {
             return invalid("checkpoint_max_records", "must be greater than 0");
         }
-        if self.kafka.heartbeat_interval_ms == 0 || self.kafka.heartbeat_interval_ms >= self.kafka.session_timeout_ms {
-            return invalid("kafka.heartbeat_interval_ms", "must be above 0 and below kafka.session_timeout_ms");
+        if self.kafka.heartbeat_interval_ms == 0
+            || self.kafka.heartbeat_interval_ms >= self.kafka.session_timeout_ms
+        {
+            return invalid(
+                "kafka.heartbeat_interval_ms",
+                "must be above 0 and below kafka.session_timeout_ms",
+            );
         }
         if self.kafka.partitions < 1 {
             return invalid("kafka.partitions", "must be at least 1");

@@ -11,6 +11,7 @@
 //! - [`mitto`]     Mitto wire types, the HTTP client, webhook signatures and the simulator.
 //! - [`http`]      the actix-web service: health, readiness, authenticated `/api` routes.
 //! - [`store`]     every SQL statement, behind functions named for what they do; migrations.
+//! - [`pipeline`]  the event pipeline wired: broker, producer, consumer, actors, checkpointer.
 //! - [`app`]       start-up wiring shared by `serve` and the integration tests.
 
 pub mod actors;
@@ -21,5 +22,6 @@ pub mod domain;
 pub mod http;
 pub mod kafka;
 pub mod mitto;
+pub mod pipeline;
 pub mod store;
 pub mod telemetry;

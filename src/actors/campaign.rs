@@ -148,7 +148,9 @@ impl Campaign {
         }
         match t.to {
             MessageStatus::Delivered => self.add_series(SeriesKind::Delivered, t.at, 1),
-            MessageStatus::DeliveryFailed | MessageStatus::SendFailed => self.add_series(SeriesKind::Failed, t.at, 1),
+            MessageStatus::DeliveryFailed | MessageStatus::SendFailed => {
+                self.add_series(SeriesKind::Failed, t.at, 1)
+            }
             _ => {}
         }
         if let Some(failed_at) = t.corrected_at {
@@ -168,7 +170,13 @@ impl Campaign {
 
     pub fn stats(&self) -> Stats {
         let c = &self.counters;
-        let rate = |num: i64, den: i64| if den > 0 { num as f64 / den as f64 } else { 0.0 };
+        let rate = |num: i64, den: i64| {
+            if den > 0 {
+                num as f64 / den as f64
+            } else {
+                0.0
+            }
+        };
         let total = c.total();
         Stats {
             campaign_id: self.id,
@@ -258,14 +266,21 @@ mod tests {
     #[test]
     fn transitions_move_counts_between_buckets() {
         let mut c = campaign();
-        for tr in [t(Processing, Sent, 0, 4), t(Processing, Sent, 1, 4), t(Processing, SendFailed, 2, 4)] {
+        for tr in [
+            t(Processing, Sent, 0, 4),
+            t(Processing, Sent, 1, 4),
+            t(Processing, SendFailed, 2, 4),
+        ] {
             assert!(c.apply(&tr));
         }
         c.apply(&t(Sent, Delivered, 70, 5));
         c.apply(&t(Sent, DeliveryFailed, 71, 5));
         let s = c.stats();
         assert_eq!((s.total, s.sent, s.delivered, s.failed), (10, 2, 1, 2));
-        assert_eq!((s.send_failed, s.delivery_failed, s.pending, s.processing), (1, 1, 0, 7));
+        assert_eq!(
+            (s.send_failed, s.delivery_failed, s.pending, s.processing),
+            (1, 1, 0, 7)
+        );
         assert_eq!(s.delivered_rate, 0.5);
         assert_eq!(s.first_sent_at, Some(t(Queued, Sent, 0, 0).at));
         assert_eq!(c.applied_epoch, 5);
@@ -282,7 +297,10 @@ mod tests {
     #[test]
     fn rates_are_zero_not_nan_when_nothing_was_sent() {
         let s = campaign().stats();
-        assert_eq!((s.delivered_rate, s.conversion_rate, s.progress), (0.0, 0.0, 0.0));
+        assert_eq!(
+            (s.delivered_rate, s.conversion_rate, s.progress),
+            (0.0, 0.0, 0.0)
+        );
     }
 
     #[test]
@@ -296,8 +314,22 @@ mod tests {
         let s = c.stats();
         assert_eq!((s.sent, s.delivered, s.failed), (1, 1, 0));
         let minutes: Vec<_> = c.series.values().copied().collect();
-        assert_eq!(minutes[0], MinuteCounts { sent: 1, delivered: 0, failed: 0 });
-        assert_eq!(minutes[1], MinuteCounts { sent: 0, delivered: 1, failed: 0 });
+        assert_eq!(
+            minutes[0],
+            MinuteCounts {
+                sent: 1,
+                delivered: 0,
+                failed: 0
+            }
+        );
+        assert_eq!(
+            minutes[1],
+            MinuteCounts {
+                sent: 0,
+                delivered: 1,
+                failed: 0
+            }
+        );
     }
 }
 
@@ -399,7 +431,9 @@ impl actix::Handler<ApplyTransitions> for CampaignActor {
             Some(c) => msg.0.iter().for_each(|t| {
                 c.apply(t);
             }),
-            None => tracing::error!(campaign_id = %id, "transitions for a campaign that does not exist"),
+            None => {
+                tracing::error!(campaign_id = %id, "transitions for a campaign that does not exist")
+            }
         }
     }
 }
@@ -416,7 +450,9 @@ impl actix::Handler<TakeSnapshot> for CampaignActor {
     type Result = Option<crate::store::checkpoints::CampaignSnapshot>;
 
     fn handle(&mut self, _: TakeSnapshot, _: &mut Self::Context) -> Self::Result {
-        let Load::Ready(c) = &mut self.state else { return None };
+        let Load::Ready(c) = &mut self.state else {
+            return None;
+        };
         if !c.dirty {
             return None;
         }

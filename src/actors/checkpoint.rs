@@ -43,7 +43,11 @@ impl Partitions {
     }
 
     /// Starts a partition's actor with the epoch its first changes belong to.
-    pub fn register(&self, partition: i32, start: impl FnOnce(u64) -> Addr<DlrActor>) -> Addr<DlrActor> {
+    pub fn register(
+        &self,
+        partition: i32,
+        start: impl FnOnce(u64) -> Addr<DlrActor>,
+    ) -> Addr<DlrActor> {
         let mut set = self.lock();
         let addr = start(set.open_epoch);
         set.actors.insert(partition, addr.clone());
@@ -53,7 +57,10 @@ impl Partitions {
     /// Forgets partitions (after their final checkpoint) and returns their actors.
     pub fn remove(&self, partitions: &[i32]) -> Vec<Addr<DlrActor>> {
         let mut set = self.lock();
-        partitions.iter().filter_map(|p| set.actors.remove(p)).collect()
+        partitions
+            .iter()
+            .filter_map(|p| set.actors.remove(p))
+            .collect()
     }
 
     pub fn get(&self, partition: i32) -> Option<Addr<DlrActor>> {
@@ -97,7 +104,12 @@ pub struct Checkpointer {
 }
 
 impl Checkpointer {
-    pub fn new(config: CheckpointConfig, partitions: Partitions, registry: CampaignRegistry, pending_records: Arc<AtomicU64>) -> Self {
+    pub fn new(
+        config: CheckpointConfig,
+        partitions: Partitions,
+        registry: CampaignRegistry,
+        pending_records: Arc<AtomicU64>,
+    ) -> Self {
         Self {
             config,
             partitions,
@@ -164,7 +176,8 @@ impl Handler<CheckpointNow> for Checkpointer {
         let (epoch, actors) = self.partitions.begin_barrier();
         let registry = self.registry.clone();
         let collect = async move {
-            let parts = futures::future::join_all(actors.iter().map(|a| a.send(Barrier { epoch }))).await;
+            let parts =
+                futures::future::join_all(actors.iter().map(|a| a.send(Barrier { epoch }))).await;
             (parts, registry.snapshots().await)
         };
         AtomicResponse::new(Box::pin(

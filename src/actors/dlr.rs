@@ -133,7 +133,11 @@ impl Ledger {
         let mut sent_here = HashSet::new();
         for event in batch.iter().filter_map(|i| i.event.as_ref().ok()) {
             match event {
-                Event::Sent { recipient_id, message_id, .. } => {
+                Event::Sent {
+                    recipient_id,
+                    message_id,
+                    ..
+                } => {
                     sent_here.insert(message_id);
                     if !self.rows.contains_key(recipient_id) {
                         recipients.insert(*recipient_id);
@@ -180,16 +184,29 @@ impl Ledger {
             }
             self.next_offset = Some(incoming.offset + 1);
             match incoming.event {
-                Ok(event) => self.apply(incoming.offset, incoming.key, event, now, &mut transitions),
-                Err((payload, error)) => self.dead_letter(incoming.offset, incoming.key, payload, error),
+                Ok(event) => {
+                    self.apply(incoming.offset, incoming.key, event, now, &mut transitions)
+                }
+                Err((payload, error)) => {
+                    self.dead_letter(incoming.offset, incoming.key, payload, error)
+                }
             }
         }
         transitions
     }
 
-    fn apply(&mut self, offset: i64, key: Option<Vec<u8>>, event: Event, now: DateTime<Utc>, out: &mut Vec<Transition>) {
+    fn apply(
+        &mut self,
+        offset: i64,
+        key: Option<Vec<u8>>,
+        event: Event,
+        now: DateTime<Utc>,
+        out: &mut Vec<Transition>,
+    ) {
         match &event {
-            Event::Sent { .. } | Event::SendFailed { .. } => self.apply_send_outcome(offset, key, event, out),
+            Event::Sent { .. } | Event::SendFailed { .. } => {
+                self.apply_send_outcome(offset, key, event, out)
+            }
             Event::Dlr { message_id, .. } => match self.by_message.get(message_id) {
                 Some(recipient) => {
                     let recipient = *recipient;
@@ -200,11 +217,24 @@ impl Ledger {
         }
     }
 
-    fn apply_send_outcome(&mut self, offset: i64, key: Option<Vec<u8>>, event: Event, out: &mut Vec<Transition>) {
+    fn apply_send_outcome(
+        &mut self,
+        offset: i64,
+        key: Option<Vec<u8>>,
+        event: Event,
+        out: &mut Vec<Transition>,
+    ) {
         let (recipient, campaign) = match &event {
-            Event::Sent { recipient_id, campaign_id, .. } | Event::SendFailed { recipient_id, campaign_id, .. } => {
-                (*recipient_id, *campaign_id)
+            Event::Sent {
+                recipient_id,
+                campaign_id,
+                ..
             }
+            | Event::SendFailed {
+                recipient_id,
+                campaign_id,
+                ..
+            } => (*recipient_id, *campaign_id),
             Event::Dlr { .. } => unreachable!("reports are applied by apply_report"),
         };
         let Some(row) = self.rows.get_mut(&recipient) else {
@@ -212,12 +242,20 @@ impl Ledger {
             return self.dead_letter(offset, key, event.to_json(), error);
         };
         if row.campaign != campaign {
-            let error = format!("recipient {recipient} belongs to campaign {}, not {campaign}", row.campaign);
+            let error = format!(
+                "recipient {recipient} belongs to campaign {}, not {campaign}",
+                row.campaign
+            );
             return self.dead_letter(offset, key, event.to_json(), error);
         }
         let from = row.status;
         let transition = match event {
-            Event::Sent { message_id, bulk_id, at, .. } => {
+            Event::Sent {
+                message_id,
+                bulk_id,
+                at,
+                ..
+            } => {
                 let Some(to) = from.advance(MessageStatus::Sent) else {
                     self.counts.ignored += 1;
                     return;
@@ -234,7 +272,12 @@ impl Ledger {
                 self.release_parked(&message_id, out);
                 return;
             }
-            Event::SendFailed { error, retryable, at, .. } => {
+            Event::SendFailed {
+                error,
+                retryable,
+                at,
+                ..
+            } => {
                 let Some(to) = from.advance(MessageStatus::SendFailed) else {
                     self.counts.ignored += 1;
                     return;
@@ -253,8 +296,18 @@ impl Ledger {
     }
 
     fn apply_report(&mut self, recipient: RecipientId, event: &Event, out: &mut Vec<Transition>) {
-        let Event::Dlr { status, description, at, .. } = event else { return };
-        let Some(row) = self.rows.get_mut(&recipient) else { return };
+        let Event::Dlr {
+            status,
+            description,
+            at,
+            ..
+        } = event
+        else {
+            return;
+        };
+        let Some(row) = self.rows.get_mut(&recipient) else {
+            return;
+        };
         let target = match status.outcome() {
             DeliveryOutcome::Delivered => MessageStatus::Delivered,
             DeliveryOutcome::Failed => MessageStatus::DeliveryFailed,
@@ -263,21 +316,30 @@ impl Ledger {
         let from = row.status;
         let Some(to) = from.advance(target) else {
             // an in-flight report on a message still in flight refreshes the raw status only
-            if from == MessageStatus::Sent && target == MessageStatus::Sent && row.delivery_status.as_deref() != Some(status.raw()) {
+            if from == MessageStatus::Sent
+                && target == MessageStatus::Sent
+                && row.delivery_status.as_deref() != Some(status.raw())
+            {
                 row.delivery_status = Some(status.raw().to_owned());
                 self.dirty.insert(recipient);
             }
             self.counts.ignored += 1;
             return;
         };
-        let corrected_at = (from == MessageStatus::DeliveryFailed).then_some(row.failed_at).flatten();
+        let corrected_at = (from == MessageStatus::DeliveryFailed)
+            .then_some(row.failed_at)
+            .flatten();
         row.status = to;
         row.delivery_status = Some(status.raw().to_owned());
         match to {
             MessageStatus::Delivered => row.delivered_at = Some(*at),
             _ => {
                 row.failed_at = Some(*at);
-                row.error = Some(description.clone().unwrap_or_else(|| status.raw().to_owned()));
+                row.error = Some(
+                    description
+                        .clone()
+                        .unwrap_or_else(|| status.raw().to_owned()),
+                );
             }
         }
         let campaign = row.campaign;
@@ -287,12 +349,28 @@ impl Ledger {
         self.counts.applied += 1;
     }
 
-    fn transition(&self, campaign: crate::domain::CampaignId, from: MessageStatus, to: MessageStatus, at: DateTime<Utc>, corrected_at: Option<DateTime<Utc>>) -> Transition {
-        Transition { campaign, from, to, at, corrected_at, epoch: self.epoch }
+    fn transition(
+        &self,
+        campaign: crate::domain::CampaignId,
+        from: MessageStatus,
+        to: MessageStatus,
+        at: DateTime<Utc>,
+        corrected_at: Option<DateTime<Utc>>,
+    ) -> Transition {
+        Transition {
+            campaign,
+            from,
+            to,
+            at,
+            corrected_at,
+            epoch: self.epoch,
+        }
     }
 
     fn park(&mut self, offset: i64, key: Option<Vec<u8>>, event: Event, now: DateTime<Utc>) {
-        let Event::Dlr { message_id, .. } = &event else { return };
+        let Event::Dlr { message_id, .. } = &event else {
+            return;
+        };
         if self.parked_len >= self.limits.max_parked {
             let error = format!("no sent event for message {message_id} and the park is full");
             return self.dead_letter(offset, key, event.to_json(), error);
@@ -302,13 +380,22 @@ impl Ledger {
         self.parked
             .entry(message_id.clone())
             .or_default()
-            .push(Parked { offset, key, event, since: now });
+            .push(Parked {
+                offset,
+                key,
+                event,
+                since: now,
+            });
     }
 
     fn release_parked(&mut self, message_id: &MessageId, out: &mut Vec<Transition>) {
-        let Some(parked) = self.parked.remove(message_id) else { return };
+        let Some(parked) = self.parked.remove(message_id) else {
+            return;
+        };
         self.parked_len -= parked.len();
-        let Some(recipient) = self.by_message.get(message_id).copied() else { return };
+        let Some(recipient) = self.by_message.get(message_id).copied() else {
+            return;
+        };
         for p in parked {
             self.apply_report(recipient, &p.event, out);
         }
@@ -331,7 +418,11 @@ impl Ledger {
     /// epoch.
     pub fn barrier(&mut self, epoch: u64, now: DateTime<Utc>) -> PartitionCheckpoint {
         self.expire_parked(now);
-        let rows = self.dirty.drain().filter_map(|r| self.rows.get(&r).cloned()).collect();
+        let rows = self
+            .dirty
+            .drain()
+            .filter_map(|r| self.rows.get(&r).cloned())
+            .collect();
         let oldest_parked = self.parked.values().flatten().map(|p| p.offset).min();
         let commit_offset = match (self.next_offset, oldest_parked) {
             (Some(next), Some(parked)) => Some(next.min(parked)),
@@ -359,7 +450,10 @@ impl Ledger {
         for id in expired {
             for p in self.parked.remove(&id).unwrap_or_default() {
                 self.parked_len -= 1;
-                let error = format!("no sent event arrived for message {id} within {:?}", self.limits.park_ttl);
+                let error = format!(
+                    "no sent event arrived for message {id} within {:?}",
+                    self.limits.park_ttl
+                );
                 self.dead_letter(p.offset, p.key, p.event.to_json(), error);
             }
         }
@@ -425,8 +519,18 @@ pub struct DlrActor {
 pub const MAILBOX_BATCHES: usize = 4;
 
 impl DlrActor {
-    pub fn new(ledger: Ledger, pool: PgPool, registry: CampaignRegistry, pending: Arc<AtomicU64>) -> Self {
-        Self { ledger, pool, registry, pending }
+    pub fn new(
+        ledger: Ledger,
+        pool: PgPool,
+        registry: CampaignRegistry,
+        pending: Arc<AtomicU64>,
+    ) -> Self {
+        Self {
+            ledger,
+            pool,
+            registry,
+            pending,
+        }
     }
 }
 
@@ -553,7 +657,11 @@ mod tests {
             bulk_id: None,
             at: at(offset),
         };
-        Incoming { offset, key: None, event: Ok(event) }
+        Incoming {
+            offset,
+            key: None,
+            event: Ok(event),
+        }
     }
 
     fn dlr(offset: i64, r: i64, status: &str) -> Incoming {
@@ -565,7 +673,11 @@ mod tests {
             event_id: None,
             source: None,
         };
-        Incoming { offset, key: None, event: Ok(event) }
+        Incoming {
+            offset,
+            key: None,
+            event: Ok(event),
+        }
     }
 
     fn ledger_with(rows: Vec<MessageRow>) -> Ledger {
@@ -582,7 +694,16 @@ mod tests {
     fn sent_then_delivered_then_duplicates_yield_two_transitions() {
         use MessageStatus::*;
         let mut l = ledger_with(vec![row(1, Processing)]);
-        let ts = l.apply_batch(vec![sent(0, 1), dlr(1, 1, "Delivered"), dlr(2, 1, "Delivered"), sent(3, 1), dlr(4, 1, "Sent")], at(9));
+        let ts = l.apply_batch(
+            vec![
+                sent(0, 1),
+                dlr(1, 1, "Delivered"),
+                dlr(2, 1, "Delivered"),
+                sent(3, 1),
+                dlr(4, 1, "Sent"),
+            ],
+            at(9),
+        );
         assert_eq!(moves(&ts), vec![(Processing, Sent), (Sent, Delivered)]);
         assert_eq!(l.counts.ignored, 3);
         let cp = l.barrier(1, at(9));
@@ -596,8 +717,18 @@ mod tests {
     fn undelivered_is_a_failure_that_a_later_delivered_corrects() {
         use MessageStatus::*;
         let mut l = ledger_with(vec![row(1, Processing)]);
-        let ts = l.apply_batch(vec![sent(0, 1), dlr(1, 1, "Undelivered"), dlr(2, 1, "Delivered")], at(9));
-        assert_eq!(moves(&ts), vec![(Processing, Sent), (Sent, DeliveryFailed), (DeliveryFailed, Delivered)]);
+        let ts = l.apply_batch(
+            vec![sent(0, 1), dlr(1, 1, "Undelivered"), dlr(2, 1, "Delivered")],
+            at(9),
+        );
+        assert_eq!(
+            moves(&ts),
+            vec![
+                (Processing, Sent),
+                (Sent, DeliveryFailed),
+                (DeliveryFailed, Delivered)
+            ]
+        );
         assert_eq!(ts[2].corrected_at, Some(at(1)));
     }
 
@@ -605,9 +736,15 @@ mod tests {
     fn a_report_ahead_of_its_sent_is_parked_and_holds_the_offset_back() {
         use MessageStatus::*;
         let mut l = ledger_with(vec![row(1, Processing)]);
-        assert!(l.apply_batch(vec![dlr(0, 1, "Delivered")], at(0)).is_empty());
+        assert!(l
+            .apply_batch(vec![dlr(0, 1, "Delivered")], at(0))
+            .is_empty());
         let cp = l.barrier(1, at(1));
-        assert_eq!(cp.commit_offset, Some(0), "a crash must replay the parked report");
+        assert_eq!(
+            cp.commit_offset,
+            Some(0),
+            "a crash must replay the parked report"
+        );
         let ts = l.apply_batch(vec![sent(1, 1)], at(2));
         assert_eq!(moves(&ts), vec![(Processing, Sent), (Sent, Delivered)]);
         assert_eq!(ts[0].epoch, 2, "after barrier 1, changes belong to epoch 2");
@@ -616,7 +753,15 @@ mod tests {
 
     #[test]
     fn parked_reports_that_never_match_become_dead_letters() {
-        let mut l = Ledger::new(3, None, 1, LedgerLimits { park_ttl: Duration::from_secs(10), ..Default::default() });
+        let mut l = Ledger::new(
+            3,
+            None,
+            1,
+            LedgerLimits {
+                park_ttl: Duration::from_secs(10),
+                ..Default::default()
+            },
+        );
         l.apply_batch(vec![dlr(5, 99, "Delivered")], at(0));
         assert!(l.barrier(1, at(5)).dead_letters.is_empty());
         let cp = l.barrier(2, at(11));
@@ -628,7 +773,11 @@ mod tests {
     #[test]
     fn poison_and_unknown_recipients_are_dead_letters_and_the_partition_moves_on() {
         let mut l = ledger_with(vec![row(1, MessageStatus::Processing)]);
-        let poison = Incoming { offset: 0, key: Some(b"k".to_vec()), event: Err((b"{oops".to_vec(), "bad json".into())) };
+        let poison = Incoming {
+            offset: 0,
+            key: Some(b"k".to_vec()),
+            event: Err((b"{oops".to_vec(), "bad json".into())),
+        };
         let ts = l.apply_batch(vec![poison, sent(1, 404), sent(2, 1)], at(0));
         assert_eq!(ts.len(), 1);
         let cp = l.barrier(1, at(0));
@@ -649,7 +798,12 @@ mod tests {
     #[test]
     fn lookups_ask_only_for_what_memory_and_the_batch_lack() {
         let l = ledger_with(vec![row(1, MessageStatus::Processing)]);
-        let lookups = l.lookups(&[sent(0, 1), sent(1, 2), dlr(2, 2, "Delivered"), dlr(3, 3, "Delivered")]);
+        let lookups = l.lookups(&[
+            sent(0, 1),
+            sent(1, 2),
+            dlr(2, 2, "Delivered"),
+            dlr(3, 3, "Delivered"),
+        ]);
         assert_eq!(lookups.recipients, vec![RecipientId::new(2).unwrap()]);
         assert_eq!(lookups.messages, vec![mid(3)]);
     }
@@ -664,8 +818,19 @@ mod tests {
 
     #[test]
     fn final_checkpointed_messages_are_evicted_past_the_limit() {
-        let mut l = Ledger::new(0, None, 1, LedgerLimits { max_resident: 1, ..Default::default() });
-        l.absorb(vec![row(1, MessageStatus::Processing), row(2, MessageStatus::Processing)]);
+        let mut l = Ledger::new(
+            0,
+            None,
+            1,
+            LedgerLimits {
+                max_resident: 1,
+                ..Default::default()
+            },
+        );
+        l.absorb(vec![
+            row(1, MessageStatus::Processing),
+            row(2, MessageStatus::Processing),
+        ]);
         l.apply_batch(vec![sent(0, 1), dlr(1, 1, "Delivered"), sent(2, 2)], at(0));
         l.barrier(1, at(0));
         assert_eq!(l.resident(), 1, "only the in-flight message stays");

@@ -10,7 +10,9 @@ use actix::prelude::*;
 use dashmap::DashMap;
 use sqlx::PgPool;
 
-use super::campaign::{ApplyTransitions, CampaignActor, GetStats, Passivate, Stats, TakeSnapshot, Transition};
+use super::campaign::{
+    ApplyTransitions, CampaignActor, GetStats, Passivate, Stats, TakeSnapshot, Transition,
+};
 use crate::domain::{CampaignId, TenantId};
 use crate::store::checkpoints::CampaignSnapshot;
 
@@ -55,7 +57,9 @@ impl CampaignRegistry {
             .entry(id)
             .or_insert_with(|| {
                 let pool = inner.pool.clone();
-                CampaignActor::start_in_arbiter(&inner.arbiter, move |_| CampaignActor::new(id, pool))
+                CampaignActor::start_in_arbiter(&inner.arbiter, move |_| {
+                    CampaignActor::new(id, pool)
+                })
             })
             .clone()
     }
@@ -104,18 +108,37 @@ impl CampaignRegistry {
 
     /// Snapshots of every active campaign whose counters changed.
     pub async fn snapshots(&self) -> Vec<CampaignSnapshot> {
-        let addrs: Vec<_> = self.inner.actors.iter().map(|e| e.value().clone()).collect();
+        let addrs: Vec<_> = self
+            .inner
+            .actors
+            .iter()
+            .map(|e| e.value().clone())
+            .collect();
         let replies = futures::future::join_all(addrs.iter().map(|a| a.send(TakeSnapshot))).await;
-        replies.into_iter().filter_map(|r| r.ok().flatten()).collect()
+        replies
+            .into_iter()
+            .filter_map(|r| r.ok().flatten())
+            .collect()
     }
 
     /// Stops actors idle for `idle_for` whose changes are all committed.
     pub async fn passivate_idle(&self, idle_for: Duration) -> usize {
         let committed_epoch = self.inner.committed_epoch.load(Ordering::Acquire);
-        let actors: Vec<_> = self.inner.actors.iter().map(|e| (*e.key(), e.value().clone())).collect();
+        let actors: Vec<_> = self
+            .inner
+            .actors
+            .iter()
+            .map(|e| (*e.key(), e.value().clone()))
+            .collect();
         let mut stopped = 0;
         for (id, addr) in actors {
-            if let Ok(true) = addr.send(Passivate { idle_for, committed_epoch }).await {
+            if let Ok(true) = addr
+                .send(Passivate {
+                    idle_for,
+                    committed_epoch,
+                })
+                .await
+            {
                 self.forget(id, &addr);
                 stopped += 1;
             }

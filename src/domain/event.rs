@@ -99,13 +99,42 @@ impl Event {
 
     pub fn to_json(&self) -> Vec<u8> {
         let wire = match self.clone() {
-            Self::Sent { message_id, campaign_id, recipient_id, bulk_id, at } => {
-                Wire::Sent { v: EVENT_VERSION, message_id, campaign_id, recipient_id, bulk_id, at }
-            }
-            Self::SendFailed { campaign_id, recipient_id, error, retryable, at } => {
-                Wire::SendFailed { v: EVENT_VERSION, campaign_id, recipient_id, error, retryable, at }
-            }
-            Self::Dlr { message_id, status, description, at, event_id, source } => Wire::Dlr {
+            Self::Sent {
+                message_id,
+                campaign_id,
+                recipient_id,
+                bulk_id,
+                at,
+            } => Wire::Sent {
+                v: EVENT_VERSION,
+                message_id,
+                campaign_id,
+                recipient_id,
+                bulk_id,
+                at,
+            },
+            Self::SendFailed {
+                campaign_id,
+                recipient_id,
+                error,
+                retryable,
+                at,
+            } => Wire::SendFailed {
+                v: EVENT_VERSION,
+                campaign_id,
+                recipient_id,
+                error,
+                retryable,
+                at,
+            },
+            Self::Dlr {
+                message_id,
+                status,
+                description,
+                at,
+                event_id,
+                source,
+            } => Wire::Dlr {
                 v: EVENT_VERSION,
                 message_id,
                 delivery_status: status.raw().to_owned(),
@@ -119,7 +148,8 @@ impl Event {
     }
 
     pub fn parse(bytes: &[u8]) -> Result<Self, EventError> {
-        let wire: Wire = serde_json::from_slice(bytes).map_err(|e| EventError::Malformed(e.to_string()))?;
+        let wire: Wire =
+            serde_json::from_slice(bytes).map_err(|e| EventError::Malformed(e.to_string()))?;
         let v = match &wire {
             Wire::Sent { v, .. } | Wire::SendFailed { v, .. } | Wire::Dlr { v, .. } => *v,
         };
@@ -127,13 +157,43 @@ impl Event {
             return Err(EventError::UnsupportedVersion(v));
         }
         Ok(match wire {
-            Wire::Sent { message_id, campaign_id, recipient_id, bulk_id, at, .. } => {
-                Self::Sent { message_id, campaign_id, recipient_id, bulk_id, at }
-            }
-            Wire::SendFailed { campaign_id, recipient_id, error, retryable, at, .. } => {
-                Self::SendFailed { campaign_id, recipient_id, error, retryable, at }
-            }
-            Wire::Dlr { message_id, delivery_status, description, at, event_id, source, .. } => Self::Dlr {
+            Wire::Sent {
+                message_id,
+                campaign_id,
+                recipient_id,
+                bulk_id,
+                at,
+                ..
+            } => Self::Sent {
+                message_id,
+                campaign_id,
+                recipient_id,
+                bulk_id,
+                at,
+            },
+            Wire::SendFailed {
+                campaign_id,
+                recipient_id,
+                error,
+                retryable,
+                at,
+                ..
+            } => Self::SendFailed {
+                campaign_id,
+                recipient_id,
+                error,
+                retryable,
+                at,
+            },
+            Wire::Dlr {
+                message_id,
+                delivery_status,
+                description,
+                at,
+                event_id,
+                source,
+                ..
+            } => Self::Dlr {
                 message_id,
                 status: DeliveryStatus::from_raw(&delivery_status),
                 description,
@@ -163,10 +223,19 @@ mod tests {
 
     #[test]
     fn poison_records_say_why() {
-        assert!(matches!(Event::parse(b"not json"), Err(EventError::Malformed(_))));
-        assert!(matches!(Event::parse(br#"{"v":1,"type":"teleported"}"#), Err(EventError::Malformed(_))));
+        assert!(matches!(
+            Event::parse(b"not json"),
+            Err(EventError::Malformed(_))
+        ));
+        assert!(matches!(
+            Event::parse(br#"{"v":1,"type":"teleported"}"#),
+            Err(EventError::Malformed(_))
+        ));
         let bad_id = br#"{"v":1,"type":"send_failed","campaignId":0,"recipientId":1,"error":"x","retryable":true,"at":"2026-11-20T10:00:00Z"}"#;
-        assert!(matches!(Event::parse(bad_id), Err(EventError::Malformed(_))));
+        assert!(matches!(
+            Event::parse(bad_id),
+            Err(EventError::Malformed(_))
+        ));
         let future = br#"{"v":2,"type":"dlr","messageId":"A","deliveryStatus":"Delivered","at":"2026-11-20T10:00:00Z"}"#;
         assert_eq!(Event::parse(future), Err(EventError::UnsupportedVersion(2)));
     }

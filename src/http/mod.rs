@@ -5,6 +5,8 @@ pub mod auth;
 pub mod error;
 pub mod health;
 pub mod me;
+pub mod stats;
+pub mod webhooks;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -15,6 +17,8 @@ use sqlx::PgPool;
 use tracing_actix_web::TracingLogger;
 
 use crate::config::Settings;
+use crate::mitto::signature::Verifier;
+use crate::pipeline::EventHandles;
 use error::ApiError;
 
 /// What every handler can reach.
@@ -22,6 +26,8 @@ use error::ApiError;
 pub struct AppState {
     pub pool: PgPool,
     pub settings: Arc<Settings>,
+    pub events: EventHandles,
+    pub verifier: Arc<Verifier>,
 }
 
 /// Builds the server on an already bound listener (port 0 in tests).
@@ -35,7 +41,12 @@ pub fn server(state: AppState, listener: TcpListener) -> std::io::Result<Server>
             .app_data(error::query_config())
             .app_data(error::path_config())
             .configure(health::routes)
-            .service(web::scope("/api").configure(me::routes))
+            .configure(webhooks::routes)
+            .service(
+                web::scope("/api")
+                    .configure(me::routes)
+                    .configure(stats::routes),
+            )
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such route".into()))
             }))

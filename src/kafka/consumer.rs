@@ -16,13 +16,15 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures::executor::block_on;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
-use crate::actors::checkpoint::{CheckpointNow, Checkpointer, LoadOffsets, Partitions, SetOnCommit};
+use crate::actors::checkpoint::{
+    CheckpointNow, Checkpointer, LoadOffsets, Partitions, SetOnCommit,
+};
 use crate::actors::dlr::{DlrActor, Incoming, Records, Stop};
 use crate::domain::Event;
 
@@ -48,16 +50,26 @@ struct Rebalancer {
     /// Partitions revoked since the loop last looked: their unsent records are dropped (the
     /// next owner reads them again from the committed offset).
     revoked: Mutex<Vec<i32>>,
+    stop: Arc<AtomicBool>,
 }
 
 impl ClientContext for Rebalancer {}
 
 impl ConsumerContext for Rebalancer {
-    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         let result = match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.assign(consumer, tpl, &partitions),
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => self.revoke(consumer, &partitions),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.assign(consumer, tpl, &partitions)
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.revoke(consumer, &partitions)
+            }
             other => {
                 tracing::error!(?other, "rebalance error; giving up the assignment");
                 self.revoke(consumer, &self.partitions.assigned())
@@ -70,29 +82,47 @@ impl ConsumerContext for Rebalancer {
 }
 
 impl Rebalancer {
-    fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList, partitions: &[i32]) -> Result<(), KafkaError> {
-        let stored = self.stored_offsets(partitions);
+    fn assign(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        tpl: &mut TopicPartitionList,
+        partitions: &[i32],
+    ) -> Result<(), KafkaError> {
+        let Some(stored) = self.stored_offsets(partitions) else {
+            tracing::warn!(
+                ?partitions,
+                "stopping before offsets could be loaded; not assigning"
+            );
+            return Ok(());
+        };
         for &p in partitions {
-            let offset = stored.get(&p).map_or(Offset::Beginning, |o| Offset::Offset(*o));
+            let offset = stored
+                .get(&p)
+                .map_or(Offset::Beginning, |o| Offset::Offset(*o));
             tpl.set_partition_offset(&self.topic, p, offset)?;
-            self.partitions.register(p, |epoch| (self.spawn)(p, stored.get(&p).copied(), epoch));
+            self.partitions
+                .register(p, |epoch| (self.spawn)(p, stored.get(&p).copied(), epoch));
         }
         tracing::info!(?partitions, ?stored, "partitions assigned");
         consumer.assign(tpl)
     }
 
     /// Offsets from Postgres; retried, because assigning without them would re-read or skip.
-    fn stored_offsets(&self, partitions: &[i32]) -> HashMap<i32, i64> {
+    /// `None` when the consumer is told to stop meanwhile.
+    fn stored_offsets(&self, partitions: &[i32]) -> Option<HashMap<i32, i64>> {
         let mut delay = Duration::from_millis(100);
-        loop {
+        while !self.stop.load(Ordering::Acquire) {
             match block_on(self.checkpointer.send(LoadOffsets(partitions.to_vec()))) {
-                Ok(Ok(offsets)) => return offsets,
-                Ok(Err(e)) => tracing::error!(error = %e, "loading stored offsets failed; retrying"),
+                Ok(Ok(offsets)) => return Some(offsets),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "loading stored offsets failed; retrying")
+                }
                 Err(e) => tracing::error!(error = %e, "checkpointer unavailable; retrying"),
             }
             std::thread::sleep(delay);
             delay = (delay * 2).min(Duration::from_secs(5));
         }
+        None
     }
 
     fn revoke(&self, consumer: &BaseConsumer<Self>, partitions: &[i32]) -> Result<(), KafkaError> {
@@ -104,7 +134,10 @@ impl Rebalancer {
             // a stopped actor simply has nothing left to do
             let _ = block_on(actor.send(Stop));
         }
-        self.revoked.lock().unwrap_or_else(|p| p.into_inner()).extend(partitions);
+        self.revoked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(partitions);
         consumer.unassign()
     }
 }
@@ -131,12 +164,14 @@ pub fn start(
     checkpointer: Addr<Checkpointer>,
     spawn: SpawnPartition,
 ) -> Result<ConsumerHandle, KafkaError> {
+    let stop = Arc::new(AtomicBool::new(false));
     let context = Rebalancer {
         topic: config.topic.clone(),
         partitions: partitions.clone(),
         checkpointer: checkpointer.clone(),
         spawn,
         revoked: Mutex::new(Vec::new()),
+        stop: stop.clone(),
     };
     let consumer: BaseConsumer<Rebalancer> = ClientConfig::new()
         .set("bootstrap.servers", &config.bootstrap)
@@ -146,7 +181,10 @@ pub fn start(
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         .set("session.timeout.ms", config.session_timeout_ms.to_string())
-        .set("heartbeat.interval.ms", config.heartbeat_interval_ms.to_string())
+        .set(
+            "heartbeat.interval.ms",
+            config.heartbeat_interval_ms.to_string(),
+        )
         .create_with_context(context)?;
     consumer.subscribe(&[&config.topic])?;
     let consumer = Arc::new(consumer);
@@ -156,7 +194,6 @@ pub fn start(
         commit_to_kafka(&committer, &topic, offsets);
     }))))
     .map_err(|_| KafkaError::Subscription("checkpointer is not running".into()))?;
-    let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let thread = std::thread::Builder::new()
         .name("kafka-consumer".into())
@@ -169,13 +206,20 @@ pub fn start(
 }
 
 /// Mirrors committed offsets to Kafka for lag monitoring, off the caller's thread.
-fn commit_to_kafka(consumer: &Arc<BaseConsumer<Rebalancer>>, topic: &str, offsets: HashMap<i32, i64>) {
+fn commit_to_kafka(
+    consumer: &Arc<BaseConsumer<Rebalancer>>,
+    topic: &str,
+    offsets: HashMap<i32, i64>,
+) {
     if offsets.is_empty() {
         return;
     }
     let mut tpl = TopicPartitionList::new();
     for (p, o) in offsets {
-        if tpl.add_partition_offset(topic, p, Offset::Offset(o)).is_err() {
+        if tpl
+            .add_partition_offset(topic, p, Offset::Offset(o))
+            .is_err()
+        {
             return;
         }
     }
@@ -188,7 +232,12 @@ fn commit_to_kafka(consumer: &Arc<BaseConsumer<Rebalancer>>, topic: &str, offset
 }
 
 /// Polls, groups records per partition and hands the batches over.
-fn poll_loop(consumer: Arc<BaseConsumer<Rebalancer>>, partitions: Partitions, batch_records: usize, stop: Arc<AtomicBool>) {
+fn poll_loop(
+    consumer: Arc<BaseConsumer<Rebalancer>>,
+    partitions: Partitions,
+    batch_records: usize,
+    stop: Arc<AtomicBool>,
+) {
     let mut batches: HashMap<i32, Vec<Incoming>> = HashMap::new();
     while !stop.load(Ordering::Acquire) {
         let deadline = Instant::now() + Duration::from_millis(5);
@@ -198,7 +247,10 @@ fn poll_loop(consumer: Arc<BaseConsumer<Rebalancer>>, partitions: Partitions, ba
             wait = Duration::ZERO;
             match result {
                 Ok(message) => {
-                    batches.entry(message.partition()).or_default().push(incoming(&message));
+                    batches
+                        .entry(message.partition())
+                        .or_default()
+                        .push(incoming(&message));
                     taken += 1;
                 }
                 Err(e) => tracing::warn!(error = %e, "consumer error"),
@@ -207,14 +259,38 @@ fn poll_loop(consumer: Arc<BaseConsumer<Rebalancer>>, partitions: Partitions, ba
                 break;
             }
         }
-        for p in consumer.context().revoked.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        for p in consumer
+            .context()
+            .revoked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
             batches.remove(&p);
         }
         hand_over(&partitions, &mut batches, batch_records, &stop);
     }
     tracing::info!("consumer stopping; leaving the group");
-    // closing revokes the assignment, which checkpoints through the rebalance hook
-    drop(consumer);
+    // leaving revokes the assignment, which checkpoints through the rebalance hook
+    if let Err(e) = consumer.unsubscribe_and_wait() {
+        tracing::warn!(error = %e, "leaving the consumer group failed");
+    }
+}
+
+trait Leave {
+    fn unsubscribe_and_wait(&self) -> Result<(), KafkaError>;
+}
+
+impl Leave for BaseConsumer<Rebalancer> {
+    /// Unsubscribes and serves the resulting revocation (callbacks run inside `poll`).
+    fn unsubscribe_and_wait(&self) -> Result<(), KafkaError> {
+        self.unsubscribe();
+        let until = Instant::now() + Duration::from_secs(10);
+        while !self.context().partitions.assigned().is_empty() && Instant::now() < until {
+            let _ = self.poll(Duration::from_millis(100));
+        }
+        Ok(())
+    }
 }
 
 fn incoming(message: &rdkafka::message::BorrowedMessage<'_>) -> Incoming {
@@ -230,7 +306,12 @@ fn incoming(message: &rdkafka::message::BorrowedMessage<'_>) -> Incoming {
     }
 }
 
-fn hand_over(partitions: &Partitions, batches: &mut HashMap<i32, Vec<Incoming>>, batch_records: usize, stop: &AtomicBool) {
+fn hand_over(
+    partitions: &Partitions,
+    batches: &mut HashMap<i32, Vec<Incoming>>,
+    batch_records: usize,
+    stop: &AtomicBool,
+) {
     for (p, records) in batches.iter_mut() {
         if records.is_empty() {
             continue;

@@ -20,7 +20,9 @@ impl EmbeddedBroker {
     /// otherwise auto-create it with 4 partitions). Group joins start without the usual
     /// initial rebalance delay.
     pub fn start(topic: &str, partitions: i32) -> Result<Self, KafkaError> {
-        let handle: BaseProducer = ClientConfig::new().set("test.mock.num.brokers", "1").create()?;
+        let handle: BaseProducer = ClientConfig::new()
+            .set("test.mock.num.brokers", "1")
+            .create()?;
         // SAFETY: the pointer comes from this live client and is used while it lives.
         unsafe {
             let cluster = bindings::rd_kafka_handle_mock_cluster(handle.client().native_ptr());

@@ -65,7 +65,9 @@ pub async fn connect(settings: &KafkaSettings) -> Result<BrokerConnection, Kafka
 async fn fetch_cluster_id(bootstrap: &str) -> Result<String, KafkaSetupError> {
     let bootstrap = bootstrap.to_owned();
     tokio::task::spawn_blocking(move || {
-        let client: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &bootstrap).create()?;
+        let client: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()?;
         client
             .client()
             .fetch_cluster_id(Duration::from_secs(15))
@@ -76,7 +78,9 @@ async fn fetch_cluster_id(bootstrap: &str) -> Result<String, KafkaSetupError> {
 }
 
 async fn create_topic(brokers: &str, settings: &KafkaSettings) -> Result<(), KafkaSetupError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
     let topic = NewTopic::new(
         &settings.topic,
         settings.partitions,

@@ -33,7 +33,10 @@ impl EventProducer {
             // the Java client's partitioner, so upstream producers in any language agree on
             // which partition a messageId belongs to
             .set("partitioner", "murmur2_random")
-            .set("message.timeout.ms", &DELIVERY_TIMEOUT.as_millis().to_string())
+            .set(
+                "message.timeout.ms",
+                &DELIVERY_TIMEOUT.as_millis().to_string(),
+            )
             .create()?;
         Ok(Self {
             producer,
@@ -43,7 +46,8 @@ impl EventProducer {
 
     /// Produces the events (key = [`Event::key`]) and returns once all are acknowledged.
     pub async fn send(&self, events: &[Event]) -> Result<(), KafkaError> {
-        let records: Vec<(String, Vec<u8>)> = events.iter().map(|e| (e.key(), e.to_json())).collect();
+        let records: Vec<(String, Vec<u8>)> =
+            events.iter().map(|e| (e.key(), e.to_json())).collect();
         self.send_raw(&records).await
     }
 

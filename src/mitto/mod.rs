@@ -2,6 +2,7 @@
 //! that behaves like Mitto over real HTTP (see `shared/mitto-api.md`).
 
 pub mod client;
+pub mod reports;
 pub mod retry;
 pub mod signature;
 pub mod simulator;

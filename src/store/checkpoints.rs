@@ -61,7 +61,8 @@ impl CheckpointWrite {
         self.rows = rows.into_values().collect();
         self.dead_letters.extend(newer.dead_letters);
         self.offsets.extend(newer.offsets);
-        let mut campaigns: HashMap<_, _> = self.campaigns.drain(..).map(|c| (c.campaign, c)).collect();
+        let mut campaigns: HashMap<_, _> =
+            self.campaigns.drain(..).map(|c| (c.campaign, c)).collect();
         campaigns.extend(newer.campaigns.into_iter().map(|c| (c.campaign, c)));
         self.campaigns = campaigns.into_values().collect();
     }
@@ -69,12 +70,18 @@ impl CheckpointWrite {
 
 /// The last committed epoch.
 pub async fn committed_epoch(pool: &PgPool) -> Result<u64, StoreError> {
-    let epoch: i64 = sqlx::query_scalar("SELECT epoch FROM checkpoint_state").fetch_one(pool).await?;
+    let epoch: i64 = sqlx::query_scalar("SELECT epoch FROM checkpoint_state")
+        .fetch_one(pool)
+        .await?;
     Ok(epoch as u64)
 }
 
 /// Stored next offsets for the given partitions (absent: never checkpointed).
-pub async fn load_offsets(pool: &PgPool, scope: &OffsetScope, partitions: &[i32]) -> Result<HashMap<i32, i64>, StoreError> {
+pub async fn load_offsets(
+    pool: &PgPool,
+    scope: &OffsetScope,
+    partitions: &[i32],
+) -> Result<HashMap<i32, i64>, StoreError> {
     let rows: Vec<(i32, i64)> = sqlx::query_as(
         "SELECT partition, next_offset FROM kafka_offsets
          WHERE cluster_id = $1 AND consumer_group = $2 AND topic = $3 AND partition = ANY($4)",
@@ -90,7 +97,11 @@ pub async fn load_offsets(pool: &PgPool, scope: &OffsetScope, partitions: &[i32]
 
 /// Commits one checkpoint atomically.
 #[tracing::instrument(skip_all, fields(epoch = write.epoch, rows = write.rows.len()))]
-pub async fn commit(pool: &PgPool, scope: &OffsetScope, write: &CheckpointWrite) -> Result<(), StoreError> {
+pub async fn commit(
+    pool: &PgPool,
+    scope: &OffsetScope,
+    write: &CheckpointWrite,
+) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
     write_rows(&mut tx, &write.rows).await?;
     insert_dead_letters(&mut tx, &scope.topic, &write.dead_letters).await?;
@@ -143,7 +154,9 @@ async fn write_campaign_snapshots(
     if snapshots.is_empty() {
         return Ok(());
     }
-    let col = |f: fn(&Counters) -> i64| -> Vec<i64> { snapshots.iter().map(|s| f(&s.counters)).collect() };
+    let col = |f: fn(&Counters) -> i64| -> Vec<i64> {
+        snapshots.iter().map(|s| f(&s.counters)).collect()
+    };
     let ids: Vec<i64> = snapshots.iter().map(|s| s.campaign.get()).collect();
     let first: Vec<Option<DateTime<Utc>>> = snapshots.iter().map(|s| s.first_sent_at).collect();
     let last: Vec<Option<DateTime<Utc>>> = snapshots.iter().map(|s| s.last_event_at).collect();

@@ -44,14 +44,19 @@ impl TryFrom<Raw> for MessageRow {
         Ok(Self {
             recipient: RecipientId::new(r.id).map_err(|e| corrupt(e.to_string()))?,
             campaign: CampaignId::new(r.campaign_id).map_err(|e| corrupt(e.to_string()))?,
-            status: MessageStatus::from_db(&r.status, r.sent_at.is_some()).map_err(|e| corrupt(e.to_string()))?,
+            status: MessageStatus::from_db(&r.status, r.sent_at.is_some())
+                .map_err(|e| corrupt(e.to_string()))?,
             message_id: r
                 .provider_message_id
                 .as_deref()
                 .map(MessageId::parse)
                 .transpose()
                 .map_err(|e| corrupt(e.to_string()))?,
-            bulk_id: r.bulk_id.map(|u| BulkId::parse(&u.to_string())).transpose().map_err(|e| corrupt(e.to_string()))?,
+            bulk_id: r
+                .bulk_id
+                .map(|u| BulkId::parse(&u.to_string()))
+                .transpose()
+                .map_err(|e| corrupt(e.to_string()))?,
             delivery_status: r.delivery_status,
             error: r.error,
             error_retryable: r.error_retryable,
@@ -62,11 +67,15 @@ impl TryFrom<Raw> for MessageRow {
     }
 }
 
-const COLUMNS: &str = "id, campaign_id, status, provider_message_id, bulk_id, delivery_status, error, \
+const COLUMNS: &str =
+    "id, campaign_id, status, provider_message_id, bulk_id, delivery_status, error, \
                        error_retryable, sent_at, delivered_at, failed_at";
 
 /// Rows by recipient id, in one round trip.
-pub async fn load_by_recipients(pool: &PgPool, ids: &[RecipientId]) -> Result<Vec<MessageRow>, StoreError> {
+pub async fn load_by_recipients(
+    pool: &PgPool,
+    ids: &[RecipientId],
+) -> Result<Vec<MessageRow>, StoreError> {
     let ids: Vec<i64> = ids.iter().map(|i| i.get()).collect();
     let sql = format!("SELECT {COLUMNS} FROM campaign_recipients WHERE id = ANY($1)");
     let raws: Vec<Raw> = sqlx::query_as(&sql).bind(&ids).fetch_all(pool).await?;
@@ -74,23 +83,36 @@ pub async fn load_by_recipients(pool: &PgPool, ids: &[RecipientId]) -> Result<Ve
 }
 
 /// Rows by Mitto message id, in one round trip.
-pub async fn load_by_message_ids(pool: &PgPool, ids: &[MessageId]) -> Result<Vec<MessageRow>, StoreError> {
+pub async fn load_by_message_ids(
+    pool: &PgPool,
+    ids: &[MessageId],
+) -> Result<Vec<MessageRow>, StoreError> {
     let ids: Vec<&str> = ids.iter().map(MessageId::as_str).collect();
-    let sql = format!("SELECT {COLUMNS} FROM campaign_recipients WHERE provider_message_id = ANY($1)");
+    let sql =
+        format!("SELECT {COLUMNS} FROM campaign_recipients WHERE provider_message_id = ANY($1)");
     let raws: Vec<Raw> = sqlx::query_as(&sql).bind(&ids).fetch_all(pool).await?;
     raws.into_iter().map(MessageRow::try_from).collect()
 }
 
 /// Writes message rows with one statement (arrays unnested server-side). The claim token is
 /// cleared as a row leaves `processing`.
-pub async fn write_rows(tx: &mut Transaction<'_, Postgres>, rows: &[MessageRow]) -> Result<(), StoreError> {
+pub async fn write_rows(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[MessageRow],
+) -> Result<(), StoreError> {
     if rows.is_empty() {
         return Ok(());
     }
     let ids: Vec<i64> = rows.iter().map(|r| r.recipient.get()).collect();
     let status: Vec<&str> = rows.iter().map(|r| r.status.as_db_str()).collect();
-    let message_ids: Vec<Option<&str>> = rows.iter().map(|r| r.message_id.as_ref().map(MessageId::as_str)).collect();
-    let bulk_ids: Vec<Option<uuid::Uuid>> = rows.iter().map(|r| r.bulk_id.map(|b| b.as_uuid())).collect();
+    let message_ids: Vec<Option<&str>> = rows
+        .iter()
+        .map(|r| r.message_id.as_ref().map(MessageId::as_str))
+        .collect();
+    let bulk_ids: Vec<Option<uuid::Uuid>> = rows
+        .iter()
+        .map(|r| r.bulk_id.map(|b| b.as_uuid()))
+        .collect();
     let raw: Vec<Option<&str>> = rows.iter().map(|r| r.delivery_status.as_deref()).collect();
     let errors: Vec<Option<&str>> = rows.iter().map(|r| r.error.as_deref()).collect();
     let retryable: Vec<Option<bool>> = rows.iter().map(|r| r.error_retryable).collect();

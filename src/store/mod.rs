@@ -7,6 +7,7 @@ pub mod campaigns;
 pub mod checkpoints;
 pub mod messages;
 pub mod tenants;
+pub mod webhooks;
 
 use std::str::FromStr;
 use std::time::Duration;

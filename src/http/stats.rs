@@ -1,0 +1,103 @@
+//! Campaign figures, served from the campaign actors' memory (DESIGN.md sections 3 and 6).
+//! Another tenant's campaign is a 404, exactly like a campaign that does not exist.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+
+use super::auth::Authenticated;
+use super::error::ApiError;
+use super::AppState;
+use crate::actors::campaign::Stats;
+use crate::domain::CampaignId;
+
+/// At most this many campaigns per batch stats request.
+pub const MAX_IDS: usize = 100;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/campaigns/stats", web::get().to(many))
+        .route("/v1/campaigns/{id}/stats", web::get().to(one))
+        .route("/campaigns/{id}/status", web::get().to(status));
+}
+
+fn campaign_id(raw: &str) -> Result<CampaignId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::NotFound(format!("campaign {raw} not found")))
+}
+
+/// The tenant's own campaign's stats, or `None`.
+async fn stats_for(state: &AppState, auth: Authenticated, id: CampaignId) -> Option<Stats> {
+    match state.events.registry.stats(id).await {
+        Some((tenant, stats)) if tenant == auth.tenant => Some(stats),
+        _ => None,
+    }
+}
+
+async fn one(
+    auth: Authenticated,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = campaign_id(&path)?;
+    let stats = stats_for(&state, auth, id)
+        .await
+        .ok_or_else(|| ApiError::NotFound(format!("campaign {id} not found")))?;
+    Ok(HttpResponse::Ok().json(stats))
+}
+
+#[derive(Deserialize)]
+struct Ids {
+    ids: String,
+}
+
+/// `?ids=1,2,3`: the stats of those the tenant owns, in the order asked; others are left out.
+async fn many(
+    auth: Authenticated,
+    query: web::Query<Ids>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let ids: Vec<CampaignId> = query
+        .ids
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.parse()
+                .map_err(|_| ApiError::BadRequest(format!("{s:?} is not a campaign id")))
+        })
+        .collect::<Result<_, _>>()?;
+    if ids.len() > MAX_IDS {
+        return Err(ApiError::BadRequest(format!(
+            "at most {MAX_IDS} ids per request"
+        )));
+    }
+    let found = futures::future::join_all(ids.iter().map(|id| stats_for(&state, auth, *id))).await;
+    Ok(HttpResponse::Ok().json(found.into_iter().flatten().collect::<Vec<_>>()))
+}
+
+/// The replaced system's status shape: campaign, totals and a per-status breakdown.
+async fn status(
+    auth: Authenticated,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = campaign_id(&path)?;
+    let s = stats_for(&state, auth, id)
+        .await
+        .ok_or_else(|| ApiError::NotFound(format!("campaign {id} not found")))?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "campaign": { "id": s.campaign_id, "status": s.status, "firstSentAt": s.first_sent_at, "lastEventAt": s.last_event_at },
+        "total": s.total,
+        "sent": s.sent,
+        "failed": s.failed,
+        "processed": s.total - s.queued - s.processing,
+        "breakdown": {
+            "queued": s.queued,
+            "processing": s.processing,
+            "sent": s.pending,
+            "delivered": s.delivered,
+            "failed": s.failed,
+            "sendFailed": s.send_failed,
+            "deliveryFailed": s.delivery_failed,
+            "cancelled": s.cancelled,
+        },
+    })))
+}

@@ -1,0 +1,151 @@
+//! The event pipeline, wired: broker (configured or embedded), producer, the actors' arbiter
+//! with the campaign registry and checkpointer, and the consumer feeding DlrActors.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use anyhow::Context as _;
+use sqlx::PgPool;
+
+use crate::actors::checkpoint::{CheckpointConfig, CheckpointNow, Checkpointer, Partitions};
+use crate::actors::dlr::{DlrActor, Ledger, LedgerLimits};
+use crate::actors::registry::CampaignRegistry;
+use crate::config::Settings;
+use crate::kafka::consumer::{self, ConsumerConfig, ConsumerHandle, SpawnPartition};
+use crate::kafka::producer::EventProducer;
+use crate::kafka::{self, BrokerConnection};
+use crate::store::checkpoints::{self, OffsetScope};
+
+/// Records per DlrActor batch.
+const BATCH_RECORDS: usize = 2_000;
+
+/// What HTTP handlers use of the pipeline.
+#[derive(Clone)]
+pub struct EventHandles {
+    pub registry: CampaignRegistry,
+    pub producer: EventProducer,
+}
+
+pub struct Pipeline {
+    pub handles: EventHandles,
+    pub broker: BrokerConnection,
+    pub checkpointer: Addr<Checkpointer>,
+    pub partitions: Partitions,
+    consumer: Option<ConsumerHandle>,
+    arbiter: Arbiter,
+}
+
+impl Pipeline {
+    #[tracing::instrument(skip_all)]
+    pub async fn start(settings: &Settings, pool: PgPool) -> anyhow::Result<Self> {
+        let k = &settings.kafka;
+        let broker = kafka::connect(k).await.context("connecting to Kafka")?;
+        tracing::info!(bootstrap = %broker.bootstrap, cluster_id = %broker.cluster_id, "Kafka ready");
+        let producer =
+            EventProducer::new(&broker.bootstrap, &k.topic).context("creating the producer")?;
+        let committed = checkpoints::committed_epoch(&pool)
+            .await
+            .context("reading the checkpoint epoch")?;
+        let arbiter = Arbiter::new();
+        let registry = CampaignRegistry::new(
+            pool.clone(),
+            arbiter.handle(),
+            Arc::new(AtomicU64::new(committed)),
+        );
+        let partitions = Partitions::new(committed);
+        let pending = Arc::new(AtomicU64::new(0));
+        let checkpointer = start_checkpointer(
+            settings,
+            &pool,
+            &broker,
+            &arbiter,
+            &partitions,
+            &registry,
+            &pending,
+        );
+        let spawn = spawn_partition(settings, &pool, &arbiter, &registry, &pending);
+        let config = ConsumerConfig {
+            bootstrap: broker.bootstrap.clone(),
+            group: k.consumer_group.clone(),
+            topic: k.topic.clone(),
+            session_timeout_ms: k.session_timeout_ms,
+            heartbeat_interval_ms: k.heartbeat_interval_ms,
+            batch_records: BATCH_RECORDS,
+        };
+        let consumer = consumer::start(config, partitions.clone(), checkpointer.clone(), spawn)
+            .context("starting the consumer")?;
+        Ok(Self {
+            handles: EventHandles { registry, producer },
+            broker,
+            checkpointer,
+            partitions,
+            consumer: Some(consumer),
+            arbiter,
+        })
+    }
+
+    /// Stops consuming (checkpointing what was applied) and stops the actors.
+    pub async fn stop(mut self) {
+        if let Some(consumer) = self.consumer.take() {
+            let _ = tokio::task::spawn_blocking(move || consumer.stop()).await;
+        }
+        if let Ok(Err(e)) = self.checkpointer.send(CheckpointNow).await {
+            tracing::error!(error = %e, "final checkpoint failed");
+        }
+        self.arbiter.stop();
+    }
+}
+
+fn start_checkpointer(
+    settings: &Settings,
+    pool: &PgPool,
+    broker: &BrokerConnection,
+    arbiter: &Arbiter,
+    partitions: &Partitions,
+    registry: &CampaignRegistry,
+    pending: &Arc<AtomicU64>,
+) -> Addr<Checkpointer> {
+    let config = CheckpointConfig {
+        pool: pool.clone(),
+        scope: OffsetScope {
+            cluster_id: broker.cluster_id.clone(),
+            consumer_group: settings.kafka.consumer_group.clone(),
+            topic: settings.kafka.topic.clone(),
+        },
+        interval: Duration::from_millis(settings.checkpoint_interval_ms),
+        max_pending_records: settings.checkpoint_max_records,
+        idle_passivation: Duration::from_secs(settings.campaign_idle_secs),
+    };
+    let (partitions, registry, pending) = (partitions.clone(), registry.clone(), pending.clone());
+    Checkpointer::start_in_arbiter(&arbiter.handle(), move |_| {
+        Checkpointer::new(config, partitions, registry, pending)
+    })
+}
+
+fn spawn_partition(
+    settings: &Settings,
+    pool: &PgPool,
+    arbiter: &Arbiter,
+    registry: &CampaignRegistry,
+    pending: &Arc<AtomicU64>,
+) -> SpawnPartition {
+    let limits = LedgerLimits {
+        park_ttl: Duration::from_secs(settings.park_ttl_secs),
+        ..LedgerLimits::default()
+    };
+    let (pool, handle, registry, pending) = (
+        pool.clone(),
+        arbiter.handle(),
+        registry.clone(),
+        pending.clone(),
+    );
+    Arc::new(move |partition, next_offset, epoch| {
+        let ledger = Ledger::new(partition, next_offset, epoch, limits);
+        let (pool, registry, pending) = (pool.clone(), registry.clone(), pending.clone());
+        DlrActor::start_in_arbiter(&handle, move |_| {
+            DlrActor::new(ledger, pool, registry, pending)
+        })
+    })
+}
