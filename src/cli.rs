@@ -46,6 +46,10 @@ pub enum Command {
     /// Manage tenants and their API keys.
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Run the embedded Kafka-protocol broker in its own process (in memory), with the
+    /// `message-events` topic created; prints BOOTSTRAP=host:port. For crash tests, benches
+    /// and upstream producers on a development machine — not for production.
+    DevBroker,
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,6 +96,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied");
         }
         Command::Tenant(command) => run_tenant(&settings, command).await?,
+        Command::DevBroker => {
+            let broker = crate::kafka::EmbeddedBroker::start(
+                &settings.kafka.topic,
+                settings.kafka.partitions,
+            )
+            .context("starting the broker")?;
+            println!("BOOTSTRAP={}", broker.bootstrap());
+            tokio::signal::ctrl_c().await?;
+        }
         Command::MittoSim(_) => unreachable!("handled above"),
     }
     Ok(())

@@ -13,9 +13,11 @@
 //! - [`store`]     every SQL statement, behind functions named for what they do; migrations.
 //! - [`pipeline`]  the event pipeline wired: broker, producer, consumer, actors, checkpointer.
 //! - [`app`]       start-up wiring shared by `serve` and the integration tests.
+//! - [`bench`]     load generators and benchmarks (`campaignd bench …`).
 
 pub mod actors;
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod domain;

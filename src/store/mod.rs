@@ -5,6 +5,7 @@
 pub mod api_keys;
 pub mod campaigns;
 pub mod checkpoints;
+pub mod fixtures;
 pub mod messages;
 pub mod tenants;
 pub mod webhooks;

@@ -210,3 +210,83 @@ async fn record(
     });
     HttpResponse::Ok().finish()
 }
+
+/// The webhook secret the event-core tests configure.
+pub const WEBHOOK_SECRET: &str = "test-webhook-secret";
+
+/// [`settings`] plus a webhook secret and consumer timeouts short enough for tests.
+pub fn event_settings(db: &TestDb) -> Settings {
+    let figment = Figment::from(Toml::string(DEFAULTS))
+        .merge(("database_url", db.url.as_str()))
+        .merge(("http.bind", "127.0.0.1:0"))
+        .merge(("webhook.secrets", vec![WEBHOOK_SECRET]))
+        .merge(("kafka.session_timeout_ms", 2000))
+        .merge(("kafka.heartbeat_interval_ms", 500));
+    Settings::from_figment(figment).expect("test settings are valid")
+}
+
+/// A tenant with an API token, created through the store.
+pub async fn tenant(pool: &sqlx::PgPool, name: &str) -> (campaignd::domain::TenantId, String) {
+    let id = campaignd::store::tenants::create(pool, name, 0)
+        .await
+        .unwrap();
+    let (_, token) = campaignd::store::api_keys::issue(pool, id, "test")
+        .await
+        .unwrap();
+    (id, token.reveal().to_owned())
+}
+
+/// Every record on the topic, read by a throw-away consumer from the beginning.
+pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<(String, Vec<u8>)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in metadata.topics()[0].partitions() {
+        tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut records = Vec::new();
+    let mut idle_since = Instant::now();
+    while idle_since.elapsed() < Duration::from_millis(1500) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+            records.push((key, m.payload().unwrap_or_default().to_vec()));
+            idle_since = Instant::now();
+        }
+    }
+    records
+}
+
+/// The end offset (high watermark) of every partition.
+pub fn end_offsets(bootstrap: &str, topic: &str) -> std::collections::HashMap<i32, i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "watermarks")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .unwrap();
+    metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(5))
+                .unwrap();
+            (p.id(), high)
+        })
+        .collect()
+}

@@ -1,0 +1,391 @@
+//! The event core against a real Kafka-protocol broker (embedded) and real Postgres: exact
+//! counters from shuffled, duplicated streams; poison records; tenant-scoped stats.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use campaignd::actors::campaign::Counters;
+use campaignd::app::{Application, RunningApplication};
+use campaignd::bench::workload::{generate, WorkloadSpec};
+use campaignd::domain::{CampaignId, DeliveryStatus, Event, MessageId, RecipientId, TenantId};
+use campaignd::store::fixtures::claimed_campaign;
+use common::{end_offsets, event_settings, eventually, tenant, TestDb};
+
+async fn start(db: &TestDb) -> RunningApplication {
+    Application::build(event_settings(db))
+        .await
+        .unwrap()
+        .spawn()
+}
+
+async fn stats(app: &RunningApplication, token: &str, campaign: CampaignId) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(app.url(&format!("/api/v1/campaigns/{campaign}/stats")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The figures the stats endpoint must show for these counters.
+fn expected_json(c: &Counters) -> serde_json::Value {
+    serde_json::json!({
+        "total": c.total(), "sent": c.sent(), "delivered": c.delivered, "failed": c.failed(),
+        "pending": c.pending, "sendFailed": c.send_failed, "deliveryFailed": c.delivery_failed,
+        "processing": c.processing, "queued": c.queued,
+    })
+}
+
+fn figures(body: &serde_json::Value) -> serde_json::Value {
+    let keys = [
+        "total",
+        "sent",
+        "delivered",
+        "failed",
+        "pending",
+        "sendFailed",
+        "deliveryFailed",
+        "processing",
+        "queued",
+    ];
+    keys.iter()
+        .map(|k| (k.to_string(), body[k].clone()))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// Waits until the stats endpoint shows exactly `expected`, then checks it stays there.
+async fn assert_stats_settle(
+    app: &RunningApplication,
+    token: &str,
+    campaign: CampaignId,
+    expected: &Counters,
+) {
+    let want = expected_json(expected);
+    let seen = eventually(
+        Duration::from_secs(60),
+        "stats to reach the ground truth",
+        || async {
+            let body: serde_json::Value = stats(app, token, campaign).await.json().await.ok()?;
+            (figures(&body) == want).then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(seen["campaignId"], campaign.get());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let later: serde_json::Value = stats(app, token, campaign).await.json().await.unwrap();
+    assert_eq!(figures(&later), want, "nothing is counted twice later");
+}
+
+/// Status counts of the stored rows, as (status, was_sent) → n.
+async fn stored_counts(pool: &sqlx::PgPool, campaign: CampaignId) -> Counters {
+    let rows: Vec<(String, bool, i64)> = sqlx::query_as(
+        "SELECT status, sent_at IS NOT NULL, count(*) FROM campaign_recipients WHERE campaign_id = $1 GROUP BY 1, 2",
+    )
+    .bind(campaign.get())
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut c = Counters::default();
+    for (status, sent, n) in rows {
+        c.add(
+            campaignd::domain::MessageStatus::from_db(&status, sent).unwrap(),
+            n,
+        );
+    }
+    c
+}
+
+async fn stored_offsets(pool: &sqlx::PgPool) -> HashMap<i32, i64> {
+    let rows: Vec<(i32, i64)> = sqlx::query_as("SELECT partition, next_offset FROM kafka_offsets")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    rows.into_iter().collect()
+}
+
+#[actix_web::test]
+async fn ten_thousand_shuffled_duplicated_messages_match_the_ground_truth() {
+    let db = TestDb::unique();
+    let app = start(&db).await;
+    let pool = app.state.pool.clone();
+    let (tenant_id, token) = tenant(&pool, "Shop").await;
+    let mut campaigns = Vec::new();
+    for n in [3334, 3333, 3333] {
+        campaigns.push(claimed_campaign(&pool, tenant_id, n).await.unwrap());
+    }
+    let spec = WorkloadSpec {
+        dup_ratio: 0.3,
+        ..WorkloadSpec::default()
+    };
+    let workload = generate(&campaigns, spec);
+    app.pipeline
+        .handles
+        .producer
+        .send(&workload.events)
+        .await
+        .unwrap();
+
+    for (campaign, _) in &campaigns {
+        assert_stats_settle(&app, &token, *campaign, &workload.expected[campaign]).await;
+    }
+    // the checkpoint holds the same truth: rows per message, and offsets at the end of the topic
+    let ends = end_offsets(&app.pipeline.broker.bootstrap, "message-events");
+    eventually(
+        Duration::from_secs(10),
+        "offsets to reach the end of every partition",
+        || async {
+            let stored = stored_offsets(&pool).await;
+            ends.iter()
+                .all(|(p, end)| *end == 0 || stored.get(p) == Some(end))
+                .then_some(())
+        },
+    )
+    .await;
+    for (campaign, _) in &campaigns {
+        assert_eq!(
+            stored_counts(&pool, *campaign).await,
+            workload.expected[campaign]
+        );
+    }
+    let statuses: Vec<(i64, String, bool)> =
+        sqlx::query_as("SELECT id, status, sent_at IS NOT NULL FROM campaign_recipients")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    for (id, status, sent) in statuses {
+        let expected = workload.expected_status[&RecipientId::new(id).unwrap()];
+        assert_eq!(
+            campaignd::domain::MessageStatus::from_db(&status, sent).unwrap(),
+            expected,
+            "recipient {id}"
+        );
+    }
+    app.stop().await;
+    db.drop_database().await;
+}
+
+fn dlr(message_id: &MessageId, status: &str) -> Event {
+    Event::Dlr {
+        message_id: message_id.clone(),
+        status: DeliveryStatus::from_raw(status),
+        description: Some(format!("{status} by the network")),
+        at: chrono::Utc::now(),
+        event_id: None,
+        source: None,
+    }
+}
+
+fn sent(campaign: CampaignId, recipient: RecipientId, message_id: &MessageId) -> Event {
+    Event::Sent {
+        message_id: message_id.clone(),
+        campaign_id: campaign,
+        recipient_id: recipient,
+        bulk_id: None,
+        at: chrono::Utc::now(),
+    }
+}
+
+#[actix_web::test]
+async fn undelivered_expired_and_rejected_are_failures_and_a_late_sent_changes_nothing() {
+    let db = TestDb::unique();
+    let app = start(&db).await;
+    let pool = app.state.pool.clone();
+    let (tenant_id, token) = tenant(&pool, "Shop").await;
+    let (campaign, recipients) = claimed_campaign(&pool, tenant_id, 4).await.unwrap();
+    let ids: Vec<MessageId> = (0..4).map(|_| MessageId::generate()).collect();
+    let mut events: Vec<Event> = recipients
+        .iter()
+        .zip(&ids)
+        .map(|(r, m)| sent(campaign, *r, m))
+        .collect();
+    events.extend([
+        dlr(&ids[0], "Undelivered"),
+        dlr(&ids[1], "Expired"),
+        dlr(&ids[2], "Rejected"),
+        dlr(&ids[3], "Delivered"),
+        dlr(&ids[3], "Sent"),
+    ]);
+    app.pipeline.handles.producer.send(&events).await.unwrap();
+    let expected = Counters {
+        delivered: 1,
+        delivery_failed: 3,
+        ..Counters::default()
+    };
+    assert_stats_settle(&app, &token, campaign, &expected).await;
+    let body: serde_json::Value = stats(&app, &token, campaign).await.json().await.unwrap();
+    assert_eq!(body["deliveredRate"], 0.25);
+    assert!(body["firstSentAt"].is_string());
+    let raw: String = sqlx::query_scalar(
+        "SELECT delivery_status FROM campaign_recipients WHERE provider_message_id = $1",
+    )
+    .bind(ids[3].as_str())
+    .fetch_one(&pool)
+    .await
+    .unwrap_or_default();
+    assert!(
+        raw.is_empty() || raw == "Delivered",
+        "a late Sent never overwrites a final status: {raw}"
+    );
+    app.stop().await;
+    db.drop_database().await;
+}
+
+#[actix_web::test]
+async fn poison_records_land_in_dead_letters_and_do_not_stop_their_partition() {
+    let db = TestDb::unique();
+    let app = start(&db).await;
+    let pool = app.state.pool.clone();
+    let (tenant_id, token) = tenant(&pool, "Shop").await;
+    let (campaign, recipients) = claimed_campaign(&pool, tenant_id, 50).await.unwrap();
+    let producer = &app.pipeline.handles.producer;
+    // the same key as the good events that follow, so they share a partition
+    let id = MessageId::generate();
+    let poison = vec![
+        (id.to_string(), b"{ not json".to_vec()),
+        (id.to_string(), br#"{"v":9,"type":"dlr","messageId":"X","deliveryStatus":"Delivered","at":"2026-01-01T00:00:00Z"}"#.to_vec()),
+    ];
+    producer.send_raw(&poison).await.unwrap();
+    let unknown = CampaignId::new(999_999).unwrap();
+    producer
+        .send(&[sent(
+            unknown,
+            RecipientId::new(999_999).unwrap(),
+            &MessageId::generate(),
+        )])
+        .await
+        .unwrap();
+    let good: Vec<Event> = recipients
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            sent(
+                campaign,
+                *r,
+                &if i == 0 {
+                    id.clone()
+                } else {
+                    MessageId::generate()
+                },
+            )
+        })
+        .collect();
+    producer.send(&good).await.unwrap();
+    let expected = Counters {
+        pending: 50,
+        ..Counters::default()
+    };
+    assert_stats_settle(&app, &token, campaign, &expected).await;
+    let letters: Vec<(String, Vec<u8>)> =
+        eventually(Duration::from_secs(10), "three dead letters", || async {
+            let rows: Vec<(String, Vec<u8>)> =
+                sqlx::query_as("SELECT error, payload FROM dead_letters ORDER BY id")
+                    .fetch_all(&pool)
+                    .await
+                    .ok()?;
+            (rows.len() == 3).then_some(rows)
+        })
+        .await;
+    let errors: Vec<&str> = letters.iter().map(|(e, _)| e.as_str()).collect();
+    assert!(
+        errors.iter().any(|e| e.contains("not valid event JSON")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("unsupported event version 9")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.contains("does not exist")),
+        "{errors:?}"
+    );
+    assert!(
+        letters.iter().any(|(_, p)| p == b"{ not json"),
+        "the payload is kept verbatim"
+    );
+    app.stop().await;
+    db.drop_database().await;
+}
+
+#[actix_web::test]
+async fn stats_are_tenant_scoped() {
+    let db = TestDb::unique();
+    let app = start(&db).await;
+    let pool = app.state.pool.clone();
+    let (owner, owner_token) = tenant(&pool, "Owner").await;
+    let (_, other_token) = tenant(&pool, "Other").await;
+    let (campaign, _) = claimed_campaign(&pool, owner, 3).await.unwrap();
+    let http = reqwest::Client::new();
+    let get = |path: String, token: &str| {
+        http.get(app.url(&path))
+            .bearer_auth(token.to_owned())
+            .send()
+    };
+
+    assert_eq!(stats(&app, &owner_token, campaign).await.status(), 200);
+    let status: serde_json::Value = get(format!("/api/campaigns/{campaign}/status"), &owner_token)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            status["total"].as_i64(),
+            status["breakdown"]["processing"].as_i64()
+        ),
+        (Some(3), Some(3))
+    );
+
+    for path in [
+        format!("/api/v1/campaigns/{campaign}/stats"),
+        format!("/api/campaigns/{campaign}/status"),
+    ] {
+        let response = get(path.clone(), &other_token).await.unwrap();
+        assert_eq!(response.status(), 404, "{path}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "NOT_FOUND");
+    }
+    let missing = get("/api/v1/campaigns/424242/stats".into(), &owner_token)
+        .await
+        .unwrap();
+    assert_eq!(
+        missing.status(),
+        404,
+        "a missing campaign looks the same as another tenant's"
+    );
+
+    let batch = format!("/api/v1/campaigns/stats?ids={campaign},424242");
+    let mine: Vec<serde_json::Value> = get(batch.clone(), &owner_token)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0]["campaignId"], campaign.get());
+    let theirs: Vec<serde_json::Value> = get(batch, &other_token)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(theirs.is_empty());
+    let bad = get("/api/v1/campaigns/stats?ids=1,x".into(), &owner_token)
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let anonymous = http
+        .get(app.url(&format!("/api/v1/campaigns/{campaign}/stats")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let _: TenantId = owner;
+    app.stop().await;
+    db.drop_database().await;
+}
