@@ -27,6 +27,8 @@ pub enum KafkaSetupError {
     NoClusterId(String),
     #[error("creating topic {topic}: {reason}")]
     Topic { topic: String, reason: String },
+    #[error("a Kafka set-up task failed: {0}")]
+    Task(String),
 }
 
 /// A reachable broker: its bootstrap address, its cluster id (the key of stored offsets), and
@@ -74,10 +76,33 @@ async fn fetch_cluster_id(bootstrap: &str) -> Result<String, KafkaSetupError> {
             .ok_or(KafkaSetupError::NoClusterId(bootstrap))
     })
     .await
-    .map_err(|e| KafkaSetupError::NoClusterId(e.to_string()))?
+    .map_err(|e| KafkaSetupError::Task(e.to_string()))?
 }
 
+/// Whether the topic exists, by a metadata request that may not auto-create it.
+async fn topic_exists(brokers: &str, topic: &str) -> Result<bool, KafkaSetupError> {
+    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let client: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("allow.auto.create.topics", "false")
+            .create()?;
+        let metadata = client.fetch_metadata(Some(&topic), Duration::from_secs(15))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()))
+    })
+    .await
+    .map_err(|e| KafkaSetupError::Task(e.to_string()))?
+}
+
+/// Creates the topic when absent. Checking first matters: some Kafka-protocol brokers (the
+/// embedded one among them) do not implement CreateTopics.
 async fn create_topic(brokers: &str, settings: &KafkaSettings) -> Result<(), KafkaSetupError> {
+    if topic_exists(brokers, &settings.topic).await? {
+        return Ok(());
+    }
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()?;

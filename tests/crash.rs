@@ -1,0 +1,230 @@
+//! Crash safety: the service runs as a child process against a `campaignd dev-broker` process
+//! and Postgres; it is killed with SIGKILL at random moments while events flow and restarted
+//! each time. At the end every counter, every message row and every stored offset is exact.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use campaignd::actors::campaign::Counters;
+use campaignd::bench::workload::{generate, WorkloadSpec};
+use campaignd::domain::{MessageStatus, RecipientId};
+use campaignd::kafka::producer::EventProducer;
+use campaignd::store::fixtures::claimed_campaign;
+use common::{end_offsets, eventually, free_port, tenant, TestDb};
+use rand::Rng;
+
+const BIN: &str = env!("CARGO_BIN_EXE_campaignd");
+const KILLS: usize = 5;
+
+/// Kills the process group member on drop, so a failing test leaves nothing running.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn dev_broker() -> (Proc, String) {
+    let mut child = Command::new(BIN)
+        .arg("dev-broker")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let bootstrap = line
+        .trim()
+        .strip_prefix("BOOTSTRAP=")
+        .expect("dev-broker prints its address")
+        .to_owned();
+    (Proc(child), bootstrap)
+}
+
+fn serve(db: &TestDb, bootstrap: &str, port: u16, log: &std::path::Path) -> Proc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let child = Command::new(BIN)
+        .arg("serve")
+        .env("DATABASE_URL", &db.url)
+        .env("KAFKA_BROKERS", bootstrap)
+        .env("CAMPAIGND_HTTP__BIND", format!("127.0.0.1:{port}"))
+        .env("CAMPAIGND_KAFKA__SESSION_TIMEOUT_MS", "2000")
+        .env("CAMPAIGND_KAFKA__HEARTBEAT_INTERVAL_MS", "500")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Proc(child)
+}
+
+async fn stored_offsets(pool: &sqlx::PgPool) -> HashMap<i32, i64> {
+    let rows: Vec<(i32, i64)> = sqlx::query_as("SELECT partition, next_offset FROM kafka_offsets")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    rows.into_iter().collect()
+}
+
+async fn row_statuses(pool: &sqlx::PgPool) -> HashMap<RecipientId, MessageStatus> {
+    let rows: Vec<(i64, String, bool)> =
+        sqlx::query_as("SELECT id, status, sent_at IS NOT NULL FROM campaign_recipients")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    rows.into_iter()
+        .map(|(id, s, sent)| {
+            (
+                RecipientId::new(id).unwrap(),
+                MessageStatus::from_db(&s, sent).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[actix_web::test]
+async fn kill_9_five_times_while_events_flow_loses_and_doubles_nothing() {
+    let db = TestDb::unique();
+    let pool = campaignd::store::connect_and_migrate(&db.url)
+        .await
+        .unwrap();
+    let (tenant_id, token) = tenant(&pool, "Shop").await;
+    let mut campaigns = Vec::new();
+    for _ in 0..2 {
+        campaigns.push(claimed_campaign(&pool, tenant_id, 80_000).await.unwrap());
+    }
+    let workload = generate(
+        &campaigns,
+        WorkloadSpec {
+            dup_ratio: 0.05,
+            shuffle_window: 5_000,
+            ..WorkloadSpec::default()
+        },
+    );
+    assert!(
+        workload.events.len() >= 200_000,
+        "{} events",
+        workload.events.len()
+    );
+
+    let (_broker, bootstrap) = dev_broker();
+    let producer = EventProducer::new(&bootstrap, "message-events").unwrap();
+    let port = free_port();
+    let log = std::env::temp_dir().join(format!("campaignd-crash-{}.log", db.name));
+    eprintln!("service log: {}", log.display());
+    let mut service = serve(&db, &bootstrap, port, &log);
+
+    // produce in slices so that events flow across every kill
+    let events = workload.events.clone();
+    let feeder = actix_web::rt::spawn(async move {
+        for slice in events.chunks(8_000) {
+            producer.send(slice).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+    });
+    let mut rng = rand::rng();
+    let mut progress = Vec::new();
+    for _ in 0..KILLS {
+        // once the (re)started service is committing again, strike at a random moment
+        let before = stored_offsets(&pool).await.values().sum::<i64>();
+        eventually(
+            Duration::from_secs(60),
+            "the service to make progress",
+            || async { (stored_offsets(&pool).await.values().sum::<i64>() > before).then_some(()) },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(100..1_500))).await;
+        service.0.kill().unwrap();
+        service.0.wait().unwrap();
+        progress.push(stored_offsets(&pool).await.values().sum::<i64>());
+        service = serve(&db, &bootstrap, port, &log);
+    }
+    feeder.await.unwrap();
+    eprintln!(
+        "committed offsets at each kill: {progress:?} of {} events",
+        workload.events.len()
+    );
+    assert!(
+        progress.windows(2).all(|w| w[1] > w[0]),
+        "events were applied between kills"
+    );
+    assert!(
+        *progress.last().unwrap() < workload.events.len() as i64,
+        "the last kill came while events were still flowing"
+    );
+
+    let ends = end_offsets(&bootstrap, "message-events");
+    let started = Instant::now();
+    eventually(
+        Duration::from_secs(240),
+        "stored offsets to reach the end of every partition",
+        || async {
+            let stored = stored_offsets(&pool).await;
+            ends.iter()
+                .all(|(p, end)| *end == 0 || stored.get(p) == Some(end))
+                .then_some(())
+        },
+    )
+    .await;
+    eprintln!("caught up {:?} after the last restart", started.elapsed());
+
+    let rows = row_statuses(&pool).await;
+    let wrong: Vec<_> = workload
+        .expected_status
+        .iter()
+        .filter(|(r, s)| rows.get(r) != Some(s))
+        .take(5)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "message rows differ from the truth, e.g. {wrong:?}"
+    );
+
+    let http = reqwest::Client::new();
+    for (campaign, _) in &campaigns {
+        let expected: &Counters = &workload.expected[campaign];
+        let body: serde_json::Value = eventually(Duration::from_secs(30), "stats", || async {
+            let r = http
+                .get(format!(
+                    "http://127.0.0.1:{port}/api/v1/campaigns/{campaign}/stats"
+                ))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .ok()?;
+            r.json().await.ok()
+        })
+        .await;
+        let got = (
+            body["sent"].as_i64(),
+            body["delivered"].as_i64(),
+            body["failed"].as_i64(),
+            body["pending"].as_i64(),
+        );
+        let want = (
+            Some(expected.sent()),
+            Some(expected.delivered),
+            Some(expected.failed()),
+            Some(expected.pending),
+        );
+        assert_eq!(
+            got, want,
+            "campaign {campaign} counters after {KILLS} kills"
+        );
+    }
+    drop(service);
+    pool.close().await;
+    db.drop_database().await;
+}
