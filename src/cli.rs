@@ -50,6 +50,17 @@ pub enum Command {
     /// `message-events` topic created; prints BOOTSTRAP=host:port. For crash tests, benches
     /// and upstream producers on a development machine — not for production.
     DevBroker,
+    /// Benchmarks that print a table of figures with the baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Durable ingest of sent + dlr events versus the replaced per-event UPDATE design, and
+    /// stats latency from memory versus COUNT queries. Uses a fresh database on DATABASE_URL's
+    /// server and the embedded broker (or KAFKA_BROKERS).
+    Ingest(crate::bench::ingest::IngestArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,6 +107,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied");
         }
         Command::Tenant(command) => run_tenant(&settings, command).await?,
+        Command::Bench(BenchCommand::Ingest(args)) => {
+            crate::bench::ingest::run(settings, args).await?
+        }
         Command::DevBroker => {
             let broker = crate::kafka::EmbeddedBroker::start(
                 &settings.kafka.topic,

@@ -26,6 +26,9 @@ pub struct WorkloadSpec {
     /// Events are shuffled within windows of this many (the whole stream when ≥ its length),
     /// so reports can arrive before their `sent`.
     pub shuffle_window: usize,
+    /// Exactly one final report per accepted message (no intermediate, late or corrected
+    /// reports): a stream of `sent` + `dlr` pairs, as the ingest bench describes it.
+    pub one_report: bool,
     pub seed: u64,
 }
 
@@ -35,6 +38,7 @@ impl Default for WorkloadSpec {
             dup_ratio: 0.3,
             send_failed_ratio: 0.03,
             shuffle_window: usize::MAX,
+            one_report: false,
             seed: 7,
         }
     }

@@ -127,3 +127,43 @@ async fn create_topic(brokers: &str, settings: &KafkaSettings) -> Result<(), Kaf
     }
     Ok(())
 }
+
+/// The end offset (high watermark) of every partition of a topic.
+pub fn end_offsets(
+    bootstrap: &str,
+    topic: &str,
+) -> Result<std::collections::HashMap<i32, i64>, KafkaError> {
+    Ok(watermarks(bootstrap, topic)?
+        .into_iter()
+        .map(|(p, (_, high))| (p, high))
+        .collect())
+}
+
+/// Records no longer on the topic (the sum of low watermarks): retention removed them.
+pub fn dropped_by_retention(bootstrap: &str, topic: &str) -> Result<i64, KafkaError> {
+    Ok(watermarks(bootstrap, topic)?
+        .values()
+        .map(|(low, _)| low)
+        .sum())
+}
+
+fn watermarks(
+    bootstrap: &str,
+    topic: &str,
+) -> Result<std::collections::HashMap<i32, (i64, i64)>, KafkaError> {
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("allow.auto.create.topics", "false")
+        .create()?;
+    let metadata = client.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut ends = std::collections::HashMap::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            ends.insert(
+                p.id(),
+                client.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?,
+            );
+        }
+    }
+    Ok(ends)
+}

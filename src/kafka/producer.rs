@@ -35,7 +35,7 @@ impl EventProducer {
             .set("partitioner", "murmur2_random")
             .set(
                 "message.timeout.ms",
-                &DELIVERY_TIMEOUT.as_millis().to_string(),
+                DELIVERY_TIMEOUT.as_millis().to_string(),
             )
             .create()?;
         Ok(Self {

@@ -3,6 +3,7 @@
 //! Migrations (`migrations/`) are embedded in the binary and applied at start-up.
 
 pub mod api_keys;
+pub mod baseline;
 pub mod campaigns;
 pub mod checkpoints;
 pub mod fixtures;

@@ -1,0 +1,351 @@
+//! `campaignd bench ingest`: durable ingest throughput of the event core against the replaced
+//! design, measured in the same run on the same machine.
+//!
+//! 1. A fresh database and broker; C campaigns whose recipients are claimed.
+//! 2. N events (`sent` + `dlr` pairs, duplicates, shuffled within windows) are produced first.
+//! 3. The pipeline starts; the clock runs until a committed checkpoint covers the end of every
+//!    partition. Counters are then checked against the ground truth.
+//! 4. Baseline: a sample of the same kind of events applied as the replaced system did (one
+//!    committed UPDATE per event on 4 connections), on separate campaigns.
+//! 5. Stats latency: from memory over HTTP, versus the COUNT query on the same data.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+
+use super::workload::{generate, WorkloadSpec};
+use crate::app::Application;
+use crate::config::Settings;
+use crate::domain::CampaignId;
+use crate::store::{self, fixtures::claimed_campaign};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct IngestArgs {
+    /// Events to ingest (sent + dlr pairs; duplicates come on top).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: usize,
+    /// Campaigns the messages are spread over.
+    #[arg(long, default_value_t = 10)]
+    pub campaigns: usize,
+    /// Extra duplicate events, as a share of the stream.
+    #[arg(long, default_value_t = 0.1)]
+    pub dup_ratio: f64,
+    /// Events applied the replaced way for the baseline.
+    #[arg(long, default_value_t = 20_000)]
+    pub baseline_events: usize,
+    /// Stats requests per measurement.
+    #[arg(long, default_value_t = 2_000)]
+    pub stats_queries: usize,
+    /// Partitions of the bench topic. The embedded broker keeps only about 5 MiB per
+    /// partition, so 1M events need 32 (8 silently lose about 30 % of them).
+    #[arg(long, default_value_t = 32)]
+    pub partitions: i32,
+    /// Keep the bench database afterwards.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+struct Figures {
+    events: usize,
+    ingest: Duration,
+    baseline_events: usize,
+    baseline: Duration,
+    stats_http: Vec<Duration>,
+    stats_actor: Vec<Duration>,
+    count_query: Vec<Duration>,
+    exact: bool,
+}
+
+pub async fn run(mut settings: Settings, args: IngestArgs) -> anyhow::Result<()> {
+    let name = format!("campaignd_bench_{}", uuid::Uuid::new_v4().simple());
+    let mut url = url::Url::parse(settings.database_url.expose_secret())?;
+    url.set_path(&name);
+    settings.database_url = url.to_string().into();
+    settings.http.bind = "127.0.0.1:0".parse()?;
+    let result = measure(settings.clone(), &args).await;
+    if !args.keep {
+        drop_database(&url).await?;
+    }
+    let figures = result?;
+    print_table(&args, &figures);
+    Ok(())
+}
+
+async fn measure(settings: Settings, args: &IngestArgs) -> anyhow::Result<Figures> {
+    let pool = store::connect_and_migrate(settings.database_url.expose_secret()).await?;
+    let tenant = store::tenants::create(&pool, "bench", 0).await?;
+    let (_, token) = store::api_keys::issue(&pool, tenant, "bench").await?;
+    let spec = WorkloadSpec {
+        dup_ratio: args.dup_ratio,
+        shuffle_window: 10_000,
+        one_report: true,
+        ..WorkloadSpec::default()
+    };
+    let per_campaign = (args.events / 2 / args.campaigns.max(1)).max(1) as i64;
+    eprintln!(
+        "setting up {} campaigns x {per_campaign} recipients",
+        args.campaigns
+    );
+    let mut campaigns = Vec::new();
+    for _ in 0..args.campaigns.max(1) {
+        campaigns.push(claimed_campaign(&pool, tenant, per_campaign).await?);
+    }
+    let workload = generate(&campaigns, spec);
+
+    // the bench owns the broker unless one is configured, so the events can be on the topic
+    // before the service starts
+    let k = &settings.kafka;
+    let embedded = match &k.brokers {
+        Some(_) => None,
+        None => Some(crate::kafka::EmbeddedBroker::start(
+            &k.topic,
+            args.partitions,
+        )?),
+    };
+    let mut settings = settings.clone();
+    settings.kafka.partitions = args.partitions;
+    if let Some(broker) = &embedded {
+        settings.kafka.brokers = Some(broker.bootstrap().to_owned());
+    }
+    let bootstrap = settings.kafka.brokers.clone().unwrap_or_default();
+    let producer = crate::kafka::producer::EventProducer::new(&bootstrap, &settings.kafka.topic)?;
+    eprintln!("producing {} events", workload.events.len());
+    let produced = Instant::now();
+    for chunk in workload.events.chunks(50_000) {
+        producer.send(chunk).await.context("producing events")?;
+    }
+    let ends = crate::kafka::end_offsets(&bootstrap, &settings.kafka.topic)?;
+    let dropped = crate::kafka::dropped_by_retention(&bootstrap, &settings.kafka.topic)?;
+    anyhow::ensure!(
+        dropped == 0,
+        "the broker dropped {dropped} events to retention before they were read; use more --partitions"
+    );
+    eprintln!(
+        "produced in {:.1?}; starting the service",
+        produced.elapsed()
+    );
+    let started = Instant::now();
+    let app = Application::build(settings.clone()).await?.spawn();
+    wait_until_committed(&pool, &ends).await?;
+    let ingest = started.elapsed();
+    let exact = counters_match(&app, &campaigns, &workload.expected).await;
+
+    let (baseline_events, baseline) = baseline(&pool, tenant, args).await?;
+    let first = campaigns[0].0;
+    let stats_http = time_stats_http(
+        &app.url(&format!("/api/v1/campaigns/{first}/stats")),
+        token.reveal(),
+        args.stats_queries,
+    )
+    .await?;
+    let stats_actor = time_stats_actor(&app, first, args.stats_queries).await;
+    let count_query = time_count_query(&pool, first, (args.stats_queries / 20).max(20)).await?;
+    app.stop().await;
+    pool.close().await;
+    drop(embedded);
+    Ok(Figures {
+        events: workload.events.len(),
+        ingest,
+        baseline_events,
+        baseline,
+        stats_http,
+        stats_actor,
+        count_query,
+        exact,
+    })
+}
+
+async fn wait_until_committed(pool: &sqlx::PgPool, ends: &HashMap<i32, i64>) -> anyhow::Result<()> {
+    loop {
+        let stored: Vec<(i32, i64)> =
+            sqlx::query_as("SELECT partition, next_offset FROM kafka_offsets")
+                .fetch_all(pool)
+                .await?;
+        let stored: HashMap<i32, i64> = stored.into_iter().collect();
+        if ends
+            .iter()
+            .all(|(p, end)| *end == 0 || stored.get(p) == Some(end))
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn counters_match(
+    app: &crate::app::RunningApplication,
+    campaigns: &[(CampaignId, Vec<crate::domain::RecipientId>)],
+    expected: &HashMap<CampaignId, crate::actors::campaign::Counters>,
+) -> bool {
+    for (campaign, _) in campaigns {
+        let Some((_, stats)) = app.pipeline.handles.registry.stats(*campaign).await else {
+            return false;
+        };
+        let c = &expected[campaign];
+        if (stats.sent, stats.delivered, stats.failed, stats.pending)
+            != (c.sent(), c.delivered, c.failed(), c.pending)
+        {
+            eprintln!("campaign {campaign}: got {stats:?}, expected {c:?}");
+            return false;
+        }
+    }
+    true
+}
+
+/// The replaced design on its own campaigns: one committed UPDATE per event, 4 connections.
+async fn baseline(
+    pool: &sqlx::PgPool,
+    tenant: crate::domain::TenantId,
+    args: &IngestArgs,
+) -> anyhow::Result<(usize, Duration)> {
+    let n = (args.baseline_events / 2).max(1) as i64;
+    let campaign = claimed_campaign(pool, tenant, n).await?;
+    // in order: the replaced design has no parking, so each report must follow its send
+    let spec = WorkloadSpec {
+        dup_ratio: args.dup_ratio,
+        shuffle_window: 1,
+        one_report: true,
+        seed: 11,
+        ..WorkloadSpec::default()
+    };
+    let events = generate(&[campaign], spec).events;
+    let started = Instant::now();
+    let workers = 4;
+    let chunk = events.len().div_ceil(workers);
+    let runs = events.chunks(chunk).map(|part| async move {
+        for event in part {
+            store::baseline::apply_event(pool, event).await?;
+        }
+        Ok::<_, store::StoreError>(())
+    });
+    futures::future::try_join_all(runs).await?;
+    Ok((events.len(), started.elapsed()))
+}
+
+async fn time_stats_http(url: &str, token: &str, n: usize) -> anyhow::Result<Vec<Duration>> {
+    let http = reqwest::Client::new();
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        let response = http.get(url).bearer_auth(token).send().await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "stats answered {}",
+            response.status()
+        );
+        response.bytes().await?;
+        times.push(started.elapsed());
+    }
+    Ok(times)
+}
+
+async fn time_stats_actor(
+    app: &crate::app::RunningApplication,
+    campaign: CampaignId,
+    n: usize,
+) -> Vec<Duration> {
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        let _ = app.pipeline.handles.registry.stats(campaign).await;
+        times.push(started.elapsed());
+    }
+    times
+}
+
+async fn time_count_query(
+    pool: &sqlx::PgPool,
+    campaign: CampaignId,
+    n: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        store::baseline::count_by_status(pool, campaign).await?;
+        times.push(started.elapsed());
+    }
+    Ok(times)
+}
+
+async fn drop_database(url: &url::Url) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let name = url.path().trim_start_matches('/').to_owned();
+    let mut admin_url = url.clone();
+    admin_url.set_path("postgres");
+    let mut admin = sqlx::PgConnection::connect(admin_url.as_str()).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&mut admin)
+        .await?;
+    Ok(())
+}
+
+fn percentile(times: &[Duration], p: f64) -> f64 {
+    let mut sorted: Vec<f64> = times.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    sorted.sort_by(f64::total_cmp);
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(index).copied().unwrap_or(0.0)
+}
+
+/// Peak resident memory of this process (which hosts the embedded broker too), in MiB.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn print_table(args: &IngestArgs, f: &Figures) {
+    let rate = f.events as f64 / f.ingest.as_secs_f64();
+    let baseline_rate = f.baseline_events as f64 / f.baseline.as_secs_f64();
+    let rss = peak_rss_mb();
+    println!();
+    println!(
+        "campaignd bench ingest — {} events, {} campaigns, dup ratio {}",
+        f.events, args.campaigns, args.dup_ratio
+    );
+    println!("| measure | campaignd | replaced design | ratio |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| durable ingest, events/s | {rate:.0} | {baseline_rate:.0} | {:.1}x |",
+        rate / baseline_rate
+    );
+    println!(
+        "| events applied | {} in {:.2?} | {} in {:.2?} | |",
+        f.events, f.ingest, f.baseline_events, f.baseline
+    );
+    println!(
+        "| stats latency p50 / p99, ms | {:.3} / {:.3} (HTTP) | {:.3} / {:.3} (COUNT query) | |",
+        percentile(&f.stats_http, 0.5),
+        percentile(&f.stats_http, 0.99),
+        percentile(&f.count_query, 0.5),
+        percentile(&f.count_query, 0.99)
+    );
+    println!(
+        "| stats from actor memory p50 / p99, ms | {:.3} / {:.3} | | |",
+        percentile(&f.stats_actor, 0.5),
+        percentile(&f.stats_actor, 0.99)
+    );
+    println!(
+        "| counters equal the ground truth | {} | | |",
+        if f.exact { "yes" } else { "NO" }
+    );
+    println!("| peak RSS (process incl. embedded broker), MiB | {rss:.0} | | |");
+    println!(
+        "RESULT events_per_s={rate:.0} baseline_events_per_s={baseline_rate:.0} ratio={:.1} stats_p99_ms={:.3} count_query_p99_ms={:.3} peak_rss_mb={rss:.0} exact={}",
+        rate / baseline_rate,
+        percentile(&f.stats_http, 0.99),
+        percentile(&f.count_query, 0.99),
+        f.exact
+    );
+}
