@@ -107,7 +107,7 @@ CREATE TABLE campaign_recipients (
     billing_status      TEXT NOT NULL DEFAULT 'reserved' CHECK (billing_status IN
                             ('reserved', 'charged', 'refunded')),
     segments            SMALLINT NOT NULL DEFAULT 1 CHECK (segments >= 1),
-    tracking_token      TEXT UNIQUE,
+    tracking_token      TEXT,
     UNIQUE (campaign_id, phone_e164),
     -- a claim token exists exactly while a batch is out with a sender
     CHECK ((status = 'processing') = (claim_token IS NOT NULL)),
@@ -116,6 +116,9 @@ CREATE TABLE campaign_recipients (
 CREATE INDEX recipients_provider_message ON campaign_recipients (provider_message_id)
     WHERE provider_message_id IS NOT NULL;
 CREATE INDEX recipients_bulk ON campaign_recipients (bulk_id) WHERE bulk_id IS NOT NULL;
+-- partial, so the many rows without a token cost no index entry on every update
+CREATE UNIQUE INDEX recipients_tracking_token ON campaign_recipients (tracking_token)
+    WHERE tracking_token IS NOT NULL;
 -- claiming the next batch of a campaign
 CREATE INDEX recipients_queued ON campaign_recipients (campaign_id, id) WHERE status = 'queued';
 -- reconciliation: claimed or sent long ago without a final report

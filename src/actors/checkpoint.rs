@@ -198,7 +198,15 @@ impl Handler<CheckpointNow> for Checkpointer {
                     }
                     let (pool, scope) = (act.config.pool.clone(), act.config.scope.clone());
                     async move {
+                        let started = Instant::now();
                         let result = checkpoints::commit(&pool, &scope, &write).await;
+                        tracing::debug!(
+                            epoch,
+                            rows = write.rows.len(),
+                            campaigns = write.campaigns.len(),
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            "checkpoint written"
+                        );
                         (write, result)
                     }
                     .into_actor(act)
