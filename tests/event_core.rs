@@ -389,3 +389,54 @@ async fn stats_are_tenant_scoped() {
     app.stop().await;
     db.drop_database().await;
 }
+
+#[actix_web::test]
+async fn idle_campaign_actors_passivate_and_reactivate_with_exact_counters() {
+    let db = TestDb::unique();
+    let mut settings = event_settings(&db);
+    settings.campaign_idle_secs = 1;
+    let app = Application::build(settings).await.unwrap().spawn();
+    let pool = app.state.pool.clone();
+    let (tenant_id, token) = tenant(&pool, "Shop").await;
+    let (campaign, recipients) = claimed_campaign(&pool, tenant_id, 20).await.unwrap();
+    let ids: Vec<MessageId> = (0..20).map(|_| MessageId::generate()).collect();
+    let mut events: Vec<Event> = recipients
+        .iter()
+        .zip(&ids)
+        .map(|(r, m)| sent(campaign, *r, m))
+        .collect();
+    events.extend(ids[..10].iter().map(|m| dlr(m, "Delivered")));
+    let producer = &app.pipeline.handles.producer;
+    producer.send(&events).await.unwrap();
+    let mut expected = Counters {
+        pending: 10,
+        delivered: 10,
+        ..Counters::default()
+    };
+    assert_stats_settle(&app, &token, campaign, &expected).await;
+
+    let registry = &app.pipeline.handles.registry;
+    eventually(
+        Duration::from_secs(15),
+        "the idle actor to passivate",
+        || async { (registry.active() == 0).then_some(()) },
+    )
+    .await;
+    // re-activated from the checkpointed rows: the same figures
+    assert_stats_settle(&app, &token, campaign, &expected).await;
+    // and later events still count exactly once
+    producer
+        .send(
+            &ids[10..15]
+                .iter()
+                .map(|m| dlr(m, "Expired"))
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    expected.pending = 5;
+    expected.delivery_failed = 5;
+    assert_stats_settle(&app, &token, campaign, &expected).await;
+    app.stop().await;
+    db.drop_database().await;
+}

@@ -25,7 +25,9 @@ use sqlx::PgPool;
 
 use super::campaign::Transition;
 use super::registry::CampaignRegistry;
-use crate::domain::{DeliveryOutcome, Event, MessageId, MessageStatus, RecipientId};
+use crate::domain::{
+    BulkId, CampaignId, DeliveryOutcome, Event, MessageId, MessageStatus, RecipientId,
+};
 use crate::store::checkpoints::DeadLetter;
 use crate::store::messages::{self, MessageRow};
 
@@ -203,94 +205,120 @@ impl Ledger {
         now: DateTime<Utc>,
         out: &mut Vec<Transition>,
     ) {
-        match &event {
-            Event::Sent { .. } | Event::SendFailed { .. } => {
-                self.apply_send_outcome(offset, key, event, out)
-            }
-            Event::Dlr { message_id, .. } => match self.by_message.get(message_id) {
-                Some(recipient) => {
-                    let recipient = *recipient;
-                    self.apply_report(recipient, &event, out);
-                }
-                None => self.park(offset, key, event, now),
-            },
-        }
-    }
-
-    fn apply_send_outcome(
-        &mut self,
-        offset: i64,
-        key: Option<Vec<u8>>,
-        event: Event,
-        out: &mut Vec<Transition>,
-    ) {
-        let (recipient, campaign) = match &event {
-            Event::Sent {
-                recipient_id,
-                campaign_id,
-                ..
-            }
-            | Event::SendFailed {
-                recipient_id,
-                campaign_id,
-                ..
-            } => (*recipient_id, *campaign_id),
-            Event::Dlr { .. } => unreachable!("reports are applied by apply_report"),
-        };
-        let Some(row) = self.rows.get_mut(&recipient) else {
-            let error = format!("recipient {recipient} of campaign {campaign} does not exist");
-            return self.dead_letter(offset, key, event.to_json(), error);
-        };
-        if row.campaign != campaign {
-            let error = format!(
-                "recipient {recipient} belongs to campaign {}, not {campaign}",
-                row.campaign
-            );
-            return self.dead_letter(offset, key, event.to_json(), error);
-        }
-        let from = row.status;
-        let transition = match event {
+        let result = match &event {
             Event::Sent {
                 message_id,
+                campaign_id,
+                recipient_id,
                 bulk_id,
                 at,
-                ..
-            } => {
-                let Some(to) = from.advance(MessageStatus::Sent) else {
-                    self.counts.ignored += 1;
-                    return;
-                };
-                row.status = to;
-                row.message_id = Some(message_id.clone());
-                row.bulk_id = bulk_id;
-                row.sent_at = Some(at);
-                self.by_message.insert(message_id.clone(), recipient);
-                let t = self.transition(campaign, from, to, at, None);
-                out.push(t);
-                self.dirty.insert(recipient);
-                self.counts.applied += 1;
-                self.release_parked(&message_id, out);
-                return;
-            }
+            } => self.apply_sent(message_id, *campaign_id, *recipient_id, *bulk_id, *at, out),
             Event::SendFailed {
+                campaign_id,
+                recipient_id,
                 error,
                 retryable,
                 at,
-                ..
-            } => {
-                let Some(to) = from.advance(MessageStatus::SendFailed) else {
-                    self.counts.ignored += 1;
-                    return;
-                };
-                row.status = to;
-                row.error = Some(error);
-                row.error_retryable = Some(retryable);
-                row.failed_at = Some(at);
-                self.transition(campaign, from, to, at, None)
+            } => self.apply_send_failed(*campaign_id, *recipient_id, error, *retryable, *at, out),
+            Event::Dlr { message_id, .. } => {
+                match self.by_message.get(message_id).copied() {
+                    Some(recipient) => self.apply_report(recipient, &event, out),
+                    None => self.park(offset, key.clone(), event.clone(), now),
+                }
+                Ok(())
             }
-            Event::Dlr { .. } => unreachable!(),
         };
-        out.push(transition);
+        if let Err(error) = result {
+            self.dead_letter(offset, key, event.to_json(), error);
+        }
+    }
+
+    /// The recipient's row, if it exists and belongs to the campaign the event names.
+    fn row_of(
+        &mut self,
+        campaign: CampaignId,
+        recipient: RecipientId,
+    ) -> Result<&mut MessageRow, String> {
+        let row = self.rows.get_mut(&recipient).ok_or_else(|| {
+            format!("recipient {recipient} of campaign {campaign} does not exist")
+        })?;
+        if row.campaign != campaign {
+            return Err(format!(
+                "recipient {recipient} belongs to campaign {}, not {campaign}",
+                row.campaign
+            ));
+        }
+        Ok(row)
+    }
+
+    fn apply_sent(
+        &mut self,
+        message_id: &MessageId,
+        campaign: CampaignId,
+        recipient: RecipientId,
+        bulk_id: Option<BulkId>,
+        at: DateTime<Utc>,
+        out: &mut Vec<Transition>,
+    ) -> Result<(), String> {
+        let row = self.row_of(campaign, recipient)?;
+        let from = row.status;
+        let Some(to) = from.advance(MessageStatus::Sent) else {
+            self.counts.ignored += 1;
+            return Ok(());
+        };
+        row.status = to;
+        row.message_id = Some(message_id.clone());
+        row.bulk_id = bulk_id;
+        row.sent_at = Some(at);
+        self.by_message.insert(message_id.clone(), recipient);
+        self.changed(recipient, campaign, from, to, at, None, out);
+        self.release_parked(message_id, out);
+        Ok(())
+    }
+
+    fn apply_send_failed(
+        &mut self,
+        campaign: CampaignId,
+        recipient: RecipientId,
+        error: &str,
+        retryable: bool,
+        at: DateTime<Utc>,
+        out: &mut Vec<Transition>,
+    ) -> Result<(), String> {
+        let row = self.row_of(campaign, recipient)?;
+        let from = row.status;
+        let Some(to) = from.advance(MessageStatus::SendFailed) else {
+            self.counts.ignored += 1;
+            return Ok(());
+        };
+        row.status = to;
+        row.error = Some(error.to_owned());
+        row.error_retryable = Some(retryable);
+        row.failed_at = Some(at);
+        self.changed(recipient, campaign, from, to, at, None, out);
+        Ok(())
+    }
+
+    /// Records a real status change: the row is dirty, the campaign hears of it.
+    #[allow(clippy::too_many_arguments)] // one transition's fields, named at each call site
+    fn changed(
+        &mut self,
+        recipient: RecipientId,
+        campaign: CampaignId,
+        from: MessageStatus,
+        to: MessageStatus,
+        at: DateTime<Utc>,
+        corrected_at: Option<DateTime<Utc>>,
+        out: &mut Vec<Transition>,
+    ) {
+        out.push(Transition {
+            campaign,
+            from,
+            to,
+            at,
+            corrected_at,
+            epoch: self.epoch,
+        });
         self.dirty.insert(recipient);
         self.counts.applied += 1;
     }
@@ -343,28 +371,7 @@ impl Ledger {
             }
         }
         let campaign = row.campaign;
-        let t = self.transition(campaign, from, to, *at, corrected_at);
-        out.push(t);
-        self.dirty.insert(recipient);
-        self.counts.applied += 1;
-    }
-
-    fn transition(
-        &self,
-        campaign: crate::domain::CampaignId,
-        from: MessageStatus,
-        to: MessageStatus,
-        at: DateTime<Utc>,
-        corrected_at: Option<DateTime<Utc>>,
-    ) -> Transition {
-        Transition {
-            campaign,
-            from,
-            to,
-            at,
-            corrected_at,
-            epoch: self.epoch,
-        }
+        self.changed(recipient, campaign, from, to, *at, corrected_at, out);
     }
 
     fn park(&mut self, offset: i64, key: Option<Vec<u8>>, event: Event, now: DateTime<Utc>) {
