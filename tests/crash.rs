@@ -14,7 +14,9 @@ use campaignd::bench::workload::{generate, WorkloadSpec};
 use campaignd::domain::{MessageStatus, RecipientId};
 use campaignd::kafka::producer::EventProducer;
 use campaignd::store::fixtures::claimed_campaign;
-use common::{end_offsets, eventually, free_port, tenant, TestDb};
+use common::{
+    end_offsets, eventually, free_port, stored_offsets, tenant, wait_until_offsets_reach, TestDb,
+};
 use rand::Rng;
 
 const BIN: &str = env!("CARGO_BIN_EXE_campaignd");
@@ -68,14 +70,6 @@ fn serve(db: &TestDb, bootstrap: &str, port: u16, log: &std::path::Path) -> Proc
         .spawn()
         .unwrap();
     Proc(child)
-}
-
-async fn stored_offsets(pool: &sqlx::PgPool) -> HashMap<i32, i64> {
-    let rows: Vec<(i32, i64)> = sqlx::query_as("SELECT partition, next_offset FROM kafka_offsets")
-        .fetch_all(pool)
-        .await
-        .unwrap();
-    rows.into_iter().collect()
 }
 
 async fn row_statuses(pool: &sqlx::PgPool) -> HashMap<RecipientId, MessageStatus> {
@@ -167,17 +161,7 @@ async fn kill_9_five_times_while_events_flow_loses_and_doubles_nothing() {
 
     let ends = end_offsets(&bootstrap, "message-events");
     let started = Instant::now();
-    eventually(
-        Duration::from_secs(240),
-        "stored offsets to reach the end of every partition",
-        || async {
-            let stored = stored_offsets(&pool).await;
-            ends.iter()
-                .all(|(p, end)| *end == 0 || stored.get(p) == Some(end))
-                .then_some(())
-        },
-    )
-    .await;
+    wait_until_offsets_reach(&pool, &ends, Duration::from_secs(240)).await;
     eprintln!("caught up {:?} after the last restart", started.elapsed());
 
     let rows = row_statuses(&pool).await;

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use campaignd::actors::campaign::Counters;
@@ -11,7 +10,7 @@ use campaignd::app::{Application, RunningApplication};
 use campaignd::bench::workload::{generate, WorkloadSpec};
 use campaignd::domain::{CampaignId, DeliveryStatus, Event, MessageId, RecipientId, TenantId};
 use campaignd::store::fixtures::claimed_campaign;
-use common::{end_offsets, event_settings, eventually, tenant, TestDb};
+use common::{end_offsets, event_settings, eventually, tenant, wait_until_offsets_reach, TestDb};
 
 async fn start(db: &TestDb) -> RunningApplication {
     Application::build(event_settings(db))
@@ -98,14 +97,6 @@ async fn stored_counts(pool: &sqlx::PgPool, campaign: CampaignId) -> Counters {
     c
 }
 
-async fn stored_offsets(pool: &sqlx::PgPool) -> HashMap<i32, i64> {
-    let rows: Vec<(i32, i64)> = sqlx::query_as("SELECT partition, next_offset FROM kafka_offsets")
-        .fetch_all(pool)
-        .await
-        .unwrap();
-    rows.into_iter().collect()
-}
-
 #[actix_web::test]
 async fn ten_thousand_shuffled_duplicated_messages_match_the_ground_truth() {
     let db = TestDb::unique();
@@ -133,17 +124,7 @@ async fn ten_thousand_shuffled_duplicated_messages_match_the_ground_truth() {
     }
     // the checkpoint holds the same truth: rows per message, and offsets at the end of the topic
     let ends = end_offsets(&app.pipeline.broker.bootstrap, "message-events");
-    eventually(
-        Duration::from_secs(10),
-        "offsets to reach the end of every partition",
-        || async {
-            let stored = stored_offsets(&pool).await;
-            ends.iter()
-                .all(|(p, end)| *end == 0 || stored.get(p) == Some(end))
-                .then_some(())
-        },
-    )
-    .await;
+    wait_until_offsets_reach(&pool, &ends, Duration::from_secs(10)).await;
     for (campaign, _) in &campaigns {
         assert_eq!(
             stored_counts(&pool, *campaign).await,

@@ -19,6 +19,7 @@ use super::workload::{generate, WorkloadSpec};
 use crate::app::Application;
 use crate::config::Settings;
 use crate::domain::CampaignId;
+use crate::store::checkpoints::OffsetScope;
 use crate::store::{self, fixtures::claimed_campaign};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -128,7 +129,12 @@ async fn measure(settings: Settings, args: &IngestArgs) -> anyhow::Result<Figure
     );
     let started = Instant::now();
     let app = Application::build(settings.clone()).await?.spawn();
-    wait_until_committed(&pool, &ends).await?;
+    let scope = OffsetScope {
+        cluster_id: app.pipeline.broker.cluster_id.clone(),
+        consumer_group: settings.kafka.consumer_group.clone(),
+        topic: settings.kafka.topic.clone(),
+    };
+    wait_until_committed(&pool, &scope, &ends).await?;
     let ingest = started.elapsed();
     let exact = counters_match(&app, &campaigns, &workload.expected).await;
 
@@ -157,13 +163,15 @@ async fn measure(settings: Settings, args: &IngestArgs) -> anyhow::Result<Figure
     })
 }
 
-async fn wait_until_committed(pool: &sqlx::PgPool, ends: &HashMap<i32, i64>) -> anyhow::Result<()> {
+/// Waits until a committed checkpoint covers the end of every partition.
+async fn wait_until_committed(
+    pool: &sqlx::PgPool,
+    scope: &OffsetScope,
+    ends: &HashMap<i32, i64>,
+) -> anyhow::Result<()> {
+    let partitions: Vec<i32> = ends.keys().copied().collect();
     loop {
-        let stored: Vec<(i32, i64)> =
-            sqlx::query_as("SELECT partition, next_offset FROM kafka_offsets")
-                .fetch_all(pool)
-                .await?;
-        let stored: HashMap<i32, i64> = stored.into_iter().collect();
+        let stored = store::checkpoints::load_offsets(pool, scope, &partitions).await?;
         if ends
             .iter()
             .all(|(p, end)| *end == 0 || stored.get(p) == Some(end))

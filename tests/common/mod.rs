@@ -290,3 +290,31 @@ pub fn end_offsets(bootstrap: &str, topic: &str) -> std::collections::HashMap<i3
         })
         .collect()
 }
+
+/// Next offsets stored in `kafka_offsets`, per partition (tests use one cluster and group).
+pub async fn stored_offsets(pool: &sqlx::PgPool) -> std::collections::HashMap<i32, i64> {
+    let rows: Vec<(i32, i64)> = sqlx::query_as("SELECT partition, next_offset FROM kafka_offsets")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    rows.into_iter().collect()
+}
+
+/// Waits until a committed checkpoint covers the end of every partition.
+pub async fn wait_until_offsets_reach(
+    pool: &sqlx::PgPool,
+    ends: &std::collections::HashMap<i32, i64>,
+    limit: Duration,
+) {
+    eventually(
+        limit,
+        "stored offsets to reach the end of every partition",
+        || async {
+            let stored = stored_offsets(pool).await;
+            ends.iter()
+                .all(|(p, end)| *end == 0 || stored.get(p) == Some(end))
+                .then_some(())
+        },
+    )
+    .await;
+}
