@@ -23,7 +23,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 use crate::actors::checkpoint::{
-    CheckpointNow, Checkpointer, LoadOffsets, Partitions, SetOnCommit,
+    CheckpointNow, Checkpointer, LoadOffsets, OnCommit, Partitions, SetOnCommit,
 };
 use crate::actors::dlr::{DlrActor, Incoming, Records, Stop};
 use crate::domain::Event;
@@ -188,12 +188,9 @@ pub fn start(
         .create_with_context(context)?;
     consumer.subscribe(&[&config.topic])?;
     let consumer = Arc::new(consumer);
-    let committer = consumer.clone();
-    let topic = config.topic.clone();
-    block_on(checkpointer.send(SetOnCommit(Arc::new(move |offsets| {
-        commit_to_kafka(&committer, &topic, offsets);
-    }))))
-    .map_err(|_| KafkaError::Subscription("checkpointer is not running".into()))?;
+    let on_commit = spawn_kafka_committer(consumer.clone(), config.topic.clone())?;
+    block_on(checkpointer.send(SetOnCommit(on_commit)))
+        .map_err(|_| KafkaError::Subscription("checkpointer is not running".into()))?;
     let flag = stop.clone();
     let thread = std::thread::Builder::new()
         .name("kafka-consumer".into())
@@ -205,30 +202,33 @@ pub fn start(
     })
 }
 
-/// Mirrors committed offsets to Kafka for lag monitoring, off the caller's thread.
-fn commit_to_kafka(
-    consumer: &Arc<BaseConsumer<Rebalancer>>,
-    topic: &str,
-    offsets: HashMap<i32, i64>,
-) {
-    if offsets.is_empty() {
-        return;
-    }
-    let mut tpl = TopicPartitionList::new();
-    for (p, o) in offsets {
-        if tpl
-            .add_partition_offset(topic, p, Offset::Offset(o))
-            .is_err()
-        {
-            return;
+/// Mirrors committed offsets to Kafka for lag monitoring on one thread of its own. Only the
+/// newest offsets matter, so while a commit is still running newer ones wait in a one-slot
+/// queue and anything older is skipped. The thread ends when the checkpointer drops its hook.
+fn spawn_kafka_committer(
+    consumer: Arc<BaseConsumer<Rebalancer>>,
+    topic: String,
+) -> Result<OnCommit, KafkaError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<HashMap<i32, i64>>(1);
+    std::thread::Builder::new()
+        .name("kafka-committer".into())
+        .spawn(move || {
+            for offsets in rx {
+                let mut tpl = TopicPartitionList::new();
+                for (p, o) in offsets {
+                    let _ = tpl.add_partition_offset(&topic, p, Offset::Offset(o));
+                }
+                if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+                    tracing::debug!(error = %e, "offset commit to Kafka failed (lag monitoring only)");
+                }
+            }
+        })
+        .map_err(|e| KafkaError::Subscription(e.to_string()))?;
+    Ok(Arc::new(move |offsets: HashMap<i32, i64>| {
+        if !offsets.is_empty() {
+            let _ = tx.try_send(offsets); // full: a newer commit follows soon
         }
-    }
-    let consumer = consumer.clone();
-    std::thread::spawn(move || {
-        if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
-            tracing::debug!(error = %e, "offset commit to Kafka failed (lag monitoring only)");
-        }
-    });
+    }))
 }
 
 /// Polls, groups records per partition and hands the batches over.
