@@ -64,11 +64,18 @@ impl Application {
         })
     }
 
-    /// Serves until the server is stopped (SIGINT/SIGTERM in `serve`), then checkpoints.
+    /// Serves until SIGINT or SIGTERM, then stops in order: HTTP first (in-flight requests
+    /// finish), then the pipeline with a final checkpoint.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let result = self.server.await;
+        let handle = self.server.handle();
+        let server = actix_web::rt::spawn(self.server);
+        shutdown_signal().await?;
+        tracing::info!("shutting down: HTTP first, then a final checkpoint");
+        handle.stop(true).await;
+        let _ = server.await;
         self.pipeline.stop().await;
-        result
+        tracing::info!("stopped");
+        Ok(())
     }
 
     /// Runs the server in the background and returns, for tests and embedded use.
@@ -107,6 +114,15 @@ impl RunningApplication {
         if let Some(sim) = self.simulator {
             sim.stop().await;
         }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result,
+        _ = term.recv() => Ok(()),
     }
 }
 

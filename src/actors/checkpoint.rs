@@ -101,6 +101,8 @@ pub struct Checkpointer {
     last_started: Instant,
     running: bool,
     on_commit: Option<OnCommit>,
+    /// Offsets of the last committed checkpoint, to recognise one that changes nothing.
+    committed_offsets: HashMap<i32, i64>,
 }
 
 impl Checkpointer {
@@ -119,6 +121,7 @@ impl Checkpointer {
             last_started: Instant::now(),
             running: false,
             on_commit: None,
+            committed_offsets: HashMap::new(),
         }
     }
 
@@ -197,9 +200,14 @@ impl Handler<CheckpointNow> for Checkpointer {
                         write = earlier;
                     }
                     let (pool, scope) = (act.config.pool.clone(), act.config.scope.clone());
+                    // nothing changed, so no transition carries this epoch: skip the write
+                    let empty = write.rows.is_empty()
+                        && write.dead_letters.is_empty()
+                        && write.campaigns.is_empty()
+                        && write.offsets.iter().all(|(p, o)| act.committed_offsets.get(p) == Some(o));
                     async move {
                         let started = Instant::now();
-                        let result = checkpoints::commit(&pool, &scope, &write).await;
+                        let result = if empty { Ok(()) } else { checkpoints::commit(&pool, &scope, &write).await };
                         tracing::debug!(
                             epoch,
                             rows = write.rows.len(),
@@ -216,6 +224,7 @@ impl Handler<CheckpointNow> for Checkpointer {
                     match result {
                         Ok(()) => {
                             act.registry.committed_epoch().store(epoch, Ordering::Release);
+                            act.committed_offsets.extend(write.offsets.iter().map(|(p, o)| (*p, *o)));
                             if let Some(on_commit) = &act.on_commit {
                                 on_commit(write.offsets);
                             }

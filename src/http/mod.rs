@@ -51,6 +51,8 @@ pub fn server(state: AppState, listener: TcpListener) -> std::io::Result<Server>
                 Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such route".into()))
             }))
     })
+    // the application owns shutdown: HTTP stops first, then the pipeline checkpoints
+    .disable_signals()
     .listen(listener)?
     .run();
     Ok(server)
