@@ -103,6 +103,9 @@ pub async fn write_rows(
     if rows.is_empty() {
         return Ok(());
     }
+    // in id order, so the heap and its indexes are walked sequentially, not at random
+    let mut rows: Vec<&MessageRow> = rows.iter().collect();
+    rows.sort_unstable_by_key(|r| r.recipient);
     let ids: Vec<i64> = rows.iter().map(|r| r.recipient.get()).collect();
     let status: Vec<&str> = rows.iter().map(|r| r.status.as_db_str()).collect();
     let message_ids: Vec<Option<&str>> = rows
