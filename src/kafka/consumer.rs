@@ -47,9 +47,11 @@ struct Rebalancer {
     partitions: Partitions,
     checkpointer: Addr<Checkpointer>,
     spawn: SpawnPartition,
-    /// Partitions revoked since the loop last looked: their unsent records are dropped (the
-    /// next owner reads them again from the committed offset).
-    revoked: Mutex<Vec<i32>>,
+    /// Records polled but not yet handed to a DlrActor, per partition. A revocation drops its
+    /// partitions' records here, in the hook itself (the next owner reads them again from the
+    /// committed offset); records of a later assignment, even within the same poll burst,
+    /// are therefore never mixed up with them.
+    pending: Mutex<HashMap<i32, Vec<Incoming>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -82,6 +84,10 @@ impl ConsumerContext for Rebalancer {
 }
 
 impl Rebalancer {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Vec<Incoming>>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn assign(
         &self,
         consumer: &BaseConsumer<Self>,
@@ -134,10 +140,11 @@ impl Rebalancer {
             // a stopped actor simply has nothing left to do
             let _ = block_on(actor.send(Stop));
         }
-        self.revoked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(partitions);
+        let mut pending = self.pending();
+        for p in partitions {
+            pending.remove(p);
+        }
+        drop(pending);
         consumer.unassign()
     }
 }
@@ -170,7 +177,7 @@ pub fn start(
         partitions: partitions.clone(),
         checkpointer: checkpointer.clone(),
         spawn,
-        revoked: Mutex::new(Vec::new()),
+        pending: Mutex::new(HashMap::new()),
         stop: stop.clone(),
     };
     let consumer: BaseConsumer<Rebalancer> = ClientConfig::new()
@@ -238,7 +245,6 @@ fn poll_loop(
     batch_records: usize,
     stop: Arc<AtomicBool>,
 ) {
-    let mut batches: HashMap<i32, Vec<Incoming>> = HashMap::new();
     while !stop.load(Ordering::Acquire) {
         let deadline = Instant::now() + Duration::from_millis(5);
         let mut wait = Duration::from_millis(100);
@@ -247,10 +253,13 @@ fn poll_loop(
             wait = Duration::ZERO;
             match result {
                 Ok(message) => {
-                    batches
+                    let record = incoming(&message);
+                    consumer
+                        .context()
+                        .pending()
                         .entry(message.partition())
                         .or_default()
-                        .push(incoming(&message));
+                        .push(record);
                     taken += 1;
                 }
                 Err(e) => tracing::warn!(error = %e, "consumer error"),
@@ -259,37 +268,22 @@ fn poll_loop(
                 break;
             }
         }
-        for p in consumer
-            .context()
-            .revoked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
-            batches.remove(&p);
-        }
-        hand_over(&partitions, &mut batches, batch_records, &stop);
+        // rebalance hooks run only inside poll, so between polls these records stay current
+        let batches = std::mem::take(&mut *consumer.context().pending());
+        hand_over(&partitions, batches, batch_records, &stop);
     }
     tracing::info!("consumer stopping; leaving the group");
     // leaving revokes the assignment, which checkpoints through the rebalance hook
-    if let Err(e) = consumer.unsubscribe_and_wait() {
-        tracing::warn!(error = %e, "leaving the consumer group failed");
-    }
+    leave_group(&consumer);
 }
 
-trait Leave {
-    fn unsubscribe_and_wait(&self) -> Result<(), KafkaError>;
-}
-
-impl Leave for BaseConsumer<Rebalancer> {
-    /// Unsubscribes and serves the resulting revocation (callbacks run inside `poll`).
-    fn unsubscribe_and_wait(&self) -> Result<(), KafkaError> {
-        self.unsubscribe();
-        let until = Instant::now() + Duration::from_secs(10);
-        while !self.context().partitions.assigned().is_empty() && Instant::now() < until {
-            let _ = self.poll(Duration::from_millis(100));
-        }
-        Ok(())
+/// Unsubscribes and serves the resulting revocation (callbacks run inside `poll`), for at most
+/// ten seconds.
+fn leave_group(consumer: &BaseConsumer<Rebalancer>) {
+    consumer.unsubscribe();
+    let until = Instant::now() + Duration::from_secs(10);
+    while !consumer.context().partitions.assigned().is_empty() && Instant::now() < until {
+        let _ = consumer.poll(Duration::from_millis(100));
     }
 }
 
@@ -308,23 +302,18 @@ fn incoming(message: &rdkafka::message::BorrowedMessage<'_>) -> Incoming {
 
 fn hand_over(
     partitions: &Partitions,
-    batches: &mut HashMap<i32, Vec<Incoming>>,
+    batches: HashMap<i32, Vec<Incoming>>,
     batch_records: usize,
     stop: &AtomicBool,
 ) {
-    for (p, records) in batches.iter_mut() {
-        if records.is_empty() {
-            continue;
-        }
-        let Some(actor) = partitions.get(*p) else {
-            records.clear(); // no longer ours
-            continue;
+    for (p, mut records) in batches {
+        let Some(actor) = partitions.get(p) else {
+            continue; // no longer ours
         };
         while !records.is_empty() {
             let rest = records.split_off(records.len().min(batch_records));
-            let batch = std::mem::replace(records, rest);
+            let batch = std::mem::replace(&mut records, rest);
             if !send_waiting(&actor, batch, stop) {
-                records.clear();
                 break;
             }
         }
