@@ -37,11 +37,19 @@ async fn one(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = campaign_id(&path)?;
-    let stats = stats_for(&state, auth, id)
+    Ok(HttpResponse::Ok().json(owned_stats(&state, auth, &path).await?))
+}
+
+/// The stats of the campaign in the path, or a 404 (missing, or another tenant's).
+async fn owned_stats(
+    state: &AppState,
+    auth: Authenticated,
+    raw_id: &str,
+) -> Result<Stats, ApiError> {
+    let id = campaign_id(raw_id)?;
+    stats_for(state, auth, id)
         .await
-        .ok_or_else(|| ApiError::NotFound(format!("campaign {id} not found")))?;
-    Ok(HttpResponse::Ok().json(stats))
+        .ok_or_else(|| ApiError::NotFound(format!("campaign {id} not found")))
 }
 
 #[derive(Deserialize)]
@@ -79,10 +87,7 @@ async fn status(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = campaign_id(&path)?;
-    let s = stats_for(&state, auth, id)
-        .await
-        .ok_or_else(|| ApiError::NotFound(format!("campaign {id} not found")))?;
+    let s = owned_stats(&state, auth, &path).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "campaign": { "id": s.campaign_id, "status": s.status, "firstSentAt": s.first_sent_at, "lastEventAt": s.last_event_at },
         "total": s.total,
