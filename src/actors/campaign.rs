@@ -369,17 +369,10 @@ impl CampaignActor {
 
 /// Loads with retries: an actor never answers from counters it could not load.
 async fn load_campaign(pool: sqlx::PgPool, id: CampaignId) -> Option<Campaign> {
-    let mut delay = std::time::Duration::from_millis(50);
-    loop {
-        match crate::store::campaigns::load_for_activation(&pool, id).await {
-            Ok(found) => return found,
-            Err(e) => {
-                tracing::error!(campaign_id = %id, error = %e, ?delay, "activating campaign failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(std::time::Duration::from_secs(5));
-            }
-        }
-    }
+    crate::store::until_ok("activating a campaign", || {
+        crate::store::campaigns::load_for_activation(&pool, id)
+    })
+    .await
 }
 
 impl actix::Actor for CampaignActor {

@@ -552,28 +552,17 @@ impl Actor for DlrActor {
 /// Loads what a batch needs, retrying while Postgres is unavailable: a batch is never applied
 /// on guesses.
 async fn load(pool: PgPool, lookups: Lookups) -> Vec<MessageRow> {
-    let mut delay = Duration::from_millis(50);
-    loop {
-        let result = async {
-            let mut rows = Vec::new();
-            if !lookups.recipients.is_empty() {
-                rows.extend(messages::load_by_recipients(&pool, &lookups.recipients).await?);
-            }
-            if !lookups.messages.is_empty() {
-                rows.extend(messages::load_by_message_ids(&pool, &lookups.messages).await?);
-            }
-            Ok::<_, crate::store::StoreError>(rows)
+    crate::store::until_ok("loading message state", || async {
+        let mut rows = Vec::new();
+        if !lookups.recipients.is_empty() {
+            rows.extend(messages::load_by_recipients(&pool, &lookups.recipients).await?);
         }
-        .await;
-        match result {
-            Ok(rows) => return rows,
-            Err(e) => {
-                tracing::error!(error = %e, ?delay, "loading message state failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
+        if !lookups.messages.is_empty() {
+            rows.extend(messages::load_by_message_ids(&pool, &lookups.messages).await?);
         }
-    }
+        Ok(rows)
+    })
+    .await
 }
 
 impl Handler<Records> for DlrActor {

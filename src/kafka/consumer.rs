@@ -116,7 +116,8 @@ impl Rebalancer {
     /// Offsets from Postgres; retried, because assigning without them would re-read or skip.
     /// `None` when the consumer is told to stop meanwhile.
     fn stored_offsets(&self, partitions: &[i32]) -> Option<HashMap<i32, i64>> {
-        let mut delay = Duration::from_millis(100);
+        use backon::BackoffBuilder;
+        let mut delays = crate::store::until_available().build();
         while !self.stop.load(Ordering::Acquire) {
             match block_on(self.checkpointer.send(LoadOffsets(partitions.to_vec()))) {
                 Ok(Ok(offsets)) => return Some(offsets),
@@ -125,8 +126,7 @@ impl Rebalancer {
                 }
                 Err(e) => tracing::error!(error = %e, "checkpointer unavailable; retrying"),
             }
-            std::thread::sleep(delay);
-            delay = (delay * 2).min(Duration::from_secs(5));
+            std::thread::sleep(delays.next().unwrap_or(Duration::from_secs(5)));
         }
         None
     }

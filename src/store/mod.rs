@@ -75,6 +75,36 @@ async fn ensure_database_exists(options: &PgConnectOptions) -> Result<(), StoreE
     Ok(())
 }
 
+/// Backoff for work that must not give up while Postgres is away: jittered, 50 ms doubling
+/// to 5 s, unbounded. Nothing is applied on guesses, so waiting is the only safe choice.
+pub fn until_available() -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_jitter()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(5))
+        .without_max_times()
+}
+
+/// Runs `op` until it succeeds, waiting by [`until_available`] between attempts.
+pub async fn until_ok<T, F, Fut>(what: &str, mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    use backon::BackoffBuilder;
+    let mut delays = until_available().build();
+    loop {
+        match op().await {
+            Ok(value) => return value,
+            Err(e) => {
+                let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                tracing::error!(error = %e, ?delay, "{what} failed; retrying");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
 /// Readiness probe: one round trip.
 pub async fn ping(pool: &PgPool) -> Result<(), StoreError> {
     sqlx::query("SELECT 1").execute(pool).await?;
