@@ -4,7 +4,7 @@
 //! Started by `campaignd mitto-sim`, and in-process (port 0) by tests, `serve` and `demo`.
 //! It counts sends per (destination, text) so tests can prove nobody was messaged twice.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::num::NonZeroU32;
 use std::str::FromStr;
@@ -373,20 +373,20 @@ impl SimState {
         }
     }
 
-    /// Takes `n` messages from a traffic account's budget; `Err` carries the wait in seconds.
-    fn take_rate(&self, account: &str, n: usize) -> Result<(), u64> {
+    /// Takes `n` messages from a traffic account's budget, all or none: a refused request
+    /// consumes nothing.
+    fn take_rate(&self, account: &str, n: u32) -> Result<(), RateRefusal> {
         let Some(limiter) = &self.limiter else {
             return Ok(());
         };
-        let n = NonZeroU32::new(n as u32).unwrap_or(NonZeroU32::MIN);
+        let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
         match limiter.check_key_n(&account.to_owned(), n) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(not_until)) => {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
-                Err(wait.as_secs_f64().ceil().max(1.0) as u64)
+                Err(RateRefusal::Wait(wait.as_secs_f64().ceil().max(1.0) as u64))
             }
-            // the batch is larger than a whole second of this account's budget
-            Err(_) => Err(1),
+            Err(_) => Err(RateRefusal::NeverFits(n.get())),
         }
     }
 
@@ -655,6 +655,33 @@ async fn dispatch_reports(
     }
 }
 
+/// Why a traffic account's budget refused a request.
+enum RateRefusal {
+    /// Over budget: 429 with `Retry-After` in seconds.
+    Wait(u64),
+    /// More messages than a whole second of the budget: it could never pass, so 400.
+    NeverFits(u32),
+}
+
+impl RateRefusal {
+    fn response(self) -> HttpResponse {
+        match self {
+            Self::Wait(secs) => {
+                let mut response = problem(429, "traffic account rate exceeded");
+                response.headers_mut().insert(
+                    actix_web::http::header::RETRY_AFTER,
+                    actix_web::http::header::HeaderValue::from(secs),
+                );
+                response
+            }
+            Self::NeverFits(n) => problem(
+                400,
+                &format!("{n} messages exceed the traffic account's rate per second"),
+            ),
+        }
+    }
+}
+
 /// What a fault does to the request.
 enum FaultEffect {
     /// Answer now with this response; nothing is accepted.
@@ -710,15 +737,16 @@ async fn handle_send(
             ),
         ));
     }
+    let mut per_account: HashMap<String, u32> = HashMap::new();
     for message in messages {
-        if let Err(wait) = state.take_rate(&message.traffic_account_id.to_string(), 1) {
-            let mut response = problem(429, "traffic account rate exceeded");
-            response.headers_mut().insert(
-                actix_web::http::header::RETRY_AFTER,
-                actix_web::http::header::HeaderValue::from(wait),
-            );
-            return Err(response);
-        }
+        *per_account
+            .entry(message.traffic_account_id.to_string())
+            .or_default() += 1;
+    }
+    for (account, n) in per_account {
+        state
+            .take_rate(&account, n)
+            .map_err(RateRefusal::response)?;
     }
     tokio::time::sleep(state.config.latency_ms.sample()).await;
     let mut before_response = Vec::new();
