@@ -67,7 +67,7 @@ pub async fn run(mut settings: Settings, args: IngestArgs) -> anyhow::Result<()>
     settings.http.bind = "127.0.0.1:0".parse()?;
     let result = measure(settings.clone(), &args).await;
     if !args.keep {
-        drop_database(&url).await?;
+        store::drop_database(url.as_str()).await?;
     }
     let figures = result?;
     print_table(&args, &figures);
@@ -275,18 +275,6 @@ async fn time_count_query(
         times.push(started.elapsed());
     }
     Ok(times)
-}
-
-async fn drop_database(url: &url::Url) -> anyhow::Result<()> {
-    use sqlx::Connection;
-    let name = url.path().trim_start_matches('/').to_owned();
-    let mut admin_url = url.clone();
-    admin_url.set_path("postgres");
-    let mut admin = sqlx::PgConnection::connect(admin_url.as_str()).await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .execute(&mut admin)
-        .await?;
-    Ok(())
 }
 
 fn percentile(times: &[Duration], p: f64) -> f64 {

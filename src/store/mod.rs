@@ -105,6 +105,20 @@ where
     }
 }
 
+/// Drops a database (used for throw-away bench and test databases), disconnecting its users.
+pub async fn drop_database(url: &str) -> Result<(), StoreError> {
+    let options = parse_url(url)?;
+    let name = options.get_database().unwrap_or_default().to_owned();
+    let mut admin = sqlx::PgConnection::connect_with(&options.database("postgres")).await?;
+    let statement = format!(
+        "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+        name.replace('"', "\"\"")
+    );
+    sqlx::query(&statement).execute(&mut admin).await?;
+    admin.close().await?;
+    Ok(())
+}
+
 /// Readiness probe: one round trip.
 pub async fn ping(pool: &PgPool) -> Result<(), StoreError> {
     sqlx::query("SELECT 1").execute(pool).await?;

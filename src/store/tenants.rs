@@ -39,7 +39,7 @@ pub async fn create(pool: &PgPool, name: &str, credits: i64) -> Result<TenantId,
         .await?;
     }
     tx.commit().await?;
-    Ok(TenantId::new(id).expect("BIGSERIAL ids are positive"))
+    TenantId::new(id).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 pub async fn find(pool: &PgPool, id: TenantId) -> Result<Option<Tenant>, StoreError> {

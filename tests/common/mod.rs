@@ -270,25 +270,7 @@ pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<(String, Vec<u8>)> {
 
 /// The end offset (high watermark) of every partition.
 pub fn end_offsets(bootstrap: &str, topic: &str) -> std::collections::HashMap<i32, i64> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "watermarks")
-        .create()
-        .unwrap();
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(5))
-        .unwrap();
-    metadata.topics()[0]
-        .partitions()
-        .iter()
-        .map(|p| {
-            let (_, high) = consumer
-                .fetch_watermarks(topic, p.id(), Duration::from_secs(5))
-                .unwrap();
-            (p.id(), high)
-        })
-        .collect()
+    campaignd::kafka::end_offsets(bootstrap, topic).expect("read the topic's watermarks")
 }
 
 /// Next offsets stored in `kafka_offsets`, per partition (tests use one cluster and group).
