@@ -35,9 +35,16 @@ use crate::store::messages::{self, MessageRow};
 #[derive(Debug, Clone)]
 pub struct Incoming {
     pub offset: i64,
+    pub event: Result<Event, Poison>,
+}
+
+/// A record that did not parse, kept as received for `dead_letters`. Parsed records carry no
+/// copy of their key: [`Event::key`] rebuilds it on the rare path that needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Poison {
     pub key: Option<Vec<u8>>,
-    /// The event, or the raw payload with the reason it did not parse.
-    pub event: Result<Event, (Vec<u8>, String)>,
+    pub payload: Vec<u8>,
+    pub error: String,
 }
 
 /// Bounds that keep a partition's memory finite.
@@ -62,7 +69,6 @@ impl Default for LedgerLimits {
 #[derive(Debug, Clone)]
 struct Parked {
     offset: i64,
-    key: Option<Vec<u8>>,
     event: Event,
     since: DateTime<Utc>,
 }
@@ -186,25 +192,16 @@ impl Ledger {
             }
             self.next_offset = Some(incoming.offset + 1);
             match incoming.event {
-                Ok(event) => {
-                    self.apply(incoming.offset, incoming.key, event, now, &mut transitions)
-                }
-                Err((payload, error)) => {
-                    self.dead_letter(incoming.offset, incoming.key, payload, error)
+                Ok(event) => self.apply(incoming.offset, event, now, &mut transitions),
+                Err(poison) => {
+                    self.dead_letter(incoming.offset, poison.key, poison.payload, poison.error)
                 }
             }
         }
         transitions
     }
 
-    fn apply(
-        &mut self,
-        offset: i64,
-        key: Option<Vec<u8>>,
-        event: Event,
-        now: DateTime<Utc>,
-        out: &mut Vec<Transition>,
-    ) {
+    fn apply(&mut self, offset: i64, event: Event, now: DateTime<Utc>, out: &mut Vec<Transition>) {
         let result = match &event {
             Event::Sent {
                 message_id,
@@ -223,13 +220,13 @@ impl Ledger {
             Event::Dlr { message_id, .. } => {
                 match self.by_message.get(message_id).copied() {
                     Some(recipient) => self.apply_report(recipient, &event, out),
-                    None => self.park(offset, key.clone(), event.clone(), now),
+                    None => self.park(offset, event.clone(), now),
                 }
                 Ok(())
             }
         };
         if let Err(error) = result {
-            self.dead_letter(offset, key, event.to_json(), error);
+            self.dead_letter_event(offset, &event, error);
         }
     }
 
@@ -374,13 +371,13 @@ impl Ledger {
         self.changed(recipient, campaign, from, to, *at, corrected_at, out);
     }
 
-    fn park(&mut self, offset: i64, key: Option<Vec<u8>>, event: Event, now: DateTime<Utc>) {
+    fn park(&mut self, offset: i64, event: Event, now: DateTime<Utc>) {
         let Event::Dlr { message_id, .. } = &event else {
             return;
         };
         if self.parked_len >= self.limits.max_parked {
             let error = format!("no sent event for message {message_id} and the park is full");
-            return self.dead_letter(offset, key, event.to_json(), error);
+            return self.dead_letter_event(offset, &event, error);
         }
         self.counts.parked += 1;
         self.parked_len += 1;
@@ -389,7 +386,6 @@ impl Ledger {
             .or_default()
             .push(Parked {
                 offset,
-                key,
                 event,
                 since: now,
             });
@@ -406,6 +402,16 @@ impl Ledger {
         for p in parked {
             self.apply_report(recipient, &p.event, out);
         }
+    }
+
+    /// A parsed event that cannot be applied, kept with its key and canonical JSON.
+    fn dead_letter_event(&mut self, offset: i64, event: &Event, error: String) {
+        self.dead_letter(
+            offset,
+            Some(event.key().into_bytes()),
+            event.to_json(),
+            error,
+        );
     }
 
     fn dead_letter(&mut self, offset: i64, key: Option<Vec<u8>>, payload: Vec<u8>, error: String) {
@@ -461,7 +467,7 @@ impl Ledger {
                     "no sent event arrived for message {id} within {:?}",
                     self.limits.park_ttl
                 );
-                self.dead_letter(p.offset, p.key, p.event.to_json(), error);
+                self.dead_letter_event(p.offset, &p.event, error);
             }
         }
     }
@@ -655,7 +661,6 @@ mod tests {
         };
         Incoming {
             offset,
-            key: None,
             event: Ok(event),
         }
     }
@@ -671,7 +676,6 @@ mod tests {
         };
         Incoming {
             offset,
-            key: None,
             event: Ok(event),
         }
     }
@@ -771,15 +775,24 @@ mod tests {
         let mut l = ledger_with(vec![row(1, MessageStatus::Processing)]);
         let poison = Incoming {
             offset: 0,
-            key: Some(b"k".to_vec()),
-            event: Err((b"{oops".to_vec(), "bad json".into())),
+            event: Err(Poison {
+                key: Some(b"k".to_vec()),
+                payload: b"{oops".to_vec(),
+                error: "bad json".into(),
+            }),
         };
         let ts = l.apply_batch(vec![poison, sent(1, 404), sent(2, 1)], at(0));
         assert_eq!(ts.len(), 1);
         let cp = l.barrier(1, at(0));
         assert_eq!(cp.dead_letters.len(), 2);
         assert_eq!(cp.dead_letters[0].payload, b"{oops");
+        assert_eq!(cp.dead_letters[0].key.as_deref(), Some(&b"k"[..]));
         assert!(cp.dead_letters[1].error.contains("does not exist"));
+        assert_eq!(
+            cp.dead_letters[1].key.as_deref(),
+            Some(&b"M404"[..]),
+            "the key is rebuilt from the event"
+        );
         assert_eq!(cp.commit_offset, Some(3));
     }
 

@@ -25,7 +25,7 @@ use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use crate::actors::checkpoint::{
     CheckpointNow, Checkpointer, LoadOffsets, OnCommit, Partitions, SetOnCommit,
 };
-use crate::actors::dlr::{DlrActor, Incoming, Records, Stop};
+use crate::actors::dlr::{DlrActor, Incoming, Poison, Records, Stop};
 use crate::domain::Event;
 
 /// Starts a partition's DlrActor: (partition, stored next offset, first epoch).
@@ -288,14 +288,17 @@ fn leave_group(consumer: &BaseConsumer<Rebalancer>) {
 }
 
 fn incoming(message: &rdkafka::message::BorrowedMessage<'_>) -> Incoming {
-    let key = message.key().map(<[u8]>::to_vec);
+    let poison = |payload: &[u8], error: String| Poison {
+        key: message.key().map(<[u8]>::to_vec),
+        payload: payload.to_vec(),
+        error,
+    };
     let event = match message.payload() {
-        Some(payload) => Event::parse(payload).map_err(|e| (payload.to_vec(), e.to_string())),
-        None => Err((Vec::new(), "record has no payload".to_owned())),
+        Some(payload) => Event::parse(payload).map_err(|e| poison(payload, e.to_string())),
+        None => Err(poison(&[], "record has no payload".to_owned())),
     };
     Incoming {
         offset: message.offset(),
-        key,
         event,
     }
 }
