@@ -7,13 +7,17 @@ use std::time::Duration;
 use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::actors::campaign::Command;
+use crate::actors::registry::CampaignRegistry;
+use crate::config::AmbiguousOutcome;
 use crate::config::Settings;
+use crate::domain::TrafficAccountId;
 use crate::http::{self, AppState};
 use crate::mitto::client::ClientConfig;
 use crate::mitto::retry::RetryPolicy;
 use crate::mitto::signature::Verifier;
 use crate::mitto::simulator::{self, SimConfig, SimHandle};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, SendingSetup};
 
 /// A started service: its HTTP port, the event pipeline, and the in-process simulator when
 /// it serves as Mitto.
@@ -28,15 +32,50 @@ pub struct Application {
 
 impl Application {
     /// Connects (creating and migrating the database), resolves Mitto and binds the listener.
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+    pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
         let pool = crate::store::connect_and_migrate(settings.database_url.expose_secret())
             .await
             .context("connecting to Postgres")?;
-        let (mitto, simulator) = resolve_mitto(&settings)?;
         let listener = TcpListener::bind(settings.http.bind)
             .with_context(|| format!("binding the HTTP listener on {}", settings.http.bind))?;
         let port = listener.local_addr()?.port();
-        let pipeline = Pipeline::start(&settings, pool.clone()).await?;
+        let (mitto, simulator) = resolve_mitto(&mut settings, port)?;
+        let mut pipeline = Pipeline::start(&settings, pool.clone()).await?;
+        let ambiguous = settings
+            .sending
+            .ambiguous_outcome
+            .unwrap_or(match simulator {
+                Some(_) => AmbiguousOutcome::Lookup,
+                None => AmbiguousOutcome::Fail,
+            });
+        let default_traffic_account = settings.mitto.traffic_account_id.or_else(|| {
+            simulator
+                .as_ref()
+                .map(|_| TrafficAccountId::from_uuid(SIMULATOR_TRAFFIC_ACCOUNT))
+        });
+        pipeline.start_sending(
+            &settings,
+            SendingSetup {
+                mitto: mitto.clone(),
+                ambiguous,
+                default_traffic_account,
+            },
+        )?;
+        let sending = crate::store::campaigns::sending(&pool)
+            .await
+            .context("finding campaigns to resume")?;
+        if !sending.is_empty() {
+            tracing::info!(
+                campaigns = sending.len(),
+                "resuming campaigns that were sending"
+            );
+        }
+        pipeline.handles.registry.activate(&sending);
+        spawn_scheduler(
+            pool.clone(),
+            pipeline.handles.registry.clone(),
+            Duration::from_millis(settings.sending.scheduler_interval_ms),
+        );
         if settings.webhook.secrets.is_empty() && settings.webhook.tokens.is_empty() {
             tracing::warn!("no webhook.secrets or webhook.tokens configured: the DLR webhook refuses every request");
         }
@@ -51,6 +90,7 @@ impl Application {
             settings: Arc::new(settings),
             events: pipeline.handles.clone(),
             verifier: Arc::new(verifier),
+            default_traffic_account,
         };
         let server = http::server(state.clone(), listener).context("starting the HTTP server")?;
         tracing::info!(port, "campaignd listening");
@@ -140,8 +180,50 @@ fn spawn_receipt_pruning(pool: sqlx::PgPool, tolerance_secs: u64) {
     });
 }
 
-/// The configured Mitto, or — with no `mitto.base_url` — a simulator started on loopback.
-fn resolve_mitto(settings: &Settings) -> anyhow::Result<(ClientConfig, Option<SimHandle>)> {
+/// The traffic account campaigns use with the built-in simulator when none is configured.
+const SIMULATOR_TRAFFIC_ACCOUNT: uuid::Uuid = uuid::uuid!("5a7c0b1e-0000-4000-8000-00000000c0de");
+
+/// Starts due scheduled campaigns (through the same enqueue as the API: its row lock and status
+/// check start each exactly once, however many instances run this) and keeps sending campaigns
+/// active.
+fn spawn_scheduler(pool: sqlx::PgPool, registry: CampaignRegistry, every: Duration) {
+    actix_web::rt::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            match crate::store::enqueue::due_scheduled(&pool).await {
+                Ok(due) => {
+                    for (id, tenant) in due {
+                        let command = Command::Enqueue {
+                            idempotency_key: None,
+                        };
+                        match registry.lifecycle(id, tenant, command).await {
+                            Some(Ok(_)) => {
+                                tracing::info!(campaign_id = %id, "scheduled campaign started")
+                            }
+                            Some(Err(e)) => {
+                                tracing::warn!(campaign_id = %id, error = %e, "scheduled campaign could not start")
+                            }
+                            None => {}
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "checking scheduled campaigns failed"),
+            }
+            if let Ok(sending) = crate::store::campaigns::sending(&pool).await {
+                registry.activate(&sending);
+            }
+        }
+    });
+}
+
+/// The configured Mitto, or — with no `mitto.base_url` — a simulator started on loopback that
+/// reports deliveries to this service's webhook (signed with a configured secret, or a fresh
+/// one added for it).
+fn resolve_mitto(
+    settings: &mut Settings,
+    port: u16,
+) -> anyhow::Result<(ClientConfig, Option<SimHandle>)> {
     let m = &settings.mitto;
     let retry = RetryPolicy {
         min_delay: Duration::from_millis(m.retry_min_delay_ms),
@@ -158,8 +240,15 @@ fn resolve_mitto(settings: &Settings) -> anyhow::Result<(ClientConfig, Option<Si
     if let (Some(url), Some(key)) = (&m.base_url, &m.api_key) {
         return Ok((client(url.clone(), key.clone()), None));
     }
+    if settings.webhook.secrets.is_empty() {
+        let secret = uuid::Uuid::new_v4().simple().to_string();
+        settings.webhook.secrets.push(SecretString::from(secret));
+    }
+    let callback = url::Url::parse(&format!("http://127.0.0.1:{port}/webhooks/mitto/dlr"))?;
     let sim_config = SimConfig {
         port: 0,
+        callback: Some(callback),
+        callback_secret: Some(settings.webhook.secrets[0].expose_secret().to_owned()),
         ..SimConfig::default()
     };
     let key = SecretString::from(sim_config.api_key.clone());

@@ -50,6 +50,7 @@ pub struct Settings {
     /// Messages per Mitto bulk request (Mitto accepts at most 1000).
     pub batch_size: usize,
     pub rate_limits: RateLimits,
+    pub sending: SendingSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -107,6 +108,36 @@ pub struct RateLimits {
     pub traffic_account_per_second: Option<NonZeroU32>,
     /// SMS segments per second per tenant; absent means unlimited.
     pub tenant_per_second: Option<NonZeroU32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendingSettings {
+    /// Sender actors (concurrent Mitto requests across campaigns).
+    pub senders: usize,
+    /// Batches one campaign may have out with senders at once.
+    pub max_in_flight_batches: usize,
+    /// How often retry-failed may resend one recipient.
+    pub max_retries: u32,
+    /// Rounds of (already retried) provider unavailability before a batch's messages are
+    /// failed as retryable.
+    pub unavailable_rounds: u32,
+    /// What to do with a send whose answer was lost: `lookup` asks Mitto by our reference
+    /// (sent → recorded, absent → queued again), `fail` marks the messages failed with
+    /// `outcome_unknown`. Unset: `lookup` with the built-in simulator, `fail` otherwise.
+    pub ambiguous_outcome: Option<AmbiguousOutcome>,
+    /// How long after a lost answer the lookup waits, so a request still being processed is
+    /// seen.
+    pub ambiguous_grace_ms: u64,
+    /// How often due scheduled campaigns are started.
+    pub scheduler_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AmbiguousOutcome {
+    Lookup,
+    Fail,
 }
 
 /// Accepts a list, or one comma-separated string (the only form an environment variable has).

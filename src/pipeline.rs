@@ -21,6 +21,60 @@ use crate::store::checkpoints::{self, OffsetScope};
 /// Records per DlrActor batch.
 const BATCH_RECORDS: usize = 2_000;
 
+/// Waits until everything on the topic at the moment of asking is applied and committed, so
+/// that Postgres rows reflect every event produced before (used before judging claims left
+/// by an earlier run).
+#[derive(Clone)]
+pub struct Replay {
+    bootstrap: String,
+    topic: String,
+    partitions: Partitions,
+    checkpointer: Addr<Checkpointer>,
+}
+
+impl Replay {
+    pub async fn caught_up(&self) {
+        let (bootstrap, topic) = (self.bootstrap.clone(), self.topic.clone());
+        let ends = crate::store::until_ok("reading the topic's end offsets", || {
+            let (bootstrap, topic) = (bootstrap.clone(), topic.clone());
+            async move {
+                tokio::task::spawn_blocking(move || kafka::end_offsets(&bootstrap, &topic))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .await;
+        for (partition, end) in ends {
+            loop {
+                let position = match self.partitions.get(partition) {
+                    Some(actor) => actor
+                        .send(crate::actors::dlr::GetPosition)
+                        .await
+                        .ok()
+                        .flatten(),
+                    None => None,
+                };
+                // a partition never read from has nothing to apply only if it is empty
+                if end == 0 || position.is_some_and(|p| p >= end) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        // a checkpoint begun now covers everything applied so far
+        loop {
+            match self.checkpointer.send(CheckpointNow).await {
+                Ok(Ok(_)) | Err(_) => return,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "checkpoint after replay failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+}
+
 /// What HTTP handlers use of the pipeline.
 #[derive(Clone)]
 pub struct EventHandles {
@@ -35,6 +89,14 @@ pub struct Pipeline {
     pub partitions: Partitions,
     consumer: Option<ConsumerHandle>,
     arbiter: Arbiter,
+    senders: Option<Arbiter>,
+}
+
+/// What the send loop needs besides the pipeline.
+pub struct SendingSetup {
+    pub mitto: crate::mitto::client::ClientConfig,
+    pub ambiguous: crate::config::AmbiguousOutcome,
+    pub default_traffic_account: Option<crate::domain::TrafficAccountId>,
 }
 
 impl Pipeline {
@@ -83,7 +145,55 @@ impl Pipeline {
             partitions,
             consumer: Some(consumer),
             arbiter,
+            senders: None,
         })
+    }
+
+    /// Starts the sender pool (on its own thread) and lets campaign actors send.
+    pub fn start_sending(
+        &mut self,
+        settings: &Settings,
+        setup: SendingSetup,
+    ) -> anyhow::Result<()> {
+        use crate::actors::campaign::SendingContext;
+        use crate::actors::sender::{Limits, SenderConfig, SenderPool};
+        let s = &settings.sending;
+        let client = crate::mitto::client::MittoClient::new(setup.mitto)
+            .context("building the Mitto client")?;
+        let limits = Limits::new(
+            settings.rate_limits.traffic_account_per_second,
+            settings.rate_limits.tenant_per_second,
+        );
+        let config = SenderConfig {
+            client,
+            producer: self.handles.producer.clone(),
+            limits: Arc::new(limits),
+            unavailable_rounds: s.unavailable_rounds.max(1),
+            ambiguous: setup.ambiguous,
+            ambiguous_grace: Duration::from_millis(s.ambiguous_grace_ms),
+        };
+        let arbiter = Arbiter::new();
+        let senders = SenderPool::start(config, s.senders, &arbiter.handle());
+        self.senders = Some(arbiter);
+        let replay = Replay {
+            bootstrap: self.broker.bootstrap.clone(),
+            topic: settings.kafka.topic.clone(),
+            partitions: self.partitions.clone(),
+            checkpointer: self.checkpointer.clone(),
+        };
+        self.handles
+            .registry
+            .enable_sending(Arc::new(SendingContext {
+                senders,
+                replay,
+                batch_size: settings
+                    .batch_size
+                    .clamp(1, crate::mitto::wire::MAX_BULK_MESSAGES),
+                max_in_flight: s.max_in_flight_batches.max(1),
+                max_retries: s.max_retries,
+                default_traffic_account: setup.default_traffic_account,
+            }));
+        Ok(())
     }
 
     /// Stops consuming (checkpointing what was applied) and stops the actors.
@@ -93,6 +203,9 @@ impl Pipeline {
         }
         if let Ok(Err(e)) = self.checkpointer.send(CheckpointNow).await {
             tracing::error!(error = %e, "final checkpoint failed");
+        }
+        if let Some(senders) = self.senders.take() {
+            senders.stop();
         }
         self.arbiter.stop();
     }

@@ -165,6 +165,7 @@ fn sent(campaign: CampaignId, recipient: RecipientId, message_id: &MessageId) ->
         campaign_id: campaign,
         recipient_id: recipient,
         bulk_id: None,
+        attempt: 0,
         at: chrono::Utc::now(),
     }
 }

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde::Serialize;
 
-use crate::domain::{CampaignId, CampaignStatus, MessageStatus, TenantId};
+use crate::domain::{CampaignId, CampaignStatus, MessageStatus, TenantId, TrafficAccountId};
 
 /// A message's status change, as its DlrActor saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +99,15 @@ pub enum SeriesKind {
     Failed,
 }
 
+/// The text and sender of a campaign's messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendPlan {
+    /// The body as written; recipients with placeholders carry their rendered text.
+    pub body: String,
+    pub sender: String,
+    pub traffic_account: Option<TrafficAccountId>,
+}
+
 /// A campaign as its actor holds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Campaign {
@@ -112,6 +121,8 @@ pub struct Campaign {
     pub first_sent_at: Option<DateTime<Utc>>,
     pub last_event_at: Option<DateTime<Utc>>,
     pub series: BTreeMap<DateTime<Utc>, MinuteCounts>,
+    /// What its messages say and who sends them.
+    pub plan: SendPlan,
     /// Transitions of this epoch or older are already in the counters (from the activation
     /// query).
     pub loaded_epoch: u64,
@@ -157,6 +168,55 @@ impl Campaign {
             self.add_series(SeriesKind::Failed, failed_at, -1);
         }
         self.last_event_at = Some(self.last_event_at.map_or(t.at, |l| l.max(t.at)));
+    }
+
+    /// Recipients added by an enqueue; the campaign is sending.
+    pub fn enqueued(&mut self, added: i64) {
+        self.counters.add(MessageStatus::Queued, added);
+        self.status = CampaignStatus::Sending;
+        self.dirty = true;
+    }
+
+    /// Queued recipients claimed for a batch (committed before the batch leaves).
+    pub fn claimed(&mut self, n: i64) {
+        self.move_counts(MessageStatus::Queued, MessageStatus::Processing, n);
+    }
+
+    /// Claimed recipients that provably never reached Mitto, queued again.
+    pub fn released(&mut self, n: i64) {
+        self.move_counts(MessageStatus::Processing, MessageStatus::Queued, n);
+    }
+
+    /// Queued recipients cancelled with the campaign.
+    pub fn cancelled(&mut self, n: i64) {
+        self.move_counts(MessageStatus::Queued, MessageStatus::Cancelled, n);
+        self.status = CampaignStatus::Cancelled;
+    }
+
+    /// Retryable send failures queued again; the campaign is sending.
+    pub fn retried(&mut self, n: i64) {
+        self.move_counts(MessageStatus::SendFailed, MessageStatus::Queued, n);
+        self.status = CampaignStatus::Sending;
+    }
+
+    fn move_counts(&mut self, from: MessageStatus, to: MessageStatus, n: i64) {
+        self.counters.add(from, -n);
+        self.counters.add(to, n);
+        self.dirty = true;
+    }
+
+    /// How a sending campaign ends once nothing is queued, claimed or out with a sender:
+    /// `completed`, or `failed` when Mitto accepted nothing. Late reports still count after.
+    pub fn finished(&self, batches_out: usize) -> Option<CampaignStatus> {
+        let c = &self.counters;
+        let idle = c.queued == 0 && c.processing == 0 && batches_out == 0;
+        (self.status == CampaignStatus::Sending && idle).then(|| {
+            if c.sent() == 0 {
+                CampaignStatus::Failed
+            } else {
+                CampaignStatus::Completed
+            }
+        })
     }
 
     pub fn add_series(&mut self, kind: SeriesKind, at: DateTime<Utc>, n: i64) {
@@ -246,6 +306,11 @@ mod tests {
             first_sent_at: None,
             last_event_at: None,
             series: BTreeMap::new(),
+            plan: SendPlan {
+                body: "Hi".into(),
+                sender: "Shop".into(),
+                traffic_account: None,
+            },
             loaded_epoch: 3,
             applied_epoch: 0,
             dirty: false,
@@ -333,146 +398,8 @@ mod tests {
     }
 }
 
-/// The actor shell around [`Campaign`]. Until its load from Postgres completes it holds its
-/// mailbox (`ctx.wait`), so no transition is applied to counters that are not loaded yet.
-pub struct CampaignActor {
-    id: CampaignId,
-    pool: sqlx::PgPool,
-    state: Load,
-    last_touched: std::time::Instant,
-}
-
-enum Load {
-    Loading,
-    Ready(Box<Campaign>),
-    Missing,
-}
-
-impl CampaignActor {
-    pub fn new(id: CampaignId, pool: sqlx::PgPool) -> Self {
-        Self {
-            id,
-            pool,
-            state: Load::Loading,
-            last_touched: std::time::Instant::now(),
-        }
-    }
-
-    fn campaign(&mut self) -> Option<&mut Campaign> {
-        self.last_touched = std::time::Instant::now();
-        match &mut self.state {
-            Load::Ready(c) => Some(c),
-            _ => None,
-        }
-    }
-}
-
-/// Loads with retries: an actor never answers from counters it could not load.
-async fn load_campaign(pool: sqlx::PgPool, id: CampaignId) -> Option<Campaign> {
-    crate::store::until_ok("activating a campaign", || {
-        crate::store::campaigns::load_for_activation(&pool, id)
-    })
-    .await
-}
-
-impl actix::Actor for CampaignActor {
-    type Context = actix::Context<Self>;
-
-    #[tracing::instrument(skip_all, fields(campaign_id = %self.id))]
-    fn started(&mut self, ctx: &mut Self::Context) {
-        use actix::prelude::*;
-        let load = load_campaign(self.pool.clone(), self.id);
-        ctx.wait(load.into_actor(self).map(|found, act, _| {
-            act.state = match found {
-                Some(c) => Load::Ready(Box::new(c)),
-                None => Load::Missing,
-            };
-        }));
-    }
-}
-
-/// Applies transitions in the order given.
-#[derive(actix::Message)]
-#[rtype(result = "()")]
-#[derive(Clone)]
-pub struct ApplyTransitions(pub Vec<Transition>);
-
-/// The campaign's tenant and stats, or `None` when the campaign does not exist.
-#[derive(actix::Message, Clone)]
-#[rtype(result = "Option<(TenantId, Stats)>")]
-pub struct GetStats;
-
-/// Counters changed since the last snapshot, for the checkpoint.
-#[derive(actix::Message)]
-#[rtype(result = "Option<crate::store::checkpoints::CampaignSnapshot>")]
-pub struct TakeSnapshot;
-
-/// Stops the actor if it has been idle this long and everything it applied is committed.
-#[derive(actix::Message)]
-#[rtype(result = "bool")]
-pub struct Passivate {
-    pub idle_for: std::time::Duration,
-    pub committed_epoch: u64,
-}
-
-impl actix::Handler<ApplyTransitions> for CampaignActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: ApplyTransitions, _: &mut Self::Context) {
-        let id = self.id;
-        match self.campaign() {
-            Some(c) => msg.0.iter().for_each(|t| {
-                c.apply(t);
-            }),
-            None => {
-                tracing::error!(campaign_id = %id, "transitions for a campaign that does not exist")
-            }
-        }
-    }
-}
-
-impl actix::Handler<GetStats> for CampaignActor {
-    type Result = Option<(TenantId, Stats)>;
-
-    fn handle(&mut self, _: GetStats, _: &mut Self::Context) -> Self::Result {
-        self.campaign().map(|c| (c.tenant, c.stats()))
-    }
-}
-
-impl actix::Handler<TakeSnapshot> for CampaignActor {
-    type Result = Option<crate::store::checkpoints::CampaignSnapshot>;
-
-    fn handle(&mut self, _: TakeSnapshot, _: &mut Self::Context) -> Self::Result {
-        let Load::Ready(c) = &mut self.state else {
-            return None;
-        };
-        if !c.dirty {
-            return None;
-        }
-        c.dirty = false;
-        Some(crate::store::checkpoints::CampaignSnapshot {
-            campaign: c.id,
-            counters: c.counters,
-            first_sent_at: c.first_sent_at,
-            last_event_at: c.last_event_at,
-        })
-    }
-}
-
-impl actix::Handler<Passivate> for CampaignActor {
-    type Result = bool;
-
-    fn handle(&mut self, msg: Passivate, ctx: &mut Self::Context) -> bool {
-        use actix::ActorContext;
-        let idle = self.last_touched.elapsed() >= msg.idle_for;
-        let settled = match &self.state {
-            Load::Ready(c) => c.applied_epoch <= msg.committed_epoch && !c.dirty,
-            Load::Missing => true,
-            Load::Loading => false,
-        };
-        if idle && settled {
-            ctx.stop();
-        }
-        idle && settled
-    }
-}
+mod shell;
+pub use shell::{
+    ApplyTransitions, CampaignActor, Command, GetAppliedEpoch, GetStats, Lifecycle, LifecycleReply,
+    LifecycleResult, Passivate, Reload, SendingContext, TakeSnapshot,
+};

@@ -191,6 +191,9 @@ impl Handler<CheckpointNow> for Checkpointer {
                     for part in parts.into_iter().flatten() {
                         write.rows.extend(part.rows);
                         write.dead_letters.extend(part.dead_letters);
+                        for (campaign, moves) in part.credits {
+                            write.credits.entry(campaign).or_default().add(moves);
+                        }
                         if let Some(offset) = part.commit_offset {
                             write.offsets.insert(part.partition, offset);
                         }

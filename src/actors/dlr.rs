@@ -81,6 +81,23 @@ pub struct PartitionCheckpoint {
     pub dead_letters: Vec<DeadLetter>,
     /// The offset to resume from: the next unread one, or the oldest parked report.
     pub commit_offset: Option<i64>,
+    /// Credits that changed hands with these rows, per campaign.
+    pub credits: HashMap<CampaignId, CreditMoves>,
+}
+
+/// Credit movements a checkpoint books: reserved credits of accepted messages are charged,
+/// those of messages refused before acceptance are refunded.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CreditMoves {
+    pub charged: i64,
+    pub refunded: i64,
+}
+
+impl CreditMoves {
+    pub fn add(&mut self, other: CreditMoves) {
+        self.charged += other.charged;
+        self.refunded += other.refunded;
+    }
 }
 
 /// Counts kept for metrics and tests.
@@ -103,10 +120,14 @@ pub struct Ledger {
     parked_len: usize,
     dirty: HashSet<RecipientId>,
     dead: Vec<DeadLetter>,
+    credits: HashMap<CampaignId, CreditMoves>,
     next_offset: Option<i64>,
     epoch: u64,
     pub counts: LedgerCounts,
 }
+
+/// Which send of which recipient an event is about: campaign, recipient, attempt.
+type SendRef = (CampaignId, RecipientId, u32);
 
 /// What a batch needs from Postgres before it can be applied.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -128,6 +149,7 @@ impl Ledger {
             parked_len: 0,
             dirty: HashSet::new(),
             dead: Vec::new(),
+            credits: HashMap::new(),
             next_offset,
             epoch,
             counts: LedgerCounts::default(),
@@ -208,15 +230,29 @@ impl Ledger {
                 campaign_id,
                 recipient_id,
                 bulk_id,
+                attempt,
                 at,
-            } => self.apply_sent(message_id, *campaign_id, *recipient_id, *bulk_id, *at, out),
+            } => self.apply_sent(
+                message_id,
+                (*campaign_id, *recipient_id, *attempt),
+                *bulk_id,
+                *at,
+                out,
+            ),
             Event::SendFailed {
                 campaign_id,
                 recipient_id,
                 error,
                 retryable,
+                attempt,
                 at,
-            } => self.apply_send_failed(*campaign_id, *recipient_id, error, *retryable, *at, out),
+            } => self.apply_send_failed(
+                (*campaign_id, *recipient_id, *attempt),
+                error,
+                *retryable,
+                *at,
+                out,
+            ),
             Event::Dlr { message_id, .. } => {
                 match self.by_message.get(message_id).copied() {
                     Some(recipient) => self.apply_report(recipient, &event, out),
@@ -230,12 +266,12 @@ impl Ledger {
         }
     }
 
-    /// The recipient's row, if it exists and belongs to the campaign the event names.
-    fn row_of(
-        &mut self,
-        campaign: CampaignId,
-        recipient: RecipientId,
-    ) -> Result<&mut MessageRow, String> {
+    /// The recipient's row for this attempt, if it exists and belongs to the campaign the
+    /// event names; `None` for an event of an older attempt than the row's (stale). A newer
+    /// attempt than memory holds means retry-failed re-queued and re-claimed the recipient
+    /// since: the row is in `processing` for that attempt, as its campaign counts it.
+    fn row_for(&mut self, send: SendRef) -> Result<Option<&mut MessageRow>, String> {
+        let (campaign, recipient, attempt) = send;
         let row = self.rows.get_mut(&recipient).ok_or_else(|| {
             format!("recipient {recipient} of campaign {campaign} does not exist")
         })?;
@@ -245,19 +281,32 @@ impl Ledger {
                 row.campaign
             ));
         }
-        Ok(row)
+        if attempt < row.attempt {
+            return Ok(None);
+        }
+        if attempt > row.attempt {
+            row.attempt = attempt;
+            row.status = MessageStatus::Processing;
+            row.error = None;
+            row.error_retryable = None;
+            row.failed_at = None;
+        }
+        Ok(Some(row))
     }
 
     fn apply_sent(
         &mut self,
         message_id: &MessageId,
-        campaign: CampaignId,
-        recipient: RecipientId,
+        send: SendRef,
         bulk_id: Option<BulkId>,
         at: DateTime<Utc>,
         out: &mut Vec<Transition>,
     ) -> Result<(), String> {
-        let row = self.row_of(campaign, recipient)?;
+        let (campaign, recipient, _) = send;
+        let Some(row) = self.row_for(send)? else {
+            self.counts.ignored += 1;
+            return Ok(());
+        };
         let from = row.status;
         let Some(to) = from.advance(MessageStatus::Sent) else {
             self.counts.ignored += 1;
@@ -267,6 +316,8 @@ impl Ledger {
         row.message_id = Some(message_id.clone());
         row.bulk_id = bulk_id;
         row.sent_at = Some(at);
+        let charged = i64::from(row.segments);
+        self.credits.entry(campaign).or_default().charged += charged;
         self.by_message.insert(message_id.clone(), recipient);
         self.changed(recipient, campaign, from, to, at, None, out);
         self.release_parked(message_id, out);
@@ -275,14 +326,17 @@ impl Ledger {
 
     fn apply_send_failed(
         &mut self,
-        campaign: CampaignId,
-        recipient: RecipientId,
+        send: SendRef,
         error: &str,
         retryable: bool,
         at: DateTime<Utc>,
         out: &mut Vec<Transition>,
     ) -> Result<(), String> {
-        let row = self.row_of(campaign, recipient)?;
+        let (campaign, recipient, _) = send;
+        let Some(row) = self.row_for(send)? else {
+            self.counts.ignored += 1;
+            return Ok(());
+        };
         let from = row.status;
         let Some(to) = from.advance(MessageStatus::SendFailed) else {
             self.counts.ignored += 1;
@@ -292,6 +346,8 @@ impl Ledger {
         row.error = Some(error.to_owned());
         row.error_retryable = Some(retryable);
         row.failed_at = Some(at);
+        let refunded = i64::from(row.segments);
+        self.credits.entry(campaign).or_default().refunded += refunded;
         self.changed(recipient, campaign, from, to, at, None, out);
         Ok(())
     }
@@ -449,6 +505,7 @@ impl Ledger {
             rows,
             dead_letters: std::mem::take(&mut self.dead),
             commit_offset,
+            credits: std::mem::take(&mut self.credits),
         }
     }
 
@@ -491,6 +548,11 @@ impl Ledger {
         });
     }
 
+    /// The next offset this ledger will apply.
+    pub fn next_offset(&self) -> Option<i64> {
+        self.next_offset
+    }
+
     pub fn resident(&self) -> usize {
         self.rows.len()
     }
@@ -513,6 +575,11 @@ pub struct Barrier {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Stop;
+
+/// Asks where the partition stands: the next offset to apply.
+#[derive(Message)]
+#[rtype(result = "Option<i64>")]
+pub struct GetPosition;
 
 /// Asks for the ledger's counters.
 #[derive(Message)]
@@ -566,7 +633,7 @@ async fn load(pool: PgPool, lookups: Lookups) -> Vec<MessageRow> {
         if !lookups.messages.is_empty() {
             rows.extend(messages::load_by_message_ids(&pool, &lookups.messages).await?);
         }
-        Ok(rows)
+        Ok::<_, crate::store::StoreError>(rows)
     })
     .await
 }
@@ -614,6 +681,14 @@ impl Handler<Stop> for DlrActor {
     }
 }
 
+impl Handler<GetPosition> for DlrActor {
+    type Result = Option<i64>;
+
+    fn handle(&mut self, _: GetPosition, _: &mut Self::Context) -> Self::Result {
+        self.ledger.next_offset()
+    }
+}
+
 impl Handler<GetCounts> for DlrActor {
     type Result = MessageResult<GetCounts>;
 
@@ -644,6 +719,8 @@ mod tests {
             sent_at: None,
             delivered_at: None,
             failed_at: None,
+            attempt: 0,
+            segments: 1,
         }
     }
 
@@ -657,6 +734,7 @@ mod tests {
             campaign_id: CampaignId::new(7).unwrap(),
             recipient_id: RecipientId::new(r).unwrap(),
             bulk_id: None,
+            attempt: 0,
             at: at(offset),
         };
         Incoming {

@@ -11,7 +11,8 @@ use dashmap::DashMap;
 use sqlx::PgPool;
 
 use super::campaign::{
-    ApplyTransitions, CampaignActor, GetStats, Passivate, Stats, TakeSnapshot, Transition,
+    ApplyTransitions, CampaignActor, Command, GetAppliedEpoch, GetStats, Lifecycle,
+    LifecycleResult, Passivate, Reload, SendingContext, Stats, TakeSnapshot, Transition,
 };
 use crate::domain::{CampaignId, TenantId};
 use crate::store::checkpoints::CampaignSnapshot;
@@ -28,6 +29,8 @@ struct Inner {
     arbiter: ArbiterHandle,
     /// The last checkpoint committed; an actor whose changes are newer must not passivate.
     committed_epoch: Arc<AtomicU64>,
+    /// Set once the senders run; actors started before that do not send.
+    sending: std::sync::OnceLock<Arc<SendingContext>>,
 }
 
 /// A message that found its actor stopped is re-routed to a fresh activation this many times.
@@ -41,8 +44,14 @@ impl CampaignRegistry {
                 pool,
                 arbiter,
                 committed_epoch,
+                sending: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Enables sending for campaign actors started from now on.
+    pub fn enable_sending(&self, context: Arc<SendingContext>) {
+        let _ = self.inner.sending.set(context);
     }
 
     pub fn committed_epoch(&self) -> &Arc<AtomicU64> {
@@ -57,8 +66,9 @@ impl CampaignRegistry {
             .entry(id)
             .or_insert_with(|| {
                 let pool = inner.pool.clone();
+                let sending = inner.sending.get().cloned();
                 CampaignActor::start_in_arbiter(&inner.arbiter, move |_| {
-                    CampaignActor::new(id, pool)
+                    CampaignActor::new(id, pool, sending)
                 })
             })
             .clone()
@@ -104,6 +114,50 @@ impl CampaignRegistry {
     /// The campaign's tenant and stats, from its actor's memory.
     pub async fn stats(&self, id: CampaignId) -> Option<(TenantId, Stats)> {
         self.ask(id, GetStats).await.flatten()
+    }
+
+    /// Runs a lifecycle command in the campaign's actor; `None` if it could not be reached.
+    pub async fn lifecycle(
+        &self,
+        id: CampaignId,
+        tenant: TenantId,
+        command: Command,
+    ) -> Option<LifecycleResult> {
+        if matches!(command, Command::RetryFailed) {
+            self.await_committed(id).await;
+        }
+        self.ask(id, Lifecycle { tenant, command }).await
+    }
+
+    /// Waits (bounded) until every transition the campaign applied is committed, so that
+    /// rows read in Postgres agree with its counters.
+    async fn await_committed(&self, id: CampaignId) {
+        let Some(applied) = self.ask(id, GetAppliedEpoch).await else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self.inner.committed_epoch.load(Ordering::Acquire) < applied
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Makes the next message to the campaign reload it from Postgres (after an edit).
+    pub async fn reload(&self, id: CampaignId) {
+        let Some(addr) = self.inner.actors.get(&id).map(|a| a.clone()) else {
+            return;
+        };
+        if let Ok(true) = addr.send(Reload).await {
+            self.forget(id, &addr);
+        }
+    }
+
+    /// Activates campaigns so their send loops run (at start-up, after a crash).
+    pub fn activate(&self, ids: &[CampaignId]) {
+        for id in ids {
+            self.get_or_activate(*id);
+        }
     }
 
     /// Snapshots of every active campaign whose counters changed.

@@ -73,6 +73,7 @@ fn message_events(
             recipient_id: recipient,
             error: "InvalidDestination".into(),
             retryable: false,
+            attempt: 0,
             at,
         }];
     }
@@ -90,6 +91,7 @@ fn message_events(
         campaign_id: campaign,
         recipient_id: recipient,
         bulk_id: None,
+        attempt: 0,
         at,
     }];
     if rng.random_bool(0.3) {

@@ -19,6 +19,9 @@ pub enum Event {
         campaign_id: CampaignId,
         recipient_id: RecipientId,
         bulk_id: Option<BulkId>,
+        /// The recipient's send attempt (0 first, +1 per retry-failed); an event of an older
+        /// attempt than the row's is stale.
+        attempt: u32,
         at: DateTime<Utc>,
     },
     /// The message was refused before Mitto accepted it.
@@ -27,6 +30,7 @@ pub enum Event {
         recipient_id: RecipientId,
         error: String,
         retryable: bool,
+        attempt: u32,
         at: DateTime<Utc>,
     },
     /// A delivery report.
@@ -61,6 +65,8 @@ enum Wire {
         recipient_id: RecipientId,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         bulk_id: Option<BulkId>,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        attempt: u32,
         at: DateTime<Utc>,
     },
     #[serde(rename_all = "camelCase")]
@@ -70,6 +76,8 @@ enum Wire {
         recipient_id: RecipientId,
         error: String,
         retryable: bool,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        attempt: u32,
         at: DateTime<Utc>,
     },
     #[serde(rename_all = "camelCase")]
@@ -85,6 +93,10 @@ enum Wire {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         source: Option<String>,
     },
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Event {
@@ -104,6 +116,7 @@ impl Event {
                 campaign_id,
                 recipient_id,
                 bulk_id,
+                attempt,
                 at,
             } => Wire::Sent {
                 v: EVENT_VERSION,
@@ -111,6 +124,7 @@ impl Event {
                 campaign_id,
                 recipient_id,
                 bulk_id,
+                attempt,
                 at,
             },
             Self::SendFailed {
@@ -118,6 +132,7 @@ impl Event {
                 recipient_id,
                 error,
                 retryable,
+                attempt,
                 at,
             } => Wire::SendFailed {
                 v: EVENT_VERSION,
@@ -125,6 +140,7 @@ impl Event {
                 recipient_id,
                 error,
                 retryable,
+                attempt,
                 at,
             },
             Self::Dlr {
@@ -162,6 +178,7 @@ impl Event {
                 campaign_id,
                 recipient_id,
                 bulk_id,
+                attempt,
                 at,
                 ..
             } => Self::Sent {
@@ -169,6 +186,7 @@ impl Event {
                 campaign_id,
                 recipient_id,
                 bulk_id,
+                attempt,
                 at,
             },
             Wire::SendFailed {
@@ -176,6 +194,7 @@ impl Event {
                 recipient_id,
                 error,
                 retryable,
+                attempt,
                 at,
                 ..
             } => Self::SendFailed {
@@ -183,6 +202,7 @@ impl Event {
                 recipient_id,
                 error,
                 retryable,
+                attempt,
                 at,
             },
             Wire::Dlr {

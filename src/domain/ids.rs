@@ -131,6 +131,10 @@ macro_rules! uuid_id {
                 Self(uuid::Uuid::new_v4())
             }
 
+            pub fn from_uuid(id: uuid::Uuid) -> Self {
+                Self(id)
+            }
+
             pub fn as_uuid(&self) -> uuid::Uuid {
                 self.0
             }

@@ -7,6 +7,7 @@ mod ids;
 mod phone;
 mod segments;
 mod status;
+mod template;
 mod token;
 
 pub use delivery::{DeliveryOutcome, DeliveryStatus};
@@ -15,4 +16,5 @@ pub use ids::{BulkId, CampaignId, IdError, MessageId, RecipientId, TenantId, Tra
 pub use phone::{PhoneE164, PhoneError};
 pub use segments::{Encoding, Segments};
 pub use status::{CampaignStatus, MessageStatus, StatusError, TransitionRefused};
+pub use template::{Fields, Template};
 pub use token::ApiToken;

@@ -2,6 +2,8 @@
 //! `{"error":{"code":"…","message":"…"}}` everywhere, including unknown routes and bad JSON.
 
 pub mod auth;
+pub mod campaigns;
+pub mod contacts;
 pub mod error;
 pub mod health;
 pub mod me;
@@ -28,6 +30,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub events: EventHandles,
     pub verifier: Arc<Verifier>,
+    /// The traffic account of campaigns created without one (none: they must name one).
+    pub default_traffic_account: Option<crate::domain::TrafficAccountId>,
 }
 
 /// Builds the server on an already bound listener (port 0 in tests).
@@ -45,7 +49,10 @@ pub fn server(state: AppState, listener: TcpListener) -> std::io::Result<Server>
             .service(
                 web::scope("/api")
                     .configure(me::routes)
-                    .configure(stats::routes),
+                    // before campaigns: /v1/campaigns/stats is not a campaign id
+                    .configure(stats::routes)
+                    .configure(campaigns::routes)
+                    .configure(contacts::routes),
             )
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such route".into()))

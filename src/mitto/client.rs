@@ -178,6 +178,26 @@ impl MittoClient {
             })
     }
 
+    /// The message sent with our `reference`, or `None` when Mitto has none. campaignd sets a
+    /// unique reference per send attempt, so this tells whether an unanswered send was
+    /// accepted. The query form is ours (mitto-api.md marks it so); the simulator serves it.
+    #[tracing::instrument(skip_all, fields(reference))]
+    pub async fn message_by_reference(
+        &self,
+        reference: &str,
+    ) -> Result<Option<MessageStatusResponse>, MittoError> {
+        let mut url = self.url(MESSAGE_PATH);
+        url.query_pairs_mut().append_pair("reference", reference);
+        match self
+            .call(Idempotence::Idempotent, || self.http.get(url.clone()))
+            .await
+        {
+            Ok(message) => Ok(Some(message)),
+            Err(MittoError::Rejected { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn url(&self, path: &str) -> url::Url {
         let mut url = self.base_url.clone();
         let base = url.path().trim_end_matches('/').to_owned();

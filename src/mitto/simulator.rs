@@ -25,9 +25,9 @@ use tokio::sync::{mpsc, Semaphore};
 use super::retry::RetryPolicy;
 use super::signature::{sign, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use super::wire::{
-    format_timestamp, BulkRequest, ItemError, MessageStatusResponse, ProblemDetails, SendMessage,
-    SendResponse, SendResponseItem, SenderInfo, API_KEY_HEADER, BULK_SEND_PATH, MAX_BULK_MESSAGES,
-    SINGLE_SEND_PATH,
+    format_timestamp, valid_sender, BulkRequest, ItemError, MessageStatusResponse, ProblemDetails,
+    SendMessage, SendResponse, SendResponseItem, SenderInfo, API_KEY_HEADER, BULK_SEND_PATH,
+    MAX_BULK_MESSAGES, MESSAGE_PATH, SINGLE_SEND_PATH,
 };
 use crate::domain::{MessageId, PhoneE164, Segments};
 
@@ -229,6 +229,8 @@ pub struct SimStats {
 pub struct SimState {
     config: SimConfig,
     messages: DashMap<String, SimMessage>,
+    /// Message id by the sender's reference.
+    references: DashMap<String, String>,
     sends: DashMap<(String, String), u64>,
     counters: Counters,
     script: Mutex<VecDeque<Fault>>,
@@ -285,6 +287,7 @@ pub fn start(config: SimConfig) -> std::io::Result<SimHandle> {
     let state = Arc::new(SimState {
         config,
         messages: DashMap::new(),
+        references: DashMap::new(),
         sends: DashMap::new(),
         counters: Counters::default(),
         script: Mutex::new(VecDeque::new()),
@@ -309,6 +312,7 @@ pub fn start(config: SimConfig) -> std::io::Result<SimHandle> {
             .route(BULK_SEND_PATH, web::post().to(bulk_send))
             .route(SINGLE_SEND_PATH, web::post().to(single_send))
             .route("/api/v1.1/Messages/{id}", web::get().to(lookup))
+            .route(MESSAGE_PATH, web::get().to(lookup_by_reference))
             .route("/_sim/stats", web::get().to(stats))
             .route("/_sim/script", web::post().to(script))
     })
@@ -414,6 +418,9 @@ impl SimState {
             updated_at: now,
             delivery_status: "Sent".to_owned(),
         };
+        if let Some(reference) = &message.reference {
+            self.references.insert(reference.clone(), id.clone());
+        }
         self.messages.insert(id.clone(), sim);
         *self
             .sends
@@ -623,15 +630,6 @@ impl SimState {
     }
 }
 
-fn valid_sender(sender: &str) -> bool {
-    let numeric = sender.bytes().all(|b| b.is_ascii_digit()) && (1..=16).contains(&sender.len());
-    let alphanumeric = sender
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b" ._-".contains(&b))
-        && (1..=11).contains(&sender.len());
-    numeric || alphanumeric
-}
-
 /// Forwards queued reports to the callback, at most 16 requests at once. The reports of one
 /// message stay in one task and are posted in order, so "out of order" is exactly what the
 /// configuration asked for; up to `dlr_batch` reports share a request (a JSON array).
@@ -808,6 +806,28 @@ async fn lookup(
     match state.lookup(&id) {
         Some(message) => HttpResponse::Ok().json(message),
         None => problem(404, "message not found"),
+    }
+}
+
+#[derive(Deserialize)]
+struct ReferenceQuery {
+    reference: String,
+}
+
+/// `GET /api/v1.1/Messages?reference=…` [ours]: the message sent with that reference.
+async fn lookup_by_reference(
+    state: web::Data<SimState>,
+    req: HttpRequest,
+    query: web::Query<ReferenceQuery>,
+) -> HttpResponse {
+    if !state.authorised(&req) {
+        return problem(401, "missing or invalid X-Mitto-API-Key");
+    }
+    state.counters.lookups.fetch_add(1, Ordering::Relaxed);
+    let id = state.references.get(&query.reference).map(|id| id.clone());
+    match id.and_then(|id| state.lookup(&id)) {
+        Some(message) => HttpResponse::Ok().json(message),
+        None => problem(404, "no message with that reference"),
     }
 }
 

@@ -13,6 +13,17 @@ pub const API_KEY_HEADER: &str = "X-Mitto-API-Key";
 /// Mitto refuses bulk requests larger than this.
 pub const MAX_BULK_MESSAGES: usize = 1000;
 
+/// Mitto's sender rule: 1–16 digits, or 1–11 alphanumerics (space, dot, underscore, hyphen
+/// allowed).
+pub fn valid_sender(sender: &str) -> bool {
+    let numeric = sender.bytes().all(|b| b.is_ascii_digit()) && (1..=16).contains(&sender.len());
+    let alphanumeric = sender
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b" ._-".contains(&b))
+        && (1..=11).contains(&sender.len());
+    numeric || alphanumeric
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SendMessage {

@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use super::messages::{write_rows, MessageRow};
 use super::StoreError;
 use crate::actors::campaign::Counters;
+use crate::actors::dlr::CreditMoves;
 use crate::domain::CampaignId;
 
 /// A record that could not be applied, kept with the reason.
@@ -49,6 +50,8 @@ pub struct CheckpointWrite {
     /// Next offset to consume, per partition.
     pub offsets: HashMap<i32, i64>,
     pub campaigns: Vec<CampaignSnapshot>,
+    /// Credits charged and refunded by these rows' changes, per campaign.
+    pub credits: HashMap<CampaignId, CreditMoves>,
 }
 
 impl CheckpointWrite {
@@ -65,6 +68,9 @@ impl CheckpointWrite {
             self.campaigns.drain(..).map(|c| (c.campaign, c)).collect();
         campaigns.extend(newer.campaigns.into_iter().map(|c| (c.campaign, c)));
         self.campaigns = campaigns.into_values().collect();
+        for (campaign, moves) in newer.credits {
+            self.credits.entry(campaign).or_default().add(moves);
+        }
     }
 }
 
@@ -104,6 +110,7 @@ pub async fn commit(
 ) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
     write_rows(&mut tx, &write.rows).await?;
+    book_credits(&mut tx, &write.credits).await?;
     insert_dead_letters(&mut tx, &scope.topic, &write.dead_letters).await?;
     write_campaign_snapshots(&mut tx, &write.campaigns).await?;
     write_offsets(&mut tx, scope, &write.offsets).await?;
@@ -183,6 +190,46 @@ async fn write_campaign_snapshots(
     .bind(col(|c| c.cancelled))
     .bind(&first)
     .bind(&last)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Books charges (consumption of reserved credits; the balance already paid for them) and
+/// refunds (returned to the balance), one ledger row per campaign and kind.
+async fn book_credits(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    credits: &HashMap<CampaignId, CreditMoves>,
+) -> Result<(), StoreError> {
+    let moves: Vec<(i64, i64, i64)> = credits
+        .iter()
+        .filter(|(_, m)| m.charged != 0 || m.refunded != 0)
+        .map(|(c, m)| (c.get(), m.charged, m.refunded))
+        .collect();
+    if moves.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = moves.iter().map(|m| m.0).collect();
+    let charged: Vec<i64> = moves.iter().map(|m| m.1).collect();
+    let refunded: Vec<i64> = moves.iter().map(|m| m.2).collect();
+    sqlx::query(
+        "WITH m AS (
+             SELECT c.tenant_id, u.id, u.charged, u.refunded
+             FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[]) AS u(id, charged, refunded)
+             JOIN campaigns c ON c.id = u.id
+         ), booked AS (
+             INSERT INTO credit_ledger (tenant_id, campaign_id, delta, reason)
+             SELECT tenant_id, id, -charged, 'charge' FROM m WHERE charged <> 0
+             UNION ALL
+             SELECT tenant_id, id, refunded, 'refund' FROM m WHERE refunded <> 0
+         )
+         UPDATE tenants t SET credit_balance = t.credit_balance + r.refunded
+         FROM (SELECT tenant_id, sum(refunded) AS refunded FROM m GROUP BY tenant_id) r
+         WHERE t.id = r.tenant_id AND r.refunded <> 0",
+    )
+    .bind(&ids)
+    .bind(&charged)
+    .bind(&refunded)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -1,12 +1,12 @@
 //! Data set-up for benches and tests: campaigns whose recipients are already claimed, as the
-//! send loop leaves them just before a batch goes to Mitto.
+//! send loop leaves them just before a batch goes to Mitto (paused, so no sender picks them up).
 
 use sqlx::PgPool;
 
 use super::StoreError;
 use crate::domain::{CampaignId, RecipientId, TenantId};
 
-/// A campaign in `sending` with `n` recipients in `processing`; returns its id and recipients.
+/// A campaign in `paused` (its claimed batch out with Mitto) with `n` recipients in `processing`; returns its id and recipients.
 pub async fn claimed_campaign(
     pool: &PgPool,
     tenant: TenantId,
@@ -14,7 +14,7 @@ pub async fn claimed_campaign(
 ) -> Result<(CampaignId, Vec<RecipientId>), StoreError> {
     let campaign: i64 = sqlx::query_scalar(
         "INSERT INTO campaigns (tenant_id, name, body, sender, status, started_at)
-         VALUES ($1, 'load campaign', 'Hi', 'Shop', 'sending', now()) RETURNING id",
+         VALUES ($1, 'load campaign', 'Hi', 'Shop', 'paused', now()) RETURNING id",
     )
     .bind(tenant.get())
     .fetch_one(pool)

@@ -20,6 +20,10 @@ pub struct MessageRow {
     pub sent_at: Option<DateTime<Utc>>,
     pub delivered_at: Option<DateTime<Utc>>,
     pub failed_at: Option<DateTime<Utc>>,
+    /// The send attempt the state belongs to (`retry_count`).
+    pub attempt: u32,
+    /// Billable SMS parts, fixed at enqueue: what a `sent` charges and a send failure refunds.
+    pub segments: u32,
 }
 
 #[derive(sqlx::FromRow)]
@@ -35,6 +39,8 @@ struct Raw {
     sent_at: Option<DateTime<Utc>>,
     delivered_at: Option<DateTime<Utc>>,
     failed_at: Option<DateTime<Utc>>,
+    retry_count: i32,
+    segments: i16,
 }
 
 impl TryFrom<Raw> for MessageRow {
@@ -63,13 +69,15 @@ impl TryFrom<Raw> for MessageRow {
             sent_at: r.sent_at,
             delivered_at: r.delivered_at,
             failed_at: r.failed_at,
+            attempt: u32::try_from(r.retry_count).map_err(|e| corrupt(e.to_string()))?,
+            segments: u32::try_from(r.segments).map_err(|e| corrupt(e.to_string()))?,
         })
     }
 }
 
 const COLUMNS: &str =
     "id, campaign_id, status, provider_message_id, bulk_id, delivery_status, error, \
-                       error_retryable, sent_at, delivered_at, failed_at";
+                       error_retryable, sent_at, delivered_at, failed_at, retry_count, segments";
 
 /// Rows by recipient id, in one round trip.
 pub async fn load_by_recipients(
@@ -95,7 +103,9 @@ pub async fn load_by_message_ids(
 }
 
 /// Writes message rows with one statement (arrays unnested server-side). The claim token is
-/// cleared as a row leaves `processing`.
+/// cleared as a row leaves `processing`; billing follows the status (accepted → charged,
+/// refused before acceptance → refunded). A row already reset for a newer attempt (retry-failed)
+/// is left alone.
 pub async fn write_rows(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[MessageRow],
@@ -122,16 +132,22 @@ pub async fn write_rows(
     let sent: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.sent_at).collect();
     let delivered: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.delivered_at).collect();
     let failed: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.failed_at).collect();
+    let attempts: Vec<i32> = rows.iter().map(|r| r.attempt as i32).collect();
     sqlx::query(
         "UPDATE campaign_recipients AS r SET
              status = u.status, provider_message_id = u.message_id, bulk_id = u.bulk_id,
              delivery_status = u.raw, error = u.error, error_retryable = u.retryable,
              sent_at = u.sent_at, delivered_at = u.delivered_at, failed_at = u.failed_at,
-             claim_token = CASE WHEN u.status = 'processing' THEN r.claim_token END
+             claim_token = CASE WHEN u.status = 'processing' THEN r.claim_token END,
+             billing_status = CASE
+                 WHEN u.sent_at IS NOT NULL THEN 'charged'
+                 WHEN u.status = 'failed' THEN 'refunded'
+                 ELSE r.billing_status END
          FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::text[],
-                     $7::bool[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[])
-              AS u(id, status, message_id, bulk_id, raw, error, retryable, sent_at, delivered_at, failed_at)
-         WHERE r.id = u.id",
+                     $7::bool[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::int[])
+              AS u(id, status, message_id, bulk_id, raw, error, retryable, sent_at, delivered_at,
+                   failed_at, attempt)
+         WHERE r.id = u.id AND r.retry_count <= u.attempt",
     )
     .bind(&ids)
     .bind(&status)
@@ -143,6 +159,7 @@ pub async fn write_rows(
     .bind(&sent)
     .bind(&delivered)
     .bind(&failed)
+    .bind(&attempts)
     .execute(&mut **tx)
     .await?;
     Ok(())

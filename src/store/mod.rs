@@ -6,6 +6,8 @@ pub mod api_keys;
 pub mod baseline;
 pub mod campaigns;
 pub mod checkpoints;
+pub mod contacts;
+pub mod enqueue;
 pub mod fixtures;
 pub mod messages;
 pub mod tenants;
@@ -85,11 +87,13 @@ pub fn until_available() -> backon::ExponentialBuilder {
         .without_max_times()
 }
 
-/// Runs `op` until it succeeds, waiting by [`until_available`] between attempts.
-pub async fn until_ok<T, F, Fut>(what: &str, mut op: F) -> T
+/// Runs `op` until it succeeds, waiting by [`until_available`] between attempts (Postgres or
+/// the broker away: nothing may be skipped, so waiting is the only safe choice).
+pub async fn until_ok<T, E, F, Fut>(what: &str, mut op: F) -> T
 where
+    E: std::fmt::Display,
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, StoreError>>,
+    Fut: std::future::Future<Output = Result<T, E>>,
 {
     use backon::BackoffBuilder;
     let mut delays = until_available().build();

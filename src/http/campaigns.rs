@@ -1,0 +1,486 @@
+//! Campaigns: definition (create, read, list, edit, delete) and lifecycle (enqueue, schedule,
+//! unschedule, pause, resume, cancel, retry-failed). Lifecycle commands run in the campaign's
+//! actor, which owns its status; a refused transition is a 409 naming the current status.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::Authenticated;
+use super::error::{error_response, ApiError};
+use super::AppState;
+use crate::actors::campaign::{Command, LifecycleReply};
+use crate::domain::{CampaignId, CampaignStatus, PhoneE164, TenantId};
+use crate::mitto::wire::valid_sender;
+use crate::store::campaigns::{self, CampaignRecord, Definition, EditError};
+use crate::store::enqueue::{EnqueueOutcome, StartError};
+
+/// Longest body accepted: ten concatenated GSM-7 parts.
+pub const MAX_BODY_CHARS: usize = 1530;
+/// Inline phones per campaign; larger audiences belong in a list.
+pub const MAX_INLINE_PHONES: usize = 100_000;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/campaigns", web::post().to(create))
+        .route("/v1/campaigns", web::get().to(list))
+        .route("/v1/campaigns/{id}", web::get().to(get))
+        .route("/v1/campaigns/{id}", web::patch().to(update))
+        .route("/v1/campaigns/{id}", web::delete().to(delete))
+        .route("/v1/campaigns/{id}/{action}", web::post().to(action))
+        .route("/campaigns/{id}/enqueue", web::post().to(seed_enqueue));
+}
+
+/// Errors of campaign routes.
+#[derive(Debug, thiserror::Error)]
+pub enum CampaignError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error("{0}")]
+    Start(#[from] StartError),
+}
+
+impl ResponseError for CampaignError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Api(e) => e.status_code(),
+            Self::Start(e) => match e {
+                StartError::NotFound => StatusCode::NOT_FOUND,
+                StartError::Refused(_) => StatusCode::CONFLICT,
+                StartError::SubscriptionRequired => StatusCode::FORBIDDEN,
+                StartError::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
+                StartError::NoRecipients => StatusCode::BAD_REQUEST,
+                StartError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let e = match self {
+            Self::Api(api) => return api.error_response(),
+            Self::Start(e) => e,
+        };
+        let status = self.status_code();
+        let (code, extra) = match e {
+            StartError::NotFound => ("NOT_FOUND", json!({})),
+            StartError::Refused(current) => ("INVALID_STATE", json!({ "status": current })),
+            StartError::SubscriptionRequired => ("SUBSCRIPTION_REQUIRED", json!({})),
+            StartError::InsufficientCredits {
+                required,
+                available,
+            } => (
+                "INSUFFICIENT_CREDITS",
+                json!({ "required": required, "available": available }),
+            ),
+            StartError::NoRecipients => ("NO_RECIPIENTS", json!({})),
+            StartError::Store(cause) => {
+                tracing::error!(error = %cause, "campaign command failed unexpectedly");
+                return error_response(status, "INTERNAL", "internal error".into());
+            }
+        };
+        let mut error = json!({ "code": code, "message": e.to_string() });
+        if let (Value::Object(error), Value::Object(extra)) = (&mut error, extra) {
+            error.extend(extra);
+        }
+        HttpResponse::build(status).json(json!({ "error": error }))
+    }
+}
+
+impl From<EditError> for CampaignError {
+    fn from(e: EditError) -> Self {
+        match e {
+            EditError::NotFound => Self::Start(StartError::NotFound),
+            EditError::Refused(s) => Self::Start(StartError::Refused(s)),
+            EditError::Store(e) => Self::Start(StartError::Store(e)),
+        }
+    }
+}
+
+fn unexpected(e: impl Into<anyhow::Error>) -> CampaignError {
+    CampaignError::Api(ApiError::Unexpected(e.into()))
+}
+
+fn bad_request(message: impl Into<String>) -> CampaignError {
+    CampaignError::Api(ApiError::BadRequest(message.into()))
+}
+
+fn campaign_id(raw: &str) -> Result<CampaignId, CampaignError> {
+    raw.parse()
+        .map_err(|_| CampaignError::Start(StartError::NotFound))
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AudienceInput {
+    #[serde(default)]
+    list_id: Option<i64>,
+    #[serde(default)]
+    list_ids: Vec<i64>,
+    #[serde(default)]
+    phones: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CampaignInput {
+    name: Option<String>,
+    body: Option<String>,
+    sender: Option<String>,
+    traffic_account_id: Option<uuid::Uuid>,
+    audience: Option<AudienceInput>,
+    /// `null` in a PATCH unschedules (back to draft).
+    #[serde(default, with = "double_option")]
+    scheduled_at: Option<Option<DateTime<Utc>>>,
+}
+
+/// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
+mod double_option {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
+        Option::<T>::deserialize(d).map(Some)
+    }
+}
+
+/// Validates a definition: what every campaign must have, with one message per problem.
+async fn definition(
+    state: &AppState,
+    tenant: TenantId,
+    input: CampaignInput,
+    base: Option<&CampaignRecord>,
+) -> Result<Definition, CampaignError> {
+    let mut problems = Vec::new();
+    let name = input
+        .name
+        .or_else(|| base.map(|b| b.name.clone()))
+        .unwrap_or_default();
+    if name.trim().is_empty() || name.chars().count() > 200 {
+        problems.push("name must be 1 to 200 characters".to_owned());
+    }
+    let body = input
+        .body
+        .or_else(|| base.map(|b| b.body.clone()))
+        .unwrap_or_default();
+    if body.trim().is_empty() || body.chars().count() > MAX_BODY_CHARS {
+        problems.push(format!("body must be 1 to {MAX_BODY_CHARS} characters"));
+    }
+    let sender = input
+        .sender
+        .or_else(|| base.map(|b| b.sender.clone()))
+        .unwrap_or_else(|| state.settings.mitto.sender.clone());
+    if !valid_sender(&sender) {
+        problems.push(format!(
+            "sender {sender:?} must be 1-16 digits or 1-11 letters, digits, space, '.', '_', '-'"
+        ));
+    }
+    let traffic_account_id = input
+        .traffic_account_id
+        .or_else(|| base.and_then(|b| b.traffic_account_id));
+    if traffic_account_id.is_none() && state.default_traffic_account.is_none() {
+        problems.push(
+            "trafficAccountId is required (no mitto.traffic_account_id is configured)".into(),
+        );
+    }
+    let audience = match input.audience {
+        Some(a) => audience(state, tenant, a, &mut problems).await?,
+        None => base.map_or_else(
+            || json!({ "listIds": [], "phones": [] }),
+            |b| b.audience.clone(),
+        ),
+    };
+    let scheduled_at = match input.scheduled_at {
+        Some(at) => at,
+        None => base.and_then(|b| b.scheduled_at),
+    };
+    if !problems.is_empty() {
+        return Err(bad_request(problems.join("; ")));
+    }
+    Ok(Definition {
+        name: name.trim().to_owned(),
+        body,
+        sender,
+        traffic_account_id,
+        audience,
+        scheduled_at,
+    })
+}
+
+async fn audience(
+    state: &AppState,
+    tenant: TenantId,
+    input: AudienceInput,
+    problems: &mut Vec<String>,
+) -> Result<Value, CampaignError> {
+    let mut lists = input.list_ids;
+    lists.extend(input.list_id);
+    lists.sort_unstable();
+    lists.dedup();
+    for id in &lists {
+        let found = crate::store::contacts::find_list(&state.pool, tenant, *id)
+            .await
+            .map_err(unexpected)?;
+        if found.is_none() {
+            problems.push(format!("list {id} not found"));
+        }
+    }
+    if input.phones.len() > MAX_INLINE_PHONES {
+        problems.push(format!(
+            "at most {MAX_INLINE_PHONES} inline phones; use a list"
+        ));
+    }
+    let mut phones = Vec::with_capacity(input.phones.len());
+    for raw in &input.phones {
+        match PhoneE164::parse(raw) {
+            Ok(p) => phones.push(p.as_str().to_owned()),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    Ok(json!({ "listIds": lists, "phones": phones }))
+}
+
+async fn create(
+    auth: Authenticated,
+    body: web::Json<CampaignInput>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, CampaignError> {
+    let def = definition(&state, auth.tenant, body.into_inner(), None).await?;
+    let record = campaigns::create(&state.pool, auth.tenant, &def)
+        .await
+        .map_err(unexpected)?;
+    Ok(HttpResponse::Created().json(record))
+}
+
+async fn find(
+    state: &AppState,
+    tenant: TenantId,
+    id: CampaignId,
+) -> Result<CampaignRecord, CampaignError> {
+    campaigns::find(&state.pool, tenant, id.get())
+        .await
+        .map_err(unexpected)?
+        .ok_or(CampaignError::Start(StartError::NotFound))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ShowQuery {
+    #[serde(default)]
+    with_stats: bool,
+}
+
+/// A campaign as JSON, with its stats from the actor when asked.
+async fn view(state: &AppState, record: CampaignRecord, with_stats: bool) -> Value {
+    let stats = match (with_stats, CampaignId::new(record.id)) {
+        (true, Ok(id)) => state.events.registry.stats(id).await.map(|(_, s)| s),
+        _ => None,
+    };
+    let mut value = serde_json::to_value(&record).unwrap_or(Value::Null);
+    if let (Value::Object(map), Some(stats)) = (&mut value, stats) {
+        map.insert(
+            "stats".into(),
+            serde_json::to_value(stats).unwrap_or(Value::Null),
+        );
+    }
+    value
+}
+
+async fn get(
+    auth: Authenticated,
+    path: web::Path<String>,
+    query: web::Query<ShowQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, CampaignError> {
+    let record = find(&state, auth.tenant, campaign_id(&path)?).await?;
+    Ok(HttpResponse::Ok().json(view(&state, record, query.with_stats).await))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListQuery {
+    #[serde(default = "one")]
+    page: i64,
+    #[serde(default = "ten")]
+    page_size: i64,
+    status: Option<String>,
+    search: Option<String>,
+    #[serde(default)]
+    with_stats: bool,
+}
+
+fn one() -> i64 {
+    1
+}
+
+fn ten() -> i64 {
+    10
+}
+
+async fn list(
+    auth: Authenticated,
+    query: web::Query<ListQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, CampaignError> {
+    let q = query.into_inner();
+    if q.page < 1 || !(1..=100).contains(&q.page_size) {
+        return Err(bad_request("page must be >= 1 and pageSize 1 to 100"));
+    }
+    let status = q
+        .status
+        .as_deref()
+        .map(CampaignStatus::parse)
+        .transpose()
+        .map_err(|e| bad_request(e.to_string()))?;
+    let search = q.search.as_deref().filter(|s| !s.trim().is_empty());
+    let (records, total) = campaigns::list(
+        &state.pool,
+        auth.tenant,
+        status,
+        search,
+        q.page,
+        q.page_size,
+    )
+    .await
+    .map_err(unexpected)?;
+    let mut items = Vec::with_capacity(records.len());
+    for record in records {
+        items.push(view(&state, record, q.with_stats).await);
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "items": items, "page": q.page, "pageSize": q.page_size, "total": total
+    })))
+}
+
+async fn update(
+    auth: Authenticated,
+    path: web::Path<String>,
+    body: web::Json<CampaignInput>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, CampaignError> {
+    let id = campaign_id(&path)?;
+    let current = find(&state, auth.tenant, id).await?;
+    let def = definition(&state, auth.tenant, body.into_inner(), Some(&current)).await?;
+    let record = campaigns::update(&state.pool, auth.tenant, id.get(), &def).await?;
+    state.events.registry.reload(id).await;
+    Ok(HttpResponse::Ok().json(record))
+}
+
+async fn delete(
+    auth: Authenticated,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, CampaignError> {
+    let id = campaign_id(&path)?;
+    campaigns::delete(&state.pool, auth.tenant, id.get()).await?;
+    state.events.registry.reload(id).await;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ScheduleInput {
+    scheduled_at: DateTime<Utc>,
+}
+
+/// `POST /api/v1/campaigns/{id}/{action}`.
+async fn action(
+    auth: Authenticated,
+    path: web::Path<(String, String)>,
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, CampaignError> {
+    let (raw_id, action) = path.into_inner();
+    let id = campaign_id(&raw_id)?;
+    let command = match action.as_str() {
+        "enqueue" => return enqueue(&state, auth, id, &req).await,
+        "schedule" => {
+            let input: ScheduleInput = serde_json::from_slice(&body)
+                .map_err(|e| bad_request(format!("expected {{\"scheduledAt\": RFC 3339}}: {e}")))?;
+            Command::Schedule(input.scheduled_at)
+        }
+        "unschedule" => Command::Unschedule,
+        "pause" => Command::Pause,
+        "resume" => Command::Resume,
+        "cancel" => Command::Cancel,
+        "retry-failed" => Command::RetryFailed,
+        other => {
+            return Err(CampaignError::Api(ApiError::NotFound(format!(
+                "no campaign action {other:?}"
+            ))))
+        }
+    };
+    match run(&state, auth, id, command).await? {
+        LifecycleReply::Changed { status, affected } => Ok(HttpResponse::Ok()
+            .json(json!({ "campaignId": id, "status": status, "affected": affected }))),
+        LifecycleReply::Enqueued(_) => Err(unexpected(anyhow::anyhow!("unexpected enqueue reply"))),
+    }
+}
+
+async fn run(
+    state: &AppState,
+    auth: Authenticated,
+    id: CampaignId,
+    command: Command,
+) -> Result<LifecycleReply, CampaignError> {
+    let reply = state
+        .events
+        .registry
+        .lifecycle(id, auth.tenant, command)
+        .await
+        .ok_or_else(|| {
+            CampaignError::Api(ApiError::Unavailable(
+                "the campaign is not reachable; try again".into(),
+            ))
+        })?;
+    Ok(reply?)
+}
+
+/// Enqueue: `Idempotency-Key` makes a repeated call return the first answer and do nothing.
+async fn enqueue(
+    state: &AppState,
+    auth: Authenticated,
+    id: CampaignId,
+    req: &HttpRequest,
+) -> Result<HttpResponse, CampaignError> {
+    let key = match req.headers().get("Idempotency-Key") {
+        Some(v) => {
+            let key = v
+                .to_str()
+                .ok()
+                .map(str::trim)
+                .filter(|k| (1..=200).contains(&k.len()))
+                .ok_or_else(|| {
+                    bad_request("Idempotency-Key must be 1 to 200 visible characters")
+                })?;
+            Some(key.to_owned())
+        }
+        None => None,
+    };
+    let command = Command::Enqueue {
+        idempotency_key: key,
+    };
+    match run(state, auth, id, command).await? {
+        LifecycleReply::Enqueued(EnqueueOutcome::Done(answer)) => {
+            Ok(HttpResponse::Ok().json(answer))
+        }
+        LifecycleReply::Enqueued(EnqueueOutcome::Replayed(first)) => Ok(HttpResponse::Ok()
+            .insert_header(("Idempotent-Replayed", "true"))
+            .json(first)),
+        LifecycleReply::Changed { .. } => Err(unexpected(anyhow::anyhow!("unexpected reply"))),
+    }
+}
+
+/// `POST /api/campaigns/{id}/enqueue`, the replaced system's path.
+async fn seed_enqueue(
+    auth: Authenticated,
+    path: web::Path<String>,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, CampaignError> {
+    enqueue(&state, auth, campaign_id(&path)?, &req).await
+}

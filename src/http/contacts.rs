@@ -1,0 +1,306 @@
+//! Contacts (JSON and CSV import) and lists. Phones are normalised to E.164 at the boundary;
+//! an unsubscribed contact is kept but never messaged.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::auth::Authenticated;
+use super::error::ApiError;
+use super::AppState;
+use crate::domain::PhoneE164;
+use crate::store::contacts::{self, NewContact};
+
+/// The largest CSV import accepted in one request.
+pub const MAX_IMPORT_BYTES: usize = 64 << 20;
+/// Contacts upserted per statement.
+const CHUNK: usize = 10_000;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/contacts", web::post().to(create))
+        .service(
+            web::resource("/v1/contacts/import")
+                .app_data(web::PayloadConfig::new(MAX_IMPORT_BYTES))
+                .route(web::post().to(import)),
+        )
+        .route("/v1/lists", web::post().to(create_list))
+        .route("/v1/lists/{id}", web::get().to(get_list))
+        .route("/v1/lists/{id}/members", web::post().to(add_members))
+        .route("/v1/lists/{id}/members", web::delete().to(remove_members));
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ContactInput {
+    phone: String,
+    #[serde(default)]
+    first_name: Option<String>,
+    #[serde(default)]
+    last_name: Option<String>,
+    #[serde(default)]
+    attributes: Map<String, Value>,
+    #[serde(default)]
+    unsubscribed: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    Many(Vec<ContactInput>),
+    One(ContactInput),
+}
+
+impl ContactInput {
+    fn parse(self) -> Result<NewContact, String> {
+        let phone = PhoneE164::parse(&self.phone).map_err(|e| e.to_string())?;
+        Ok(NewContact {
+            phone: Some(phone),
+            first_name: self.first_name,
+            last_name: self.last_name,
+            attributes: self.attributes,
+            unsubscribed: self.unsubscribed,
+        })
+    }
+}
+
+/// `POST /api/v1/contacts`: one object or an array; all valid or nothing stored.
+async fn create(
+    auth: Authenticated,
+    body: web::Json<OneOrMany>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let inputs = match body.into_inner() {
+        OneOrMany::Many(v) => v,
+        OneOrMany::One(c) => vec![c],
+    };
+    let mut good = Vec::with_capacity(inputs.len());
+    let mut bad = Vec::new();
+    for (index, input) in inputs.into_iter().enumerate() {
+        match input.parse() {
+            Ok(c) => good.push(c),
+            Err(error) => bad.push(format!("item {index}: {error}")),
+        }
+    }
+    if !bad.is_empty() {
+        return Err(ApiError::BadRequest(bad.join("; ")));
+    }
+    if good.is_empty() {
+        return Err(ApiError::BadRequest("no contacts given".into()));
+    }
+    let mut saved = Vec::with_capacity(good.len());
+    for chunk in good.chunks(CHUNK) {
+        let rows = contacts::upsert(&state.pool, auth.tenant, chunk)
+            .await
+            .map_err(|e| ApiError::Unexpected(e.into()))?;
+        saved.extend(rows);
+    }
+    Ok(HttpResponse::Created().json(json!({ "saved": saved.len(), "contacts": saved })))
+}
+
+/// One CSV line that could not be imported.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RowError {
+    pub line: u64,
+    pub error: String,
+}
+
+/// Parses a contacts CSV: a header row with `phone` (required), `first_name`, `last_name`;
+/// other columns become attributes. Bad rows are reported by line and skipped.
+pub fn parse_csv(data: &[u8]) -> Result<(Vec<NewContact>, Vec<RowError>), String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .flexible(true)
+        .from_reader(data);
+    let headers: Vec<String> = reader
+        .headers()
+        .map_err(|e| format!("the header row cannot be read: {e}"))?
+        .iter()
+        .map(|h| h.to_ascii_lowercase().replace([' ', '-'], "_"))
+        .collect();
+    let column = |name: &str| headers.iter().position(|h| h == name);
+    let phone_at = column("phone").ok_or("the header row has no \"phone\" column")?;
+    let first_at = column("first_name").or_else(|| column("firstname"));
+    let last_at = column("last_name").or_else(|| column("lastname"));
+    let (mut good, mut bad) = (Vec::new(), Vec::new());
+    for record in reader.records() {
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                bad.push(RowError {
+                    line,
+                    error: e.to_string(),
+                });
+                continue;
+            }
+        };
+        let line = record.position().map_or(0, |p| p.line());
+        let field = |at: Option<usize>| {
+            at.and_then(|i| record.get(i))
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let phone = match PhoneE164::parse(record.get(phone_at).unwrap_or_default()) {
+            Ok(p) => p,
+            Err(e) => {
+                bad.push(RowError {
+                    line,
+                    error: e.to_string(),
+                });
+                continue;
+            }
+        };
+        let attributes = headers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != phone_at && Some(*i) != first_at && Some(*i) != last_at)
+            .filter_map(|(i, h)| {
+                record
+                    .get(i)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| (h.clone(), Value::from(v)))
+            })
+            .collect();
+        good.push(NewContact {
+            phone: Some(phone),
+            first_name: field(first_at),
+            last_name: field(last_at),
+            attributes,
+            unsubscribed: None,
+        });
+    }
+    Ok((good, bad))
+}
+
+/// `POST /api/v1/contacts/import` (text/csv): good rows kept, bad rows reported by line.
+async fn import(
+    auth: Authenticated,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (good, bad) = parse_csv(&body).map_err(ApiError::BadRequest)?;
+    let mut imported = 0;
+    for chunk in good.chunks(CHUNK) {
+        imported += contacts::upsert(&state.pool, auth.tenant, chunk)
+            .await
+            .map_err(|e| ApiError::Unexpected(e.into()))?
+            .len();
+    }
+    Ok(
+        HttpResponse::Ok()
+            .json(json!({ "imported": imported, "failed": bad.len(), "errors": bad })),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ListInput {
+    name: String,
+    #[serde(default)]
+    contact_ids: Vec<i64>,
+}
+
+async fn create_list(
+    auth: Authenticated,
+    body: web::Json<ListInput>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(ApiError::BadRequest(
+            "name must be 1 to 200 characters".into(),
+        ));
+    }
+    let unexpected = |e: crate::store::StoreError| ApiError::Unexpected(e.into());
+    let id = contacts::create_list(&state.pool, auth.tenant, name)
+        .await
+        .map_err(unexpected)?
+        .ok_or_else(|| ApiError::Conflict(format!("a list named {name:?} already exists")))?;
+    contacts::add_members(&state.pool, auth.tenant, id, &body.contact_ids)
+        .await
+        .map_err(unexpected)?;
+    let list = contacts::find_list(&state.pool, auth.tenant, id)
+        .await
+        .map_err(unexpected)?;
+    Ok(HttpResponse::Created().json(list))
+}
+
+async fn owned_list(state: &AppState, auth: Authenticated, id: &str) -> Result<i64, ApiError> {
+    let not_found = || ApiError::NotFound(format!("list {id} not found"));
+    let id: i64 = id.parse().map_err(|_| not_found())?;
+    contacts::find_list(&state.pool, auth.tenant, id)
+        .await
+        .map_err(|e| ApiError::Unexpected(e.into()))?
+        .map(|l| l.id)
+        .ok_or_else(not_found)
+}
+
+async fn get_list(
+    auth: Authenticated,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = owned_list(&state, auth, &path).await?;
+    let list = contacts::find_list(&state.pool, auth.tenant, id)
+        .await
+        .map_err(|e| ApiError::Unexpected(e.into()))?;
+    Ok(HttpResponse::Ok().json(list))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Members {
+    contact_ids: Vec<i64>,
+}
+
+async fn add_members(
+    auth: Authenticated,
+    path: web::Path<String>,
+    body: web::Json<Members>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = owned_list(&state, auth, &path).await?;
+    let added = contacts::add_members(&state.pool, auth.tenant, id, &body.contact_ids)
+        .await
+        .map_err(|e| ApiError::Unexpected(e.into()))?;
+    Ok(HttpResponse::Ok().json(json!({ "added": added })))
+}
+
+async fn remove_members(
+    auth: Authenticated,
+    path: web::Path<String>,
+    body: web::Json<Members>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = owned_list(&state, auth, &path).await?;
+    let removed = contacts::remove_members(&state.pool, auth.tenant, id, &body.contact_ids)
+        .await
+        .map_err(|e| ApiError::Unexpected(e.into()))?;
+    Ok(HttpResponse::Ok().json(json!({ "removed": removed })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_rows_become_contacts_and_bad_rows_are_reported_by_line() {
+        let csv = "phone,first_name,last_name,city\n\
+                   +30 698 430 3406,Ann,Lee,Athens\n\
+                   not-a-phone,Bob,,\n\
+                   0030 6984303407,,,\n";
+        let (good, bad) = parse_csv(csv.as_bytes()).unwrap();
+        assert_eq!(good.len(), 2);
+        assert_eq!(good[0].phone.as_ref().unwrap().as_str(), "+306984303406");
+        assert_eq!(good[0].first_name.as_deref(), Some("Ann"));
+        assert_eq!(good[0].attributes.get("city"), Some(&Value::from("Athens")));
+        assert!(good[1].first_name.is_none() && good[1].attributes.is_empty());
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].line, 3);
+    }
+
+    #[test]
+    fn a_csv_without_a_phone_column_is_refused() {
+        assert!(parse_csv(b"name\nAnn\n").is_err());
+    }
+}

@@ -1,0 +1,171 @@
+//! Contacts and lists of a tenant.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use super::StoreError;
+use crate::domain::{PhoneE164, TenantId};
+
+/// A contact as given (phone already normalised). Fields left `None` keep their stored value.
+#[derive(Debug, Clone, Default)]
+pub struct NewContact {
+    pub phone: Option<PhoneE164>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+    /// `Some(true)` unsubscribes (kept, never messaged), `Some(false)` resubscribes.
+    pub unsubscribed: Option<bool>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct Contact {
+    pub id: i64,
+    pub phone: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub attributes: serde_json::Value,
+    pub unsubscribed_at: Option<DateTime<Utc>>,
+}
+
+/// Inserts or updates contacts by phone, in one statement; returns them in input order.
+pub async fn upsert(
+    pool: &PgPool,
+    tenant: TenantId,
+    contacts: &[NewContact],
+) -> Result<Vec<Contact>, StoreError> {
+    let phones: Vec<&str> = contacts
+        .iter()
+        .map(|c| c.phone.as_ref().map_or("", PhoneE164::as_str))
+        .collect();
+    let first: Vec<Option<&str>> = contacts.iter().map(|c| c.first_name.as_deref()).collect();
+    let last: Vec<Option<&str>> = contacts.iter().map(|c| c.last_name.as_deref()).collect();
+    let attrs: Vec<serde_json::Value> = contacts
+        .iter()
+        .map(|c| serde_json::Value::Object(c.attributes.clone()))
+        .collect();
+    let unsub: Vec<Option<bool>> = contacts.iter().map(|c| c.unsubscribed).collect();
+    // a phone given twice in one request: the last occurrence wins
+    let rows = sqlx::query_as(
+        "WITH input AS (
+             SELECT DISTINCT ON (phone) phone, first_name, last_name, attributes, unsub, ord
+             FROM UNNEST($2::text[], $3::text[], $4::text[], $5::jsonb[], $6::bool[])
+                  WITH ORDINALITY AS u(phone, first_name, last_name, attributes, unsub, ord)
+             ORDER BY phone, ord DESC
+         ), upserted AS (
+             INSERT INTO contacts (tenant_id, phone_e164, first_name, last_name, attributes, unsubscribed_at)
+             SELECT $1, phone, first_name, last_name, attributes,
+                    CASE WHEN unsub THEN now() END
+             FROM input ORDER BY phone
+             ON CONFLICT (tenant_id, phone_e164) DO UPDATE SET
+                 first_name = COALESCE(EXCLUDED.first_name, contacts.first_name),
+                 last_name = COALESCE(EXCLUDED.last_name, contacts.last_name),
+                 attributes = contacts.attributes || EXCLUDED.attributes,
+                 unsubscribed_at = CASE
+                     WHEN (SELECT unsub FROM input i WHERE i.phone = EXCLUDED.phone_e164) IS NULL
+                         THEN contacts.unsubscribed_at
+                     WHEN (SELECT unsub FROM input i WHERE i.phone = EXCLUDED.phone_e164)
+                         THEN COALESCE(contacts.unsubscribed_at, now())
+                 END,
+                 updated_at = now()
+             RETURNING id, phone_e164 AS phone, first_name, last_name, attributes, unsubscribed_at
+         )
+         SELECT u.* FROM upserted u
+         JOIN UNNEST($2::text[]) WITH ORDINALITY AS o(phone, ord) ON o.phone = u.phone
+         ORDER BY o.ord",
+    )
+    .bind(tenant.get())
+    .bind(&phones)
+    .bind(&first)
+    .bind(&last)
+    .bind(&attrs)
+    .bind(&unsub)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
+
+/// Creates a list; `None` when the tenant already has one of that name.
+pub async fn create_list(
+    pool: &PgPool,
+    tenant: TenantId,
+    name: &str,
+) -> Result<Option<i64>, StoreError> {
+    let id = sqlx::query_scalar(
+        "INSERT INTO lists (tenant_id, name) VALUES ($1, $2)
+         ON CONFLICT (tenant_id, name) DO NOTHING RETURNING id",
+    )
+    .bind(tenant.get())
+    .bind(name.trim())
+    .fetch_optional(pool)
+    .await?;
+    Ok(id)
+}
+
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct List {
+    pub id: i64,
+    pub name: String,
+    pub members: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The tenant's list, or `None` (absent or another tenant's).
+pub async fn find_list(
+    pool: &PgPool,
+    tenant: TenantId,
+    id: i64,
+) -> Result<Option<List>, StoreError> {
+    let list = sqlx::query_as(
+        "SELECT l.id, l.name, l.created_at,
+                (SELECT count(*) FROM list_members m WHERE m.list_id = l.id) AS members
+         FROM lists l WHERE l.id = $1 AND l.tenant_id = $2",
+    )
+    .bind(id)
+    .bind(tenant.get())
+    .fetch_optional(pool)
+    .await?;
+    Ok(list)
+}
+
+/// Adds contacts (the tenant's own, by id) to a list; returns how many were new members.
+pub async fn add_members(
+    pool: &PgPool,
+    tenant: TenantId,
+    list: i64,
+    contacts: &[i64],
+) -> Result<u64, StoreError> {
+    let added = sqlx::query(
+        "INSERT INTO list_members (list_id, contact_id)
+         SELECT $1, c.id FROM contacts c
+         WHERE c.tenant_id = $2 AND c.id = ANY($3)
+           AND EXISTS (SELECT 1 FROM lists l WHERE l.id = $1 AND l.tenant_id = $2)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(list)
+    .bind(tenant.get())
+    .bind(contacts)
+    .execute(pool)
+    .await?;
+    Ok(added.rows_affected())
+}
+
+/// Removes contacts from a list; returns how many were members.
+pub async fn remove_members(
+    pool: &PgPool,
+    tenant: TenantId,
+    list: i64,
+    contacts: &[i64],
+) -> Result<u64, StoreError> {
+    let removed = sqlx::query(
+        "DELETE FROM list_members m USING lists l
+         WHERE m.list_id = l.id AND l.id = $1 AND l.tenant_id = $2 AND m.contact_id = ANY($3)",
+    )
+    .bind(list)
+    .bind(tenant.get())
+    .bind(contacts)
+    .execute(pool)
+    .await?;
+    Ok(removed.rows_affected())
+}

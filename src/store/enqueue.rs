@@ -1,0 +1,528 @@
+//! The sending side's writes to `campaign_recipients`, all owned by the campaign's actor:
+//! enqueue (recipients + credit reservation, one transaction), claims (`queued → processing`
+//! before any network call), cancel, retry-failed, and the release of orphaned claims.
+
+use std::collections::HashMap;
+
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::domain::{
+    CampaignId, CampaignStatus, Fields, PhoneE164, RecipientId, Segments, Template, TenantId,
+};
+
+/// Why an enqueue (or another start of sending) was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("campaign not found")]
+    NotFound,
+    #[error("campaign is {0}")]
+    Refused(CampaignStatus),
+    #[error("the tenant's subscription is not active")]
+    SubscriptionRequired,
+    #[error("{required} credits are needed, {available} are available")]
+    InsufficientCredits { required: i64, available: i64 },
+    #[error("the campaign has no recipients to send to")]
+    NoRecipients,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for StartError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(e.into())
+    }
+}
+
+/// A successful enqueue, as the seed's endpoint answers it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Enqueued {
+    pub ok: bool,
+    /// Recipients waiting to be sent after this enqueue.
+    pub queued: i64,
+    /// Mitto bulk requests those recipients make.
+    pub enqueued_jobs: i64,
+    /// Recipients added by this call (0 on a repeated enqueue of a paused campaign).
+    pub added: i64,
+    /// Credits reserved by this call.
+    pub reserved: i64,
+}
+
+/// What an enqueue did, or the first answer of an earlier call with the same key.
+#[derive(Debug, Clone)]
+pub enum EnqueueOutcome {
+    Done(Enqueued),
+    Replayed(serde_json::Value),
+}
+
+#[derive(Debug, serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct Audience {
+    list_ids: Vec<i64>,
+    phones: Vec<String>,
+}
+
+/// Enqueues a campaign in one transaction (DESIGN.md section 5): idempotency key, tenant
+/// lock (subscription, credits), campaign status claim, recipients deduplicated by phone with
+/// unsubscribed contacts skipped, texts rendered and their segments counted, credits reserved.
+#[tracing::instrument(skip(pool), fields(campaign_id = %campaign))]
+pub async fn enqueue(
+    pool: &PgPool,
+    tenant: TenantId,
+    campaign: CampaignId,
+    idempotency_key: Option<&str>,
+    batch_size: usize,
+) -> Result<EnqueueOutcome, StartError> {
+    let mut tx = pool.begin().await?;
+    if let Some(key) = idempotency_key {
+        if let Some(first) = claim_key(&mut tx, tenant, campaign, key).await? {
+            return Ok(EnqueueOutcome::Replayed(first));
+        }
+    }
+    let available = lock_tenant(&mut tx, tenant).await?;
+    let (status, body, audience) = lock_campaign(&mut tx, tenant, campaign).await?;
+    if !status.can_start() {
+        return Err(StartError::Refused(status));
+    }
+    let (added, required) = insert_recipients(&mut tx, tenant, campaign, &body, audience).await?;
+    let queued: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM campaign_recipients WHERE campaign_id = $1 AND status = 'queued'",
+    )
+    .bind(campaign.get())
+    .fetch_one(&mut *tx)
+    .await?;
+    if queued == 0 && status != CampaignStatus::Paused {
+        return Err(StartError::NoRecipients);
+    }
+    if required > available {
+        return Err(StartError::InsufficientCredits {
+            required,
+            available,
+        });
+    }
+    reserve(&mut tx, tenant, campaign, required).await?;
+    let answer = Enqueued {
+        ok: true,
+        queued,
+        enqueued_jobs: (queued.max(0) as u64).div_ceil(batch_size.max(1) as u64) as i64,
+        added,
+        reserved: required,
+    };
+    if let Some(key) = idempotency_key {
+        sqlx::query("UPDATE idempotency_keys SET status = 200, response = $3 WHERE tenant_id = $1 AND key = $2")
+            .bind(tenant.get())
+            .bind(key)
+            .bind(serde_json::to_value(&answer).map_err(|e| StoreError::Corrupt(e.to_string()))?)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(EnqueueOutcome::Done(answer))
+}
+
+/// Takes the key for this call, or returns the answer stored under it. A concurrent call with
+/// the same key waits here until the first one commits (or rolls back, freeing the key).
+async fn claim_key(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: TenantId,
+    campaign: CampaignId,
+    key: &str,
+) -> Result<Option<serde_json::Value>, StartError> {
+    let taken = sqlx::query(
+        "INSERT INTO idempotency_keys (tenant_id, key, campaign_id, status, response)
+         VALUES ($1, $2, $3, 0, '{}') ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant.get())
+    .bind(key)
+    .bind(campaign.get())
+    .execute(&mut **tx)
+    .await?;
+    if taken.rows_affected() == 1 {
+        return Ok(None);
+    }
+    let first = sqlx::query_scalar(
+        "SELECT response FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
+    )
+    .bind(tenant.get())
+    .bind(key)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(Some(first))
+}
+
+/// Locks the tenant row and returns its available credits, if its subscription is active.
+async fn lock_tenant(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: TenantId,
+) -> Result<i64, StartError> {
+    let (active, balance): (bool, i64) = sqlx::query_as(
+        "SELECT subscription_active AND (subscription_until IS NULL OR subscription_until > now()),
+                credit_balance
+         FROM tenants WHERE id = $1 FOR UPDATE",
+    )
+    .bind(tenant.get())
+    .fetch_one(&mut **tx)
+    .await?;
+    if !active {
+        return Err(StartError::SubscriptionRequired);
+    }
+    Ok(balance)
+}
+
+async fn lock_campaign(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: TenantId,
+    campaign: CampaignId,
+) -> Result<(CampaignStatus, String, serde_json::Value), StartError> {
+    let row: Option<(String, String, serde_json::Value)> = sqlx::query_as(
+        "SELECT status, body, audience FROM campaigns WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
+    )
+    .bind(campaign.get())
+    .bind(tenant.get())
+    .fetch_optional(&mut **tx)
+    .await?;
+    let (status, body, audience) = row.ok_or(StartError::NotFound)?;
+    let status = CampaignStatus::parse(&status).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok((status, body, audience))
+}
+
+/// Inserts the audience's recipients; returns (added, segments of the added).
+async fn insert_recipients(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: TenantId,
+    campaign: CampaignId,
+    body: &str,
+    audience: serde_json::Value,
+) -> Result<(i64, i64), StartError> {
+    let audience: Audience = serde_json::from_value(audience)
+        .map_err(|e| StoreError::Corrupt(format!("campaign {campaign} audience: {e}")))?;
+    let phones: Vec<String> = audience
+        .phones
+        .iter()
+        .filter_map(|p| PhoneE164::parse(p).ok().map(|p| p.as_str().to_owned()))
+        .collect();
+    let template = Template::parse(body);
+    if template.is_static() {
+        let segments = Segments::count(body).parts as i16;
+        let (added, required): (i64, i64) = sqlx::query_as(&format!(
+            "WITH {AUDIENCE}, ins AS (
+                 INSERT INTO campaign_recipients (campaign_id, tenant_id, phone_e164, contact_id, segments)
+                 SELECT $4, $1, phone, contact_id, $5 FROM audience ORDER BY phone
+                 ON CONFLICT (campaign_id, phone_e164) DO NOTHING
+                 RETURNING segments
+             )
+             SELECT count(*), COALESCE(sum(segments), 0)::bigint FROM ins"
+        ))
+        .bind(tenant.get())
+        .bind(&audience.list_ids)
+        .bind(&phones)
+        .bind(campaign.get())
+        .bind(segments)
+        .fetch_one(&mut **tx)
+        .await?;
+        return Ok((added, required));
+    }
+    insert_rendered(tx, tenant, campaign, &template, &audience.list_ids, &phones).await
+}
+
+/// The audience as (phone, contact_id, first_name, last_name, attributes): list members and
+/// inline phones, each phone once, unsubscribed contacts left out. Binds: $1 tenant,
+/// $2 list ids, $3 inline phones.
+const AUDIENCE: &str = "audience AS (
+    SELECT DISTINCT ON (phone) phone, contact_id, first_name, last_name, attributes FROM (
+        SELECT c.phone_e164 AS phone, c.id AS contact_id, c.first_name, c.last_name, c.attributes
+        FROM list_members m
+        JOIN lists l ON l.id = m.list_id AND l.tenant_id = $1
+        JOIN contacts c ON c.id = m.contact_id
+        WHERE m.list_id = ANY($2) AND c.unsubscribed_at IS NULL
+        UNION ALL
+        SELECT p, c.id, c.first_name, c.last_name, COALESCE(c.attributes, '{}'::jsonb)
+        FROM UNNEST($3::text[]) AS p
+        LEFT JOIN contacts c ON c.tenant_id = $1 AND c.phone_e164 = p
+        WHERE c.unsubscribed_at IS NULL
+    ) a ORDER BY phone, contact_id NULLS LAST
+)";
+
+type AudienceRow = (
+    String,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    serde_json::Value,
+);
+
+async fn insert_rendered(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: TenantId,
+    campaign: CampaignId,
+    template: &Template,
+    lists: &[i64],
+    phones: &[String],
+) -> Result<(i64, i64), StartError> {
+    let rows: Vec<AudienceRow> = sqlx::query_as(&format!(
+        "WITH {AUDIENCE} SELECT phone, contact_id, first_name, last_name, attributes
+         FROM audience"
+    ))
+    .bind(tenant.get())
+    .bind(lists)
+    .bind(phones)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut texts = Vec::with_capacity(rows.len());
+    let mut segments = Vec::with_capacity(rows.len());
+    for (_, _, first, last, attributes) in &rows {
+        let attributes: HashMap<String, serde_json::Value> =
+            serde_json::from_value(attributes.clone()).unwrap_or_default();
+        let text = template.render(&Fields {
+            first_name: first.as_deref(),
+            last_name: last.as_deref(),
+            attributes: Some(&attributes),
+        });
+        segments.push(Segments::count(&text).parts as i16);
+        texts.push(text);
+    }
+    let phone: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    let contact: Vec<Option<i64>> = rows.iter().map(|r| r.1).collect();
+    let (added, required): (i64, i64) = sqlx::query_as(
+        "WITH ins AS (
+             INSERT INTO campaign_recipients (campaign_id, tenant_id, phone_e164, contact_id, body, segments)
+             SELECT $1, $2, p, c, b, s
+             FROM UNNEST($3::text[], $4::bigint[], $5::text[], $6::smallint[]) AS u(p, c, b, s)
+             ON CONFLICT (campaign_id, phone_e164) DO NOTHING
+             RETURNING segments
+         )
+         SELECT count(*), COALESCE(sum(segments), 0)::bigint FROM ins",
+    )
+    .bind(campaign.get())
+    .bind(tenant.get())
+    .bind(&phone)
+    .bind(&contact)
+    .bind(&texts)
+    .bind(&segments)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok((added, required))
+}
+
+/// Takes `required` credits from the balance into the campaign's reservation and starts it.
+async fn reserve(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: TenantId,
+    campaign: CampaignId,
+    required: i64,
+) -> Result<(), StartError> {
+    if required > 0 {
+        sqlx::query("UPDATE tenants SET credit_balance = credit_balance - $2 WHERE id = $1")
+            .bind(tenant.get())
+            .bind(required)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO credit_ledger (tenant_id, campaign_id, delta, reason) VALUES ($1, $2, $3, 'reserve')",
+        )
+        .bind(tenant.get())
+        .bind(campaign.get())
+        .bind(-required)
+        .execute(&mut **tx)
+        .await?;
+    }
+    sqlx::query(
+        "UPDATE campaigns SET status = 'sending', started_at = COALESCE(started_at, now()),
+                finished_at = NULL, credits_reserved = credits_reserved + $2, updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(campaign.get())
+    .bind(required)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// One recipient of a claimed batch, with what Mitto needs.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Claimed {
+    pub id: i64,
+    pub phone: String,
+    /// The rendered text, or `None` for the campaign body as is.
+    pub body: Option<String>,
+    pub attempt: i32,
+    pub segments: i16,
+}
+
+/// Claims up to `limit` queued recipients (`queued → processing` with a fresh claim token),
+/// committed before the batch leaves for Mitto.
+pub async fn claim_batch(
+    pool: &PgPool,
+    campaign: CampaignId,
+    limit: i64,
+) -> Result<(Uuid, Vec<Claimed>), StoreError> {
+    let token = Uuid::new_v4();
+    let rows = sqlx::query_as(
+        "UPDATE campaign_recipients r SET status = 'processing', claim_token = $3
+         FROM (SELECT id FROM campaign_recipients WHERE campaign_id = $1 AND status = 'queued'
+               ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) q
+         WHERE r.id = q.id
+         RETURNING r.id, r.phone_e164 AS phone, r.body, r.retry_count AS attempt, r.segments",
+    )
+    .bind(campaign.get())
+    .bind(limit)
+    .bind(token)
+    .fetch_all(pool)
+    .await?;
+    Ok((token, rows))
+}
+
+/// Recipients left in `processing` under claims other than `own` (claimed by a run that
+/// stopped before their outcome was recorded).
+pub async fn orphaned_claims(
+    pool: &PgPool,
+    campaign: CampaignId,
+    own: &[Uuid],
+) -> Result<Vec<Claimed>, StoreError> {
+    let rows = sqlx::query_as(
+        "SELECT id, phone_e164 AS phone, body, retry_count AS attempt, segments
+         FROM campaign_recipients
+         WHERE campaign_id = $1 AND status = 'processing' AND claim_token <> ALL($2) ORDER BY id",
+    )
+    .bind(campaign.get())
+    .bind(own)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
+
+/// Puts claimed recipients that provably never reached Mitto back in the queue.
+pub async fn release_claims(pool: &PgPool, ids: &[RecipientId]) -> Result<u64, StoreError> {
+    let ids: Vec<i64> = ids.iter().map(|r| r.get()).collect();
+    let done = sqlx::query(
+        "UPDATE campaign_recipients SET status = 'queued', claim_token = NULL
+         WHERE id = ANY($1) AND status = 'processing'",
+    )
+    .bind(&ids)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Cancels the queued recipients, refunds their credits and marks the campaign cancelled;
+/// returns how many were cancelled.
+pub async fn cancel(pool: &PgPool, campaign: CampaignId) -> Result<i64, StoreError> {
+    let mut tx = pool.begin().await?;
+    let (tenant,): (i64,) = sqlx::query_as("SELECT tenant_id FROM campaigns WHERE id = $1")
+        .bind(campaign.get())
+        .fetch_one(&mut *tx)
+        .await?;
+    sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE")
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
+    let (cancelled, refund): (i64, i64) = sqlx::query_as(
+        "WITH c AS (
+             UPDATE campaign_recipients SET status = 'cancelled', billing_status = 'refunded'
+             WHERE campaign_id = $1 AND status = 'queued'
+             RETURNING segments
+         )
+         SELECT count(*), COALESCE(sum(segments), 0)::bigint FROM c",
+    )
+    .bind(campaign.get())
+    .fetch_one(&mut *tx)
+    .await?;
+    refund_credits(&mut tx, tenant, campaign, refund).await?;
+    sqlx::query(
+        "UPDATE campaigns SET status = 'cancelled', finished_at = now(), updated_at = now() WHERE id = $1",
+    )
+    .bind(campaign.get())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(cancelled)
+}
+
+async fn refund_credits(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: i64,
+    campaign: CampaignId,
+    credits: i64,
+) -> Result<(), StoreError> {
+    if credits == 0 {
+        return Ok(());
+    }
+    sqlx::query("UPDATE tenants SET credit_balance = credit_balance + $2 WHERE id = $1")
+        .bind(tenant)
+        .bind(credits)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO credit_ledger (tenant_id, campaign_id, delta, reason) VALUES ($1, $2, $3, 'refund')",
+    )
+    .bind(tenant)
+    .bind(campaign.get())
+    .bind(credits)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Re-queues the campaign's retryable send failures that have retries left (a new attempt
+/// each), reserving their credits again, and sets the campaign sending; returns how many.
+pub async fn retry_failed(
+    pool: &PgPool,
+    tenant: TenantId,
+    campaign: CampaignId,
+    max_retries: i32,
+) -> Result<i64, StartError> {
+    let mut tx = pool.begin().await?;
+    let available = lock_tenant(&mut tx, tenant).await?;
+    let (status, _, _) = lock_campaign(&mut tx, tenant, campaign).await?;
+    if !status.can_become(CampaignStatus::Sending) || status.can_start() {
+        return Err(StartError::Refused(status));
+    }
+    let (retried, required): (i64, i64) = sqlx::query_as(
+        "WITH r AS (
+             UPDATE campaign_recipients SET status = 'queued', retry_count = retry_count + 1,
+                    error = NULL, error_retryable = NULL, failed_at = NULL, delivery_status = NULL,
+                    billing_status = 'reserved'
+             WHERE campaign_id = $1 AND status = 'failed' AND sent_at IS NULL
+               AND error_retryable AND retry_count < $2
+             RETURNING segments
+         )
+         SELECT count(*), COALESCE(sum(segments), 0)::bigint FROM r",
+    )
+    .bind(campaign.get())
+    .bind(max_retries)
+    .fetch_one(&mut *tx)
+    .await?;
+    if retried == 0 {
+        return Err(StartError::NoRecipients);
+    }
+    if required > available {
+        return Err(StartError::InsufficientCredits {
+            required,
+            available,
+        });
+    }
+    reserve(&mut tx, tenant, campaign, required).await?;
+    tx.commit().await?;
+    Ok(retried)
+}
+
+/// Scheduled campaigns whose time has come, claimed so that one instance starts each.
+pub async fn due_scheduled(pool: &PgPool) -> Result<Vec<(CampaignId, TenantId)>, StoreError> {
+    let rows: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT id, tenant_id FROM campaigns WHERE status = 'scheduled' AND scheduled_at <= now()
+         ORDER BY scheduled_at LIMIT 100",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(c, t)| {
+            let corrupt = |e: crate::domain::IdError| StoreError::Corrupt(e.to_string());
+            Ok((
+                CampaignId::new(c).map_err(corrupt)?,
+                TenantId::new(t).map_err(corrupt)?,
+            ))
+        })
+        .collect()
+}

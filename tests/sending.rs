@@ -1,0 +1,880 @@
+//! Sending end to end against real Postgres, the embedded Kafka-protocol broker and the Mitto
+//! simulator over HTTP: contacts and lists, the campaign API and its state machine,
+//! enqueue with credits, the rate-limited send loop, pause/resume/cancel, retry-failed, and
+//! tenant isolation.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use campaignd::app::{Application, RunningApplication};
+use campaignd::config::{Settings, DEFAULTS};
+use campaignd::mitto::simulator::{self, Fault, MsRange, SimConfig, SimHandle};
+use common::{eventually, free_port, TestDb, WEBHOOK_SECRET};
+use figment::providers::{Format, Toml};
+use figment::Figment;
+use serde_json::{json, Value};
+
+const TRAFFIC_ACCOUNT: &str = "e8a5e53f-51ce-4cc8-9f3c-43fb1d24daf7";
+
+/// A service wired to its own simulator (which reports deliveries to the service's webhook).
+struct Harness {
+    app: RunningApplication,
+    sim: SimHandle,
+    pool: sqlx::PgPool,
+    http: reqwest::Client,
+}
+
+fn sim_config(port: u16) -> SimConfig {
+    SimConfig {
+        port: 0,
+        callback: Some(
+            url::Url::parse(&format!("http://127.0.0.1:{port}/webhooks/mitto/dlr")).unwrap(),
+        ),
+        callback_secret: Some(WEBHOOK_SECRET.to_owned()),
+        dlr_delay_ms: MsRange { min: 20, max: 300 },
+        ..SimConfig::default()
+    }
+}
+
+fn settings(db: &TestDb, port: u16, sim: &SimHandle, extra: &[(&str, Value)]) -> Settings {
+    let mut figment = Figment::from(Toml::string(DEFAULTS))
+        .merge(("database_url", db.url.as_str()))
+        .merge(("http.bind", format!("127.0.0.1:{port}")))
+        .merge(("webhook.secrets", vec![WEBHOOK_SECRET]))
+        .merge(("kafka.session_timeout_ms", 2000))
+        .merge(("kafka.heartbeat_interval_ms", 500))
+        .merge(("mitto.base_url", sim.base_url.as_str()))
+        .merge(("mitto.api_key", common::sim_key()))
+        .merge(("mitto.traffic_account_id", TRAFFIC_ACCOUNT))
+        .merge(("mitto.retry_min_delay_ms", 20))
+        .merge(("mitto.retry_max_delay_ms", 300))
+        .merge(("mitto.max_retries", 8))
+        .merge(("sending.ambiguous_outcome", "lookup"))
+        .merge(("sending.ambiguous_grace_ms", 200))
+        .merge(("batch_size", 200));
+    for (key, value) in extra {
+        figment = figment.merge((*key, value.clone()));
+    }
+    Settings::from_figment(figment).expect("test settings are valid")
+}
+
+impl Harness {
+    async fn start(db: &TestDb, sim: impl FnOnce(&mut SimConfig), extra: &[(&str, Value)]) -> Self {
+        let port = free_port();
+        let mut config = sim_config(port);
+        sim(&mut config);
+        let sim = simulator::start(config).unwrap();
+        let app = Application::build(settings(db, port, &sim, extra))
+            .await
+            .unwrap()
+            .spawn();
+        let pool = app.state.pool.clone();
+        Self {
+            app,
+            sim,
+            pool,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn stop(self) {
+        self.app.stop().await;
+        self.sim.stop().await;
+    }
+
+    /// A tenant with credits and an API token.
+    async fn tenant(&self, name: &str, credits: i64) -> (i64, String) {
+        let id = campaignd::store::tenants::create(&self.pool, name, credits)
+            .await
+            .unwrap();
+        let (_, token) = campaignd::store::api_keys::issue(&self.pool, id, "test")
+            .await
+            .unwrap();
+        (id.get(), token.reveal().to_owned())
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        token: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, self.app.url(path))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    async fn post(&self, token: &str, path: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, token, path, Some(body))
+            .await
+    }
+
+    async fn get(&self, token: &str, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, token, path, None).await
+    }
+
+    async fn stats(&self, token: &str, campaign: i64) -> Value {
+        self.get(token, &format!("/api/v1/campaigns/{campaign}/stats"))
+            .await
+            .1
+    }
+
+    async fn wait_for_status(
+        &self,
+        token: &str,
+        campaign: i64,
+        status: &str,
+        limit: Duration,
+    ) -> Value {
+        eventually(
+            limit,
+            &format!("campaign {campaign} to become {status}"),
+            || async {
+                let stats = self.stats(token, campaign).await;
+                (stats["status"] == status).then_some(stats)
+            },
+        )
+        .await
+    }
+
+    /// Counts per stored status (send failures and report failures told apart).
+    async fn row_counts(&self, campaign: i64) -> HashMap<String, i64> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT CASE WHEN status = 'failed' AND sent_at IS NULL THEN 'sendFailed'
+                         WHEN status = 'failed' THEN 'deliveryFailed'
+                         WHEN status = 'sent' THEN 'pending' ELSE status END, count(*)
+             FROM campaign_recipients WHERE campaign_id = $1 GROUP BY 1",
+        )
+        .bind(campaign)
+        .fetch_all(&self.pool)
+        .await
+        .unwrap();
+        rows.into_iter().collect()
+    }
+
+    /// Waits until the stats and the committed rows agree on every figure, and returns them.
+    async fn settled_figures(&self, token: &str, campaign: i64) -> HashMap<String, i64> {
+        eventually(
+            Duration::from_secs(60),
+            "stats and rows to agree",
+            || async {
+                let stats = self.stats(token, campaign).await;
+                let rows = self.row_counts(campaign).await;
+                let keys = [
+                    "queued",
+                    "processing",
+                    "pending",
+                    "delivered",
+                    "sendFailed",
+                    "deliveryFailed",
+                    "cancelled",
+                ];
+                let figures: HashMap<String, i64> = keys
+                    .iter()
+                    .map(|k| (k.to_string(), stats[*k].as_i64().unwrap_or(-1)))
+                    .collect();
+                let agree = keys
+                    .iter()
+                    .all(|k| figures[*k] == rows.get(*k).copied().unwrap_or(0));
+                agree.then_some(figures)
+            },
+        )
+        .await
+    }
+
+    /// The tenant's balance and ledger sums by reason.
+    async fn credits(&self, tenant: i64) -> (i64, HashMap<String, i64>) {
+        let balance: i64 = sqlx::query_scalar("SELECT credit_balance FROM tenants WHERE id = $1")
+            .bind(tenant)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT reason, sum(delta)::bigint FROM credit_ledger WHERE tenant_id = $1 GROUP BY 1",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await
+        .unwrap();
+        (balance, rows.into_iter().collect())
+    }
+
+    /// How often the simulator accepted each destination.
+    fn sends(&self) -> HashMap<String, u64> {
+        let mut by_phone = HashMap::new();
+        for s in self.sim.stats().sends {
+            *by_phone.entry(s.destination).or_default() += s.count;
+        }
+        by_phone
+    }
+}
+
+fn phone(i: usize) -> String {
+    format!("+3069{:08}", 10_000_000 + i)
+}
+
+/// Contacts through the API; returns their ids.
+async fn contacts(
+    h: &Harness,
+    token: &str,
+    phones: &[String],
+    unsubscribed: &HashSet<String>,
+) -> Vec<i64> {
+    let body: Vec<Value> = phones
+        .iter()
+        .map(
+            |p| json!({ "phone": p, "firstName": "Ann", "unsubscribed": unsubscribed.contains(p) }),
+        )
+        .collect();
+    let (status, saved) = h.post(token, "/api/v1/contacts", Value::Array(body)).await;
+    assert_eq!(status, 201, "{saved}");
+    saved["contacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_i64().unwrap())
+        .collect()
+}
+
+#[actix_web::test]
+async fn contacts_lists_and_campaign_definitions_follow_the_state_machine() {
+    let db = TestDb::unique();
+    let h = Harness::start(&db, |_| {}, &[]).await;
+    let (_, token) = h.tenant("shop", 1_000).await;
+    let (_, other) = h.tenant("other shop", 1_000).await;
+
+    // CSV import keeps good rows and reports bad ones by line
+    let csv = "phone,first_name,last_name,tier\n+306900000001,Ann,Lee,gold\nnope,Bob,,\n00306900000002,Cy,,\n";
+    let response = h
+        .http
+        .post(h.app.url("/api/v1/contacts/import"))
+        .bearer_auth(&token)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let imported: Value = response.json().await.unwrap();
+    assert_eq!(imported["imported"], 2);
+    assert_eq!(imported["errors"][0]["line"], 3);
+
+    // JSON contacts: all or nothing, with every problem named
+    let (status, body) = h
+        .post(
+            &token,
+            "/api/v1/contacts",
+            json!([{ "phone": "+306900000003" }, { "phone": "12" }]),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("item 1"));
+
+    let (status, list) = h
+        .post(&token, "/api/v1/lists", json!({ "name": "VIP" }))
+        .await;
+    assert_eq!(status, 201);
+    let list_id = list["id"].as_i64().unwrap();
+    let ids = contacts(
+        &h,
+        &token,
+        &["+306900000001".into(), "+306900000002".into()],
+        &HashSet::new(),
+    )
+    .await;
+    let (_, added) = h
+        .post(
+            &token,
+            &format!("/api/v1/lists/{list_id}/members"),
+            json!({ "contactIds": ids }),
+        )
+        .await;
+    assert_eq!(added["added"], 2);
+    assert_eq!(
+        h.post(&token, "/api/v1/lists", json!({ "name": "VIP" }))
+            .await
+            .0,
+        409
+    );
+
+    // a campaign: validation, then a draft
+    let (status, body) = h
+        .post(
+            &token,
+            "/api/v1/campaigns",
+            json!({ "name": "", "body": "Hi", "sender": "WayTooLongSender" }),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("name") && message.contains("sender"),
+        "{message}"
+    );
+    let (status, campaign) = h
+        .post(
+            &token,
+            "/api/v1/campaigns",
+            json!({ "name": "Spring sale", "body": "Hi {{firstName}}, 20% off", "sender": "Shop",
+                    "audience": { "listId": list_id, "phones": ["+30 690 000 0009"] } }),
+        )
+        .await;
+    assert_eq!(status, 201, "{campaign}");
+    assert_eq!(campaign["status"], "draft");
+    assert_eq!(campaign["audience"]["phones"][0], "+306900000009");
+    let id = campaign["id"].as_i64().unwrap();
+
+    // edit, schedule, unschedule; refused transitions say the current status
+    let (status, edited) = h
+        .call(
+            reqwest::Method::PATCH,
+            &token,
+            &format!("/api/v1/campaigns/{id}"),
+            Some(json!({ "name": "Spring sale!" })),
+        )
+        .await;
+    assert_eq!(
+        (status, edited["name"].as_str()),
+        (200, Some("Spring sale!"))
+    );
+    let (status, body) = h
+        .post(&token, &format!("/api/v1/campaigns/{id}/pause"), json!({}))
+        .await;
+    assert_eq!(
+        (status, body["error"]["status"].as_str()),
+        (409, Some("draft")),
+        "{body}"
+    );
+    let at = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    let (status, body) = h
+        .post(
+            &token,
+            &format!("/api/v1/campaigns/{id}/schedule"),
+            json!({ "scheduledAt": at }),
+        )
+        .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("scheduled")),
+        "{body}"
+    );
+    let (status, _) = h
+        .post(
+            &token,
+            &format!("/api/v1/campaigns/{id}/unschedule"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // listing with search, status filter and stats
+    let (status, page) = h
+        .get(
+            &token,
+            "/api/v1/campaigns?page=1&pageSize=10&status=draft&search=spring&withStats=true",
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(page["total"], 1);
+    assert_eq!(page["items"][0]["stats"]["status"], "draft");
+
+    // another tenant sees nothing of it, on every route
+    let routes = [
+        (reqwest::Method::GET, format!("/api/v1/campaigns/{id}")),
+        (reqwest::Method::PATCH, format!("/api/v1/campaigns/{id}")),
+        (reqwest::Method::DELETE, format!("/api/v1/campaigns/{id}")),
+        (
+            reqwest::Method::GET,
+            format!("/api/v1/campaigns/{id}/stats"),
+        ),
+        (reqwest::Method::GET, format!("/api/campaigns/{id}/status")),
+        (
+            reqwest::Method::POST,
+            format!("/api/campaigns/{id}/enqueue"),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/v1/lists/{list_id}/members"),
+        ),
+    ];
+    let actions = [
+        "enqueue",
+        "schedule",
+        "unschedule",
+        "pause",
+        "resume",
+        "cancel",
+        "retry-failed",
+    ];
+    let all = routes.into_iter().chain(
+        actions
+            .iter()
+            .map(|a| (reqwest::Method::POST, format!("/api/v1/campaigns/{id}/{a}"))),
+    );
+    for (method, path) in all {
+        let body = if path.ends_with("/members") {
+            json!({ "contactIds": [1] })
+        } else if path.ends_with("/schedule") {
+            json!({ "scheduledAt": at })
+        } else {
+            json!({ "name": "x" })
+        };
+        let (status, _) = h.call(method.clone(), &other, &path, Some(body)).await;
+        assert_eq!(status, 404, "{method} {path} with another tenant's token");
+    }
+    let (_, theirs) = h.get(&other, "/api/v1/campaigns").await;
+    assert_eq!(theirs["total"], 0);
+
+    // a draft can be deleted; then it is gone
+    assert_eq!(
+        h.call(
+            reqwest::Method::DELETE,
+            &token,
+            &format!("/api/v1/campaigns/{id}"),
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        h.get(&token, &format!("/api/v1/campaigns/{id}")).await.0,
+        404
+    );
+    h.stop().await;
+    db.drop_database().await;
+}
+
+#[actix_web::test]
+async fn a_campaign_with_duplicates_unsubscribes_and_faults_messages_every_eligible_phone_once() {
+    let db = TestDb::unique();
+    let h = Harness::start(
+        &db,
+        |c| {
+            c.rate_429 = 0.10;
+            c.rate_5xx = 0.05;
+            c.item_error_ratio = 0.02;
+            c.duplicate_ratio = 0.2;
+            c.out_of_order_ratio = 0.1;
+            c.dlr_before_response_ratio = 0.05;
+            c.retry_after_secs = 1;
+        },
+        &[],
+    )
+    .await;
+    let (tenant, token) = h.tenant("shop", 100_000).await;
+
+    // 5,000 audience entries: 4,000 distinct phones (20 % repeated), 3 % unsubscribed
+    let distinct: Vec<String> = (0..4_000).map(phone).collect();
+    let unsubscribed: HashSet<String> = distinct.iter().step_by(33).cloned().collect();
+    let ids = contacts(&h, &token, &distinct, &unsubscribed).await;
+    let (_, list) = h
+        .post(&token, "/api/v1/lists", json!({ "name": "all" }))
+        .await;
+    let list_id = list["id"].as_i64().unwrap();
+    h.post(
+        &token,
+        &format!("/api/v1/lists/{list_id}/members"),
+        json!({ "contactIds": ids }),
+    )
+    .await;
+    let repeated: Vec<String> = distinct.iter().take(1_000).cloned().collect();
+    let (_, campaign) = h
+        .post(
+            &token,
+            "/api/v1/campaigns",
+            json!({ "name": "Launch", "body": "Hello {{firstName}}, the shop is open", "sender": "Shop",
+                    "audience": { "listId": list_id, "phones": repeated } }),
+        )
+        .await;
+    let id = campaign["id"].as_i64().unwrap();
+    let eligible: HashSet<String> = distinct
+        .iter()
+        .filter(|p| !unsubscribed.contains(*p))
+        .cloned()
+        .collect();
+
+    let (status, enqueued) = h
+        .post(&token, &format!("/api/campaigns/{id}/enqueue"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{enqueued}");
+    assert_eq!(enqueued["ok"], true);
+    assert_eq!(enqueued["queued"], eligible.len());
+    assert_eq!(enqueued["enqueuedJobs"], eligible.len().div_ceil(200));
+
+    let stats = h
+        .wait_for_status(&token, id, "completed", Duration::from_secs(120))
+        .await;
+    assert_eq!(stats["total"], eligible.len());
+    let figures = h.settled_figures(&token, id).await;
+
+    // every eligible phone was accepted once or refused individually; none twice, none other
+    let sends = h.sends();
+    assert!(
+        sends.values().all(|n| *n == 1),
+        "a phone was messaged twice"
+    );
+    let accepted: HashSet<String> = sends.keys().cloned().collect();
+    assert!(accepted.is_subset(&eligible));
+    let refused = figures["sendFailed"] as usize;
+    assert_eq!(accepted.len() + refused, eligible.len());
+    assert_eq!(h.sim.stats().item_errors as usize, refused);
+
+    // credits: reserved = charged + refunded, to the unit (1 segment each)
+    let (balance, ledger) = h.credits(tenant).await;
+    let sent = (figures["pending"] + figures["delivered"] + figures["deliveryFailed"]) as i64;
+    assert_eq!(ledger["reserve"], -(eligible.len() as i64));
+    assert_eq!(ledger.get("charge").copied().unwrap_or(0), -sent);
+    assert_eq!(ledger.get("refund").copied().unwrap_or(0), refused as i64);
+    assert_eq!(balance, 100_000 - sent);
+    assert_eq!(
+        balance,
+        ledger
+            .iter()
+            .filter(|(r, _)| *r != "charge")
+            .map(|(_, d)| d)
+            .sum::<i64>()
+    );
+    h.stop().await;
+    db.drop_database().await;
+}
+
+/// A 2,000-recipient campaign of inline phones.
+async fn campaign_of(h: &Harness, token: &str, n: usize, offset: usize) -> i64 {
+    let phones: Vec<String> = (offset..offset + n).map(phone).collect();
+    let (status, campaign) = h
+        .post(
+            token,
+            "/api/v1/campaigns",
+            json!({ "name": format!("c{offset}"), "body": "Sale today", "sender": "Shop",
+                    "audience": { "phones": phones } }),
+        )
+        .await;
+    assert_eq!(status, 201, "{campaign}");
+    campaign["id"].as_i64().unwrap()
+}
+
+#[actix_web::test]
+async fn pause_stops_new_batches_resume_finishes_and_cancel_refunds_exactly_the_unsent() {
+    let db = TestDb::unique();
+    // 400 segments/s and batches of 100: a 2,000 campaign takes about five seconds
+    let limits = [
+        ("rate_limits.tenant_per_second", json!(400)),
+        ("sending.max_in_flight_batches", json!(2)),
+    ];
+    let h = Harness::start(&db, |_| {}, &limits).await;
+    let (tenant, token) = h.tenant("shop", 10_000).await;
+    let id = campaign_of(&h, &token, 2_000, 0).await;
+    assert_eq!(
+        h.post(
+            &token,
+            &format!("/api/v1/campaigns/{id}/enqueue"),
+            json!({})
+        )
+        .await
+        .0,
+        200
+    );
+    eventually(Duration::from_secs(30), "first sends", || async {
+        (h.sim.stats().accepted > 0).then_some(())
+    })
+    .await;
+    let (status, body) = h
+        .post(&token, &format!("/api/v1/campaigns/{id}/pause"), json!({}))
+        .await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("paused")));
+    let at_pause = h.sim.stats().accepted;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let settled = h.sim.stats().accepted;
+    // batches already out finish; no new one starts (2 in flight of 100, plus one being claimed)
+    assert!(
+        settled - at_pause <= 300,
+        "paused campaign kept sending: {at_pause} -> {settled}"
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        h.sim.stats().accepted,
+        settled,
+        "nothing is sent while paused"
+    );
+    assert_eq!(
+        h.post(&token, &format!("/api/v1/campaigns/{id}/resume"), json!({}))
+            .await
+            .0,
+        200
+    );
+    h.wait_for_status(&token, id, "completed", Duration::from_secs(60))
+        .await;
+    assert_eq!(h.sim.stats().accepted, 2_000);
+
+    // cancel: the queued rest is cancelled and refunded, what was sent stays charged
+    let second = campaign_of(&h, &token, 2_000, 10_000).await;
+    assert_eq!(
+        h.post(
+            &token,
+            &format!("/api/v1/campaigns/{second}/enqueue"),
+            json!({})
+        )
+        .await
+        .0,
+        200
+    );
+    eventually(
+        Duration::from_secs(30),
+        "sends of the second campaign",
+        || async { (h.sim.stats().accepted > 2_000).then_some(()) },
+    )
+    .await;
+    let (status, body) = h
+        .post(
+            &token,
+            &format!("/api/v1/campaigns/{second}/cancel"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("cancelled")),
+        "{body}"
+    );
+    let cancelled = body["affected"].as_i64().unwrap();
+    assert!(cancelled > 0 && cancelled < 2_000);
+    let figures = eventually(
+        Duration::from_secs(30),
+        "batches out at cancel to finish",
+        || async {
+            let figures = h.settled_figures(&token, second).await;
+            (figures["processing"] == 0).then_some(figures)
+        },
+    )
+    .await;
+    assert_eq!(figures["cancelled"], cancelled);
+    let sent_second = (h.sim.stats().accepted - 2_000) as i64;
+    assert_eq!(
+        sent_second + cancelled,
+        2_000,
+        "every recipient is either sent or cancelled"
+    );
+    let (balance, ledger) = h.credits(tenant).await;
+    assert_eq!(ledger["refund"], cancelled);
+    assert_eq!(balance, 10_000 - 2_000 - sent_second);
+    assert_eq!(
+        h.post(
+            &token,
+            &format!("/api/v1/campaigns/{second}/resume"),
+            json!({})
+        )
+        .await
+        .0,
+        409
+    );
+    h.stop().await;
+    db.drop_database().await;
+}
+
+#[actix_web::test]
+async fn retry_failed_resends_only_retryable_failures_and_only_once() {
+    let db = TestDb::unique();
+    let extra = [
+        ("mitto.max_retries", json!(1)),
+        ("sending.unavailable_rounds", json!(1)),
+        ("sending.max_in_flight_batches", json!(1)),
+    ];
+    let h = Harness::start(&db, |c| c.item_error_ratio = 0.1, &extra).await;
+    let (tenant, token) = h.tenant("shop", 1_000).await;
+    let id = campaign_of(&h, &token, 300, 0).await;
+    // the first batch meets a provider outage longer than every retry
+    h.sim
+        .script([Fault::Status { status: 503 }, Fault::Status { status: 503 }]);
+    assert_eq!(
+        h.post(
+            &token,
+            &format!("/api/v1/campaigns/{id}/enqueue"),
+            json!({})
+        )
+        .await
+        .0,
+        200
+    );
+    h.wait_for_status(&token, id, "completed", Duration::from_secs(60))
+        .await;
+    let before = h.settled_figures(&token, id).await;
+    let outage: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM campaign_recipients WHERE campaign_id = $1 AND error_retryable",
+    )
+    .bind(id)
+    .fetch_one(&h.pool)
+    .await
+    .unwrap();
+    let errors: Vec<(String, Option<bool>, i64)> = sqlx::query_as(
+        "SELECT COALESCE(error, ''), error_retryable, count(*) FROM campaign_recipients WHERE campaign_id = $1 GROUP BY 1, 2",
+    )
+    .bind(id)
+    .fetch_all(&h.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        outage, 200,
+        "the whole first batch failed as retryable: {errors:?}"
+    );
+    assert!(
+        before["sendFailed"] > outage,
+        "per-item refusals are failures too"
+    );
+
+    let (status, body) = h
+        .post(
+            &token,
+            &format!("/api/v1/campaigns/{id}/retry-failed"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["affected"].as_i64()),
+        (200, Some(outage)),
+        "{body}"
+    );
+    h.wait_for_status(&token, id, "completed", Duration::from_secs(60))
+        .await;
+    let after = h.settled_figures(&token, id).await;
+    let sends = h.sends();
+    assert!(sends.values().all(|n| *n == 1), "nobody is messaged twice");
+    let refused_now = h.sim.stats().item_errors as i64;
+    assert_eq!(
+        after["sendFailed"], refused_now,
+        "only individual refusals remain failed"
+    );
+    assert_eq!(sends.len() as i64 + refused_now, 300);
+    // those failures are not retryable; the retried ones had their one retry
+    let (status, body) = h
+        .post(
+            &token,
+            &format!("/api/v1/campaigns/{id}/retry-failed"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("NO_RECIPIENTS")),
+        "{body}"
+    );
+    let (balance, _) = h.credits(tenant).await;
+    assert_eq!(balance, 1_000 - sends.len() as i64);
+    h.stop().await;
+    db.drop_database().await;
+}
+
+#[actix_web::test]
+async fn concurrent_enqueues_never_overdraw_and_repeated_keys_do_nothing() {
+    let db = TestDb::unique();
+    let h = Harness::start(&db, |_| {}, &[]).await;
+    // credits for exactly 7 of 20 campaigns of 10 recipients
+    let (tenant, token) = h.tenant("shop", 70).await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(campaign_of(&h, &token, 10, i * 10).await);
+    }
+    let enqueues = ids.iter().map(|id| {
+        let (http, url, token) = (
+            h.http.clone(),
+            h.app.url(&format!("/api/v1/campaigns/{id}/enqueue")),
+            token.clone(),
+        );
+        async move { http.post(url).bearer_auth(token).send().await.unwrap() }
+    });
+    let responses = futures::future::join_all(enqueues).await;
+    let mut codes: HashMap<u16, usize> = HashMap::new();
+    let mut refused = None;
+    for (id, r) in ids.iter().zip(responses) {
+        let code = r.status().as_u16();
+        *codes.entry(code).or_default() += 1;
+        if code == 402 {
+            refused = Some(*id);
+        }
+    }
+    assert_eq!(codes.get(&200), Some(&7), "{codes:?}");
+    assert_eq!(codes.get(&402), Some(&13), "{codes:?}");
+    let (balance, ledger) = h.credits(tenant).await;
+    assert_eq!((balance, ledger["reserve"]), (0, -70));
+
+    // an insufficient enqueue says how much is missing, and changes nothing
+    let refused = refused.unwrap();
+    let (status, body) = h
+        .post(
+            &token,
+            &format!("/api/v1/campaigns/{refused}/enqueue"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 402);
+    assert_eq!(
+        (
+            body["error"]["required"].as_i64(),
+            body["error"]["available"].as_i64()
+        ),
+        (Some(10), Some(0))
+    );
+    let (_, stats) = h
+        .get(&token, &format!("/api/v1/campaigns/{refused}/stats"))
+        .await;
+    assert_eq!(
+        (stats["status"].as_str(), stats["total"].as_i64()),
+        (Some("draft"), Some(0))
+    );
+    h.stop().await;
+    db.drop_database().await;
+}
+
+#[actix_web::test]
+async fn a_repeated_idempotency_key_returns_the_first_answer_and_does_nothing() {
+    let db = TestDb::unique();
+    let h = Harness::start(&db, |_| {}, &[("rate_limits.tenant_per_second", json!(50))]).await;
+    let (tenant, token) = h.tenant("shop", 1_000).await;
+    let id = campaign_of(&h, &token, 100, 0).await;
+    let enqueue = || async {
+        let response = h
+            .http
+            .post(h.app.url(&format!("/api/campaigns/{id}/enqueue")))
+            .bearer_auth(&token)
+            .header("Idempotency-Key", "launch-1")
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json::<Value>().await.unwrap(),
+        )
+    };
+    let first = enqueue().await;
+    assert_eq!(first.0, 200, "{}", first.1);
+    assert_eq!(first.1["queued"], 100);
+    let again = enqueue().await;
+    assert_eq!(again, first);
+    let (_, ledger) = h.credits(tenant).await;
+    assert_eq!(ledger["reserve"], -100, "reserved once");
+    // without the key, a paused-or-sending campaign cannot be enqueued again
+    let (status, body) = h
+        .post(&token, &format!("/api/campaigns/{id}/enqueue"), json!({}))
+        .await;
+    assert_eq!(
+        (status, body["error"]["status"].as_str()),
+        (409, Some("sending")),
+        "{body}"
+    );
+    h.stop().await;
+    db.drop_database().await;
+}
