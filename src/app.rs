@@ -32,14 +32,23 @@ pub struct Application {
 
 impl Application {
     /// Connects (creating and migrating the database), resolves Mitto and binds the listener.
-    pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_simulator(settings, SimConfig::default()).await
+    }
+
+    /// Like [`Application::build`]; `simulator` configures the built-in Mitto simulator
+    /// (used when no `mitto.base_url` is set; its address and callback are filled in here).
+    pub async fn build_with_simulator(
+        mut settings: Settings,
+        simulator: SimConfig,
+    ) -> anyhow::Result<Self> {
         let pool = crate::store::connect_and_migrate(settings.database_url.expose_secret())
             .await
             .context("connecting to Postgres")?;
         let listener = TcpListener::bind(settings.http.bind)
             .with_context(|| format!("binding the HTTP listener on {}", settings.http.bind))?;
         let port = listener.local_addr()?.port();
-        let (mitto, simulator) = resolve_mitto(&mut settings, port)?;
+        let (mitto, simulator) = resolve_mitto(&mut settings, port, simulator)?;
         let mut pipeline = Pipeline::start(&settings, pool.clone()).await?;
         let ambiguous = settings
             .sending
@@ -223,6 +232,7 @@ fn spawn_scheduler(pool: sqlx::PgPool, registry: CampaignRegistry, every: Durati
 fn resolve_mitto(
     settings: &mut Settings,
     port: u16,
+    simulator: SimConfig,
 ) -> anyhow::Result<(ClientConfig, Option<SimHandle>)> {
     let m = &settings.mitto;
     let retry = RetryPolicy {
@@ -249,7 +259,7 @@ fn resolve_mitto(
         port: 0,
         callback: Some(callback),
         callback_secret: Some(settings.webhook.secrets[0].expose_secret().to_owned()),
-        ..SimConfig::default()
+        ..simulator
     };
     let key = SecretString::from(sim_config.api_key.clone());
     let sim = simulator::start(sim_config).context("starting the built-in Mitto simulator")?;

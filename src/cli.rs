@@ -38,6 +38,10 @@ pub enum Command {
     /// Run the service: REST API, webhook receiver, actors. Creates and migrates the database
     /// if needed; without MITTO_BASE_URL a built-in Mitto simulator is started.
     Serve,
+    /// Send one campaign end to end on the embedded defaults (embedded broker, built-in
+    /// simulator with realistic delays and failures) with progress bars and a final report.
+    /// Needs only Postgres.
+    Demo(crate::demo::DemoArgs),
     /// Create the database if missing and apply pending migrations, then exit.
     Migrate,
     /// Run a standalone Mitto simulator (bulk send, single send, status lookup, signed DLR
@@ -61,6 +65,11 @@ pub enum BenchCommand {
     /// stats latency from memory versus COUNT queries. Uses a fresh database on DATABASE_URL's
     /// server and the embedded broker (or KAFKA_BROKERS).
     Ingest(crate::bench::ingest::IngestArgs),
+    /// Enqueue and send throughput against the built-in simulator with the limiter off, the
+    /// limiter's achieved rate against its target, and the replaced design's per-recipient
+    /// INSERT / per-message request + UPDATE on a sample. Fresh databases on DATABASE_URL's
+    /// server.
+    Send(crate::bench::send::SendArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,10 +115,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("migrating the database")?;
             println!("migrations applied");
         }
+        Command::Demo(args) => crate::demo::run(settings, args).await?,
         Command::Tenant(command) => run_tenant(&settings, command).await?,
         Command::Bench(BenchCommand::Ingest(args)) => {
             crate::bench::ingest::run(settings, args).await?
         }
+        Command::Bench(BenchCommand::Send(args)) => crate::bench::send::run(settings, args).await?,
         Command::DevBroker => {
             let broker = crate::kafka::EmbeddedBroker::start(
                 &settings.kafka.topic,

@@ -1,7 +1,7 @@
 //! campaignd — an actor-based SMS campaign engine.
 //!
 //! Module map:
-//! - [`cli`]       command-line interface (clap): `serve`, `migrate`, `mitto-sim`, `tenant …`.
+//! - [`cli`]       command-line interface (clap): `serve`, `demo`, `migrate`, `mitto-sim`, `tenant …`.
 //! - [`config`]    layered settings: defaults < `campaignd.toml` < `CAMPAIGND_*` environment.
 //! - [`telemetry`] tracing subscriber (pretty for humans, JSON for machines).
 //! - [`domain`]    value types parsed at the boundary: phones, ids, statuses, the one Mitto
@@ -14,12 +14,14 @@
 //! - [`pipeline`]  the event pipeline wired: broker, producer, consumer, actors, checkpointer.
 //! - [`app`]       start-up wiring shared by `serve` and the integration tests.
 //! - [`bench`]     load generators and benchmarks (`campaignd bench …`).
+//! - [`demo`]      `campaignd demo`: one campaign end to end on the embedded defaults.
 
 pub mod actors;
 pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod http;
 pub mod kafka;

@@ -9,7 +9,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = campaignd::cli::Cli::parse();
-    campaignd::telemetry::init(cli.log_format);
+    let level = match cli.command {
+        campaignd::cli::Command::Demo(_) => "warn",
+        _ => "info",
+    };
+    campaignd::telemetry::init(cli.log_format, level);
     match actix_web::rt::System::new().block_on(campaignd::cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -5,8 +5,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use campaignd::actors::campaign::Counters;
@@ -15,41 +14,12 @@ use campaignd::domain::{MessageStatus, RecipientId};
 use campaignd::kafka::producer::EventProducer;
 use campaignd::store::fixtures::claimed_campaign;
 use common::{
-    end_offsets, eventually, free_port, stored_offsets, tenant, wait_until_offsets_reach, TestDb,
+    dev_broker, end_offsets, eventually, free_port, stored_offsets, tenant,
+    wait_until_offsets_reach, Proc, TestDb, BIN,
 };
 use rand::Rng;
 
-const BIN: &str = env!("CARGO_BIN_EXE_campaignd");
 const KILLS: usize = 5;
-
-/// Kills the process group member on drop, so a failing test leaves nothing running.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn dev_broker() -> (Proc, String) {
-    let mut child = Command::new(BIN)
-        .arg("dev-broker")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let bootstrap = line
-        .trim()
-        .strip_prefix("BOOTSTRAP=")
-        .expect("dev-broker prints its address")
-        .to_owned();
-    (Proc(child), bootstrap)
-}
 
 fn serve(db: &TestDb, bootstrap: &str, port: u16, log: &std::path::Path) -> Proc {
     let log = std::fs::OpenOptions::new()

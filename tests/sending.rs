@@ -878,3 +878,46 @@ async fn a_repeated_idempotency_key_returns_the_first_answer_and_does_nothing() 
     h.stop().await;
     db.drop_database().await;
 }
+
+#[actix_web::test]
+async fn a_send_whose_answer_is_lost_is_looked_up_never_resent() {
+    let db = TestDb::unique();
+    let extra = [
+        ("mitto.request_timeout_ms", json!(800)),
+        ("sending.max_in_flight_batches", json!(1)),
+    ];
+    let h = Harness::start(&db, |c| c.hang_ms = 3_000, &extra).await;
+    let (_, token) = h.tenant("shop", 1_000).await;
+    let id = campaign_of(&h, &token, 500, 0).await;
+    // the first batch is accepted but its answer never comes back in time
+    h.sim.script([Fault::Timeout]);
+    assert_eq!(
+        h.post(
+            &token,
+            &format!("/api/v1/campaigns/{id}/enqueue"),
+            json!({})
+        )
+        .await
+        .0,
+        200
+    );
+    let stats = h
+        .wait_for_status(&token, id, "completed", Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        (stats["sent"].as_i64(), stats["sendFailed"].as_i64()),
+        (Some(500), Some(0))
+    );
+    let sends = h.sends();
+    assert_eq!(sends.len(), 500);
+    assert!(
+        sends.values().all(|n| *n == 1),
+        "the unanswered batch was not resent"
+    );
+    assert!(
+        h.sim.stats().lookups >= 200,
+        "the unanswered batch was looked up by reference"
+    );
+    h.stop().await;
+    db.drop_database().await;
+}

@@ -60,14 +60,10 @@ struct Figures {
 }
 
 pub async fn run(mut settings: Settings, args: IngestArgs) -> anyhow::Result<()> {
-    let name = format!("campaignd_bench_{}", uuid::Uuid::new_v4().simple());
-    let mut url = url::Url::parse(settings.database_url.expose_secret())?;
-    url.set_path(&name);
-    settings.database_url = url.to_string().into();
-    settings.http.bind = "127.0.0.1:0".parse()?;
+    let url = super::scratch_database(&mut settings, "campaignd_bench")?;
     let result = measure(settings.clone(), &args).await;
     if !args.keep {
-        store::drop_database(url.as_str()).await?;
+        store::drop_database(&url).await?;
     }
     let figures = result?;
     print_table(&args, &figures);

@@ -172,24 +172,42 @@ pub fn parse_csv(data: &[u8]) -> Result<(Vec<NewContact>, Vec<RowError>), String
     Ok((good, bad))
 }
 
-/// `POST /api/v1/contacts/import` (text/csv): good rows kept, bad rows reported by line.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ImportQuery {
+    /// A list of the tenant's that every imported contact joins.
+    list_id: Option<String>,
+}
+
+/// `POST /api/v1/contacts/import[?listId=N]` (text/csv): good rows kept (and added to the
+/// list), bad rows reported by line.
 async fn import(
     auth: Authenticated,
+    query: web::Query<ImportQuery>,
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let list = match &query.list_id {
+        Some(id) => Some(owned_list(&state, auth, id).await?),
+        None => None,
+    };
     let (good, bad) = parse_csv(&body).map_err(ApiError::BadRequest)?;
+    let unexpected = |e: crate::store::StoreError| ApiError::Unexpected(e.into());
     let mut imported = 0;
     for chunk in good.chunks(CHUNK) {
-        imported += contacts::upsert(&state.pool, auth.tenant, chunk)
+        let saved = contacts::upsert(&state.pool, auth.tenant, chunk)
             .await
-            .map_err(|e| ApiError::Unexpected(e.into()))?
-            .len();
+            .map_err(unexpected)?;
+        imported += saved.len();
+        if let Some(list) = list {
+            let ids: Vec<i64> = saved.iter().map(|c| c.id).collect();
+            contacts::add_members(&state.pool, auth.tenant, list, &ids)
+                .await
+                .map_err(unexpected)?;
+        }
     }
-    Ok(
-        HttpResponse::Ok()
-            .json(json!({ "imported": imported, "failed": bad.len(), "errors": bad })),
-    )
+    let answer = json!({ "imported": imported, "failed": bad.len(), "errors": bad });
+    Ok(HttpResponse::Ok().json(answer))
 }
 
 #[derive(Debug, Deserialize)]

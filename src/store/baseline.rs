@@ -83,3 +83,36 @@ pub async fn count_by_status(
     .await?;
     Ok(rows)
 }
+
+/// Adds one recipient with its own autocommitted INSERT, as the replaced enqueue did.
+pub async fn insert_recipient(
+    pool: &PgPool,
+    campaign: CampaignId,
+    tenant: crate::domain::TenantId,
+    phone: &str,
+) -> Result<i64, StoreError> {
+    let id = sqlx::query_scalar(
+        "INSERT INTO campaign_recipients (campaign_id, tenant_id, phone_e164) VALUES ($1, $2, $3)
+         ON CONFLICT (campaign_id, phone_e164) DO NOTHING RETURNING id",
+    )
+    .bind(campaign.get())
+    .bind(tenant.get())
+    .bind(phone)
+    .fetch_optional(pool)
+    .await?;
+    Ok(id.unwrap_or(0))
+}
+
+/// Records one send with its own autocommitted UPDATE, as the replaced send job did.
+pub async fn mark_sent(pool: &PgPool, recipient: i64, message_id: &str) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE campaign_recipients SET status = 'sent', provider_message_id = $2, sent_at = now(),
+                claim_token = NULL
+         WHERE id = $1",
+    )
+    .bind(recipient)
+    .bind(message_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

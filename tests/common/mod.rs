@@ -300,3 +300,66 @@ pub async fn wait_until_offsets_reach(
     )
     .await;
 }
+
+// --- child processes (crash tests) ---
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_campaignd");
+
+/// Kills the process group member on drop, so a failing test leaves nothing running.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn dev_broker() -> (Proc, String) {
+    let mut child = Command::new(BIN)
+        .arg("dev-broker")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let bootstrap = first_line_value(&mut child, "BOOTSTRAP");
+    (Proc(child), bootstrap)
+}
+
+/// Reads the first line a child prints, `NAME=value`, and returns the value.
+fn first_line_value(child: &mut Child, name: &str) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line.trim()
+        .strip_prefix(&format!("{name}="))
+        .unwrap_or_else(|| panic!("expected {name}=… as the first line, got {line:?}"))
+        .to_owned()
+}
+
+/// `campaignd mitto-sim` in its own process (it outlives service restarts), reporting
+/// deliveries to `callback`; returns it and its base URL.
+pub fn mitto_sim(callback: &str, secret: &str, extra: &[&str]) -> (Proc, String) {
+    let mut child = Command::new(BIN)
+        .args([
+            "mitto-sim",
+            "--port",
+            "0",
+            "--callback",
+            callback,
+            "--callback-secret",
+            secret,
+        ])
+        .args(["--dlr-delay-ms", "20..400"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base_url = first_line_value(&mut child, "MITTO_BASE_URL");
+    (Proc(child), base_url.trim_end_matches('/').to_owned())
+}

@@ -105,6 +105,14 @@ impl CampaignActor {
         if c.status != CampaignStatus::Sending {
             return;
         }
+        if c.plan
+            .traffic_account
+            .or(sending.default_traffic_account)
+            .is_none()
+        {
+            tracing::error!(campaign_id = %c.id, "no traffic account for this campaign and none configured (mitto.traffic_account_id); it waits");
+            return;
+        }
         match self.run.settled {
             Settling::NotYet => return self.settle_earlier_claims(ctx, sending),
             Settling::Running => return,
