@@ -921,3 +921,40 @@ async fn a_send_whose_answer_is_lost_is_looked_up_never_resent() {
     h.stop().await;
     db.drop_database().await;
 }
+
+#[actix_web::test]
+async fn a_scheduled_campaign_starts_by_itself_when_its_time_comes() {
+    let db = TestDb::unique();
+    let h = Harness::start(
+        &db,
+        |_| {},
+        &[("sending.scheduler_interval_ms", json!(200))],
+    )
+    .await;
+    let (_, token) = h.tenant("shop", 1_000).await;
+    let phones: Vec<String> = (0..50).map(phone).collect();
+    let at = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
+    let (status, campaign) = h
+        .post(
+            &token,
+            "/api/v1/campaigns",
+            json!({ "name": "Later", "body": "Sale today", "sender": "Shop",
+                    "audience": { "phones": phones }, "scheduledAt": at }),
+        )
+        .await;
+    assert_eq!(
+        (status, campaign["status"].as_str()),
+        (201, Some("scheduled")),
+        "{campaign}"
+    );
+    let id = campaign["id"].as_i64().unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(h.sim.stats().accepted, 0, "nothing is sent before its time");
+    h.wait_for_status(&token, id, "completed", Duration::from_secs(30))
+        .await;
+    let sends = h.sends();
+    assert_eq!(sends.len(), 50);
+    assert!(sends.values().all(|n| *n == 1));
+    h.stop().await;
+    db.drop_database().await;
+}

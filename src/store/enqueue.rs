@@ -76,6 +76,10 @@ pub async fn enqueue(
     batch_size: usize,
 ) -> Result<EnqueueOutcome, StartError> {
     let mut tx = pool.begin().await?;
+    // the audience is deduplicated by a sort: keep it in memory for large campaigns
+    sqlx::query("SET LOCAL work_mem = '64MB'")
+        .execute(&mut *tx)
+        .await?;
     if let Some(key) = idempotency_key {
         if let Some(first) = claim_key(&mut tx, tenant, campaign, key).await? {
             return Ok(EnqueueOutcome::Replayed(first));
@@ -87,12 +91,16 @@ pub async fn enqueue(
         return Err(StartError::Refused(status));
     }
     let (added, required) = insert_recipients(&mut tx, tenant, campaign, &body, audience).await?;
-    let queued: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM campaign_recipients WHERE campaign_id = $1 AND status = 'queued'",
-    )
-    .bind(campaign.get())
-    .fetch_one(&mut *tx)
-    .await?;
+    // a paused campaign may have queued recipients already; any other start has only the new
+    let queued: i64 = match status {
+        CampaignStatus::Paused => sqlx::query_scalar(
+            "SELECT count(*) FROM campaign_recipients WHERE campaign_id = $1 AND status = 'queued'",
+        )
+        .bind(campaign.get())
+        .fetch_one(&mut *tx)
+        .await?,
+        _ => added,
+    };
     if queued == 0 && status != CampaignStatus::Paused {
         return Err(StartError::NoRecipients);
     }
@@ -120,6 +128,21 @@ pub async fn enqueue(
     }
     tx.commit().await?;
     Ok(EnqueueOutcome::Done(answer))
+}
+
+/// Enqueues at least this large refresh the planner's statistics of the recipients table.
+pub const STATISTICS_REFRESH_ROWS: i64 = 10_000;
+
+/// Re-samples `campaign_recipients` for the planner after a bulk enqueue, so the lookups and
+/// checkpoints that follow are planned for the table's real size rather than stale numbers
+/// (autovacuum would get there, but only after the campaign has started sending).
+pub async fn refresh_statistics(pool: PgPool) {
+    if let Err(e) = sqlx::query("ANALYZE campaign_recipients")
+        .execute(&pool)
+        .await
+    {
+        tracing::warn!(error = %e, "refreshing the recipients' statistics failed");
+    }
 }
 
 /// Takes the key for this call, or returns the answer stored under it. A concurrent call with
@@ -352,21 +375,26 @@ pub struct Claimed {
 }
 
 /// Claims up to `limit` queued recipients (`queued → processing` with a fresh claim token),
-/// committed before the batch leaves for Mitto.
+/// committed before the batch leaves for Mitto. Claims walk the campaign's phones in order
+/// from `after` (the last phone claimed; `""` from the start) along the (campaign, phone)
+/// index, so a claim costs its batch, not the campaign's size.
 pub async fn claim_batch(
     pool: &PgPool,
     campaign: CampaignId,
+    after: &str,
     limit: i64,
 ) -> Result<(Uuid, Vec<Claimed>), StoreError> {
     let token = Uuid::new_v4();
     let rows = sqlx::query_as(
-        "UPDATE campaign_recipients r SET status = 'processing', claim_token = $3
-         FROM (SELECT id FROM campaign_recipients WHERE campaign_id = $1 AND status = 'queued'
-               ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) q
+        "UPDATE campaign_recipients r SET status = 'processing', claim_token = $4
+         FROM (SELECT id FROM campaign_recipients
+               WHERE campaign_id = $1 AND phone_e164 > $2 AND status = 'queued'
+               ORDER BY phone_e164 LIMIT $3 FOR UPDATE SKIP LOCKED) q
          WHERE r.id = q.id
          RETURNING r.id, r.phone_e164 AS phone, r.body, r.retry_count AS attempt, r.segments",
     )
     .bind(campaign.get())
+    .bind(after)
     .bind(limit)
     .bind(token)
     .fetch_all(pool)

@@ -59,6 +59,9 @@ struct SendRun {
     settled: Settling,
     /// Every claim token this activation issued: claims outside it belong to an earlier run.
     claims: HashSet<Uuid>,
+    /// The last phone claimed: the next claim continues after it. Reset whenever recipients
+    /// return to the queue (released claims, retry-failed, another enqueue).
+    claim_after: String,
 }
 
 #[derive(Default, PartialEq, Eq)]
@@ -138,18 +141,26 @@ impl CampaignActor {
             .batch_cap()
             .map_or(sending.batch_size, |cap| cap.min(sending.batch_size))
             .max(1) as i64;
-        let (pool, id) = (self.pool.clone(), self.id);
+        let (pool, id, after) = (self.pool.clone(), self.id, self.run.claim_after.clone());
         let claim = async move {
-            store::until_ok("claiming a batch", || enqueue::claim_batch(&pool, id, size)).await
+            store::until_ok("claiming a batch", || {
+                enqueue::claim_batch(&pool, id, &after, size)
+            })
+            .await
         };
         ctx.spawn(claim.into_actor(self).map(move |(token, rows), act, ctx| {
             act.run.claiming = false;
             if rows.is_empty() {
-                // counted as queued but nothing to claim yet (another claim holds the rows)
-                ctx.run_later(Duration::from_millis(500), |act, ctx| act.pump(ctx));
+                // counted as queued but none found after the cursor: start over from the first
+                // phone (rows may have been locked by a cancel, or re-queued behind the cursor)
+                act.run.claim_after.clear();
+                ctx.run_later(Duration::from_millis(200), |act, ctx| act.pump(ctx));
                 return;
             }
             act.run.claims.insert(token);
+            if let Some(last) = rows.iter().map(|r| &r.phone).max() {
+                act.run.claim_after = last.clone();
+            }
             let Some(batch) = act.batch_of(&sending, rows) else {
                 return;
             };
@@ -204,6 +215,7 @@ impl CampaignActor {
             .await
         };
         ctx.wait(release.into_actor(self).map(|released, act, ctx| {
+            act.run.claim_after.clear();
             if let Some(c) = act.campaign() {
                 c.released(released as i64);
             }
@@ -299,8 +311,12 @@ impl CampaignActor {
                 .into_actor(self)
                 .map(|result, act, ctx| {
                     let outcome = result?;
+                    act.run.claim_after.clear();
                     if let (EnqueueOutcome::Done(e), Some(c)) = (&outcome, act.campaign()) {
                         c.enqueued(e.added);
+                        if e.added >= enqueue::STATISTICS_REFRESH_ROWS {
+                            actix::spawn(enqueue::refresh_statistics(act.pool.clone()));
+                        }
                     }
                     act.pump(ctx);
                     Ok(LifecycleReply::Enqueued(outcome))
@@ -344,6 +360,7 @@ impl CampaignActor {
                     .into_actor(self)
                     .map(|result, act, ctx| {
                         let n = result?;
+                        act.run.claim_after.clear();
                         if let Some(c) = act.campaign() {
                             c.retried(n);
                         }
