@@ -958,3 +958,177 @@ async fn a_scheduled_campaign_starts_by_itself_when_its_time_comes() {
     h.stop().await;
     db.drop_database().await;
 }
+
+#[actix_web::test]
+async fn enqueue_refusals_leave_the_campaign_as_it_was() {
+    let db = TestDb::unique();
+    let h = Harness::start(&db, |_| {}, &[]).await;
+    let (tenant, token) = h.tenant("shop", 1_000).await;
+
+    // every phone of the audience unsubscribed: nothing to send
+    let phones: Vec<String> = (0..5).map(phone).collect();
+    let all: HashSet<String> = phones.iter().cloned().collect();
+    contacts(&h, &token, &phones, &all).await;
+    let (_, campaign) = h
+        .post(
+            &token,
+            "/api/v1/campaigns",
+            json!({ "name": "Nobody", "body": "Hi", "sender": "Shop", "audience": { "phones": phones } }),
+        )
+        .await;
+    let id = campaign["id"].as_i64().unwrap();
+    let (status, body) = h
+        .post(
+            &token,
+            &format!("/api/v1/campaigns/{id}/enqueue"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("NO_RECIPIENTS")),
+        "{body}"
+    );
+    let (_, after) = h.get(&token, &format!("/api/v1/campaigns/{id}")).await;
+    assert_eq!(after["status"], "draft");
+
+    // a lapsed subscription cannot send
+    let other = campaign_of(&h, &token, 10, 100).await;
+    sqlx::query("UPDATE tenants SET subscription_active = false WHERE id = $1")
+        .bind(tenant)
+        .execute(&h.pool)
+        .await
+        .unwrap();
+    let (status, body) = h
+        .post(
+            &token,
+            &format!("/api/v1/campaigns/{other}/enqueue"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("SUBSCRIPTION_REQUIRED")),
+        "{body}"
+    );
+    let (balance, ledger) = h.credits(tenant).await;
+    assert_eq!(
+        (balance, ledger.get("reserve")),
+        (1_000, None),
+        "nothing reserved"
+    );
+    h.stop().await;
+    db.drop_database().await;
+}
+
+#[actix_web::test]
+async fn a_campaign_that_mitto_refuses_entirely_fails_and_refunds_everything() {
+    let db = TestDb::unique();
+    let h = Harness::start(&db, |c| c.item_error_ratio = 1.0, &[]).await;
+    let (tenant, token) = h.tenant("shop", 100).await;
+    let id = campaign_of(&h, &token, 40, 0).await;
+    assert_eq!(
+        h.post(
+            &token,
+            &format!("/api/v1/campaigns/{id}/enqueue"),
+            json!({})
+        )
+        .await
+        .0,
+        200
+    );
+    // a sending campaign's definition is frozen, and it cannot be deleted
+    let (status, body) = h
+        .call(
+            reqwest::Method::PATCH,
+            &token,
+            &format!("/api/v1/campaigns/{id}"),
+            Some(json!({ "name": "x" })),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let stats = h
+        .wait_for_status(&token, id, "failed", Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        (stats["sent"].as_i64(), stats["sendFailed"].as_i64()),
+        (Some(0), Some(40))
+    );
+    assert_eq!(
+        h.call(
+            reqwest::Method::DELETE,
+            &token,
+            &format!("/api/v1/campaigns/{id}"),
+            None
+        )
+        .await
+        .0,
+        409
+    );
+    h.settled_figures(&token, id).await;
+    let (balance, ledger) = eventually(Duration::from_secs(10), "refunds to be booked", || async {
+        let (balance, ledger) = h.credits(tenant).await;
+        (balance == 100).then_some((balance, ledger))
+    })
+    .await;
+    assert_eq!(
+        (balance, ledger["reserve"], ledger["refund"]),
+        (100, -40, 40)
+    );
+    h.stop().await;
+    db.drop_database().await;
+}
+
+#[actix_web::test]
+async fn with_ambiguous_outcome_fail_a_lost_answer_is_failed_as_outcome_unknown_not_resent() {
+    let db = TestDb::unique();
+    let extra = [
+        ("mitto.request_timeout_ms", json!(800)),
+        ("sending.max_in_flight_batches", json!(1)),
+        ("sending.ambiguous_outcome", json!("fail")),
+    ];
+    let h = Harness::start(&db, |c| c.hang_ms = 3_000, &extra).await;
+    let (_, token) = h.tenant("shop", 1_000).await;
+    let id = campaign_of(&h, &token, 300, 0).await;
+    h.sim.script([Fault::Timeout]);
+    assert_eq!(
+        h.post(
+            &token,
+            &format!("/api/v1/campaigns/{id}/enqueue"),
+            json!({})
+        )
+        .await
+        .0,
+        200
+    );
+    let stats = h
+        .wait_for_status(&token, id, "completed", Duration::from_secs(60))
+        .await;
+    assert_eq!(
+        (stats["sent"].as_i64(), stats["sendFailed"].as_i64()),
+        (Some(100), Some(200))
+    );
+    h.settled_figures(&token, id).await;
+    let unknown: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM campaign_recipients
+         WHERE campaign_id = $1 AND error LIKE 'outcome_unknown%' AND NOT error_retryable",
+    )
+    .bind(id)
+    .fetch_one(&h.pool)
+    .await
+    .unwrap();
+    assert_eq!(unknown, 200);
+    let sends = h.sends();
+    assert_eq!(sends.len(), 300, "Mitto did accept the unanswered batch");
+    assert!(sends.values().all(|n| *n == 1), "and it was not sent again");
+    let (status, _) = h
+        .post(
+            &token,
+            &format!("/api/v1/campaigns/{id}/retry-failed"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 400, "an unknown outcome is never retried");
+    h.stop().await;
+    db.drop_database().await;
+}
