@@ -10,7 +10,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = campaignd::cli::Cli::parse();
     let level = match cli.command {
-        campaignd::cli::Command::Demo(_) => "warn",
+        // the demo keeps the screen for its progress bars; the embedded broker going away at
+        // the end is expected there
+        campaignd::cli::Command::Demo(_) => "warn,rdkafka=off,librdkafka=off",
         _ => "info",
     };
     campaignd::telemetry::init(cli.log_format, level);

@@ -130,7 +130,7 @@ async fn measure_run(app: &RunningApplication, n: u64) -> anyhow::Result<Run> {
     let sending_started = Instant::now();
     let mut samples = Vec::new();
     loop {
-        let accepted = sim.stats().accepted;
+        let accepted = sim.accepted();
         samples.push((sending_started.elapsed().as_secs_f64(), accepted as f64));
         let (_, stats) = registry.stats(campaign).await.context("stats")?;
         if matches!(stats.status.as_str(), "completed" | "failed") {

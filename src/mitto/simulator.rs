@@ -254,6 +254,11 @@ impl SimHandle {
         self.state.stats()
     }
 
+    /// Messages accepted so far (cheap: one counter, unlike [`SimHandle::stats`]).
+    pub fn accepted(&self) -> u64 {
+        self.state.counters.accepted.load(Ordering::Relaxed)
+    }
+
     /// Queues faults for the next send requests, in order.
     pub fn script(&self, faults: impl IntoIterator<Item = Fault>) {
         self.state.lock_script().extend(faults);
