@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use campaignd::actors::campaign::Counters;
@@ -15,31 +14,14 @@ use campaignd::kafka::producer::EventProducer;
 use campaignd::store::fixtures::claimed_campaign;
 use common::{
     dev_broker, end_offsets, eventually, free_port, stored_offsets, tenant,
-    wait_until_offsets_reach, Proc, TestDb, BIN,
+    wait_until_offsets_reach, Proc, TestDb,
 };
 use rand::Rng;
 
 const KILLS: usize = 5;
 
 fn serve(db: &TestDb, bootstrap: &str, port: u16, log: &std::path::Path) -> Proc {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    let child = Command::new(BIN)
-        .arg("serve")
-        .env("DATABASE_URL", &db.url)
-        .env("KAFKA_BROKERS", bootstrap)
-        .env("CAMPAIGND_HTTP__BIND", format!("127.0.0.1:{port}"))
-        .env("CAMPAIGND_KAFKA__SESSION_TIMEOUT_MS", "2000")
-        .env("CAMPAIGND_KAFKA__HEARTBEAT_INTERVAL_MS", "500")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Proc(child)
+    common::serve(db, port, log, &[("KAFKA_BROKERS", bootstrap)])
 }
 
 async fn row_statuses(pool: &sqlx::PgPool) -> HashMap<RecipientId, MessageStatus> {

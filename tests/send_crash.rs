@@ -6,10 +6,9 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{dev_broker, eventually, free_port, mitto_sim, Proc, TestDb, BIN};
+use common::{dev_broker, eventually, free_port, mitto_sim, Proc, TestDb};
 use rand::Rng;
 use serde_json::{json, Value};
 
@@ -18,34 +17,28 @@ const RECIPIENTS: usize = 12_000;
 const SECRET: &str = "crash-test-secret";
 
 fn serve(db: &TestDb, bootstrap: &str, sim: &str, port: u16, log: &std::path::Path) -> Proc {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    let child = Command::new(BIN)
-        .arg("serve")
-        .env("DATABASE_URL", &db.url)
-        .env("KAFKA_BROKERS", bootstrap)
-        .env("MITTO_BASE_URL", sim)
-        .env("MITTO_API_KEY", common::sim_key())
-        .env(
+    let key = common::sim_key();
+    let env = [
+        ("KAFKA_BROKERS", bootstrap),
+        ("MITTO_BASE_URL", sim),
+        ("MITTO_API_KEY", key.as_str()),
+        (
             "CAMPAIGND_MITTO__TRAFFIC_ACCOUNT_ID",
             "e8a5e53f-51ce-4cc8-9f3c-43fb1d24daf7",
-        )
-        .env("CAMPAIGND_WEBHOOK__SECRETS", SECRET)
-        .env("CAMPAIGND_SENDING__AMBIGUOUS_OUTCOME", "lookup")
-        .env("CAMPAIGND_SENDING__AMBIGUOUS_GRACE_MS", "300")
-        .env("CAMPAIGND_RATE_LIMITS__TENANT_PER_SECOND", "1000")
-        .env("CAMPAIGND_HTTP__BIND", format!("127.0.0.1:{port}"))
-        .env("CAMPAIGND_KAFKA__SESSION_TIMEOUT_MS", "2000")
-        .env("CAMPAIGND_KAFKA__HEARTBEAT_INTERVAL_MS", "500")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Proc(child)
+        ),
+        ("CAMPAIGND_WEBHOOK__SECRETS", SECRET),
+        ("CAMPAIGND_SENDING__AMBIGUOUS_OUTCOME", "lookup"),
+        ("CAMPAIGND_SENDING__AMBIGUOUS_GRACE_MS", "300"),
+        ("CAMPAIGND_RATE_LIMITS__TENANT_PER_SECOND", "1000"),
+    ];
+    common::serve(db, port, log, &env)
+}
+
+/// The campaign's stats as the API shows them, or `None` while the service does not answer.
+async fn campaign_stats(http: &reqwest::Client, port: u16, token: &str, id: i64) -> Option<Value> {
+    let url = format!("http://127.0.0.1:{port}/api/v1/campaigns/{id}/stats");
+    let response = http.get(url).bearer_auth(token).send().await.ok()?;
+    response.json().await.ok()
 }
 
 async fn sim_stats(http: &reqwest::Client, sim: &str) -> Value {
@@ -136,13 +129,7 @@ async fn kill_9_five_times_while_sending_messages_every_phone_exactly_once() {
         Duration::from_secs(180),
         "the campaign to complete",
         || async {
-            let r = http
-                .get(url(&format!("/api/v1/campaigns/{id}/stats")))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .ok()?;
-            let body: Value = r.json().await.ok()?;
+            let body = campaign_stats(&http, port, &token, id).await?;
             (body["status"] == "completed").then_some(body)
         },
     )
@@ -188,13 +175,7 @@ async fn kill_9_five_times_while_sending_messages_every_phone_exactly_once() {
         Duration::from_secs(30),
         "stats and rows to agree on deliveries",
         || async {
-            let r = http
-                .get(url(&format!("/api/v1/campaigns/{id}/stats")))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .ok()?;
-            let now: Value = r.json().await.ok()?;
+            let now = campaign_stats(&http, port, &token, id).await?;
             let (delivered, failed): (i64, i64) = sqlx::query_as(
                 "SELECT count(*) FILTER (WHERE status = 'delivered'),
                     count(*) FILTER (WHERE status = 'failed')

@@ -120,6 +120,12 @@ impl Harness {
             .await
     }
 
+    /// `POST /api/v1/campaigns/{id}/{action}` with an empty body.
+    async fn action(&self, token: &str, campaign: i64, action: &str) -> (u16, Value) {
+        let path = format!("/api/v1/campaigns/{campaign}/{action}");
+        self.post(token, &path, json!({})).await
+    }
+
     async fn get(&self, token: &str, path: &str) -> (u16, Value) {
         self.call(reqwest::Method::GET, token, path, None).await
     }
@@ -351,9 +357,7 @@ async fn contacts_lists_and_campaign_definitions_follow_the_state_machine() {
         (status, edited["name"].as_str()),
         (200, Some("Spring sale!"))
     );
-    let (status, body) = h
-        .post(&token, &format!("/api/v1/campaigns/{id}/pause"), json!({}))
-        .await;
+    let (status, body) = h.action(&token, id, "pause").await;
     assert_eq!(
         (status, body["error"]["status"].as_str()),
         (409, Some("draft")),
@@ -372,13 +376,7 @@ async fn contacts_lists_and_campaign_definitions_follow_the_state_machine() {
         (200, Some("scheduled")),
         "{body}"
     );
-    let (status, _) = h
-        .post(
-            &token,
-            &format!("/api/v1/campaigns/{id}/unschedule"),
-            json!({}),
-        )
-        .await;
+    let (status, _) = h.action(&token, id, "unschedule").await;
     assert_eq!(status, 200);
 
     // listing with search, status filter and stats
@@ -579,23 +577,12 @@ async fn pause_stops_new_batches_resume_finishes_and_cancel_refunds_exactly_the_
     let h = Harness::start(&db, |_| {}, &limits).await;
     let (tenant, token) = h.tenant("shop", 10_000).await;
     let id = campaign_of(&h, &token, 2_000, 0).await;
-    assert_eq!(
-        h.post(
-            &token,
-            &format!("/api/v1/campaigns/{id}/enqueue"),
-            json!({})
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(h.action(&token, id, "enqueue").await.0, 200);
     eventually(Duration::from_secs(30), "first sends", || async {
         (h.sim.stats().accepted > 0).then_some(())
     })
     .await;
-    let (status, body) = h
-        .post(&token, &format!("/api/v1/campaigns/{id}/pause"), json!({}))
-        .await;
+    let (status, body) = h.action(&token, id, "pause").await;
     assert_eq!((status, body["status"].as_str()), (200, Some("paused")));
     let at_pause = h.sim.stats().accepted;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -611,41 +598,21 @@ async fn pause_stops_new_batches_resume_finishes_and_cancel_refunds_exactly_the_
         settled,
         "nothing is sent while paused"
     );
-    assert_eq!(
-        h.post(&token, &format!("/api/v1/campaigns/{id}/resume"), json!({}))
-            .await
-            .0,
-        200
-    );
+    assert_eq!(h.action(&token, id, "resume").await.0, 200);
     h.wait_for_status(&token, id, "completed", Duration::from_secs(60))
         .await;
     assert_eq!(h.sim.stats().accepted, 2_000);
 
     // cancel: the queued rest is cancelled and refunded, what was sent stays charged
     let second = campaign_of(&h, &token, 2_000, 10_000).await;
-    assert_eq!(
-        h.post(
-            &token,
-            &format!("/api/v1/campaigns/{second}/enqueue"),
-            json!({})
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(h.action(&token, second, "enqueue").await.0, 200);
     eventually(
         Duration::from_secs(30),
         "sends of the second campaign",
         || async { (h.sim.stats().accepted > 2_000).then_some(()) },
     )
     .await;
-    let (status, body) = h
-        .post(
-            &token,
-            &format!("/api/v1/campaigns/{second}/cancel"),
-            json!({}),
-        )
-        .await;
+    let (status, body) = h.action(&token, second, "cancel").await;
     assert_eq!(
         (status, body["status"].as_str()),
         (200, Some("cancelled")),
@@ -672,16 +639,7 @@ async fn pause_stops_new_batches_resume_finishes_and_cancel_refunds_exactly_the_
     let (balance, ledger) = h.credits(tenant).await;
     assert_eq!(ledger["refund"], cancelled);
     assert_eq!(balance, 10_000 - 2_000 - sent_second);
-    assert_eq!(
-        h.post(
-            &token,
-            &format!("/api/v1/campaigns/{second}/resume"),
-            json!({})
-        )
-        .await
-        .0,
-        409
-    );
+    assert_eq!(h.action(&token, second, "resume").await.0, 409);
     h.stop().await;
     db.drop_database().await;
 }
@@ -700,16 +658,7 @@ async fn retry_failed_resends_only_retryable_failures_and_only_once() {
     // the first batch meets a provider outage longer than every retry
     h.sim
         .script([Fault::Status { status: 503 }, Fault::Status { status: 503 }]);
-    assert_eq!(
-        h.post(
-            &token,
-            &format!("/api/v1/campaigns/{id}/enqueue"),
-            json!({})
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(h.action(&token, id, "enqueue").await.0, 200);
     h.wait_for_status(&token, id, "completed", Duration::from_secs(60))
         .await;
     let before = h.settled_figures(&token, id).await;
@@ -736,13 +685,7 @@ async fn retry_failed_resends_only_retryable_failures_and_only_once() {
         "per-item refusals are failures too"
     );
 
-    let (status, body) = h
-        .post(
-            &token,
-            &format!("/api/v1/campaigns/{id}/retry-failed"),
-            json!({}),
-        )
-        .await;
+    let (status, body) = h.action(&token, id, "retry-failed").await;
     assert_eq!(
         (status, body["affected"].as_i64()),
         (200, Some(outage)),
@@ -760,13 +703,7 @@ async fn retry_failed_resends_only_retryable_failures_and_only_once() {
     );
     assert_eq!(sends.len() as i64 + refused_now, 300);
     // those failures are not retryable; the retried ones had their one retry
-    let (status, body) = h
-        .post(
-            &token,
-            &format!("/api/v1/campaigns/{id}/retry-failed"),
-            json!({}),
-        )
-        .await;
+    let (status, body) = h.action(&token, id, "retry-failed").await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (400, Some("NO_RECIPIENTS")),
@@ -813,13 +750,7 @@ async fn concurrent_enqueues_never_overdraw_and_repeated_keys_do_nothing() {
 
     // an insufficient enqueue says how much is missing, and changes nothing
     let refused = refused.unwrap();
-    let (status, body) = h
-        .post(
-            &token,
-            &format!("/api/v1/campaigns/{refused}/enqueue"),
-            json!({}),
-        )
-        .await;
+    let (status, body) = h.action(&token, refused, "enqueue").await;
     assert_eq!(status, 402);
     assert_eq!(
         (
@@ -891,16 +822,7 @@ async fn a_send_whose_answer_is_lost_is_looked_up_never_resent() {
     let id = campaign_of(&h, &token, 500, 0).await;
     // the first batch is accepted but its answer never comes back in time
     h.sim.script([Fault::Timeout]);
-    assert_eq!(
-        h.post(
-            &token,
-            &format!("/api/v1/campaigns/{id}/enqueue"),
-            json!({})
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(h.action(&token, id, "enqueue").await.0, 200);
     let stats = h
         .wait_for_status(&token, id, "completed", Duration::from_secs(60))
         .await;
@@ -977,13 +899,7 @@ async fn enqueue_refusals_leave_the_campaign_as_it_was() {
         )
         .await;
     let id = campaign["id"].as_i64().unwrap();
-    let (status, body) = h
-        .post(
-            &token,
-            &format!("/api/v1/campaigns/{id}/enqueue"),
-            json!({}),
-        )
-        .await;
+    let (status, body) = h.action(&token, id, "enqueue").await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (400, Some("NO_RECIPIENTS")),
@@ -999,13 +915,7 @@ async fn enqueue_refusals_leave_the_campaign_as_it_was() {
         .execute(&h.pool)
         .await
         .unwrap();
-    let (status, body) = h
-        .post(
-            &token,
-            &format!("/api/v1/campaigns/{other}/enqueue"),
-            json!({}),
-        )
-        .await;
+    let (status, body) = h.action(&token, other, "enqueue").await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (403, Some("SUBSCRIPTION_REQUIRED")),
@@ -1027,16 +937,7 @@ async fn a_campaign_that_mitto_refuses_entirely_fails_and_refunds_everything() {
     let h = Harness::start(&db, |c| c.item_error_ratio = 1.0, &[]).await;
     let (tenant, token) = h.tenant("shop", 100).await;
     let id = campaign_of(&h, &token, 40, 0).await;
-    assert_eq!(
-        h.post(
-            &token,
-            &format!("/api/v1/campaigns/{id}/enqueue"),
-            json!({})
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(h.action(&token, id, "enqueue").await.0, 200);
     // a sending campaign's definition is frozen, and it cannot be deleted
     let (status, body) = h
         .call(
@@ -1091,16 +992,7 @@ async fn with_ambiguous_outcome_fail_a_lost_answer_is_failed_as_outcome_unknown_
     let (_, token) = h.tenant("shop", 1_000).await;
     let id = campaign_of(&h, &token, 300, 0).await;
     h.sim.script([Fault::Timeout]);
-    assert_eq!(
-        h.post(
-            &token,
-            &format!("/api/v1/campaigns/{id}/enqueue"),
-            json!({})
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(h.action(&token, id, "enqueue").await.0, 200);
     let stats = h
         .wait_for_status(&token, id, "completed", Duration::from_secs(60))
         .await;
@@ -1121,13 +1013,7 @@ async fn with_ambiguous_outcome_fail_a_lost_answer_is_failed_as_outcome_unknown_
     let sends = h.sends();
     assert_eq!(sends.len(), 300, "Mitto did accept the unanswered batch");
     assert!(sends.values().all(|n| *n == 1), "and it was not sent again");
-    let (status, _) = h
-        .post(
-            &token,
-            &format!("/api/v1/campaigns/{id}/retry-failed"),
-            json!({}),
-        )
-        .await;
+    let (status, _) = h.action(&token, id, "retry-failed").await;
     assert_eq!(status, 400, "an unknown outcome is never retried");
     h.stop().await;
     db.drop_database().await;

@@ -294,6 +294,23 @@ impl Ledger {
         Ok(Some(row))
     }
 
+    /// Moves the row of a send towards `target` if the forward-only rule allows it; returns the
+    /// row and the status it had. `None`: a stale attempt, or not a move forward.
+    fn advance_send(
+        &mut self,
+        send: SendRef,
+        target: MessageStatus,
+    ) -> Result<Option<(&mut MessageRow, MessageStatus)>, String> {
+        let Some(row) = self.row_for(send)? else {
+            return Ok(None);
+        };
+        let from = row.status;
+        Ok(from.advance(target).map(move |to| {
+            row.status = to;
+            (row, from)
+        }))
+    }
+
     fn apply_sent(
         &mut self,
         message_id: &MessageId,
@@ -303,16 +320,11 @@ impl Ledger {
         out: &mut Vec<Transition>,
     ) -> Result<(), String> {
         let (campaign, recipient, _) = send;
-        let Some(row) = self.row_for(send)? else {
+        let Some((row, from)) = self.advance_send(send, MessageStatus::Sent)? else {
             self.counts.ignored += 1;
             return Ok(());
         };
-        let from = row.status;
-        let Some(to) = from.advance(MessageStatus::Sent) else {
-            self.counts.ignored += 1;
-            return Ok(());
-        };
-        row.status = to;
+        let to = row.status;
         row.message_id = Some(message_id.clone());
         row.bulk_id = bulk_id;
         row.sent_at = Some(at);
@@ -333,16 +345,11 @@ impl Ledger {
         out: &mut Vec<Transition>,
     ) -> Result<(), String> {
         let (campaign, recipient, _) = send;
-        let Some(row) = self.row_for(send)? else {
+        let Some((row, from)) = self.advance_send(send, MessageStatus::SendFailed)? else {
             self.counts.ignored += 1;
             return Ok(());
         };
-        let from = row.status;
-        let Some(to) = from.advance(MessageStatus::SendFailed) else {
-            self.counts.ignored += 1;
-            return Ok(());
-        };
-        row.status = to;
+        let to = row.status;
         row.error = Some(error.to_owned());
         row.error_retryable = Some(retryable);
         row.failed_at = Some(at);

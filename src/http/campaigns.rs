@@ -14,7 +14,7 @@ use super::AppState;
 use crate::actors::campaign::{Command, LifecycleReply};
 use crate::domain::{CampaignId, CampaignStatus, PhoneE164, TenantId};
 use crate::mitto::wire::valid_sender;
-use crate::store::campaigns::{self, CampaignRecord, Definition, EditError};
+use crate::store::campaigns::{self, CampaignRecord, Definition};
 use crate::store::enqueue::{EnqueueOutcome, StartError};
 
 /// Longest body accepted: ten concatenated GSM-7 parts.
@@ -84,16 +84,6 @@ impl ResponseError for CampaignError {
             error.extend(extra);
         }
         HttpResponse::build(status).json(json!({ "error": error }))
-    }
-}
-
-impl From<EditError> for CampaignError {
-    fn from(e: EditError) -> Self {
-        match e {
-            EditError::NotFound => Self::Start(StartError::NotFound),
-            EditError::Refused(s) => Self::Start(StartError::Refused(s)),
-            EditError::Store(e) => Self::Start(StartError::Store(e)),
-        }
     }
 }
 
@@ -346,10 +336,9 @@ async fn list(
     )
     .await
     .map_err(unexpected)?;
-    let mut items = Vec::with_capacity(records.len());
-    for record in records {
-        items.push(view(&state, record, q.with_stats).await);
-    }
+    // each campaign's actor answers on its own; ask them all at once
+    let views = records.into_iter().map(|r| view(&state, r, q.with_stats));
+    let items = futures::future::join_all(views).await;
     Ok(HttpResponse::Ok().json(json!({
         "items": items, "page": q.page, "pageSize": q.page_size, "total": total
     })))
@@ -364,7 +353,7 @@ async fn update(
     let id = campaign_id(&path)?;
     let current = find(&state, auth.tenant, id).await?;
     let def = definition(&state, auth.tenant, body.into_inner(), Some(&current)).await?;
-    let record = campaigns::update(&state.pool, auth.tenant, id.get(), &def).await?;
+    let record = campaigns::update(&state.pool, auth.tenant, id, &def).await?;
     state.events.registry.reload(id).await;
     Ok(HttpResponse::Ok().json(record))
 }
@@ -375,7 +364,7 @@ async fn delete(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, CampaignError> {
     let id = campaign_id(&path)?;
-    campaigns::delete(&state.pool, auth.tenant, id.get()).await?;
+    campaigns::delete(&state.pool, auth.tenant, id).await?;
     state.events.registry.reload(id).await;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -89,9 +89,7 @@ async fn create(
     }
     let mut saved = Vec::with_capacity(good.len());
     for chunk in good.chunks(CHUNK) {
-        let rows = contacts::upsert(&state.pool, auth.tenant, chunk)
-            .await
-            .map_err(|e| ApiError::Unexpected(e.into()))?;
+        let rows = contacts::upsert(&state.pool, auth.tenant, chunk).await?;
         saved.extend(rows);
     }
     Ok(HttpResponse::Created().json(json!({ "saved": saved.len(), "contacts": saved })))
@@ -188,22 +186,17 @@ async fn import(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let list = match &query.list_id {
-        Some(id) => Some(owned_list(&state, auth, id).await?),
+        Some(id) => Some(owned_list(&state, auth, id).await?.id),
         None => None,
     };
     let (good, bad) = parse_csv(&body).map_err(ApiError::BadRequest)?;
-    let unexpected = |e: crate::store::StoreError| ApiError::Unexpected(e.into());
     let mut imported = 0;
     for chunk in good.chunks(CHUNK) {
-        let saved = contacts::upsert(&state.pool, auth.tenant, chunk)
-            .await
-            .map_err(unexpected)?;
+        let saved = contacts::upsert(&state.pool, auth.tenant, chunk).await?;
         imported += saved.len();
         if let Some(list) = list {
             let ids: Vec<i64> = saved.iter().map(|c| c.id).collect();
-            contacts::add_members(&state.pool, auth.tenant, list, &ids)
-                .await
-                .map_err(unexpected)?;
+            contacts::add_members(&state.pool, auth.tenant, list, &ids).await?;
         }
     }
     let answer = json!({ "imported": imported, "failed": bad.len(), "errors": bad });
@@ -229,27 +222,24 @@ async fn create_list(
             "name must be 1 to 200 characters".into(),
         ));
     }
-    let unexpected = |e: crate::store::StoreError| ApiError::Unexpected(e.into());
     let id = contacts::create_list(&state.pool, auth.tenant, name)
-        .await
-        .map_err(unexpected)?
+        .await?
         .ok_or_else(|| ApiError::Conflict(format!("a list named {name:?} already exists")))?;
-    contacts::add_members(&state.pool, auth.tenant, id, &body.contact_ids)
-        .await
-        .map_err(unexpected)?;
-    let list = contacts::find_list(&state.pool, auth.tenant, id)
-        .await
-        .map_err(unexpected)?;
+    contacts::add_members(&state.pool, auth.tenant, id, &body.contact_ids).await?;
+    let list = contacts::find_list(&state.pool, auth.tenant, id).await?;
     Ok(HttpResponse::Created().json(list))
 }
 
-async fn owned_list(state: &AppState, auth: Authenticated, id: &str) -> Result<i64, ApiError> {
+/// The tenant's list named in the path, or a 404 (absent, or another tenant's).
+async fn owned_list(
+    state: &AppState,
+    auth: Authenticated,
+    id: &str,
+) -> Result<contacts::List, ApiError> {
     let not_found = || ApiError::NotFound(format!("list {id} not found"));
     let id: i64 = id.parse().map_err(|_| not_found())?;
     contacts::find_list(&state.pool, auth.tenant, id)
-        .await
-        .map_err(|e| ApiError::Unexpected(e.into()))?
-        .map(|l| l.id)
+        .await?
         .ok_or_else(not_found)
 }
 
@@ -258,11 +248,7 @@ async fn get_list(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = owned_list(&state, auth, &path).await?;
-    let list = contacts::find_list(&state.pool, auth.tenant, id)
-        .await
-        .map_err(|e| ApiError::Unexpected(e.into()))?;
-    Ok(HttpResponse::Ok().json(list))
+    Ok(HttpResponse::Ok().json(owned_list(&state, auth, &path).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -277,10 +263,8 @@ async fn add_members(
     body: web::Json<Members>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = owned_list(&state, auth, &path).await?;
-    let added = contacts::add_members(&state.pool, auth.tenant, id, &body.contact_ids)
-        .await
-        .map_err(|e| ApiError::Unexpected(e.into()))?;
+    let id = owned_list(&state, auth, &path).await?.id;
+    let added = contacts::add_members(&state.pool, auth.tenant, id, &body.contact_ids).await?;
     Ok(HttpResponse::Ok().json(json!({ "added": added })))
 }
 
@@ -290,10 +274,8 @@ async fn remove_members(
     body: web::Json<Members>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = owned_list(&state, auth, &path).await?;
-    let removed = contacts::remove_members(&state.pool, auth.tenant, id, &body.contact_ids)
-        .await
-        .map_err(|e| ApiError::Unexpected(e.into()))?;
+    let id = owned_list(&state, auth, &path).await?.id;
+    let removed = contacts::remove_members(&state.pool, auth.tenant, id, &body.contact_ids).await?;
     Ok(HttpResponse::Ok().json(json!({ "removed": removed })))
 }
 

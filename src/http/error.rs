@@ -26,6 +26,12 @@ pub enum ApiError {
     Unexpected(#[from] anyhow::Error),
 }
 
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::Unexpected(e.into())
+    }
+}
+
 #[derive(Serialize)]
 struct Body<'a> {
     error: Detail<'a>,

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
+use super::enqueue::{lock_campaign, StartError};
 use super::StoreError;
 use crate::actors::campaign::{Campaign, Counters, SendPlan, SeriesKind};
 use crate::domain::{CampaignId, CampaignStatus, MessageStatus, TenantId, TrafficAccountId};
@@ -147,6 +148,20 @@ pub struct Definition {
     pub scheduled_at: Option<DateTime<Utc>>,
 }
 
+type PgQueryAs<'q, O> = sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>;
+
+/// Binds a definition as `$2`..`$7`: name, body, sender, traffic account, audience,
+/// scheduled_at (after the one parameter the statement starts with).
+fn bind_definition<'q, O>(query: PgQueryAs<'q, O>, def: &'q Definition) -> PgQueryAs<'q, O> {
+    query
+        .bind(&def.name)
+        .bind(&def.body)
+        .bind(&def.sender)
+        .bind(def.traffic_account_id)
+        .bind(&def.audience)
+        .bind(def.scheduled_at)
+}
+
 /// Creates a campaign: `scheduled` when it has a start time, else `draft`.
 pub async fn create(
     pool: &PgPool,
@@ -159,14 +174,7 @@ pub async fn create(
          VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $7 IS NULL THEN 'draft' ELSE 'scheduled' END)
          RETURNING {RECORD}"
     );
-    let record = sqlx::query_as(&sql)
-        .bind(tenant.get())
-        .bind(&def.name)
-        .bind(&def.body)
-        .bind(&def.sender)
-        .bind(def.traffic_account_id)
-        .bind(&def.audience)
-        .bind(def.scheduled_at)
+    let record = bind_definition(sqlx::query_as(&sql).bind(tenant.get()), def)
         .fetch_one(pool)
         .await?;
     Ok(record)
@@ -224,46 +232,17 @@ pub async fn list(
     Ok((records, total))
 }
 
-/// Why an edit or delete was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum EditError {
-    #[error("campaign not found")]
-    NotFound,
-    #[error("campaign is {0}")]
-    Refused(CampaignStatus),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// The campaign row locked for a change, if the tenant owns it.
-async fn lock_status(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    tenant: TenantId,
-    id: i64,
-) -> Result<CampaignStatus, EditError> {
-    let status: Option<String> = sqlx::query_scalar(
-        "SELECT status FROM campaigns WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
-    )
-    .bind(id)
-    .bind(tenant.get())
-    .fetch_optional(&mut **tx)
-    .await
-    .map_err(StoreError::from)?;
-    let status = status.ok_or(EditError::NotFound)?;
-    CampaignStatus::parse(&status).map_err(|e| EditError::Store(StoreError::Corrupt(e.to_string())))
-}
-
 /// Replaces a draft or scheduled campaign's definition (the status follows `scheduled_at`).
 pub async fn update(
     pool: &PgPool,
     tenant: TenantId,
-    id: i64,
+    id: CampaignId,
     def: &Definition,
-) -> Result<CampaignRecord, EditError> {
-    let mut tx = pool.begin().await.map_err(StoreError::from)?;
-    let status = lock_status(&mut tx, tenant, id).await?;
+) -> Result<CampaignRecord, StartError> {
+    let mut tx = pool.begin().await?;
+    let (status, _, _) = lock_campaign(&mut tx, tenant, id).await?;
     if !matches!(status, CampaignStatus::Draft | CampaignStatus::Scheduled) {
-        return Err(EditError::Refused(status));
+        return Err(StartError::Refused(status));
     }
     let sql = format!(
         "UPDATE campaigns SET name = $2, body = $3, sender = $4, traffic_account_id = $5,
@@ -271,34 +250,25 @@ pub async fn update(
                 status = CASE WHEN $7 IS NULL THEN 'draft' ELSE 'scheduled' END, updated_at = now()
          WHERE id = $1 RETURNING {RECORD}"
     );
-    let record = sqlx::query_as(&sql)
-        .bind(id)
-        .bind(&def.name)
-        .bind(&def.body)
-        .bind(&def.sender)
-        .bind(def.traffic_account_id)
-        .bind(&def.audience)
-        .bind(def.scheduled_at)
+    let record = bind_definition(sqlx::query_as(&sql).bind(id.get()), def)
         .fetch_one(&mut *tx)
-        .await
-        .map_err(StoreError::from)?;
-    tx.commit().await.map_err(StoreError::from)?;
+        .await?;
+    tx.commit().await?;
     Ok(record)
 }
 
 /// Deletes a draft.
-pub async fn delete(pool: &PgPool, tenant: TenantId, id: i64) -> Result<(), EditError> {
-    let mut tx = pool.begin().await.map_err(StoreError::from)?;
-    let status = lock_status(&mut tx, tenant, id).await?;
+pub async fn delete(pool: &PgPool, tenant: TenantId, id: CampaignId) -> Result<(), StartError> {
+    let mut tx = pool.begin().await?;
+    let (status, _, _) = lock_campaign(&mut tx, tenant, id).await?;
     if status != CampaignStatus::Draft {
-        return Err(EditError::Refused(status));
+        return Err(StartError::Refused(status));
     }
     sqlx::query("DELETE FROM campaigns WHERE id = $1")
-        .bind(id)
+        .bind(id.get())
         .execute(&mut *tx)
-        .await
-        .map_err(StoreError::from)?;
-    tx.commit().await.map_err(StoreError::from)?;
+        .await?;
+    tx.commit().await?;
     Ok(())
 }
 

@@ -104,13 +104,7 @@ pub async fn enqueue(
     if queued == 0 && status != CampaignStatus::Paused {
         return Err(StartError::NoRecipients);
     }
-    if required > available {
-        return Err(StartError::InsufficientCredits {
-            required,
-            available,
-        });
-    }
-    reserve(&mut tx, tenant, campaign, required).await?;
+    reserve(&mut tx, tenant, campaign, required, available).await?;
     let answer = Enqueued {
         ok: true,
         queued,
@@ -194,7 +188,9 @@ async fn lock_tenant(
     Ok(balance)
 }
 
-async fn lock_campaign(
+/// Locks the campaign row if the tenant owns it (`NotFound` otherwise): its status, body and
+/// audience, for a change that depends on the status.
+pub(super) async fn lock_campaign(
     tx: &mut Transaction<'_, Postgres>,
     tenant: TenantId,
     campaign: CampaignId,
@@ -329,13 +325,21 @@ async fn insert_rendered(
     Ok((added, required))
 }
 
-/// Takes `required` credits from the balance into the campaign's reservation and starts it.
+/// Takes `required` credits from the balance (`available`, read under the tenant's lock) into
+/// the campaign's reservation and starts it; refused when the balance does not cover it.
 async fn reserve(
     tx: &mut Transaction<'_, Postgres>,
     tenant: TenantId,
     campaign: CampaignId,
     required: i64,
+    available: i64,
 ) -> Result<(), StartError> {
+    if required > available {
+        return Err(StartError::InsufficientCredits {
+            required,
+            available,
+        });
+    }
     if required > 0 {
         sqlx::query("UPDATE tenants SET credit_balance = credit_balance - $2 WHERE id = $1")
             .bind(tenant.get())
@@ -525,13 +529,7 @@ pub async fn retry_failed(
     if retried == 0 {
         return Err(StartError::NoRecipients);
     }
-    if required > available {
-        return Err(StartError::InsufficientCredits {
-            required,
-            available,
-        });
-    }
-    reserve(&mut tx, tenant, campaign, required).await?;
+    reserve(&mut tx, tenant, campaign, required, available).await?;
     tx.commit().await?;
     Ok(retried)
 }

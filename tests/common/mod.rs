@@ -329,6 +329,29 @@ pub fn dev_broker() -> (Proc, String) {
     (Proc(child), bootstrap)
 }
 
+/// `campaignd serve` as a child process on `db` and `port`, with test consumer timeouts, its
+/// log appended to `log`, and `env` on top (broker, Mitto, …).
+pub fn serve(db: &TestDb, port: u16, log: &std::path::Path, env: &[(&str, &str)]) -> Proc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let child = Command::new(BIN)
+        .arg("serve")
+        .env("DATABASE_URL", &db.url)
+        .env("CAMPAIGND_HTTP__BIND", format!("127.0.0.1:{port}"))
+        .env("CAMPAIGND_KAFKA__SESSION_TIMEOUT_MS", "2000")
+        .env("CAMPAIGND_KAFKA__HEARTBEAT_INTERVAL_MS", "500")
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Proc(child)
+}
+
 /// Reads the first line a child prints, `NAME=value`, and returns the value.
 fn first_line_value(child: &mut Child, name: &str) -> String {
     let mut line = String::new();

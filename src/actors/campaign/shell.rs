@@ -62,6 +62,8 @@ struct SendRun {
     /// The last phone claimed: the next claim continues after it. Reset whenever recipients
     /// return to the queue (released claims, retry-failed, another enqueue).
     claim_after: String,
+    /// A campaign without a traffic account waits; the error is logged once.
+    told_no_account: bool,
 }
 
 #[derive(Default, PartialEq, Eq)]
@@ -113,7 +115,11 @@ impl CampaignActor {
             .or(sending.default_traffic_account)
             .is_none()
         {
-            tracing::error!(campaign_id = %c.id, "no traffic account for this campaign and none configured (mitto.traffic_account_id); it waits");
+            // pump runs on every transition: say it once per activation
+            if !self.run.told_no_account {
+                tracing::error!(campaign_id = %c.id, "no traffic account for this campaign and none configured (mitto.traffic_account_id); it waits");
+                self.run.told_no_account = true;
+            }
             return;
         }
         match self.run.settled {
