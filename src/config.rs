@@ -119,6 +119,9 @@ pub struct SendingSettings {
     pub max_in_flight_batches: usize,
     /// How often retry-failed may resend one recipient.
     pub max_retries: u32,
+    /// SMS parts one recipient's rendered text may take; enqueue refuses longer texts
+    /// (`TEXT_TOO_LONG`, naming the recipient).
+    pub max_segments: u32,
     /// Rounds of (already retried) provider unavailability before a batch's messages are
     /// failed as retryable.
     pub unavailable_rounds: u32,
@@ -198,6 +201,9 @@ impl Settings {
         }
         if !(1..=1000).contains(&self.batch_size) {
             return invalid("batch_size", "must be between 1 and 1000 (Mitto's maximum)");
+        }
+        if !(1..=100).contains(&self.sending.max_segments) {
+            return invalid("sending.max_segments", "must be between 1 and 100");
         }
         if self.checkpoint_interval_ms == 0 {
             return invalid("checkpoint_interval_ms", "must be greater than 0");

@@ -6,7 +6,10 @@
 //! - [`telemetry`] tracing subscriber (pretty for humans, JSON for machines).
 //! - [`domain`]    value types parsed at the boundary: phones, ids, statuses, the one Mitto
 //!   status mapping, SMS segment counting.
-//! - [`actors`]    CampaignActor (counters + send loop), SenderActor pool, DlrActor per partition.
+//! - [`engine`]    the plain logic actors run: campaign figures and lifecycle table, send-loop
+//!   decisions, the message ledger (no actix, no I/O).
+//! - [`actors`]    shells over the engine: CampaignActor, SenderActor pool, DlrActor per
+//!   partition, registry, checkpointer.
 //! - [`kafka`]     producer, consumer, offsets and the embedded broker for `message-events`.
 //! - [`mitto`]     Mitto wire types, the HTTP client, webhook signatures and the simulator.
 //! - [`http`]      the actix-web service: health, readiness, authenticated `/api` routes.
@@ -23,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod engine;
 pub mod http;
 pub mod kafka;
 pub mod mitto;

@@ -191,6 +191,7 @@ impl Pipeline {
                     .clamp(1, crate::mitto::wire::MAX_BULK_MESSAGES),
                 max_in_flight: s.max_in_flight_batches.max(1),
                 max_retries: s.max_retries,
+                max_segments: s.max_segments,
                 default_traffic_account: setup.default_traffic_account,
             }));
         Ok(())

@@ -7,9 +7,9 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use campaignd::actors::campaign::Counters;
 use campaignd::bench::workload::{generate, WorkloadSpec};
 use campaignd::domain::{MessageStatus, RecipientId};
+use campaignd::engine::campaign::Counters;
 use campaignd::kafka::producer::EventProducer;
 use campaignd::store::fixtures::claimed_campaign;
 use common::{

@@ -5,10 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use campaignd::actors::campaign::Counters;
 use campaignd::app::{Application, RunningApplication};
 use campaignd::bench::workload::{generate, WorkloadSpec};
 use campaignd::domain::{CampaignId, DeliveryStatus, Event, MessageId, RecipientId, TenantId};
+use campaignd::engine::campaign::Counters;
 use campaignd::store::fixtures::claimed_campaign;
 use common::{end_offsets, event_settings, eventually, tenant, wait_until_offsets_reach, TestDb};
 

@@ -1,405 +1,398 @@
-//! CampaignActor: one per active campaign; owns its counters and answers stats from memory.
+//! CampaignActor: the shell around one campaign's [`Campaign`] and [`SendRun`] (src/engine).
+//! It loads the campaign from its snapshot, applies transitions, answers stats from memory,
+//! runs lifecycle commands one at a time, and performs the send loop's steps.
 //!
-//! The logic lives in [`Campaign`], a plain struct: counters per message status, first/last
-//! event times and a per-minute series, changed only by [`Transition`]s that DlrActors send.
-//! The actor is a thin shell that loads the campaign from Postgres when activated and queues
-//! messages until that load is done.
-//!
-//! Activation and checkpoints: every transition carries the checkpoint epoch in which its row
-//! change is committed. The activation query reads the rows and the last committed epoch in
-//! one snapshot, so a transition whose epoch is already committed is counted by the query and
-//! skipped when it arrives — never counted twice, never missed.
+//! Lifecycle commands do their Postgres work in spawned futures, never holding the mailbox:
+//! transitions and stats requests are answered while a large enqueue runs. Commands queue
+//! behind each other, and no batch is claimed while one runs.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use serde::Serialize;
+use actix::prelude::*;
+use tokio::sync::oneshot;
 
-use crate::domain::{CampaignId, CampaignStatus, MessageStatus, TenantId, TrafficAccountId};
+pub use super::campaign_messages::*;
+use crate::actors::sender::{events_for, Batch, BatchDone, BatchItem};
+use crate::domain::{CampaignId, CampaignStatus, RecipientId};
+use crate::engine::campaign::Campaign;
+use crate::engine::send_loop::{SendRun, Step};
+use crate::store::enqueue::{self, Claimed};
+use crate::store::{self, until_ok};
 
-/// A message's status change, as its DlrActor saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Transition {
-    pub campaign: CampaignId,
-    pub from: MessageStatus,
-    pub to: MessageStatus,
-    /// When the change happened (the event's time).
-    pub at: DateTime<Utc>,
-    /// For a `DeliveryFailed → Delivered` correction: when the failure was reported, so the
-    /// series can take it back from the right minute.
-    pub corrected_at: Option<DateTime<Utc>>,
-    /// The checkpoint that commits the row change.
-    pub epoch: u64,
+/// Until its load completes the actor holds its mailbox (`ctx.wait`), so nothing is applied
+/// to figures that are not loaded yet. A campaign that does not exist answers `None` and
+/// stops: absence is never cached.
+pub struct CampaignActor {
+    id: CampaignId,
+    pool: sqlx::PgPool,
+    state: Load,
+    last_touched: Instant,
+    sending: Option<Arc<SendingContext>>,
+    run: SendRun,
+    commands: VecDeque<(Lifecycle, oneshot::Sender<LifecycleResult>)>,
+    command_running: bool,
 }
 
-/// Messages per status, the one set of counters everything else is derived from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Counters {
-    pub queued: i64,
-    pub processing: i64,
-    /// Accepted by Mitto, no final report yet.
-    pub pending: i64,
-    pub delivered: i64,
-    pub send_failed: i64,
-    pub delivery_failed: i64,
-    pub cancelled: i64,
+enum Load {
+    Loading,
+    Ready(Box<Campaign>),
+    Missing,
 }
 
-impl Counters {
-    fn bucket(&mut self, status: MessageStatus) -> &mut i64 {
-        match status {
-            MessageStatus::Queued => &mut self.queued,
-            MessageStatus::Processing => &mut self.processing,
-            MessageStatus::Sent => &mut self.pending,
-            MessageStatus::Delivered => &mut self.delivered,
-            MessageStatus::SendFailed => &mut self.send_failed,
-            MessageStatus::DeliveryFailed => &mut self.delivery_failed,
-            MessageStatus::Cancelled => &mut self.cancelled,
+impl CampaignActor {
+    pub fn new(id: CampaignId, pool: sqlx::PgPool, sending: Option<Arc<SendingContext>>) -> Self {
+        Self {
+            id,
+            pool,
+            state: Load::Loading,
+            last_touched: Instant::now(),
+            sending,
+            run: SendRun::default(),
+            commands: VecDeque::new(),
+            command_running: false,
         }
     }
 
-    pub fn add(&mut self, status: MessageStatus, n: i64) {
-        *self.bucket(status) += n;
-    }
-
-    pub fn total(&self) -> i64 {
-        self.queued
-            + self.processing
-            + self.pending
-            + self.delivered
-            + self.send_failed
-            + self.delivery_failed
-            + self.cancelled
-    }
-
-    /// Handed to Mitto and accepted: pending, delivered, or failed by a report.
-    pub fn sent(&self) -> i64 {
-        self.pending + self.delivered + self.delivery_failed
-    }
-
-    pub fn failed(&self) -> i64 {
-        self.send_failed + self.delivery_failed
-    }
-}
-
-/// Sent, delivered and failed counts of one minute.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct MinuteCounts {
-    pub sent: i64,
-    pub delivered: i64,
-    pub failed: i64,
-}
-
-/// Which series a status feeds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SeriesKind {
-    Sent,
-    Delivered,
-    Failed,
-}
-
-/// The text and sender of a campaign's messages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SendPlan {
-    /// The body as written; recipients with placeholders carry their rendered text.
-    pub body: String,
-    pub sender: String,
-    pub traffic_account: Option<TrafficAccountId>,
-}
-
-/// A campaign as its actor holds it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Campaign {
-    pub id: CampaignId,
-    pub tenant: TenantId,
-    pub name: String,
-    pub status: CampaignStatus,
-    pub counters: Counters,
-    pub redemptions: i64,
-    pub unsubscribes: i64,
-    pub first_sent_at: Option<DateTime<Utc>>,
-    pub last_event_at: Option<DateTime<Utc>>,
-    pub series: BTreeMap<DateTime<Utc>, MinuteCounts>,
-    /// What its messages say and who sends them.
-    pub plan: SendPlan,
-    /// Transitions of this epoch or older are already in the counters (from the activation
-    /// query).
-    pub loaded_epoch: u64,
-    /// The newest epoch whose transition was applied: passivating is safe only once it is
-    /// committed.
-    pub applied_epoch: u64,
-    /// Counters changed since the last checkpoint snapshot.
-    pub dirty: bool,
-}
-
-fn minute(at: DateTime<Utc>) -> DateTime<Utc> {
-    at.duration_trunc(TimeDelta::minutes(1)).unwrap_or(at)
-}
-
-impl Campaign {
-    /// Applies a transition; `false` when its epoch was already counted at activation.
-    pub fn apply(&mut self, t: &Transition) -> bool {
-        if t.epoch <= self.loaded_epoch {
-            return false;
+    pub(super) fn campaign(&mut self) -> Option<&mut Campaign> {
+        self.last_touched = Instant::now();
+        match &mut self.state {
+            Load::Ready(c) => Some(c),
+            _ => None,
         }
-        self.counters.add(t.from, -1);
-        self.counters.add(t.to, 1);
-        self.track_times(t);
-        self.applied_epoch = self.applied_epoch.max(t.epoch);
-        self.dirty = true;
-        true
     }
 
-    fn track_times(&mut self, t: &Transition) {
-        // the forward-only rule routes every accepted message through `Sent` exactly once
-        if t.to == MessageStatus::Sent {
-            self.first_sent_at = Some(self.first_sent_at.map_or(t.at, |f| f.min(t.at)));
-            self.add_series(SeriesKind::Sent, t.at, 1);
-        }
-        match t.to {
-            MessageStatus::Delivered => self.add_series(SeriesKind::Delivered, t.at, 1),
-            MessageStatus::DeliveryFailed | MessageStatus::SendFailed => {
-                self.add_series(SeriesKind::Failed, t.at, 1)
+    pub(super) fn pool(&self) -> sqlx::PgPool {
+        self.pool.clone()
+    }
+
+    pub(super) fn sending(&self) -> Option<&SendingContext> {
+        self.sending.as_deref()
+    }
+
+    pub(super) fn send_run(&mut self) -> &mut SendRun {
+        &mut self.run
+    }
+
+    pub(super) fn id(&self) -> CampaignId {
+        self.id
+    }
+
+    /// Takes the send loop's next step, if there is one to take.
+    pub(super) fn pump(&mut self, ctx: &mut Context<Self>) {
+        let (Some(sending), Load::Ready(c)) = (self.sending.clone(), &self.state) else {
+            return;
+        };
+        let has_account = c
+            .plan
+            .traffic_account
+            .or(sending.default_traffic_account)
+            .is_some();
+        let step = self
+            .run
+            .next(c, has_account, sending.max_in_flight, self.command_running);
+        match step {
+            Step::Wait => {}
+            Step::ReportNoAccount => {
+                tracing::error!(campaign_id = %self.id, "no traffic account for this campaign and none configured (mitto.traffic_account_id); it waits")
             }
-            _ => {}
+            Step::SettleEarlierClaims => self.settle_earlier_claims(ctx, sending),
+            Step::Claim => self.claim(ctx, sending),
+            Step::Finish(end) => self.finish(ctx, end),
         }
-        if let Some(failed_at) = t.corrected_at {
-            self.add_series(SeriesKind::Failed, failed_at, -1);
-        }
-        self.last_event_at = Some(self.last_event_at.map_or(t.at, |l| l.max(t.at)));
     }
 
-    /// Recipients added by an enqueue; the campaign is sending.
-    pub fn enqueued(&mut self, added: i64) {
-        self.counters.add(MessageStatus::Queued, added);
-        self.status = CampaignStatus::Sending;
-        self.dirty = true;
-    }
-
-    /// Queued recipients claimed for a batch (committed before the batch leaves).
-    pub fn claimed(&mut self, n: i64) {
-        self.move_counts(MessageStatus::Queued, MessageStatus::Processing, n);
-    }
-
-    /// Claimed recipients that provably never reached Mitto, queued again.
-    pub fn released(&mut self, n: i64) {
-        self.move_counts(MessageStatus::Processing, MessageStatus::Queued, n);
-    }
-
-    /// Queued recipients cancelled with the campaign.
-    pub fn cancelled(&mut self, n: i64) {
-        self.move_counts(MessageStatus::Queued, MessageStatus::Cancelled, n);
-        self.status = CampaignStatus::Cancelled;
-    }
-
-    /// Retryable send failures queued again; the campaign is sending.
-    pub fn retried(&mut self, n: i64) {
-        self.move_counts(MessageStatus::SendFailed, MessageStatus::Queued, n);
-        self.status = CampaignStatus::Sending;
-    }
-
-    fn move_counts(&mut self, from: MessageStatus, to: MessageStatus, n: i64) {
-        self.counters.add(from, -n);
-        self.counters.add(to, n);
-        self.dirty = true;
-    }
-
-    /// How a sending campaign ends once nothing is queued, claimed or out with a sender:
-    /// `completed`, or `failed` when Mitto accepted nothing. Late reports still count after.
-    pub fn finished(&self, batches_out: usize) -> Option<CampaignStatus> {
-        let c = &self.counters;
-        let idle = c.queued == 0 && c.processing == 0 && batches_out == 0;
-        (self.status == CampaignStatus::Sending && idle).then(|| {
-            if c.sent() == 0 {
-                CampaignStatus::Failed
-            } else {
-                CampaignStatus::Completed
+    fn claim(&mut self, ctx: &mut Context<Self>, sending: Arc<SendingContext>) {
+        let limits = &sending.senders.config.limits;
+        let size = limits
+            .batch_cap()
+            .map_or(sending.batch_size, |cap| cap.min(sending.batch_size));
+        let (pool, id, after) = (
+            self.pool.clone(),
+            self.id,
+            self.run.claim_after().to_owned(),
+        );
+        let claim = async move {
+            until_ok("claiming a batch", || {
+                enqueue::claim_batch(&pool, id, &after, size.max(1) as i64)
+            })
+            .await
+        };
+        ctx.spawn(claim.into_actor(self).map(move |(token, rows), act, ctx| {
+            act.run
+                .claimed(token, rows.iter().map(|r| r.phone.as_str()));
+            if rows.is_empty() {
+                // counted as queued but none found after the cursor: look again shortly
+                ctx.run_later(Duration::from_millis(200), |act, ctx| act.pump(ctx));
+                return;
             }
+            let claimed = rows.len() as i64;
+            let Some(batch) = act.batch_of(&sending, rows) else {
+                return;
+            };
+            if let Some(c) = act.campaign() {
+                c.adjust(&claimed_counts(claimed));
+            }
+            act.run.batch_out();
+            let senders = sending.senders.clone();
+            ctx.spawn(
+                async move { senders.send(batch).await }
+                    .into_actor(act)
+                    .map(|done, act, ctx| act.batch_done(done, ctx)),
+            );
+            act.pump(ctx);
+        }));
+    }
+
+    fn batch_of(&self, sending: &SendingContext, rows: Vec<Claimed>) -> Option<Batch> {
+        let Load::Ready(c) = &self.state else {
+            return None;
+        };
+        Some(Batch {
+            campaign: c.id,
+            tenant: c.tenant,
+            traffic_account: c.plan.traffic_account.or(sending.default_traffic_account)?,
+            sender: c.plan.sender.clone(),
+            items: rows
+                .into_iter()
+                .filter_map(|r| item(r, &c.plan.body))
+                .collect(),
         })
     }
 
-    pub fn add_series(&mut self, kind: SeriesKind, at: DateTime<Utc>, n: i64) {
-        let m = self.series.entry(minute(at)).or_default();
-        match kind {
-            SeriesKind::Sent => m.sent += n,
-            SeriesKind::Delivered => m.delivered += n,
-            SeriesKind::Failed => m.failed += n,
+    fn batch_done(&mut self, done: Option<BatchDone>, ctx: &mut Context<Self>) {
+        self.run.batch_done();
+        match done.map(|d| d.requeue).unwrap_or_default() {
+            requeue if requeue.is_empty() => self.pump(ctx),
+            requeue => self.release(ctx, requeue),
         }
     }
 
-    pub fn stats(&self) -> Stats {
-        let c = &self.counters;
-        let rate = |num: i64, den: i64| {
-            if den > 0 {
-                num as f64 / den as f64
-            } else {
-                0.0
-            }
+    /// Puts claims that provably never reached Mitto back in the queue (held in the mailbox
+    /// so the figures and the rows agree before anything else happens).
+    fn release(&mut self, ctx: &mut Context<Self>, ids: Vec<RecipientId>) {
+        let (pool, id) = (self.pool.clone(), self.id);
+        let release = async move {
+            until_ok("re-queueing unsent claims", || {
+                enqueue::release_claims(&pool, id, &ids)
+            })
+            .await
         };
-        let total = c.total();
-        Stats {
-            campaign_id: self.id,
-            sent: c.sent(),
-            delivered: c.delivered,
-            failed: c.failed(),
-            redemptions: self.redemptions,
-            unsubscribes: self.unsubscribes,
-            delivered_rate: rate(c.delivered, c.sent()),
-            conversion_rate: rate(self.redemptions, c.delivered),
-            first_sent_at: self.first_sent_at,
-            status: self.status,
-            total,
-            queued: c.queued,
-            processing: c.processing,
-            pending: c.pending,
-            send_failed: c.send_failed,
-            delivery_failed: c.delivery_failed,
-            cancelled: c.cancelled,
-            progress: rate(total - c.queued - c.processing, total),
-            last_event_at: self.last_event_at,
-        }
-    }
-}
-
-/// The public stats shape (DESIGN.md section 3): the replaced system's fields first.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Stats {
-    pub campaign_id: CampaignId,
-    pub sent: i64,
-    pub delivered: i64,
-    pub failed: i64,
-    pub redemptions: i64,
-    pub unsubscribes: i64,
-    pub delivered_rate: f64,
-    pub conversion_rate: f64,
-    pub first_sent_at: Option<DateTime<Utc>>,
-    pub status: CampaignStatus,
-    pub total: i64,
-    pub queued: i64,
-    pub processing: i64,
-    pub pending: i64,
-    pub send_failed: i64,
-    pub delivery_failed: i64,
-    pub cancelled: i64,
-    pub progress: f64,
-    pub last_event_at: Option<DateTime<Utc>>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use MessageStatus::*;
-
-    fn campaign() -> Campaign {
-        let mut counters = Counters::default();
-        counters.add(Processing, 10);
-        Campaign {
-            id: CampaignId::new(1).unwrap(),
-            tenant: TenantId::new(1).unwrap(),
-            name: "c".into(),
-            status: CampaignStatus::Sending,
-            counters,
-            redemptions: 0,
-            unsubscribes: 0,
-            first_sent_at: None,
-            last_event_at: None,
-            series: BTreeMap::new(),
-            plan: SendPlan {
-                body: "Hi".into(),
-                sender: "Shop".into(),
-                traffic_account: None,
-            },
-            loaded_epoch: 3,
-            applied_epoch: 0,
-            dirty: false,
-        }
-    }
-
-    fn t(from: MessageStatus, to: MessageStatus, secs: i64, epoch: u64) -> Transition {
-        Transition {
-            campaign: CampaignId::new(1).unwrap(),
-            from,
-            to,
-            at: DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap(),
-            corrected_at: None,
-            epoch,
-        }
-    }
-
-    #[test]
-    fn transitions_move_counts_between_buckets() {
-        let mut c = campaign();
-        for tr in [
-            t(Processing, Sent, 0, 4),
-            t(Processing, Sent, 1, 4),
-            t(Processing, SendFailed, 2, 4),
-        ] {
-            assert!(c.apply(&tr));
-        }
-        c.apply(&t(Sent, Delivered, 70, 5));
-        c.apply(&t(Sent, DeliveryFailed, 71, 5));
-        let s = c.stats();
-        assert_eq!((s.total, s.sent, s.delivered, s.failed), (10, 2, 1, 2));
-        assert_eq!(
-            (s.send_failed, s.delivery_failed, s.pending, s.processing),
-            (1, 1, 0, 7)
-        );
-        assert_eq!(s.delivered_rate, 0.5);
-        assert_eq!(s.first_sent_at, Some(t(Queued, Sent, 0, 0).at));
-        assert_eq!(c.applied_epoch, 5);
-    }
-
-    #[test]
-    fn transitions_already_counted_at_activation_are_skipped() {
-        let mut c = campaign();
-        assert!(!c.apply(&t(Processing, Sent, 0, 3)));
-        assert_eq!(c.stats().sent, 0);
-        assert!(!c.dirty);
-    }
-
-    #[test]
-    fn rates_are_zero_not_nan_when_nothing_was_sent() {
-        let s = campaign().stats();
-        assert_eq!(
-            (s.delivered_rate, s.conversion_rate, s.progress),
-            (0.0, 0.0, 0.0)
-        );
-    }
-
-    #[test]
-    fn a_delivery_correction_moves_a_failure_to_delivered_in_the_series() {
-        let mut c = campaign();
-        c.apply(&t(Processing, Sent, 0, 4));
-        c.apply(&t(Sent, DeliveryFailed, 10, 4));
-        let mut fix = t(DeliveryFailed, Delivered, 130, 4);
-        fix.corrected_at = Some(t(Queued, Sent, 10, 0).at);
-        c.apply(&fix);
-        let s = c.stats();
-        assert_eq!((s.sent, s.delivered, s.failed), (1, 1, 0));
-        let minutes: Vec<_> = c.series.values().copied().collect();
-        assert_eq!(
-            minutes[0],
-            MinuteCounts {
-                sent: 1,
-                delivered: 0,
-                failed: 0
+        ctx.wait(release.into_actor(self).map(|released, act, ctx| {
+            act.run.requeued();
+            if let Some(c) = act.campaign() {
+                c.adjust(&claimed_counts(-released));
             }
-        );
-        assert_eq!(
-            minutes[1],
-            MinuteCounts {
-                sent: 0,
-                delivered: 1,
-                failed: 0
+            act.pump(ctx);
+        }));
+    }
+
+    fn finish(&mut self, ctx: &mut Context<Self>, end: CampaignStatus) {
+        let (pool, id) = (self.pool.clone(), self.id);
+        let write = async move {
+            until_ok("finishing a campaign", || async {
+                match store::campaigns::set_status(&pool, id, (CampaignStatus::Sending, end), None)
+                    .await
+                {
+                    Err(enqueue::StartError::Store(e)) => Err(e),
+                    other => Ok(other),
+                }
+            })
+            .await
+        };
+        ctx.spawn(write.into_actor(self).map(move |written, act, ctx| {
+            act.run.finished();
+            let Some(c) = act.campaign() else { return };
+            match written {
+                Ok(()) => {
+                    c.status = end;
+                    tracing::info!(campaign_id = %c.id, status = %end, sent = c.counters().sent(), "campaign finished");
+                }
+                Err(e) => tracing::error!(campaign_id = %c.id, error = %e, "finishing refused"),
             }
-        );
+            act.pump(ctx);
+        }));
+    }
+
+    /// Claims of an earlier run: once the topic is replayed, each is looked up at Mitto (or
+    /// failed as `outcome_unknown`, by configuration) — never resent blindly.
+    fn settle_earlier_claims(&mut self, ctx: &mut Context<Self>, sending: Arc<SendingContext>) {
+        let (pool, id, own) = (self.pool.clone(), self.id, self.run.own_claims());
+        let Some(template) = self.batch_of(&sending, Vec::new()) else {
+            return;
+        };
+        let settle = async move {
+            sending.replay.caught_up().await;
+            let orphans = until_ok("reading earlier claims", || {
+                enqueue::orphaned_claims(&pool, id, &own)
+            })
+            .await;
+            if orphans.is_empty() {
+                return Vec::new();
+            }
+            tracing::warn!(campaign_id = %id, claims = orphans.len(), "settling claims left by an earlier run");
+            let batch = Batch {
+                items: orphans.into_iter().filter_map(|r| item(r, "")).collect(),
+                ..template
+            };
+            let config = &sending.senders.config;
+            let (events, done) = events_for(&batch, config.resolve_unanswered(&batch.items).await);
+            config.publish(&events).await;
+            done.requeue
+        };
+        ctx.spawn(settle.into_actor(self).map(|requeue, act, ctx| {
+            act.run.settled();
+            if requeue.is_empty() {
+                act.pump(ctx);
+            } else {
+                act.release(ctx, requeue);
+            }
+        }));
+    }
+
+    /// Starts the next queued lifecycle command unless one is running.
+    fn next_command(&mut self, ctx: &mut Context<Self>) {
+        if self.command_running {
+            return;
+        }
+        let Some((msg, reply)) = self.commands.pop_front() else {
+            return self.pump(ctx);
+        };
+        match self.command(msg) {
+            Err(refused) => {
+                let _ = reply.send(Err(refused));
+                self.next_command(ctx);
+            }
+            Ok(work) => {
+                self.command_running = true;
+                ctx.spawn(work.map(move |result, act, ctx| {
+                    act.command_running = false;
+                    let deleted = matches!(result, Ok(LifecycleReply::Deleted));
+                    let _ = reply.send(result);
+                    if deleted {
+                        act.state = Load::Missing;
+                        return ctx.stop();
+                    }
+                    act.next_command(ctx);
+                }));
+            }
+        }
     }
 }
 
-mod shell;
-pub use shell::{
-    ApplyTransitions, CampaignActor, Command, GetAppliedEpoch, GetStats, Lifecycle, LifecycleReply,
-    LifecycleResult, Passivate, Reload, SendingContext, TakeSnapshot,
-};
+/// Queued recipients claimed (`n` > 0) or claims released back to the queue (`n` < 0).
+fn claimed_counts(n: i64) -> crate::engine::campaign::Counters {
+    use crate::domain::MessageStatus::{Processing, Queued};
+    crate::engine::campaign::Counters::moved(Queued, Processing, n)
+}
+
+/// A claimed row as a sender's item; the text is the rendered one or the campaign body.
+fn item(row: Claimed, body: &str) -> Option<BatchItem> {
+    Some(BatchItem {
+        recipient: RecipientId::new(row.id).ok()?,
+        phone: row.phone,
+        text: row.body.unwrap_or_else(|| body.to_owned()),
+        attempt: u32::try_from(row.attempt).ok()?,
+        segments: u32::try_from(row.segments).ok()?,
+    })
+}
+
+impl Actor for CampaignActor {
+    type Context = Context<Self>;
+
+    #[tracing::instrument(skip_all, fields(campaign_id = %self.id))]
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let (pool, id) = (self.pool.clone(), self.id);
+        let load = async move {
+            until_ok("activating a campaign", || {
+                store::campaigns::load_for_activation(&pool, id)
+            })
+            .await
+        };
+        ctx.wait(load.into_actor(self).map(|found, act, ctx| match found {
+            Some(c) => {
+                act.state = Load::Ready(Box::new(c));
+                act.pump(ctx);
+            }
+            None => {
+                // messages already in the mailbox are answered `None`; later ones reach a
+                // fresh activation, which looks again
+                act.state = Load::Missing;
+                ctx.stop();
+            }
+        }));
+    }
+}
+
+impl Handler<ApplyTransitions> for CampaignActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ApplyTransitions, ctx: &mut Self::Context) {
+        let id = self.id;
+        match self.campaign() {
+            Some(c) => msg.0.iter().for_each(|t| {
+                c.apply(t);
+            }),
+            None => {
+                tracing::error!(campaign_id = %id, "transitions for a campaign that does not exist")
+            }
+        }
+        self.pump(ctx);
+    }
+}
+
+impl Handler<GetStats> for CampaignActor {
+    type Result = Option<(crate::domain::TenantId, crate::engine::campaign::Stats)>;
+
+    fn handle(&mut self, _: GetStats, _: &mut Self::Context) -> Self::Result {
+        self.campaign().map(|c| (c.tenant, c.stats()))
+    }
+}
+
+impl Handler<Passivate> for CampaignActor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: Passivate, ctx: &mut Self::Context) -> bool {
+        let idle = self.last_touched.elapsed() >= msg.idle_for
+            && !self.run.busy()
+            && !self.command_running
+            && self.commands.is_empty();
+        let settled = match &self.state {
+            Load::Ready(c) => {
+                c.applied_epoch <= msg.committed_epoch && c.status != CampaignStatus::Sending
+            }
+            Load::Missing => true,
+            Load::Loading => false,
+        };
+        if idle && settled {
+            ctx.stop();
+        }
+        idle && settled
+    }
+}
+
+impl Handler<GetAppliedEpoch> for CampaignActor {
+    type Result = u64;
+
+    fn handle(&mut self, _: GetAppliedEpoch, _: &mut Self::Context) -> u64 {
+        match &self.state {
+            Load::Ready(c) => c.applied_epoch,
+            _ => 0,
+        }
+    }
+}
+
+impl Handler<Lifecycle> for CampaignActor {
+    type Result = ResponseFuture<Option<LifecycleResult>>;
+
+    fn handle(&mut self, msg: Lifecycle, ctx: &mut Self::Context) -> Self::Result {
+        if matches!(self.state, Load::Missing) {
+            return Box::pin(async { Some(Err(enqueue::StartError::NotFound)) });
+        }
+        let (reply, answer) = oneshot::channel();
+        self.commands.push_back((msg, reply));
+        self.next_command(ctx);
+        Box::pin(async move { answer.await.ok() })
+    }
+}

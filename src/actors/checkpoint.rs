@@ -1,7 +1,9 @@
 //! Checkpointer: every `checkpoint_interval` (or after N records) it sends a barrier through
-//! every DlrActor, collects their dirty rows, dead letters and offsets plus the campaign
-//! actors' counters, and commits all of it with the epoch in ONE Postgres transaction. Only
-//! then are offsets committed to Kafka (for lag monitoring; Postgres holds the truth).
+//! every DlrActor, collects their dirty rows, dead letters, offsets and what the epoch's
+//! transitions add to each campaign's snapshot, and commits all of it with the epoch in ONE
+//! Postgres transaction. Campaign actors are never asked: a busy campaign cannot hold back
+//! the checkpoints (and offsets) of every partition. Only then are offsets committed to Kafka
+//! (for lag monitoring; Postgres holds the truth).
 //!
 //! A failed write is kept and folded into the next one, so nothing handed over is lost.
 
@@ -177,22 +179,22 @@ impl Handler<CheckpointNow> for Checkpointer {
         self.last_started = Instant::now();
         self.pending_records.store(0, Ordering::Relaxed);
         let (epoch, actors) = self.partitions.begin_barrier();
-        let registry = self.registry.clone();
         let collect = async move {
-            let parts =
-                futures::future::join_all(actors.iter().map(|a| a.send(Barrier { epoch }))).await;
-            (parts, registry.snapshots().await)
+            futures::future::join_all(actors.iter().map(|a| a.send(Barrier { epoch }))).await
         };
         AtomicResponse::new(Box::pin(
             collect
                 .into_actor(self)
-                .then(move |(parts, campaigns), act, _| {
-                    let mut write = CheckpointWrite { epoch, campaigns, ..Default::default() };
+                .then(move |parts, act, _| {
+                    let mut write = CheckpointWrite { epoch, ..Default::default() };
                     for part in parts.into_iter().flatten() {
                         write.rows.extend(part.rows);
                         write.dead_letters.extend(part.dead_letters);
                         for (campaign, moves) in part.credits {
                             write.credits.entry(campaign).or_default().add(moves);
+                        }
+                        for (campaign, delta) in part.figures {
+                            write.campaigns.entry(campaign).or_default().merge(&delta);
                         }
                         if let Some(offset) = part.commit_offset {
                             write.offsets.insert(part.partition, offset);

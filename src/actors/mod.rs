@@ -1,7 +1,9 @@
-//! The actors of campaignd (DESIGN.md section 1). Each is a thin shell over a plain struct
-//! that holds the logic and is unit-tested without actix.
+//! The actors of campaignd (DESIGN.md section 1): thin shells over the plain logic in
+//! `crate::engine`, each receiving a message, calling that logic and forwarding what it returns.
 
 pub mod campaign;
+mod campaign_commands;
+pub mod campaign_messages;
 pub mod checkpoint;
 pub mod dlr;
 pub mod registry;

@@ -12,10 +12,10 @@ use sqlx::PgPool;
 
 use super::campaign::{
     ApplyTransitions, CampaignActor, Command, GetAppliedEpoch, GetStats, Lifecycle,
-    LifecycleResult, Passivate, Reload, SendingContext, Stats, TakeSnapshot, Transition,
+    LifecycleResult, Passivate, SendingContext,
 };
 use crate::domain::{CampaignId, TenantId};
-use crate::store::checkpoints::CampaignSnapshot;
+use crate::engine::campaign::{Stats, Transition};
 
 /// Cheap to clone; every clone sees the same actors.
 #[derive(Clone)]
@@ -126,7 +126,7 @@ impl CampaignRegistry {
         if matches!(command, Command::RetryFailed) {
             self.await_committed(id).await;
         }
-        self.ask(id, Lifecycle { tenant, command }).await
+        self.ask(id, Lifecycle { tenant, command }).await.flatten()
     }
 
     /// Waits (bounded) until every transition the campaign applied is committed, so that
@@ -143,36 +143,11 @@ impl CampaignRegistry {
         }
     }
 
-    /// Makes the next message to the campaign reload it from Postgres (after an edit).
-    pub async fn reload(&self, id: CampaignId) {
-        let Some(addr) = self.inner.actors.get(&id).map(|a| a.clone()) else {
-            return;
-        };
-        if let Ok(true) = addr.send(Reload).await {
-            self.forget(id, &addr);
-        }
-    }
-
     /// Activates campaigns so their send loops run (at start-up, after a crash).
     pub fn activate(&self, ids: &[CampaignId]) {
         for id in ids {
             self.get_or_activate(*id);
         }
-    }
-
-    /// Snapshots of every active campaign whose counters changed.
-    pub async fn snapshots(&self) -> Vec<CampaignSnapshot> {
-        let addrs: Vec<_> = self
-            .inner
-            .actors
-            .iter()
-            .map(|e| e.value().clone())
-            .collect();
-        let replies = futures::future::join_all(addrs.iter().map(|a| a.send(TakeSnapshot))).await;
-        replies
-            .into_iter()
-            .filter_map(|r| r.ok().flatten())
-            .collect()
     }
 
     /// Stops actors idle for `idle_for` whose changes are all committed.
@@ -186,13 +161,12 @@ impl CampaignRegistry {
             .collect();
         let mut stopped = 0;
         for (id, addr) in actors {
-            if let Ok(true) = addr
-                .send(Passivate {
-                    idle_for,
-                    committed_epoch,
-                })
-                .await
-            {
+            let passivate = Passivate {
+                idle_for,
+                committed_epoch,
+            };
+            // an actor that already stopped (a campaign that does not exist) is forgotten too
+            if addr.send(passivate).await.unwrap_or(true) {
                 self.forget(id, &addr);
                 stopped += 1;
             }

@@ -181,7 +181,7 @@ async fn wait_until_committed(
 async fn counters_match(
     app: &crate::app::RunningApplication,
     campaigns: &[(CampaignId, Vec<crate::domain::RecipientId>)],
-    expected: &HashMap<CampaignId, crate::actors::campaign::Counters>,
+    expected: &HashMap<CampaignId, crate::engine::campaign::Counters>,
 ) -> bool {
     for (campaign, _) in campaigns {
         let Some((_, stats)) = app.pipeline.handles.registry.stats(*campaign).await else {

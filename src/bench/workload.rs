@@ -11,10 +11,10 @@ use chrono::{DateTime, Duration, Utc};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use crate::actors::campaign::Counters;
 use crate::domain::{
     CampaignId, DeliveryOutcome, DeliveryStatus, Event, MessageId, MessageStatus, RecipientId,
 };
+use crate::engine::campaign::Counters;
 
 /// Shape of a generated stream.
 #[derive(Debug, Clone, Copy)]

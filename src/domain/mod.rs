@@ -14,7 +14,7 @@ pub use delivery::{DeliveryOutcome, DeliveryStatus};
 pub use event::{Event, EventError, EVENT_VERSION};
 pub use ids::{BulkId, CampaignId, IdError, MessageId, RecipientId, TenantId, TrafficAccountId};
 pub use phone::{PhoneE164, PhoneError};
-pub use segments::{Encoding, Segments};
+pub use segments::{Encoding, Segments, TooLong};
 pub use status::{CampaignStatus, MessageStatus, StatusError, TransitionRefused};
 pub use template::{Fields, Template};
 pub use token::ApiToken;

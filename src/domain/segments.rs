@@ -44,7 +44,26 @@ fn gsm7_cost(c: char) -> Option<usize> {
     }
 }
 
+/// A text longer than a campaign may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the text is {parts} SMS parts; at most {max} are allowed")]
+pub struct TooLong {
+    pub parts: u32,
+    pub max: u32,
+}
+
 impl Segments {
+    /// The parts of `text` as stored per recipient, refused above `max` (at most
+    /// `i16::MAX`, the column's range, whatever `max` says).
+    pub fn bounded(text: &str, max: u32) -> Result<i16, TooLong> {
+        let parts = Self::count(text).parts;
+        let max = max.min(i16::MAX as u32);
+        if parts > max {
+            return Err(TooLong { parts, max });
+        }
+        Ok(parts as i16)
+    }
+
     pub fn count(text: &str) -> Self {
         let gsm: Option<Vec<usize>> = text.chars().map(gsm7_cost).collect();
         match gsm {
@@ -139,6 +158,19 @@ mod tests {
     }
 
     proptest! {
+        /// Any text, however long or exotic, is either within the bound or refused; never a
+        /// panic and never a count outside `1..=max`.
+        #[test]
+        fn bounded_counts_stay_within_the_bound_or_refuse(
+            text in "\\PC{0,3000}",
+            max in 1u32..40,
+        ) {
+            match Segments::bounded(&text, max) {
+                Ok(parts) => prop_assert!((1..=max as i16).contains(&parts)),
+                Err(e) => prop_assert!(e.parts > max && e.parts == Segments::count(&text).parts),
+            }
+        }
+
         #[test]
         fn plain_gsm7_parts_follow_the_formula(len in 0usize..2000) {
             let expected = if len <= 160 { 1 } else { len.div_ceil(153) as u32 };

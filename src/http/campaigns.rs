@@ -51,6 +51,8 @@ impl ResponseError for CampaignError {
                 StartError::SubscriptionRequired => StatusCode::FORBIDDEN,
                 StartError::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
                 StartError::NoRecipients => StatusCode::BAD_REQUEST,
+                StartError::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+                StartError::TextTooLong { .. } => StatusCode::BAD_REQUEST,
                 StartError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
         }
@@ -74,6 +76,14 @@ impl ResponseError for CampaignError {
                 json!({ "required": required, "available": available }),
             ),
             StartError::NoRecipients => ("NO_RECIPIENTS", json!({})),
+            StartError::KeyReused => ("IDEMPOTENCY_KEY_REUSED", json!({})),
+            StartError::TextTooLong {
+                recipient,
+                too_long,
+            } => (
+                "TEXT_TOO_LONG",
+                json!({ "recipient": recipient, "segments": too_long.parts, "maxSegments": too_long.max }),
+            ),
             StartError::Store(cause) => {
                 tracing::error!(error = %cause, "campaign command failed unexpectedly");
                 return error_response(status, "INTERNAL", "internal error".into());
@@ -353,9 +363,10 @@ async fn update(
     let id = campaign_id(&path)?;
     let current = find(&state, auth.tenant, id).await?;
     let def = definition(&state, auth.tenant, body.into_inner(), Some(&current)).await?;
-    let record = campaigns::update(&state.pool, auth.tenant, id, &def).await?;
-    state.events.registry.reload(id).await;
-    Ok(HttpResponse::Ok().json(record))
+    match run(&state, auth, id, Command::Edit(Box::new(def))).await? {
+        LifecycleReply::Edited(record) => Ok(HttpResponse::Ok().json(record)),
+        _ => Err(unexpected(anyhow::anyhow!("unexpected reply to an edit"))),
+    }
 }
 
 async fn delete(
@@ -364,9 +375,10 @@ async fn delete(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, CampaignError> {
     let id = campaign_id(&path)?;
-    campaigns::delete(&state.pool, auth.tenant, id).await?;
-    state.events.registry.reload(id).await;
-    Ok(HttpResponse::NoContent().finish())
+    match run(&state, auth, id, Command::Delete).await? {
+        LifecycleReply::Deleted => Ok(HttpResponse::NoContent().finish()),
+        _ => Err(unexpected(anyhow::anyhow!("unexpected reply to a delete"))),
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -406,7 +418,7 @@ async fn action(
     match run(&state, auth, id, command).await? {
         LifecycleReply::Changed { status, affected } => Ok(HttpResponse::Ok()
             .json(json!({ "campaignId": id, "status": status, "affected": affected }))),
-        LifecycleReply::Enqueued(_) => Err(unexpected(anyhow::anyhow!("unexpected enqueue reply"))),
+        _ => Err(unexpected(anyhow::anyhow!("unexpected reply to {action}"))),
     }
 }
 
@@ -460,7 +472,9 @@ async fn enqueue(
         LifecycleReply::Enqueued(EnqueueOutcome::Replayed(first)) => Ok(HttpResponse::Ok()
             .insert_header(("Idempotent-Replayed", "true"))
             .json(first)),
-        LifecycleReply::Changed { .. } => Err(unexpected(anyhow::anyhow!("unexpected reply"))),
+        _ => Err(unexpected(anyhow::anyhow!(
+            "unexpected reply to an enqueue"
+        ))),
     }
 }
 

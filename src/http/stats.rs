@@ -7,8 +7,8 @@ use serde::Deserialize;
 use super::auth::Authenticated;
 use super::error::ApiError;
 use super::AppState;
-use crate::actors::campaign::Stats;
 use crate::domain::CampaignId;
+use crate::engine::campaign::Stats;
 
 /// At most this many campaigns per batch stats request.
 pub const MAX_IDS: usize = 100;
@@ -77,7 +77,10 @@ async fn many(
             "at most {MAX_IDS} ids per request"
         )));
     }
-    let found = futures::future::join_all(ids.iter().map(|id| stats_for(&state, auth, *id))).await;
+    // ownership first, in one query: foreign and unknown ids never activate anything
+    let owned = crate::store::campaigns::owned(&state.pool, auth.tenant, &ids).await?;
+    let asked = ids.iter().filter(|id| owned.contains(id));
+    let found = futures::future::join_all(asked.map(|id| stats_for(&state, auth, *id))).await;
     Ok(HttpResponse::Ok().json(found.into_iter().flatten().collect::<Vec<_>>()))
 }
 

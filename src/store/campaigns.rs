@@ -1,29 +1,40 @@
-//! Campaign rows as CampaignActors load them.
+//! Campaign rows: definitions, the status its actor decides, and the snapshot it is activated
+//! from (counters, first/last event time, the per-minute series in `campaign_minutes`).
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use super::enqueue::{lock_campaign, StartError};
+use super::enqueue::{expect_status, lock_campaign, refused_now, StartError};
 use super::StoreError;
-use crate::actors::campaign::{Campaign, Counters, SendPlan, SeriesKind};
 use crate::domain::{CampaignId, CampaignStatus, MessageStatus, TenantId, TrafficAccountId};
+use crate::engine::campaign::{Campaign, Counters, Figures, MinuteCounts, SendPlan};
 
-/// tenant, name, status, redemptions, unsubscribes, body, sender, traffic account.
-type ActivationRow = (
-    i64,
-    String,
-    String,
-    i64,
-    i64,
-    String,
-    String,
-    Option<uuid::Uuid>,
-);
+#[derive(sqlx::FromRow)]
+struct ActivationRow {
+    tenant_id: i64,
+    name: String,
+    status: String,
+    redemptions: i64,
+    unsubscribes: i64,
+    body: String,
+    sender: String,
+    traffic_account_id: Option<uuid::Uuid>,
+    queued: i64,
+    processing: i64,
+    pending: i64,
+    delivered: i64,
+    send_failed: i64,
+    delivery_failed: i64,
+    cancelled: i64,
+    first_sent_at: Option<DateTime<Utc>>,
+    last_event_at: Option<DateTime<Utc>>,
+}
 
-/// Loads a campaign with counters recomputed from its recipients, and the epoch those rows
-/// reflect, all from one snapshot (REPEATABLE READ). `None` when the campaign does not exist.
+/// Loads a campaign from its snapshot, with the checkpoint epoch the snapshot reflects, both
+/// from one database snapshot (REPEATABLE READ): one row and the campaign's minutes, whatever
+/// the number of recipients. `None` when the campaign does not exist.
 #[tracing::instrument(skip(pool))]
 pub async fn load_for_activation(
     pool: &PgPool,
@@ -33,86 +44,189 @@ pub async fn load_for_activation(
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .execute(&mut *tx)
         .await?;
-    let row: Option<ActivationRow> =
-        sqlx::query_as(
-            "SELECT tenant_id, name, status, redemptions, unsubscribes, body, sender, traffic_account_id
-             FROM campaigns WHERE id = $1",
-        )
-        .bind(id.get())
-        .fetch_optional(&mut *tx)
-        .await?;
-    let Some((tenant, name, status, redemptions, unsubscribes, body, sender, account)) = row else {
+    let Some((row, figures)) = snapshot(&mut tx, id).await? else {
         return Ok(None);
     };
     let epoch: i64 = sqlx::query_scalar("SELECT epoch FROM checkpoint_state")
         .fetch_one(&mut *tx)
         .await?;
+    tx.commit().await?;
+    let corrupt = |e: String| StoreError::Corrupt(format!("campaign {id}: {e}"));
+    Ok(Some(Campaign {
+        id,
+        tenant: TenantId::new(row.tenant_id).map_err(|e| corrupt(e.to_string()))?,
+        status: CampaignStatus::parse(&row.status).map_err(|e| corrupt(e.to_string()))?,
+        figures,
+        name: row.name,
+        redemptions: row.redemptions,
+        unsubscribes: row.unsubscribes,
+        plan: SendPlan {
+            body: row.body,
+            sender: row.sender,
+            traffic_account: row.traffic_account_id.map(TrafficAccountId::from_uuid),
+        },
+        loaded_epoch: epoch as u64,
+        applied_epoch: 0,
+    }))
+}
+
+/// A campaign's row and the figures of its snapshot.
+async fn snapshot(
+    conn: &mut sqlx::PgConnection,
+    id: CampaignId,
+) -> Result<Option<(ActivationRow, Figures)>, StoreError> {
+    let row: Option<ActivationRow> = sqlx::query_as(
+        "SELECT tenant_id, name, status, redemptions, unsubscribes, body, sender,
+                traffic_account_id, queued, processing, pending, delivered, send_failed,
+                delivery_failed, cancelled, first_sent_at, last_event_at
+         FROM campaigns WHERE id = $1",
+    )
+    .bind(id.get())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let figures = Figures {
+        counters: Counters {
+            queued: row.queued,
+            processing: row.processing,
+            pending: row.pending,
+            delivered: row.delivered,
+            send_failed: row.send_failed,
+            delivery_failed: row.delivery_failed,
+            cancelled: row.cancelled,
+        },
+        series: minutes(conn, id).await?,
+        first_sent_at: row.first_sent_at,
+        last_event_at: row.last_event_at,
+    };
+    Ok(Some((row, figures)))
+}
+
+type Series = BTreeMap<DateTime<Utc>, MinuteCounts>;
+
+async fn minutes(conn: &mut sqlx::PgConnection, id: CampaignId) -> Result<Series, StoreError> {
+    let rows: Vec<(DateTime<Utc>, i64, i64, i64)> = sqlx::query_as(
+        "SELECT minute, sent, delivered, failed FROM campaign_minutes
+         WHERE campaign_id = $1 AND (sent, delivered, failed) <> (0, 0, 0)",
+    )
+    .bind(id.get())
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(at, sent, delivered, failed)| {
+            let m = MinuteCounts {
+                sent,
+                delivered,
+                failed,
+            };
+            (at, m)
+        })
+        .collect())
+}
+
+/// A campaign's snapshot and its figures counted from the recipient rows, read in one
+/// database snapshot; they agree unless something wrote rows without their counters.
+pub struct Recount {
+    pub campaign: CampaignId,
+    pub snapshot: Figures,
+    pub rows: Figures,
+}
+
+/// Counts campaigns' figures from their rows next to their snapshots (`campaignd verify`):
+/// the replaced design's stats query, kept as an operator's check, never on a request path.
+pub async fn recount(pool: &PgPool, only: Option<CampaignId>) -> Result<Vec<Recount>, StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM campaigns WHERE $1::bigint IS NULL OR id = $1 ORDER BY id",
+    )
+    .bind(only.map(|c| c.get()))
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let id = CampaignId::new(id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let Some((_, snapshot)) = snapshot(&mut tx, id).await? else {
+            continue;
+        };
+        let rows = count_rows(&mut tx, id).await?;
+        out.push(Recount {
+            campaign: id,
+            snapshot,
+            rows,
+        });
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+async fn count_rows(conn: &mut sqlx::PgConnection, id: CampaignId) -> Result<Figures, StoreError> {
     let groups: Vec<(String, bool, i64)> = sqlx::query_as(
         "SELECT status, sent_at IS NOT NULL, count(*) FROM campaign_recipients
          WHERE campaign_id = $1 GROUP BY 1, 2",
     )
     .bind(id.get())
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *conn)
     .await?;
-    let series: Vec<(String, DateTime<Utc>, i64)> = sqlx::query_as(
-        "SELECT 'sent', date_trunc('minute', sent_at), count(*) FROM campaign_recipients
-           WHERE campaign_id = $1 AND sent_at IS NOT NULL GROUP BY 2
-         UNION ALL
-         SELECT 'delivered', date_trunc('minute', delivered_at), count(*) FROM campaign_recipients
-           WHERE campaign_id = $1 AND status = 'delivered' GROUP BY 2
-         UNION ALL
-         SELECT 'failed', date_trunc('minute', failed_at), count(*) FROM campaign_recipients
-           WHERE campaign_id = $1 AND status = 'failed' GROUP BY 2",
+    let series: Vec<(DateTime<Utc>, i64, i64, i64)> = sqlx::query_as(
+        "SELECT minute, sum(s)::bigint, sum(d)::bigint, sum(f)::bigint FROM (
+             SELECT date_trunc('minute', sent_at) AS minute, 1 AS s, 0 AS d, 0 AS f
+             FROM campaign_recipients WHERE campaign_id = $1 AND sent_at IS NOT NULL
+             UNION ALL
+             SELECT date_trunc('minute', delivered_at), 0, 1, 0
+             FROM campaign_recipients WHERE campaign_id = $1 AND status = 'delivered'
+             UNION ALL
+             SELECT date_trunc('minute', failed_at), 0, 0, 1
+             FROM campaign_recipients WHERE campaign_id = $1 AND status = 'failed'
+         ) m GROUP BY minute",
     )
     .bind(id.get())
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut *conn)
     .await?;
     let (first_sent_at, last_event_at): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
         sqlx::query_as(
             "SELECT min(sent_at), max(GREATEST(sent_at, delivered_at, failed_at))
-         FROM campaign_recipients WHERE campaign_id = $1",
+             FROM campaign_recipients WHERE campaign_id = $1",
         )
         .bind(id.get())
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut *conn)
         .await?;
-    tx.commit().await?;
-
-    let corrupt = |e: String| StoreError::Corrupt(format!("campaign {id}: {e}"));
-    let mut counters = Counters::default();
-    for (status, was_sent, n) in groups {
-        let status =
-            MessageStatus::from_db(&status, was_sent).map_err(|e| corrupt(e.to_string()))?;
-        counters.add(status, n);
-    }
-    let mut campaign = Campaign {
-        id,
-        tenant: TenantId::new(tenant).map_err(|e| corrupt(e.to_string()))?,
-        name,
-        status: CampaignStatus::parse(&status).map_err(|e| corrupt(e.to_string()))?,
-        counters,
-        redemptions,
-        unsubscribes,
+    let mut figures = Figures {
         first_sent_at,
         last_event_at,
-        series: BTreeMap::new(),
-        plan: SendPlan {
-            body,
-            sender,
-            traffic_account: account.map(TrafficAccountId::from_uuid),
-        },
-        loaded_epoch: epoch as u64,
-        applied_epoch: 0,
-        dirty: false,
+        ..Figures::default()
     };
-    for (kind, minute, n) in series {
-        let kind = match kind.as_str() {
-            "sent" => SeriesKind::Sent,
-            "delivered" => SeriesKind::Delivered,
-            _ => SeriesKind::Failed,
-        };
-        campaign.add_series(kind, minute, n);
+    for (status, was_sent, n) in groups {
+        let status = MessageStatus::from_db(&status, was_sent)
+            .map_err(|e| StoreError::Corrupt(format!("campaign {id}: {e}")))?;
+        figures.counters.add(status, n);
     }
-    Ok(Some(campaign))
+    for (at, sent, delivered, failed) in series {
+        let m = MinuteCounts {
+            sent,
+            delivered,
+            failed,
+        };
+        if m != MinuteCounts::default() {
+            figures.series.insert(at, m);
+        }
+    }
+    Ok(figures)
+}
+
+/// Adds a lifecycle write's counter change to one campaign's snapshot, inside the
+/// transaction that changes the rows it counts.
+pub async fn add_counters(
+    conn: &mut sqlx::PgConnection,
+    id: CampaignId,
+    delta: &Counters,
+) -> Result<(), StoreError> {
+    super::checkpoints::add_counters(conn, &[id.get()], &[*delta], &[None], &[None]).await
 }
 
 /// A campaign's definition and lifecycle fields, as the API shows them.
@@ -232,67 +346,109 @@ pub async fn list(
     Ok((records, total))
 }
 
-/// Replaces a draft or scheduled campaign's definition (the status follows `scheduled_at`).
+/// Replaces a campaign's definition; its actor decided the change of status `from → to`.
 pub async fn update(
     pool: &PgPool,
     tenant: TenantId,
     id: CampaignId,
+    (from, to): (CampaignStatus, CampaignStatus),
     def: &Definition,
 ) -> Result<CampaignRecord, StartError> {
     let mut tx = pool.begin().await?;
     let (status, _, _) = lock_campaign(&mut tx, tenant, id).await?;
-    if !matches!(status, CampaignStatus::Draft | CampaignStatus::Scheduled) {
-        return Err(StartError::Refused(status));
-    }
+    expect_status(status, from)?;
     let sql = format!(
         "UPDATE campaigns SET name = $2, body = $3, sender = $4, traffic_account_id = $5,
-                audience = $6, scheduled_at = $7,
-                status = CASE WHEN $7 IS NULL THEN 'draft' ELSE 'scheduled' END, updated_at = now()
-         WHERE id = $1 RETURNING {RECORD}"
+                audience = $6, scheduled_at = $7, status = $8, updated_at = now()
+         WHERE id = $1 AND status = $9 RETURNING {RECORD}"
     );
     let record = bind_definition(sqlx::query_as(&sql).bind(id.get()), def)
-        .fetch_one(&mut *tx)
+        .bind(to.as_str())
+        .bind(from.as_str())
+        .fetch_optional(&mut *tx)
         .await?;
+    let Some(record) = record else {
+        return Err(refused_now(&mut tx, id).await);
+    };
     tx.commit().await?;
     Ok(record)
 }
 
-/// Deletes a draft.
-pub async fn delete(pool: &PgPool, tenant: TenantId, id: CampaignId) -> Result<(), StartError> {
+/// Deletes a campaign its actor found deletable in status `from`.
+pub async fn delete(
+    pool: &PgPool,
+    tenant: TenantId,
+    id: CampaignId,
+    from: CampaignStatus,
+) -> Result<(), StartError> {
     let mut tx = pool.begin().await?;
     let (status, _, _) = lock_campaign(&mut tx, tenant, id).await?;
-    if status != CampaignStatus::Draft {
-        return Err(StartError::Refused(status));
-    }
-    sqlx::query("DELETE FROM campaigns WHERE id = $1")
+    expect_status(status, from)?;
+    let done = sqlx::query("DELETE FROM campaigns WHERE id = $1 AND status = $2")
         .bind(id.get())
+        .bind(from.as_str())
         .execute(&mut *tx)
         .await?;
+    if done.rows_affected() == 0 {
+        return Err(refused_now(&mut tx, id).await);
+    }
     tx.commit().await?;
     Ok(())
 }
 
-/// Sets a campaign's status (its actor decided the transition), stamping start and finish.
+/// Sets a campaign's status `from → to` (its actor decided the transition), stamping start
+/// and finish. Refused with the stored status if it is not `from` (nothing else writes it).
 pub async fn set_status(
     pool: &PgPool,
     id: CampaignId,
-    status: CampaignStatus,
+    (from, to): (CampaignStatus, CampaignStatus),
     scheduled_at: Option<DateTime<Utc>>,
-) -> Result<(), StoreError> {
-    sqlx::query(
+) -> Result<(), StartError> {
+    let done = sqlx::query(
         "UPDATE campaigns SET status = $2, updated_at = now(),
                 scheduled_at = CASE WHEN $2 IN ('scheduled', 'draft') THEN $3 ELSE scheduled_at END,
                 started_at = CASE WHEN $2 = 'sending' THEN COALESCE(started_at, now()) ELSE started_at END,
                 finished_at = CASE WHEN $2 IN ('completed', 'failed', 'cancelled') THEN now()
                                    WHEN $2 = 'sending' THEN NULL ELSE finished_at END
-         WHERE id = $1",
+         WHERE id = $1 AND status = $4",
     )
     .bind(id.get())
-    .bind(status.as_str())
+    .bind(to.as_str())
     .bind(scheduled_at)
+    .bind(from.as_str())
     .execute(pool)
     .await?;
+    if done.rows_affected() == 0 {
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT status FROM campaigns WHERE id = $1")
+                .bind(id.get())
+                .fetch_optional(pool)
+                .await?;
+        let stored = stored.ok_or(StartError::NotFound)?;
+        let stored =
+            CampaignStatus::parse(&stored).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        return Err(StartError::Refused(stored));
+    }
     Ok(())
+}
+
+/// Which of `ids` exist and belong to the tenant.
+pub async fn owned(
+    pool: &PgPool,
+    tenant: TenantId,
+    ids: &[CampaignId],
+) -> Result<std::collections::HashSet<CampaignId>, StoreError> {
+    let raw: Vec<i64> = ids.iter().map(|id| id.get()).collect();
+    let found: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM campaigns WHERE tenant_id = $1 AND id = ANY($2)")
+            .bind(tenant.get())
+            .bind(&raw)
+            .fetch_all(pool)
+            .await?;
+    Ok(found
+        .into_iter()
+        .filter_map(|id| CampaignId::new(id).ok())
+        .collect())
 }
 
 /// Campaigns whose senders must run: those in `sending`.

@@ -6,32 +6,11 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use super::messages::{write_rows, MessageRow};
+use super::messages::write_rows;
 use super::StoreError;
-use crate::actors::campaign::Counters;
-use crate::actors::dlr::CreditMoves;
 use crate::domain::CampaignId;
-
-/// A record that could not be applied, kept with the reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter {
-    pub source: String,
-    pub partition: Option<i32>,
-    pub offset: Option<i64>,
-    pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
-    pub error: String,
-}
-
-/// A campaign actor's counters at a checkpoint (a cache for listings; actors count from rows
-/// at activation).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CampaignSnapshot {
-    pub campaign: CampaignId,
-    pub counters: Counters,
-    pub first_sent_at: Option<DateTime<Utc>>,
-    pub last_event_at: Option<DateTime<Utc>>,
-}
+use crate::engine::campaign::{Counters, Figures};
+use crate::engine::ledger::{CreditMoves, DeadLetter, MessageRow};
 
 /// Where offsets are kept: the broker cluster, consumer group and topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,14 +28,15 @@ pub struct CheckpointWrite {
     pub dead_letters: Vec<DeadLetter>,
     /// Next offset to consume, per partition.
     pub offsets: HashMap<i32, i64>,
-    pub campaigns: Vec<CampaignSnapshot>,
+    /// What these rows' transitions add to each campaign's snapshot.
+    pub campaigns: HashMap<CampaignId, Figures>,
     /// Credits charged and refunded by these rows' changes, per campaign.
     pub credits: HashMap<CampaignId, CreditMoves>,
 }
 
 impl CheckpointWrite {
     /// Folds a newer checkpoint into this one (used when a write failed and is retried):
-    /// newer rows and snapshots win, dead letters add up, offsets take the newer value.
+    /// newer rows win, dead letters and campaign deltas add up, offsets take the newer value.
     pub fn absorb(&mut self, newer: CheckpointWrite) {
         self.epoch = newer.epoch;
         let mut rows: HashMap<_, _> = self.rows.drain(..).map(|r| (r.recipient, r)).collect();
@@ -64,10 +44,9 @@ impl CheckpointWrite {
         self.rows = rows.into_values().collect();
         self.dead_letters.extend(newer.dead_letters);
         self.offsets.extend(newer.offsets);
-        let mut campaigns: HashMap<_, _> =
-            self.campaigns.drain(..).map(|c| (c.campaign, c)).collect();
-        campaigns.extend(newer.campaigns.into_iter().map(|c| (c.campaign, c)));
-        self.campaigns = campaigns.into_values().collect();
+        for (campaign, delta) in newer.campaigns {
+            self.campaigns.entry(campaign).or_default().merge(&delta);
+        }
         for (campaign, moves) in newer.credits {
             self.credits.entry(campaign).or_default().add(moves);
         }
@@ -110,9 +89,10 @@ pub async fn commit(
 ) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
     write_rows(&mut tx, &write.rows).await?;
+    // campaign rows before tenant rows: the order the campaign's own writes lock them in
+    add_to_snapshots(&mut tx, &write.campaigns).await?;
     book_credits(&mut tx, &write.credits).await?;
     insert_dead_letters(&mut tx, &scope.topic, &write.dead_letters).await?;
-    write_campaign_snapshots(&mut tx, &write.campaigns).await?;
     write_offsets(&mut tx, scope, &write.offsets).await?;
     sqlx::query("UPDATE checkpoint_state SET epoch = GREATEST(epoch, $1), updated_at = now()")
         .bind(write.epoch as i64)
@@ -154,42 +134,94 @@ async fn insert_dead_letters(
     Ok(())
 }
 
-async fn write_campaign_snapshots(
+/// Adds each campaign's delta to its snapshot: counters, first/last event time, minutes.
+async fn add_to_snapshots(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    snapshots: &[CampaignSnapshot],
+    deltas: &HashMap<CampaignId, Figures>,
 ) -> Result<(), StoreError> {
-    if snapshots.is_empty() {
+    let mut deltas: Vec<(&CampaignId, &Figures)> =
+        deltas.iter().filter(|(_, d)| !d.is_empty()).collect();
+    if deltas.is_empty() {
         return Ok(());
     }
-    let col = |f: fn(&Counters) -> i64| -> Vec<i64> {
-        snapshots.iter().map(|s| f(&s.counters)).collect()
-    };
-    let ids: Vec<i64> = snapshots.iter().map(|s| s.campaign.get()).collect();
-    let first: Vec<Option<DateTime<Utc>>> = snapshots.iter().map(|s| s.first_sent_at).collect();
-    let last: Vec<Option<DateTime<Utc>>> = snapshots.iter().map(|s| s.last_event_at).collect();
+    deltas.sort_by_key(|(id, _)| **id);
+    let ids: Vec<i64> = deltas.iter().map(|(id, _)| id.get()).collect();
+    let counters: Vec<Counters> = deltas.iter().map(|(_, d)| d.counters).collect();
+    let first: Vec<_> = deltas.iter().map(|(_, d)| d.first_sent_at).collect();
+    let last: Vec<_> = deltas.iter().map(|(_, d)| d.last_event_at).collect();
+    add_counters(tx, &ids, &counters, &first, &last).await?;
+    add_minutes(tx, &deltas).await
+}
+
+/// Adds counter deltas to campaigns (`ids` in ascending order, so concurrent writers lock
+/// campaign rows in one order); first/last times only ever widen.
+pub(super) async fn add_counters(
+    tx: &mut sqlx::PgConnection,
+    ids: &[i64],
+    counters: &[Counters],
+    first_sent_at: &[Option<DateTime<Utc>>],
+    last_event_at: &[Option<DateTime<Utc>>],
+) -> Result<(), StoreError> {
+    let col = |f: fn(&Counters) -> i64| -> Vec<i64> { counters.iter().map(f).collect() };
     sqlx::query(
         "UPDATE campaigns AS c SET
-             total = u.total, queued = u.queued, processing = u.processing, sent = u.sent,
-             delivered = u.delivered, send_failed = u.send_failed, delivery_failed = u.delivery_failed,
-             cancelled = u.cancelled, first_sent_at = u.first_sent_at, last_event_at = u.last_event_at,
-             updated_at = now()
-         FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[],
-                     $7::bigint[], $8::bigint[], $9::bigint[], $10::timestamptz[], $11::timestamptz[])
-              AS u(id, total, queued, processing, sent, delivered, send_failed, delivery_failed,
+             queued = c.queued + u.queued, processing = c.processing + u.processing,
+             pending = c.pending + u.pending, delivered = c.delivered + u.delivered,
+             send_failed = c.send_failed + u.send_failed,
+             delivery_failed = c.delivery_failed + u.delivery_failed,
+             cancelled = c.cancelled + u.cancelled,
+             first_sent_at = LEAST(c.first_sent_at, u.first_sent_at),
+             last_event_at = GREATEST(c.last_event_at, u.last_event_at)
+         FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
+                     $6::bigint[], $7::bigint[], $8::bigint[], $9::timestamptz[], $10::timestamptz[])
+              AS u(id, queued, processing, pending, delivered, send_failed, delivery_failed,
                    cancelled, first_sent_at, last_event_at)
          WHERE c.id = u.id",
     )
-    .bind(&ids)
-    .bind(col(Counters::total))
+    .bind(ids)
     .bind(col(|c| c.queued))
     .bind(col(|c| c.processing))
-    .bind(col(Counters::sent))
+    .bind(col(|c| c.pending))
     .bind(col(|c| c.delivered))
     .bind(col(|c| c.send_failed))
     .bind(col(|c| c.delivery_failed))
     .bind(col(|c| c.cancelled))
-    .bind(&first)
-    .bind(&last)
+    .bind(first_sent_at)
+    .bind(last_event_at)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn add_minutes(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    deltas: &[(&CampaignId, &Figures)],
+) -> Result<(), StoreError> {
+    let minutes: Vec<_> = deltas
+        .iter()
+        .flat_map(|(id, d)| d.series.iter().map(move |(at, m)| (id.get(), *at, *m)))
+        .collect();
+    if minutes.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = minutes.iter().map(|m| m.0).collect();
+    let at: Vec<DateTime<Utc>> = minutes.iter().map(|m| m.1).collect();
+    let sent: Vec<i64> = minutes.iter().map(|m| m.2.sent).collect();
+    let delivered: Vec<i64> = minutes.iter().map(|m| m.2.delivered).collect();
+    let failed: Vec<i64> = minutes.iter().map(|m| m.2.failed).collect();
+    sqlx::query(
+        "INSERT INTO campaign_minutes (campaign_id, minute, sent, delivered, failed)
+         SELECT * FROM UNNEST($1::bigint[], $2::timestamptz[], $3::bigint[], $4::bigint[], $5::bigint[])
+         ON CONFLICT (campaign_id, minute) DO UPDATE SET
+             sent = campaign_minutes.sent + EXCLUDED.sent,
+             delivered = campaign_minutes.delivered + EXCLUDED.delivered,
+             failed = campaign_minutes.failed + EXCLUDED.failed",
+    )
+    .bind(&ids)
+    .bind(&at)
+    .bind(&sent)
+    .bind(&delivered)
+    .bind(&failed)
     .execute(&mut **tx)
     .await?;
     Ok(())

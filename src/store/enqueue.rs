@@ -7,10 +7,13 @@ use std::collections::HashMap;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+use super::campaigns::add_counters;
 use super::StoreError;
 use crate::domain::{
-    CampaignId, CampaignStatus, Fields, PhoneE164, RecipientId, Segments, Template, TenantId,
+    CampaignId, CampaignStatus, Fields, MessageStatus, PhoneE164, RecipientId, Segments, Template,
+    TenantId, TooLong,
 };
+use crate::engine::campaign::{Counters, Refused};
 
 /// Why an enqueue (or another start of sending) was refused.
 #[derive(Debug, thiserror::Error)]
@@ -25,8 +28,22 @@ pub enum StartError {
     InsufficientCredits { required: i64, available: i64 },
     #[error("the campaign has no recipients to send to")]
     NoRecipients,
+    #[error("this Idempotency-Key was used for another request in the last 24 hours")]
+    KeyReused,
+    #[error("{}: {too_long}", .recipient.as_deref().map_or("the campaign body".to_owned(), |p| format!("the text for {p}")))]
+    TextTooLong {
+        /// The recipient whose rendered text is too long; `None` when the body itself is.
+        recipient: Option<String>,
+        too_long: TooLong,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<Refused> for StartError {
+    fn from(r: Refused) -> Self {
+        Self::Refused(r.current)
+    }
 }
 
 impl From<sqlx::Error> for StartError {
@@ -64,16 +81,28 @@ struct Audience {
     phones: Vec<String>,
 }
 
-/// Enqueues a campaign in one transaction (DESIGN.md section 5): idempotency key, tenant
-/// lock (subscription, credits), campaign status claim, recipients deduplicated by phone with
-/// unsubscribed contacts skipped, texts rendered and their segments counted, credits reserved.
+/// Sizes an enqueue works with.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    /// Recipients per Mitto bulk request (for the answer's job count).
+    pub batch_size: usize,
+    /// SMS parts one recipient's text may take (`sending.max_segments`).
+    pub max_segments: u32,
+}
+
+/// Enqueues a campaign in one transaction (DESIGN.md section 5): idempotency key (a repeated
+/// key replays the first answer even when the status now refuses a start), subscription, the
+/// status its actor admitted the start from (`admitted`), recipients deduplicated by phone
+/// with unsubscribed contacts skipped, texts rendered and their segments counted, credits
+/// reserved, the snapshot's queued count raised.
 #[tracing::instrument(skip(pool), fields(campaign_id = %campaign))]
 pub async fn enqueue(
     pool: &PgPool,
     tenant: TenantId,
     campaign: CampaignId,
+    admitted: Result<CampaignStatus, Refused>,
     idempotency_key: Option<&str>,
-    batch_size: usize,
+    sizes: Sizes,
 ) -> Result<EnqueueOutcome, StartError> {
     let mut tx = pool.begin().await?;
     // the audience is deduplicated by a sort: keep it in memory for large campaigns
@@ -85,12 +114,11 @@ pub async fn enqueue(
             return Ok(EnqueueOutcome::Replayed(first));
         }
     }
-    let available = lock_tenant(&mut tx, tenant).await?;
+    let from = admitted?;
+    require_subscription(&mut tx, tenant).await?;
     let (status, body, audience) = lock_campaign(&mut tx, tenant, campaign).await?;
-    if !status.can_start() {
-        return Err(StartError::Refused(status));
-    }
-    let (added, required) = insert_recipients(&mut tx, tenant, campaign, &body, audience).await?;
+    expect_status(status, from)?;
+    let (added, required) = insert_recipients(&mut tx, (tenant, campaign), &body, audience, sizes.max_segments).await?;
     // a paused campaign may have queued recipients already; any other start has only the new
     let queued: i64 = match status {
         CampaignStatus::Paused => sqlx::query_scalar(
@@ -104,11 +132,14 @@ pub async fn enqueue(
     if queued == 0 && status != CampaignStatus::Paused {
         return Err(StartError::NoRecipients);
     }
-    reserve(&mut tx, tenant, campaign, required, available).await?;
+    reserve(&mut tx, tenant, campaign, from, required).await?;
+    let mut added_rows = Counters::default();
+    added_rows.add(MessageStatus::Queued, added);
+    add_counters(&mut tx, campaign, &added_rows).await?;
     let answer = Enqueued {
         ok: true,
         queued,
-        enqueued_jobs: (queued.max(0) as u64).div_ceil(batch_size.max(1) as u64) as i64,
+        enqueued_jobs: (queued.max(0) as u64).div_ceil(sizes.batch_size.max(1) as u64) as i64,
         added,
         reserved: required,
     };
@@ -139,14 +170,28 @@ pub async fn refresh_statistics(pool: PgPool) {
     }
 }
 
-/// Takes the key for this call, or returns the answer stored under it. A concurrent call with
-/// the same key waits here until the first one commits (or rolls back, freeing the key).
+/// How long an Idempotency-Key is remembered.
+const KEY_LIFETIME_HOURS: i32 = 24;
+
+/// Takes the key for this call, or returns the answer stored under it; a key first used for
+/// another campaign is refused (`KeyReused`). Keys are per tenant and expire after
+/// [`KEY_LIFETIME_HOURS`]. A concurrent call with the same key waits here until the first one
+/// commits (or rolls back, freeing the key).
 async fn claim_key(
     tx: &mut Transaction<'_, Postgres>,
     tenant: TenantId,
     campaign: CampaignId,
     key: &str,
 ) -> Result<Option<serde_json::Value>, StartError> {
+    sqlx::query(
+        "DELETE FROM idempotency_keys
+         WHERE tenant_id = $1 AND key = $2 AND created_at < now() - make_interval(hours => $3)",
+    )
+    .bind(tenant.get())
+    .bind(key)
+    .bind(KEY_LIFETIME_HOURS)
+    .execute(&mut **tx)
+    .await?;
     let taken = sqlx::query(
         "INSERT INTO idempotency_keys (tenant_id, key, campaign_id, status, response)
          VALUES ($1, $2, $3, 0, '{}') ON CONFLICT DO NOTHING",
@@ -159,25 +204,29 @@ async fn claim_key(
     if taken.rows_affected() == 1 {
         return Ok(None);
     }
-    let first = sqlx::query_scalar(
-        "SELECT response FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
+    let (first, used_for): (serde_json::Value, Option<i64>) = sqlx::query_as(
+        "SELECT response, campaign_id FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
     )
     .bind(tenant.get())
     .bind(key)
     .fetch_one(&mut **tx)
     .await?;
+    if used_for != Some(campaign.get()) {
+        return Err(StartError::KeyReused);
+    }
     Ok(Some(first))
 }
 
-/// Locks the tenant row and returns its available credits, if its subscription is active.
-async fn lock_tenant(
+/// Refuses a tenant whose subscription is not active. No lock is taken on the tenant: the
+/// reservation is one conditional update, so concurrent enqueues cannot overdraw, and
+/// checkpoints booking refunds never wait for a long enqueue.
+async fn require_subscription(
     tx: &mut Transaction<'_, Postgres>,
     tenant: TenantId,
-) -> Result<i64, StartError> {
-    let (active, balance): (bool, i64) = sqlx::query_as(
-        "SELECT subscription_active AND (subscription_until IS NULL OR subscription_until > now()),
-                credit_balance
-         FROM tenants WHERE id = $1 FOR UPDATE",
+) -> Result<(), StartError> {
+    let active: bool = sqlx::query_scalar(
+        "SELECT subscription_active AND (subscription_until IS NULL OR subscription_until > now())
+         FROM tenants WHERE id = $1",
     )
     .bind(tenant.get())
     .fetch_one(&mut **tx)
@@ -185,18 +234,32 @@ async fn lock_tenant(
     if !active {
         return Err(StartError::SubscriptionRequired);
     }
-    Ok(balance)
+    Ok(())
 }
 
-/// Locks the campaign row if the tenant owns it (`NotFound` otherwise): its status, body and
-/// audience, for a change that depends on the status.
+/// Refuses a change whose actor expected the campaign in `expected` when it is in `stored`
+/// (the actor is the only writer of the status, so this guards against a second writer).
+pub(super) fn expect_status(
+    stored: CampaignStatus,
+    expected: CampaignStatus,
+) -> Result<(), StartError> {
+    if stored == expected {
+        Ok(())
+    } else {
+        Err(StartError::Refused(stored))
+    }
+}
+
+/// The campaign's status, body and audience if the tenant owns it (`NotFound` otherwise),
+/// key-share locked so it cannot be deleted meanwhile. The lock does not block checkpoints
+/// adding to its counters; status writes are conditional on the status read here instead.
 pub(super) async fn lock_campaign(
     tx: &mut Transaction<'_, Postgres>,
     tenant: TenantId,
     campaign: CampaignId,
 ) -> Result<(CampaignStatus, String, serde_json::Value), StartError> {
     let row: Option<(String, String, serde_json::Value)> = sqlx::query_as(
-        "SELECT status, body, audience FROM campaigns WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
+        "SELECT status, body, audience FROM campaigns WHERE id = $1 AND tenant_id = $2 FOR KEY SHARE",
     )
     .bind(campaign.get())
     .bind(tenant.get())
@@ -207,13 +270,14 @@ pub(super) async fn lock_campaign(
     Ok((status, body, audience))
 }
 
-/// Inserts the audience's recipients; returns (added, segments of the added).
+/// Inserts the audience's recipients; returns (added, segments of the added). Refused when a
+/// text is longer than `max_segments` parts.
 async fn insert_recipients(
     tx: &mut Transaction<'_, Postgres>,
-    tenant: TenantId,
-    campaign: CampaignId,
+    (tenant, campaign): (TenantId, CampaignId),
     body: &str,
     audience: serde_json::Value,
+    max_segments: u32,
 ) -> Result<(i64, i64), StartError> {
     let audience: Audience = serde_json::from_value(audience)
         .map_err(|e| StoreError::Corrupt(format!("campaign {campaign} audience: {e}")))?;
@@ -224,7 +288,11 @@ async fn insert_recipients(
         .collect();
     let template = Template::parse(body);
     if template.is_static() {
-        let segments = Segments::count(body).parts as i16;
+        let segments =
+            Segments::bounded(body, max_segments).map_err(|too_long| StartError::TextTooLong {
+                recipient: None,
+                too_long,
+            })?;
         let (added, required): (i64, i64) = sqlx::query_as(&format!(
             "WITH {AUDIENCE}, ins AS (
                  INSERT INTO campaign_recipients (campaign_id, tenant_id, phone_e164, contact_id, segments)
@@ -243,7 +311,8 @@ async fn insert_recipients(
         .await?;
         return Ok((added, required));
     }
-    insert_rendered(tx, tenant, campaign, &template, &audience.list_ids, &phones).await
+    let audience = (audience.list_ids.as_slice(), phones.as_slice());
+    insert_rendered(tx, (tenant, campaign), &template, audience, max_segments).await
 }
 
 /// The audience as (phone, contact_id, first_name, last_name, attributes): list members and
@@ -274,11 +343,10 @@ type AudienceRow = (
 
 async fn insert_rendered(
     tx: &mut Transaction<'_, Postgres>,
-    tenant: TenantId,
-    campaign: CampaignId,
+    (tenant, campaign): (TenantId, CampaignId),
     template: &Template,
-    lists: &[i64],
-    phones: &[String],
+    (lists, phones): (&[i64], &[String]),
+    max_segments: u32,
 ) -> Result<(i64, i64), StartError> {
     let rows: Vec<AudienceRow> = sqlx::query_as(&format!(
         "WITH {AUDIENCE} SELECT phone, contact_id, first_name, last_name, attributes
@@ -291,7 +359,7 @@ async fn insert_rendered(
     .await?;
     let mut texts = Vec::with_capacity(rows.len());
     let mut segments = Vec::with_capacity(rows.len());
-    for (_, _, first, last, attributes) in &rows {
+    for (phone, _, first, last, attributes) in &rows {
         let attributes: HashMap<String, serde_json::Value> =
             serde_json::from_value(attributes.clone()).unwrap_or_default();
         let text = template.render(&Fields {
@@ -299,7 +367,12 @@ async fn insert_rendered(
             last_name: last.as_deref(),
             attributes: Some(&attributes),
         });
-        segments.push(Segments::count(&text).parts as i16);
+        let parts =
+            Segments::bounded(&text, max_segments).map_err(|too_long| StartError::TextTooLong {
+                recipient: Some(phone.clone()),
+                too_long,
+            })?;
+        segments.push(parts);
         texts.push(text);
     }
     let phone: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
@@ -325,46 +398,75 @@ async fn insert_rendered(
     Ok((added, required))
 }
 
-/// Takes `required` credits from the balance (`available`, read under the tenant's lock) into
-/// the campaign's reservation and starts it; refused when the balance does not cover it.
+/// Starts sending (`from → sending`, refused if the status moved) and takes `required` credits
+/// from the balance into the campaign's reservation, refused when the balance does not cover
+/// it. Campaign row before tenant row: the order checkpoints lock them in.
 async fn reserve(
     tx: &mut Transaction<'_, Postgres>,
     tenant: TenantId,
     campaign: CampaignId,
+    from: CampaignStatus,
     required: i64,
-    available: i64,
 ) -> Result<(), StartError> {
-    if required > available {
+    let started = sqlx::query(
+        "UPDATE campaigns SET status = 'sending', started_at = COALESCE(started_at, now()),
+                finished_at = NULL, credits_reserved = credits_reserved + $2, updated_at = now()
+         WHERE id = $1 AND status = $3",
+    )
+    .bind(campaign.get())
+    .bind(required)
+    .bind(from.as_str())
+    .execute(&mut **tx)
+    .await?;
+    if started.rows_affected() == 0 {
+        return Err(refused_now(tx, campaign).await);
+    }
+    if required == 0 {
+        return Ok(());
+    }
+    let taken = sqlx::query(
+        "UPDATE tenants SET credit_balance = credit_balance - $2 WHERE id = $1 AND credit_balance >= $2",
+    )
+    .bind(tenant.get())
+    .bind(required)
+    .execute(&mut **tx)
+    .await?;
+    if taken.rows_affected() == 0 {
+        let available = sqlx::query_scalar("SELECT credit_balance FROM tenants WHERE id = $1")
+            .bind(tenant.get())
+            .fetch_one(&mut **tx)
+            .await?;
         return Err(StartError::InsufficientCredits {
             required,
             available,
         });
     }
-    if required > 0 {
-        sqlx::query("UPDATE tenants SET credit_balance = credit_balance - $2 WHERE id = $1")
-            .bind(tenant.get())
-            .bind(required)
-            .execute(&mut **tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO credit_ledger (tenant_id, campaign_id, delta, reason) VALUES ($1, $2, $3, 'reserve')",
-        )
-        .bind(tenant.get())
-        .bind(campaign.get())
-        .bind(-required)
-        .execute(&mut **tx)
-        .await?;
-    }
     sqlx::query(
-        "UPDATE campaigns SET status = 'sending', started_at = COALESCE(started_at, now()),
-                finished_at = NULL, credits_reserved = credits_reserved + $2, updated_at = now()
-         WHERE id = $1",
+        "INSERT INTO credit_ledger (tenant_id, campaign_id, delta, reason) VALUES ($1, $2, $3, 'reserve')",
     )
+    .bind(tenant.get())
     .bind(campaign.get())
-    .bind(required)
+    .bind(-required)
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// The refusal for a conditional status write that found the status changed.
+pub(super) async fn refused_now(tx: &mut sqlx::PgConnection, campaign: CampaignId) -> StartError {
+    let stored: Result<Option<String>, _> =
+        sqlx::query_scalar("SELECT status FROM campaigns WHERE id = $1")
+            .bind(campaign.get())
+            .fetch_optional(&mut *tx)
+            .await;
+    match stored {
+        Ok(Some(status)) => match CampaignStatus::parse(&status) {
+            Ok(status) => StartError::Refused(status),
+            Err(e) => StartError::Store(StoreError::Corrupt(e.to_string())),
+        },
+        Ok(None) => StartError::NotFound,
+        Err(e) => e.into(),
+    }
 }
 
 /// One recipient of a claimed batch, with what Mitto needs.
@@ -390,12 +492,18 @@ pub async fn claim_batch(
 ) -> Result<(Uuid, Vec<Claimed>), StoreError> {
     let token = Uuid::new_v4();
     let rows = sqlx::query_as(
-        "UPDATE campaign_recipients r SET status = 'processing', claim_token = $4
-         FROM (SELECT id FROM campaign_recipients
-               WHERE campaign_id = $1 AND phone_e164 > $2 AND status = 'queued'
-               ORDER BY phone_e164 LIMIT $3 FOR UPDATE SKIP LOCKED) q
-         WHERE r.id = q.id
-         RETURNING r.id, r.phone_e164 AS phone, r.body, r.retry_count AS attempt, r.segments",
+        "WITH claimed AS (
+             UPDATE campaign_recipients r SET status = 'processing', claim_token = $4
+             FROM (SELECT id FROM campaign_recipients
+                   WHERE campaign_id = $1 AND phone_e164 > $2 AND status = 'queued'
+                   ORDER BY phone_e164 LIMIT $3 FOR UPDATE SKIP LOCKED) q
+             WHERE r.id = q.id
+             RETURNING r.id, r.phone_e164 AS phone, r.body, r.retry_count AS attempt, r.segments
+         ), counted AS (
+             UPDATE campaigns SET queued = queued - n, processing = processing + n
+             FROM (SELECT count(*) AS n FROM claimed) c WHERE id = $1 AND n > 0
+         )
+         SELECT * FROM claimed",
     )
     .bind(campaign.get())
     .bind(after)
@@ -425,31 +533,43 @@ pub async fn orphaned_claims(
     Ok(rows)
 }
 
-/// Puts claimed recipients that provably never reached Mitto back in the queue.
-pub async fn release_claims(pool: &PgPool, ids: &[RecipientId]) -> Result<u64, StoreError> {
+/// Puts claimed recipients that provably never reached Mitto back in the queue; returns how
+/// many went back.
+pub async fn release_claims(
+    pool: &PgPool,
+    campaign: CampaignId,
+    ids: &[RecipientId],
+) -> Result<i64, StoreError> {
     let ids: Vec<i64> = ids.iter().map(|r| r.get()).collect();
-    let done = sqlx::query(
-        "UPDATE campaign_recipients SET status = 'queued', claim_token = NULL
-         WHERE id = ANY($1) AND status = 'processing'",
+    let released = sqlx::query_scalar(
+        "WITH released AS (
+             UPDATE campaign_recipients SET status = 'queued', claim_token = NULL
+             WHERE id = ANY($1) AND campaign_id = $2 AND status = 'processing'
+             RETURNING id
+         ), counted AS (
+             UPDATE campaigns SET queued = queued + n, processing = processing - n
+             FROM (SELECT count(*) AS n FROM released) r WHERE id = $2 AND n > 0
+         )
+         SELECT count(*) FROM released",
     )
     .bind(&ids)
-    .execute(pool)
+    .bind(campaign.get())
+    .fetch_one(pool)
     .await?;
-    Ok(done.rows_affected())
+    Ok(released)
 }
 
-/// Cancels the queued recipients, refunds their credits and marks the campaign cancelled;
-/// returns how many were cancelled.
-pub async fn cancel(pool: &PgPool, campaign: CampaignId) -> Result<i64, StoreError> {
+/// Cancels the queued recipients, refunds their credits and marks the campaign cancelled
+/// (from `from`, as its actor admitted); returns how many were cancelled.
+pub async fn cancel(
+    pool: &PgPool,
+    tenant: TenantId,
+    campaign: CampaignId,
+    from: CampaignStatus,
+) -> Result<i64, StartError> {
     let mut tx = pool.begin().await?;
-    let (tenant,): (i64,) = sqlx::query_as("SELECT tenant_id FROM campaigns WHERE id = $1")
-        .bind(campaign.get())
-        .fetch_one(&mut *tx)
-        .await?;
-    sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE")
-        .bind(tenant)
-        .execute(&mut *tx)
-        .await?;
+    let (status, _, _) = lock_campaign(&mut tx, tenant, campaign).await?;
+    expect_status(status, from)?;
     let (cancelled, refund): (i64, i64) = sqlx::query_as(
         "WITH c AS (
              UPDATE campaign_recipients SET status = 'cancelled', billing_status = 'refunded'
@@ -461,13 +581,20 @@ pub async fn cancel(pool: &PgPool, campaign: CampaignId) -> Result<i64, StoreErr
     .bind(campaign.get())
     .fetch_one(&mut *tx)
     .await?;
-    refund_credits(&mut tx, tenant, campaign, refund).await?;
-    sqlx::query(
-        "UPDATE campaigns SET status = 'cancelled', finished_at = now(), updated_at = now() WHERE id = $1",
+    let moved = Counters::moved(MessageStatus::Queued, MessageStatus::Cancelled, cancelled);
+    add_counters(&mut tx, campaign, &moved).await?;
+    let done = sqlx::query(
+        "UPDATE campaigns SET status = 'cancelled', finished_at = now(), updated_at = now()
+         WHERE id = $1 AND status = $2",
     )
     .bind(campaign.get())
+    .bind(from.as_str())
     .execute(&mut *tx)
     .await?;
+    if done.rows_affected() == 0 {
+        return Err(refused_now(&mut tx, campaign).await);
+    }
+    refund_credits(&mut tx, tenant.get(), campaign, refund).await?;
     tx.commit().await?;
     Ok(cancelled)
 }
@@ -498,19 +625,19 @@ async fn refund_credits(
 }
 
 /// Re-queues the campaign's retryable send failures that have retries left (a new attempt
-/// each), reserving their credits again, and sets the campaign sending; returns how many.
+/// each), reserving their credits again, and sets the campaign sending (from `from`, as its
+/// actor admitted); returns how many.
 pub async fn retry_failed(
     pool: &PgPool,
     tenant: TenantId,
     campaign: CampaignId,
+    from: CampaignStatus,
     max_retries: i32,
 ) -> Result<i64, StartError> {
     let mut tx = pool.begin().await?;
-    let available = lock_tenant(&mut tx, tenant).await?;
+    require_subscription(&mut tx, tenant).await?;
     let (status, _, _) = lock_campaign(&mut tx, tenant, campaign).await?;
-    if !status.can_become(CampaignStatus::Sending) || status.can_start() {
-        return Err(StartError::Refused(status));
-    }
+    expect_status(status, from)?;
     let (retried, required): (i64, i64) = sqlx::query_as(
         "WITH r AS (
              UPDATE campaign_recipients SET status = 'queued', retry_count = retry_count + 1,
@@ -529,7 +656,9 @@ pub async fn retry_failed(
     if retried == 0 {
         return Err(StartError::NoRecipients);
     }
-    reserve(&mut tx, tenant, campaign, required, available).await?;
+    reserve(&mut tx, tenant, campaign, from, required).await?;
+    let moved = Counters::moved(MessageStatus::SendFailed, MessageStatus::Queued, retried);
+    add_counters(&mut tx, campaign, &moved).await?;
     tx.commit().await?;
     Ok(retried)
 }

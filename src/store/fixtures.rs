@@ -6,17 +6,19 @@ use sqlx::PgPool;
 use super::StoreError;
 use crate::domain::{CampaignId, RecipientId, TenantId};
 
-/// A campaign in `paused` (its claimed batch out with Mitto) with `n` recipients in `processing`; returns its id and recipients.
+/// A campaign in `paused` (its claimed batch out with Mitto) with `n` recipients in
+/// `processing`, its snapshot counting them; returns its id and recipients.
 pub async fn claimed_campaign(
     pool: &PgPool,
     tenant: TenantId,
     n: i64,
 ) -> Result<(CampaignId, Vec<RecipientId>), StoreError> {
     let campaign: i64 = sqlx::query_scalar(
-        "INSERT INTO campaigns (tenant_id, name, body, sender, status, started_at)
-         VALUES ($1, 'load campaign', 'Hi', 'Shop', 'paused', now()) RETURNING id",
+        "INSERT INTO campaigns (tenant_id, name, body, sender, status, started_at, processing)
+         VALUES ($1, 'load campaign', 'Hi', 'Shop', 'paused', now(), $2) RETURNING id",
     )
     .bind(tenant.get())
+    .bind(n)
     .fetch_one(pool)
     .await?;
     let ids: Vec<i64> = sqlx::query_scalar(

@@ -5,26 +5,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 
 use super::StoreError;
 use crate::domain::{BulkId, CampaignId, MessageId, MessageStatus, RecipientId};
-
-/// The columns a DlrActor owns, for one recipient.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MessageRow {
-    pub recipient: RecipientId,
-    pub campaign: CampaignId,
-    pub status: MessageStatus,
-    pub message_id: Option<MessageId>,
-    pub bulk_id: Option<BulkId>,
-    pub delivery_status: Option<String>,
-    pub error: Option<String>,
-    pub error_retryable: Option<bool>,
-    pub sent_at: Option<DateTime<Utc>>,
-    pub delivered_at: Option<DateTime<Utc>>,
-    pub failed_at: Option<DateTime<Utc>>,
-    /// The send attempt the state belongs to (`retry_count`).
-    pub attempt: u32,
-    /// Billable SMS parts, fixed at enqueue: what a `sent` charges and a send failure refunds.
-    pub segments: u32,
-}
+pub use crate::engine::ledger::MessageRow;
 
 #[derive(sqlx::FromRow)]
 struct Raw {

@@ -1,0 +1,90 @@
+//! What a CampaignActor is asked, and what it shares with the other campaign actors.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+
+use crate::actors::sender::SenderPool;
+use crate::domain::{CampaignStatus, TenantId, TrafficAccountId};
+use crate::engine::campaign::{Stats, Transition};
+use crate::pipeline::Replay;
+use crate::store::campaigns::{CampaignRecord, Definition};
+use crate::store::enqueue::{EnqueueOutcome, StartError};
+
+/// What campaign actors share for sending.
+pub struct SendingContext {
+    pub senders: SenderPool,
+    pub replay: Replay,
+    pub batch_size: usize,
+    pub max_in_flight: usize,
+    pub max_retries: u32,
+    /// SMS parts one recipient's text may take.
+    pub max_segments: u32,
+    /// For campaigns created without one.
+    pub default_traffic_account: Option<TrafficAccountId>,
+}
+
+/// Applies transitions in the order given.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct ApplyTransitions(pub Vec<Transition>);
+
+/// The campaign's tenant and stats, or `None` when the campaign does not exist.
+#[derive(Message, Clone)]
+#[rtype(result = "Option<(TenantId, Stats)>")]
+pub struct GetStats;
+
+/// Stops the actor if it has been idle this long, is not sending, and everything it applied
+/// is committed.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Passivate {
+    pub idle_for: Duration,
+    pub committed_epoch: u64,
+}
+
+/// The newest checkpoint epoch whose transitions this campaign applied.
+#[derive(Message, Clone)]
+#[rtype(result = "u64")]
+pub struct GetAppliedEpoch;
+
+/// A lifecycle command on behalf of a tenant; another tenant's campaign is `NotFound`.
+/// `None` when the actor stopped before answering.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "Option<LifecycleResult>")]
+pub struct Lifecycle {
+    pub tenant: TenantId,
+    pub command: Command,
+}
+
+#[derive(Clone, Debug)]
+pub enum Command {
+    Enqueue {
+        idempotency_key: Option<String>,
+    },
+    Schedule(DateTime<Utc>),
+    Unschedule,
+    Pause,
+    Resume,
+    Cancel,
+    RetryFailed,
+    /// Replace the definition (draft or scheduled campaigns).
+    Edit(Box<Definition>),
+    /// Delete a draft.
+    Delete,
+}
+
+#[derive(Debug, Clone)]
+pub enum LifecycleReply {
+    Enqueued(EnqueueOutcome),
+    /// The campaign's new status and how many recipients the change touched.
+    Changed {
+        status: CampaignStatus,
+        affected: i64,
+    },
+    Edited(Box<CampaignRecord>),
+    Deleted,
+}
+
+pub type LifecycleResult = Result<LifecycleReply, StartError>;

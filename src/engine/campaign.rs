@@ -1,0 +1,643 @@
+//! A campaign as its actor holds it: figures, status and the lifecycle rules.
+//!
+//! [`Figures`] are the counters per message status, first/last event times and a per-minute
+//! series. They change in two ways only: by [`Transition`]s (a message's status moved; the
+//! DlrActor saw it) and by the campaign's own lifecycle writes (enqueue, claims, releases,
+//! cancel, retry). The same [`Figures::record`] builds the live figures in the campaign's
+//! actor and the per-checkpoint deltas the ledger hands to the checkpointer, so the snapshot
+//! in Postgres and the memory of an actor can never count a transition differently.
+//!
+//! Activation and checkpoints: every transition carries the checkpoint epoch in which it is
+//! committed. An activation reads the snapshot and the last committed epoch in one database
+//! snapshot, so a transition whose epoch is already committed is in the snapshot and is
+//! skipped when it arrives — never counted twice, never missed.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use serde::Serialize;
+
+use crate::domain::{CampaignId, CampaignStatus, MessageStatus, TenantId, TrafficAccountId};
+
+/// A message's status change, as its DlrActor saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    pub campaign: CampaignId,
+    pub from: MessageStatus,
+    pub to: MessageStatus,
+    /// When the change happened (the event's time).
+    pub at: DateTime<Utc>,
+    /// For a `DeliveryFailed → Delivered` correction: when the failure was reported, so the
+    /// series can take it back from the right minute.
+    pub corrected_at: Option<DateTime<Utc>>,
+    /// The checkpoint that commits the row change.
+    pub epoch: u64,
+}
+
+/// Messages per status, the one set of counters everything else is derived from. As a delta
+/// (a checkpoint's or a lifecycle write's) the fields may be negative.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Counters {
+    pub queued: i64,
+    pub processing: i64,
+    /// Accepted by Mitto, no final report yet.
+    pub pending: i64,
+    pub delivered: i64,
+    pub send_failed: i64,
+    pub delivery_failed: i64,
+    pub cancelled: i64,
+}
+
+impl Counters {
+    fn bucket(&mut self, status: MessageStatus) -> &mut i64 {
+        match status {
+            MessageStatus::Queued => &mut self.queued,
+            MessageStatus::Processing => &mut self.processing,
+            MessageStatus::Sent => &mut self.pending,
+            MessageStatus::Delivered => &mut self.delivered,
+            MessageStatus::SendFailed => &mut self.send_failed,
+            MessageStatus::DeliveryFailed => &mut self.delivery_failed,
+            MessageStatus::Cancelled => &mut self.cancelled,
+        }
+    }
+
+    pub fn add(&mut self, status: MessageStatus, n: i64) {
+        *self.bucket(status) += n;
+    }
+
+    /// `n` messages moved from one status to another.
+    pub fn moved(from: MessageStatus, to: MessageStatus, n: i64) -> Self {
+        let mut c = Self::default();
+        c.add(from, -n);
+        c.add(to, n);
+        c
+    }
+
+    pub fn merge(&mut self, other: &Counters) {
+        for status in MessageStatus::ALL {
+            let n = *other.clone().bucket(status);
+            self.add(status, n);
+        }
+    }
+
+    pub fn total(&self) -> i64 {
+        self.queued
+            + self.processing
+            + self.pending
+            + self.delivered
+            + self.send_failed
+            + self.delivery_failed
+            + self.cancelled
+    }
+
+    /// Handed to Mitto and accepted: pending, delivered, or failed by a report.
+    pub fn sent(&self) -> i64 {
+        self.pending + self.delivered + self.delivery_failed
+    }
+
+    pub fn failed(&self) -> i64 {
+        self.send_failed + self.delivery_failed
+    }
+
+    pub fn is_zero(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Sent, delivered and failed counts of one minute.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct MinuteCounts {
+    pub sent: i64,
+    pub delivered: i64,
+    pub failed: i64,
+}
+
+/// Which series a status feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeriesKind {
+    Sent,
+    Delivered,
+    Failed,
+}
+
+/// The start of the minute `at` falls in.
+pub fn minute(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.duration_trunc(TimeDelta::minutes(1)).unwrap_or(at)
+}
+
+/// What a campaign's messages add up to: counters, first/last event time, a per-minute series.
+/// Used whole (an actor's live state, a snapshot) and as a delta (what one checkpoint adds).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Figures {
+    pub counters: Counters,
+    pub series: BTreeMap<DateTime<Utc>, MinuteCounts>,
+    pub first_sent_at: Option<DateTime<Utc>>,
+    pub last_event_at: Option<DateTime<Utc>>,
+}
+
+impl Figures {
+    /// Counts one transition: the one rule for live figures and checkpoint deltas alike.
+    pub fn record(&mut self, t: &Transition) {
+        self.counters.add(t.from, -1);
+        self.counters.add(t.to, 1);
+        // the forward-only rule routes every accepted message through `Sent` exactly once
+        if t.to == MessageStatus::Sent {
+            self.first_sent_at = Some(self.first_sent_at.map_or(t.at, |f| f.min(t.at)));
+            self.add_series(SeriesKind::Sent, t.at, 1);
+        }
+        match t.to {
+            MessageStatus::Delivered => self.add_series(SeriesKind::Delivered, t.at, 1),
+            MessageStatus::DeliveryFailed | MessageStatus::SendFailed => {
+                self.add_series(SeriesKind::Failed, t.at, 1)
+            }
+            _ => {}
+        }
+        if let Some(failed_at) = t.corrected_at {
+            self.add_series(SeriesKind::Failed, failed_at, -1);
+        }
+        self.last_event_at = Some(self.last_event_at.map_or(t.at, |l| l.max(t.at)));
+    }
+
+    pub fn add_series(&mut self, kind: SeriesKind, at: DateTime<Utc>, n: i64) {
+        let m = self.series.entry(minute(at)).or_default();
+        match kind {
+            SeriesKind::Sent => m.sent += n,
+            SeriesKind::Delivered => m.delivered += n,
+            SeriesKind::Failed => m.failed += n,
+        }
+    }
+
+    /// Adds a later delta to this one.
+    pub fn merge(&mut self, other: &Figures) {
+        self.counters.merge(&other.counters);
+        for (at, m) in &other.series {
+            let mine = self.series.entry(*at).or_default();
+            mine.sent += m.sent;
+            mine.delivered += m.delivered;
+            mine.failed += m.failed;
+        }
+        self.first_sent_at = earliest(self.first_sent_at, other.first_sent_at);
+        self.last_event_at = latest(self.last_event_at, other.last_event_at);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Where a snapshot and a recount from rows disagree, one line each (`campaignd verify`).
+/// Compared: every counter, the first send, and the sent and delivered series. Not compared:
+/// the failed series and the last event time, because retry-failed clears a row's failure
+/// while the snapshot keeps the minute it happened.
+pub fn differences(snapshot: &Figures, rows: &Figures) -> Vec<String> {
+    let mut out = Vec::new();
+    let (a, b) = (&snapshot.counters, &rows.counters);
+    for status in MessageStatus::ALL {
+        let (x, y) = (*a.clone().bucket(status), *b.clone().bucket(status));
+        if x != y {
+            out.push(format!("{status:?}: snapshot {x}, rows {y}"));
+        }
+    }
+    if snapshot.first_sent_at != rows.first_sent_at {
+        out.push(format!(
+            "first sent at: snapshot {:?}, rows {:?}",
+            snapshot.first_sent_at, rows.first_sent_at
+        ));
+    }
+    let minutes: std::collections::BTreeSet<_> =
+        snapshot.series.keys().chain(rows.series.keys()).collect();
+    for at in minutes {
+        let x = snapshot.series.get(at).copied().unwrap_or_default();
+        let y = rows.series.get(at).copied().unwrap_or_default();
+        if (x.sent, x.delivered) != (y.sent, y.delivered) {
+            out.push(format!(
+                "minute {at}: snapshot sent {} delivered {}, rows sent {} delivered {}",
+                x.sent, x.delivered, y.sent, y.delivered
+            ));
+        }
+    }
+    out
+}
+
+fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn latest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    a.max(b)
+}
+
+/// The text and sender of a campaign's messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendPlan {
+    /// The body as written; recipients with placeholders carry their rendered text.
+    pub body: String,
+    pub sender: String,
+    pub traffic_account: Option<TrafficAccountId>,
+}
+
+/// What a tenant (or the scheduler) asks of a campaign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Enqueue,
+    Schedule,
+    Unschedule,
+    Pause,
+    Resume,
+    Cancel,
+    RetryFailed,
+    /// Replace the definition; the status follows whether it has a start time.
+    Edit {
+        scheduled: bool,
+    },
+    Delete,
+}
+
+impl Action {
+    pub const ALL: [Action; 10] = [
+        Action::Enqueue,
+        Action::Schedule,
+        Action::Unschedule,
+        Action::Pause,
+        Action::Resume,
+        Action::Cancel,
+        Action::RetryFailed,
+        Action::Edit { scheduled: false },
+        Action::Edit { scheduled: true },
+        Action::Delete,
+    ];
+}
+
+/// An action the campaign's status does not allow; answered 409 with the current status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("campaign is {current}")]
+pub struct Refused {
+    pub current: CampaignStatus,
+}
+
+/// Where an action leads: the status after it (the same status for a re-schedule, an edit
+/// that keeps the status, or a delete).
+pub fn admit(current: CampaignStatus, action: Action) -> Result<CampaignStatus, Refused> {
+    use CampaignStatus::*;
+    let refused = Refused { current };
+    let to = match action {
+        Action::Enqueue if current.can_start() => Sending,
+        Action::Schedule | Action::Edit { scheduled: true }
+            if matches!(current, Draft | Scheduled) =>
+        {
+            Scheduled
+        }
+        Action::Edit { scheduled: false } if matches!(current, Draft | Scheduled) => Draft,
+        Action::Unschedule => Draft,
+        Action::Pause => Paused,
+        Action::Resume if current == Paused => Sending,
+        Action::Cancel => Cancelled,
+        Action::RetryFailed if matches!(current, Completed | Failed) => Sending,
+        Action::Delete if current == Draft => Draft,
+        _ => return Err(refused),
+    };
+    // a new start time, an edit or a delete may keep the status; other actions must move it
+    let keeps = matches!(
+        action,
+        Action::Schedule | Action::Edit { .. } | Action::Delete
+    );
+    if keeps && to == current {
+        return Ok(to);
+    }
+    current.transition(to).map_err(|_| refused)
+}
+
+/// A campaign as its actor holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Campaign {
+    pub id: CampaignId,
+    pub tenant: TenantId,
+    pub name: String,
+    pub status: CampaignStatus,
+    pub figures: Figures,
+    pub redemptions: i64,
+    pub unsubscribes: i64,
+    /// What its messages say and who sends them.
+    pub plan: SendPlan,
+    /// Transitions of this epoch or older are already in the figures (from the snapshot).
+    pub loaded_epoch: u64,
+    /// The newest epoch whose transition was applied: passivating is safe only once it is
+    /// committed.
+    pub applied_epoch: u64,
+}
+
+impl Campaign {
+    pub fn counters(&self) -> &Counters {
+        &self.figures.counters
+    }
+
+    /// Applies a transition; `false` when its epoch was already in the snapshot.
+    pub fn apply(&mut self, t: &Transition) -> bool {
+        if t.epoch <= self.loaded_epoch {
+            return false;
+        }
+        self.figures.record(t);
+        self.applied_epoch = self.applied_epoch.max(t.epoch);
+        true
+    }
+
+    /// Applies a lifecycle write's counter change (already committed with its rows).
+    pub fn adjust(&mut self, delta: &Counters) {
+        self.figures.counters.merge(delta);
+    }
+
+    /// Takes an edited definition (the status is set by the caller, as admitted).
+    pub fn edited(
+        &mut self,
+        name: &str,
+        body: &str,
+        sender: &str,
+        traffic_account: Option<uuid::Uuid>,
+    ) {
+        self.name = name.to_owned();
+        self.plan = SendPlan {
+            body: body.to_owned(),
+            sender: sender.to_owned(),
+            traffic_account: traffic_account.map(TrafficAccountId::from_uuid),
+        };
+    }
+
+    /// Where `action` leads from the current status.
+    pub fn admit(&self, action: Action) -> Result<CampaignStatus, Refused> {
+        admit(self.status, action)
+    }
+
+    /// How a sending campaign ends once nothing is queued, claimed or out with a sender:
+    /// `completed`, or `failed` when Mitto accepted nothing. Late reports still count after.
+    pub fn finished(&self, batches_out: usize) -> Option<CampaignStatus> {
+        let c = self.counters();
+        let idle = c.queued == 0 && c.processing == 0 && batches_out == 0;
+        (self.status == CampaignStatus::Sending && idle).then(|| {
+            if c.sent() == 0 {
+                CampaignStatus::Failed
+            } else {
+                CampaignStatus::Completed
+            }
+        })
+    }
+
+    pub fn stats(&self) -> Stats {
+        let c = self.counters();
+        let rate = |num: i64, den: i64| {
+            if den > 0 {
+                num as f64 / den as f64
+            } else {
+                0.0
+            }
+        };
+        let total = c.total();
+        Stats {
+            campaign_id: self.id,
+            sent: c.sent(),
+            delivered: c.delivered,
+            failed: c.failed(),
+            redemptions: self.redemptions,
+            unsubscribes: self.unsubscribes,
+            delivered_rate: rate(c.delivered, c.sent()),
+            conversion_rate: rate(self.redemptions, c.delivered),
+            first_sent_at: self.figures.first_sent_at,
+            status: self.status,
+            total,
+            queued: c.queued,
+            processing: c.processing,
+            pending: c.pending,
+            send_failed: c.send_failed,
+            delivery_failed: c.delivery_failed,
+            cancelled: c.cancelled,
+            progress: rate(total - c.queued - c.processing, total),
+            last_event_at: self.figures.last_event_at,
+        }
+    }
+}
+
+/// The public stats shape (DESIGN.md section 3): the replaced system's fields first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    pub campaign_id: CampaignId,
+    pub sent: i64,
+    pub delivered: i64,
+    pub failed: i64,
+    pub redemptions: i64,
+    pub unsubscribes: i64,
+    pub delivered_rate: f64,
+    pub conversion_rate: f64,
+    pub first_sent_at: Option<DateTime<Utc>>,
+    pub status: CampaignStatus,
+    pub total: i64,
+    pub queued: i64,
+    pub processing: i64,
+    pub pending: i64,
+    pub send_failed: i64,
+    pub delivery_failed: i64,
+    pub cancelled: i64,
+    pub progress: f64,
+    pub last_event_at: Option<DateTime<Utc>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use MessageStatus::*;
+
+    fn campaign() -> Campaign {
+        let mut figures = Figures::default();
+        figures.counters.add(Processing, 10);
+        Campaign {
+            id: CampaignId::new(1).unwrap(),
+            tenant: TenantId::new(1).unwrap(),
+            name: "c".into(),
+            status: CampaignStatus::Sending,
+            figures,
+            redemptions: 0,
+            unsubscribes: 0,
+            plan: SendPlan {
+                body: "Hi".into(),
+                sender: "Shop".into(),
+                traffic_account: None,
+            },
+            loaded_epoch: 3,
+            applied_epoch: 0,
+        }
+    }
+
+    fn t(from: MessageStatus, to: MessageStatus, secs: i64, epoch: u64) -> Transition {
+        Transition {
+            campaign: CampaignId::new(1).unwrap(),
+            from,
+            to,
+            at: DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap(),
+            corrected_at: None,
+            epoch,
+        }
+    }
+
+    #[test]
+    fn transitions_move_counts_between_buckets() {
+        let mut c = campaign();
+        for tr in [
+            t(Processing, Sent, 0, 4),
+            t(Processing, Sent, 1, 4),
+            t(Processing, SendFailed, 2, 4),
+        ] {
+            assert!(c.apply(&tr));
+        }
+        c.apply(&t(Sent, Delivered, 70, 5));
+        c.apply(&t(Sent, DeliveryFailed, 71, 5));
+        let s = c.stats();
+        assert_eq!((s.total, s.sent, s.delivered, s.failed), (10, 2, 1, 2));
+        assert_eq!(
+            (s.send_failed, s.delivery_failed, s.pending, s.processing),
+            (1, 1, 0, 7)
+        );
+        assert_eq!(s.delivered_rate, 0.5);
+        assert_eq!(s.first_sent_at, Some(t(Queued, Sent, 0, 0).at));
+        assert_eq!(c.applied_epoch, 5);
+    }
+
+    #[test]
+    fn transitions_already_in_the_snapshot_are_skipped() {
+        let mut c = campaign();
+        assert!(!c.apply(&t(Processing, Sent, 0, 3)));
+        assert_eq!(c.stats().sent, 0);
+        assert_eq!(c.applied_epoch, 0);
+    }
+
+    #[test]
+    fn rates_are_zero_not_nan_when_nothing_was_sent() {
+        let s = campaign().stats();
+        assert_eq!(
+            (s.delivered_rate, s.conversion_rate, s.progress),
+            (0.0, 0.0, 0.0)
+        );
+    }
+
+    #[test]
+    fn a_delivery_correction_moves_a_failure_to_delivered_in_the_series() {
+        let mut c = campaign();
+        c.apply(&t(Processing, Sent, 0, 4));
+        c.apply(&t(Sent, DeliveryFailed, 10, 4));
+        let mut fix = t(DeliveryFailed, Delivered, 130, 4);
+        fix.corrected_at = Some(t(Queued, Sent, 10, 0).at);
+        c.apply(&fix);
+        let s = c.stats();
+        assert_eq!((s.sent, s.delivered, s.failed), (1, 1, 0));
+        let minutes: Vec<_> = c.figures.series.values().copied().collect();
+        let m = |sent, delivered, failed| MinuteCounts {
+            sent,
+            delivered,
+            failed,
+        };
+        assert_eq!(minutes, vec![m(1, 0, 0), m(0, 1, 0)]);
+    }
+
+    /// Splitting a stream of transitions into checkpoint deltas and merging them onto a
+    /// snapshot gives the same figures as applying them live, whatever the split.
+    #[test]
+    fn deltas_merged_in_any_split_equal_the_live_figures() {
+        let transitions = [
+            t(Processing, Sent, 0, 4),
+            t(Processing, Sent, 61, 4),
+            t(Processing, SendFailed, 62, 5),
+            t(Sent, DeliveryFailed, 125, 5),
+            t(Sent, Delivered, 130, 6),
+            t(Processing, Sent, 3, 6),
+        ];
+        let mut live = campaign();
+        transitions.iter().for_each(|tr| {
+            live.apply(tr);
+        });
+        for split in 0..=transitions.len() {
+            let mut snapshot = campaign().figures;
+            let (mut a, mut b) = (Figures::default(), Figures::default());
+            transitions[..split].iter().for_each(|tr| a.record(tr));
+            transitions[split..].iter().for_each(|tr| b.record(tr));
+            snapshot.merge(&a);
+            snapshot.merge(&b);
+            assert_eq!(snapshot, live.figures, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn verify_names_each_difference_and_ignores_the_failed_series() {
+        let mut live = campaign();
+        live.apply(&t(Processing, Sent, 0, 4));
+        live.apply(&t(Processing, SendFailed, 5, 4));
+        let mut rows = live.figures.clone();
+        assert!(differences(&live.figures, &rows).is_empty());
+        rows.series.values_mut().for_each(|m| m.failed = 0);
+        assert!(differences(&live.figures, &rows).is_empty());
+        rows.counters.add(Delivered, 1);
+        rows.add_series(SeriesKind::Delivered, t(Queued, Sent, 0, 0).at, 1);
+        let found = differences(&live.figures, &rows);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].starts_with("Delivered: snapshot 0, rows 1"));
+    }
+
+    #[test]
+    fn lifecycle_moves_adjust_the_counters() {
+        let mut c = campaign();
+        c.adjust(&Counters::moved(Processing, Queued, 4));
+        c.adjust(&Counters::moved(Queued, Cancelled, 3));
+        let s = c.stats();
+        assert_eq!(
+            (s.processing, s.queued, s.cancelled, s.total),
+            (6, 1, 3, 10)
+        );
+    }
+
+    #[test]
+    fn the_lifecycle_table_follows_the_status_machine() {
+        use Action::*;
+        use CampaignStatus::*;
+        let cases = [
+            (Draft, Enqueue, Ok(Sending)),
+            (Paused, Enqueue, Ok(Sending)),
+            (Sending, Enqueue, Err(Sending)),
+            (Completed, Enqueue, Err(Completed)),
+            (Scheduled, Schedule, Ok(Scheduled)),
+            (Sending, Schedule, Err(Sending)),
+            (Scheduled, Unschedule, Ok(Draft)),
+            (Draft, Unschedule, Err(Draft)),
+            (Sending, Pause, Ok(Paused)),
+            (Paused, Pause, Err(Paused)),
+            (Draft, Pause, Err(Draft)),
+            (Paused, Resume, Ok(Sending)),
+            (Sending, Resume, Err(Sending)),
+            (Sending, Cancel, Ok(Cancelled)),
+            (Draft, Cancel, Err(Draft)),
+            (Cancelled, Cancel, Err(Cancelled)),
+            (Failed, RetryFailed, Ok(Sending)),
+            (Sending, RetryFailed, Err(Sending)),
+            (Scheduled, Edit { scheduled: false }, Ok(Draft)),
+            (Sending, Edit { scheduled: true }, Err(Sending)),
+            (Draft, Delete, Ok(Draft)),
+            (Scheduled, Delete, Err(Scheduled)),
+        ];
+        for (from, action, expected) in cases {
+            let got = admit(from, action).map_err(|r| r.current);
+            assert_eq!(got, expected, "{from} {action:?}");
+        }
+    }
+
+    /// Every status change `admit` allows is one the status machine allows.
+    #[test]
+    fn admitted_changes_are_transitions_of_the_status_machine() {
+        for from in CampaignStatus::ALL {
+            for action in Action::ALL {
+                if let Ok(to) = admit(from, action) {
+                    assert!(to == from || from.can_become(to), "{from} {action:?} {to}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,828 @@
+//! The ledger of one partition of `message-events`: per-message state and the rules applied
+//! to it. Its DlrActor shell (`actors::dlr`) is the single writer of message state.
+//!
+//! Events of one message share a key, hence a partition, hence an order, so deduplication and
+//! ordering are local decisions made by [`Ledger`] through `MessageStatus::advance`. The shell
+//! loads message state from Postgres lazily (what [`Ledger::lookups`] asks for), so memory
+//! stays bounded and nothing is hashed up front. Real status changes become [`Transition`]s
+//! for the campaign's actor, and the same transitions, counted by [`Figures::record`], become
+//! the campaign deltas the next checkpoint commits.
+//!
+//! A `dlr` for a message not known yet (the report raced ahead of `sent`) is parked and applied
+//! when the `sent` arrives; parked reports that never match go to `dead_letters` after
+//! `park_ttl`. While a report is parked the partition's committed offset stays at or before it,
+//! so a crash replays it rather than losing it (replays are harmless: the forward-only rule
+//! turns every already-applied event into a no-op).
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::campaign::{Figures, Transition};
+use crate::domain::{
+    BulkId, CampaignId, DeliveryOutcome, Event, MessageId, MessageStatus, RecipientId,
+};
+
+/// The columns of `campaign_recipients` a DlrActor owns, for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRow {
+    pub recipient: RecipientId,
+    pub campaign: CampaignId,
+    pub status: MessageStatus,
+    pub message_id: Option<MessageId>,
+    pub bulk_id: Option<BulkId>,
+    pub delivery_status: Option<String>,
+    pub error: Option<String>,
+    pub error_retryable: Option<bool>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub failed_at: Option<DateTime<Utc>>,
+    /// The send attempt the state belongs to (`retry_count`).
+    pub attempt: u32,
+    /// Billable SMS parts, fixed at enqueue: what a `sent` charges and a send failure refunds.
+    pub segments: u32,
+}
+
+/// A record that could not be applied, kept with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub source: String,
+    pub partition: Option<i32>,
+    pub offset: Option<i64>,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub error: String,
+}
+
+/// One record as the consumer hands it over, parsed on the consumer's thread.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub offset: i64,
+    pub event: Result<Event, Poison>,
+}
+
+/// A record that did not parse, kept as received for `dead_letters`. Parsed records carry no
+/// copy of their key: [`Event::key`] rebuilds it on the rare path that needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Poison {
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub error: String,
+}
+
+/// Bounds that keep a partition's memory finite.
+#[derive(Debug, Clone, Copy)]
+pub struct LedgerLimits {
+    pub max_parked: usize,
+    pub park_ttl: Duration,
+    /// Final, checkpointed messages beyond this many are evicted at a checkpoint.
+    pub max_resident: usize,
+}
+
+impl Default for LedgerLimits {
+    fn default() -> Self {
+        Self {
+            max_parked: 100_000,
+            park_ttl: Duration::from_secs(300),
+            max_resident: 1_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Parked {
+    offset: i64,
+    event: Event,
+    since: DateTime<Utc>,
+}
+
+/// What one partition hands to a checkpoint.
+#[derive(Debug, Default)]
+pub struct PartitionCheckpoint {
+    pub partition: i32,
+    pub rows: Vec<MessageRow>,
+    pub dead_letters: Vec<DeadLetter>,
+    /// The offset to resume from: the next unread one, or the oldest parked report.
+    pub commit_offset: Option<i64>,
+    /// Credits that changed hands with these rows, per campaign.
+    pub credits: HashMap<CampaignId, CreditMoves>,
+    /// What these rows' transitions add to each campaign's figures.
+    pub figures: HashMap<CampaignId, Figures>,
+}
+
+/// Credit movements a checkpoint books: reserved credits of accepted messages are charged,
+/// those of messages refused before acceptance are refunded.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CreditMoves {
+    pub charged: i64,
+    pub refunded: i64,
+}
+
+impl CreditMoves {
+    pub fn add(&mut self, other: CreditMoves) {
+        self.charged += other.charged;
+        self.refunded += other.refunded;
+    }
+}
+
+/// Counts kept for metrics and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerCounts {
+    pub applied: u64,
+    pub ignored: u64,
+    pub parked: u64,
+    pub dead: u64,
+}
+
+/// Per-message state of one partition and the rules applied to it.
+#[derive(Debug)]
+pub struct Ledger {
+    partition: i32,
+    limits: LedgerLimits,
+    rows: HashMap<RecipientId, MessageRow>,
+    by_message: HashMap<MessageId, RecipientId>,
+    parked: HashMap<MessageId, Vec<Parked>>,
+    parked_len: usize,
+    dirty: HashSet<RecipientId>,
+    dead: Vec<DeadLetter>,
+    credits: HashMap<CampaignId, CreditMoves>,
+    figures: HashMap<CampaignId, Figures>,
+    next_offset: Option<i64>,
+    epoch: u64,
+    pub counts: LedgerCounts,
+}
+
+/// Which send of which recipient an event is about: campaign, recipient, attempt.
+type SendRef = (CampaignId, RecipientId, u32);
+
+/// What a batch needs from Postgres before it can be applied.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Lookups {
+    pub recipients: Vec<RecipientId>,
+    pub messages: Vec<MessageId>,
+}
+
+impl Ledger {
+    /// `next_offset`: where the partition resumes (records below it were already applied);
+    /// `epoch`: the checkpoint that will commit what this ledger changes first.
+    pub fn new(partition: i32, next_offset: Option<i64>, epoch: u64, limits: LedgerLimits) -> Self {
+        Self {
+            partition,
+            limits,
+            rows: HashMap::new(),
+            by_message: HashMap::new(),
+            parked: HashMap::new(),
+            parked_len: 0,
+            dirty: HashSet::new(),
+            dead: Vec::new(),
+            credits: HashMap::new(),
+            figures: HashMap::new(),
+            next_offset,
+            epoch,
+            counts: LedgerCounts::default(),
+        }
+    }
+
+    /// Messages of this batch that are in neither memory nor the same batch's `sent` events.
+    pub fn lookups(&self, batch: &[Incoming]) -> Lookups {
+        let mut recipients = HashSet::new();
+        let mut messages = HashSet::new();
+        let mut sent_here = HashSet::new();
+        for event in batch.iter().filter_map(|i| i.event.as_ref().ok()) {
+            match event {
+                Event::Sent {
+                    recipient_id,
+                    message_id,
+                    ..
+                } => {
+                    sent_here.insert(message_id);
+                    if !self.rows.contains_key(recipient_id) {
+                        recipients.insert(*recipient_id);
+                    }
+                }
+                Event::SendFailed { recipient_id, .. } if !self.rows.contains_key(recipient_id) => {
+                    recipients.insert(*recipient_id);
+                }
+                Event::Dlr { message_id, .. }
+                    if !self.by_message.contains_key(message_id)
+                        && !self.parked.contains_key(message_id)
+                        && !sent_here.contains(message_id) =>
+                {
+                    messages.insert(message_id.clone());
+                }
+                _ => {}
+            }
+        }
+        Lookups {
+            recipients: recipients.into_iter().collect(),
+            messages: messages.into_iter().collect(),
+        }
+    }
+
+    /// Adds rows loaded from Postgres; what memory already holds is newer and is kept.
+    pub fn absorb(&mut self, rows: Vec<MessageRow>) {
+        for row in rows {
+            if self.rows.contains_key(&row.recipient) {
+                continue;
+            }
+            if let Some(id) = &row.message_id {
+                self.by_message.insert(id.clone(), row.recipient);
+            }
+            self.rows.insert(row.recipient, row);
+        }
+    }
+
+    /// Applies a batch in partition order; returns the status changes for campaign actors.
+    pub fn apply_batch(&mut self, batch: Vec<Incoming>, now: DateTime<Utc>) -> Vec<Transition> {
+        let mut transitions = Vec::new();
+        for incoming in batch {
+            if self.next_offset.is_some_and(|next| incoming.offset < next) {
+                continue; // already applied before this ledger resumed
+            }
+            self.next_offset = Some(incoming.offset + 1);
+            match incoming.event {
+                Ok(event) => self.apply(incoming.offset, event, now, &mut transitions),
+                Err(poison) => {
+                    self.dead_letter(incoming.offset, poison.key, poison.payload, poison.error)
+                }
+            }
+        }
+        transitions
+    }
+
+    fn apply(&mut self, offset: i64, event: Event, now: DateTime<Utc>, out: &mut Vec<Transition>) {
+        let result = match &event {
+            Event::Sent {
+                message_id,
+                campaign_id,
+                recipient_id,
+                bulk_id,
+                attempt,
+                at,
+            } => self.apply_sent(
+                message_id,
+                (*campaign_id, *recipient_id, *attempt),
+                *bulk_id,
+                *at,
+                out,
+            ),
+            Event::SendFailed {
+                campaign_id,
+                recipient_id,
+                error,
+                retryable,
+                attempt,
+                at,
+            } => self.apply_send_failed(
+                (*campaign_id, *recipient_id, *attempt),
+                error,
+                *retryable,
+                *at,
+                out,
+            ),
+            Event::Dlr { message_id, .. } => {
+                match self.by_message.get(message_id).copied() {
+                    Some(recipient) => self.apply_report(recipient, &event, out),
+                    None => self.park(offset, event.clone(), now),
+                }
+                Ok(())
+            }
+        };
+        if let Err(error) = result {
+            self.dead_letter_event(offset, &event, error);
+        }
+    }
+
+    /// The recipient's row for this attempt, if it exists and belongs to the campaign the
+    /// event names; `None` for an event of an older attempt than the row's (stale). A newer
+    /// attempt than memory holds means retry-failed re-queued and re-claimed the recipient
+    /// since: the row is in `processing` for that attempt, as its campaign counts it.
+    fn row_for(&mut self, send: SendRef) -> Result<Option<&mut MessageRow>, String> {
+        let (campaign, recipient, attempt) = send;
+        let row = self.rows.get_mut(&recipient).ok_or_else(|| {
+            format!("recipient {recipient} of campaign {campaign} does not exist")
+        })?;
+        if row.campaign != campaign {
+            return Err(format!(
+                "recipient {recipient} belongs to campaign {}, not {campaign}",
+                row.campaign
+            ));
+        }
+        if attempt < row.attempt {
+            return Ok(None);
+        }
+        if attempt > row.attempt {
+            row.attempt = attempt;
+            row.status = MessageStatus::Processing;
+            row.error = None;
+            row.error_retryable = None;
+            row.failed_at = None;
+        }
+        Ok(Some(row))
+    }
+
+    /// Moves the row of a send towards `target` if the forward-only rule allows it; returns the
+    /// row and the status it had. `None`: a stale attempt, or not a move forward.
+    fn advance_send(
+        &mut self,
+        send: SendRef,
+        target: MessageStatus,
+    ) -> Result<Option<(&mut MessageRow, MessageStatus)>, String> {
+        let Some(row) = self.row_for(send)? else {
+            return Ok(None);
+        };
+        let from = row.status;
+        Ok(from.advance(target).map(move |to| {
+            row.status = to;
+            (row, from)
+        }))
+    }
+
+    fn apply_sent(
+        &mut self,
+        message_id: &MessageId,
+        send: SendRef,
+        bulk_id: Option<BulkId>,
+        at: DateTime<Utc>,
+        out: &mut Vec<Transition>,
+    ) -> Result<(), String> {
+        let (campaign, recipient, _) = send;
+        let Some((row, from)) = self.advance_send(send, MessageStatus::Sent)? else {
+            self.counts.ignored += 1;
+            return Ok(());
+        };
+        let to = row.status;
+        row.message_id = Some(message_id.clone());
+        row.bulk_id = bulk_id;
+        row.sent_at = Some(at);
+        let charged = i64::from(row.segments);
+        self.credits.entry(campaign).or_default().charged += charged;
+        self.by_message.insert(message_id.clone(), recipient);
+        self.changed(recipient, campaign, from, to, at, None, out);
+        self.release_parked(message_id, out);
+        Ok(())
+    }
+
+    fn apply_send_failed(
+        &mut self,
+        send: SendRef,
+        error: &str,
+        retryable: bool,
+        at: DateTime<Utc>,
+        out: &mut Vec<Transition>,
+    ) -> Result<(), String> {
+        let (campaign, recipient, _) = send;
+        let Some((row, from)) = self.advance_send(send, MessageStatus::SendFailed)? else {
+            self.counts.ignored += 1;
+            return Ok(());
+        };
+        let to = row.status;
+        row.error = Some(error.to_owned());
+        row.error_retryable = Some(retryable);
+        row.failed_at = Some(at);
+        let refunded = i64::from(row.segments);
+        self.credits.entry(campaign).or_default().refunded += refunded;
+        self.changed(recipient, campaign, from, to, at, None, out);
+        Ok(())
+    }
+
+    /// Records a real status change: the row is dirty, the campaign hears of it.
+    #[allow(clippy::too_many_arguments)] // one transition's fields, named at each call site
+    fn changed(
+        &mut self,
+        recipient: RecipientId,
+        campaign: CampaignId,
+        from: MessageStatus,
+        to: MessageStatus,
+        at: DateTime<Utc>,
+        corrected_at: Option<DateTime<Utc>>,
+        out: &mut Vec<Transition>,
+    ) {
+        let transition = Transition {
+            campaign,
+            from,
+            to,
+            at,
+            corrected_at,
+            epoch: self.epoch,
+        };
+        self.figures
+            .entry(campaign)
+            .or_default()
+            .record(&transition);
+        out.push(transition);
+        self.dirty.insert(recipient);
+        self.counts.applied += 1;
+    }
+
+    fn apply_report(&mut self, recipient: RecipientId, event: &Event, out: &mut Vec<Transition>) {
+        let Event::Dlr {
+            status,
+            description,
+            at,
+            ..
+        } = event
+        else {
+            return;
+        };
+        let Some(row) = self.rows.get_mut(&recipient) else {
+            return;
+        };
+        let target = match status.outcome() {
+            DeliveryOutcome::Delivered => MessageStatus::Delivered,
+            DeliveryOutcome::Failed => MessageStatus::DeliveryFailed,
+            DeliveryOutcome::InFlight => MessageStatus::Sent,
+        };
+        let from = row.status;
+        let Some(to) = from.advance(target) else {
+            // an in-flight report on a message still in flight refreshes the raw status only
+            if from == MessageStatus::Sent
+                && target == MessageStatus::Sent
+                && row.delivery_status.as_deref() != Some(status.raw())
+            {
+                row.delivery_status = Some(status.raw().to_owned());
+                self.dirty.insert(recipient);
+            }
+            self.counts.ignored += 1;
+            return;
+        };
+        let corrected_at = (from == MessageStatus::DeliveryFailed)
+            .then_some(row.failed_at)
+            .flatten();
+        row.status = to;
+        row.delivery_status = Some(status.raw().to_owned());
+        match to {
+            MessageStatus::Delivered => row.delivered_at = Some(*at),
+            _ => {
+                row.failed_at = Some(*at);
+                row.error = Some(
+                    description
+                        .clone()
+                        .unwrap_or_else(|| status.raw().to_owned()),
+                );
+            }
+        }
+        let campaign = row.campaign;
+        self.changed(recipient, campaign, from, to, *at, corrected_at, out);
+    }
+
+    fn park(&mut self, offset: i64, event: Event, now: DateTime<Utc>) {
+        let Event::Dlr { message_id, .. } = &event else {
+            return;
+        };
+        if self.parked_len >= self.limits.max_parked {
+            let error = format!("no sent event for message {message_id} and the park is full");
+            return self.dead_letter_event(offset, &event, error);
+        }
+        self.counts.parked += 1;
+        self.parked_len += 1;
+        self.parked
+            .entry(message_id.clone())
+            .or_default()
+            .push(Parked {
+                offset,
+                event,
+                since: now,
+            });
+    }
+
+    fn release_parked(&mut self, message_id: &MessageId, out: &mut Vec<Transition>) {
+        let Some(parked) = self.parked.remove(message_id) else {
+            return;
+        };
+        self.parked_len -= parked.len();
+        let Some(recipient) = self.by_message.get(message_id).copied() else {
+            return;
+        };
+        for p in parked {
+            self.apply_report(recipient, &p.event, out);
+        }
+    }
+
+    /// A parsed event that cannot be applied, kept with its key and canonical JSON.
+    fn dead_letter_event(&mut self, offset: i64, event: &Event, error: String) {
+        self.dead_letter(
+            offset,
+            Some(event.key().into_bytes()),
+            event.to_json(),
+            error,
+        );
+    }
+
+    fn dead_letter(&mut self, offset: i64, key: Option<Vec<u8>>, payload: Vec<u8>, error: String) {
+        self.counts.dead += 1;
+        tracing::warn!(partition = self.partition, offset, %error, "record sent to dead_letters");
+        self.dead.push(DeadLetter {
+            source: "message-events".into(),
+            partition: Some(self.partition),
+            offset: Some(offset),
+            key,
+            payload,
+            error,
+        });
+    }
+
+    /// Hands over everything changed since the last barrier; what follows belongs to the next
+    /// epoch.
+    pub fn barrier(&mut self, epoch: u64, now: DateTime<Utc>) -> PartitionCheckpoint {
+        self.expire_parked(now);
+        let rows = self
+            .dirty
+            .drain()
+            .filter_map(|r| self.rows.get(&r).cloned())
+            .collect();
+        let oldest_parked = self.parked.values().flatten().map(|p| p.offset).min();
+        let commit_offset = match (self.next_offset, oldest_parked) {
+            (Some(next), Some(parked)) => Some(next.min(parked)),
+            (next, None) => next,
+            (None, Some(parked)) => Some(parked),
+        };
+        self.epoch = epoch + 1;
+        self.evict();
+        PartitionCheckpoint {
+            partition: self.partition,
+            rows,
+            dead_letters: std::mem::take(&mut self.dead),
+            commit_offset,
+            credits: std::mem::take(&mut self.credits),
+            figures: std::mem::take(&mut self.figures),
+        }
+    }
+
+    fn expire_parked(&mut self, now: DateTime<Utc>) {
+        let ttl = chrono::Duration::from_std(self.limits.park_ttl).unwrap_or(chrono::Duration::MAX);
+        let expired: Vec<MessageId> = self
+            .parked
+            .iter()
+            .filter(|(_, ps)| ps.iter().all(|p| now - p.since >= ttl))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            for p in self.parked.remove(&id).unwrap_or_default() {
+                self.parked_len -= 1;
+                let error = format!(
+                    "no sent event arrived for message {id} within {:?}",
+                    self.limits.park_ttl
+                );
+                self.dead_letter_event(p.offset, &p.event, error);
+            }
+        }
+    }
+
+    /// Drops final, already checkpointed messages once memory holds too many; a late report
+    /// for one of them is looked up again.
+    fn evict(&mut self) {
+        if self.rows.len() <= self.limits.max_resident {
+            return;
+        }
+        let dirty = &self.dirty;
+        let by_message = &mut self.by_message;
+        self.rows.retain(|id, row| {
+            let keep = !row.status.is_final() || dirty.contains(id);
+            if !keep {
+                if let Some(m) = &row.message_id {
+                    by_message.remove(m);
+                }
+            }
+            keep
+        });
+    }
+
+    /// The next offset this ledger will apply.
+    pub fn next_offset(&self) -> Option<i64> {
+        self.next_offset
+    }
+
+    pub fn resident(&self) -> usize {
+        self.rows.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{CampaignId, DeliveryStatus};
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    fn row(recipient: i64, status: MessageStatus) -> MessageRow {
+        MessageRow {
+            recipient: RecipientId::new(recipient).unwrap(),
+            campaign: CampaignId::new(7).unwrap(),
+            status,
+            message_id: None,
+            bulk_id: None,
+            delivery_status: None,
+            error: None,
+            error_retryable: None,
+            sent_at: None,
+            delivered_at: None,
+            failed_at: None,
+            attempt: 0,
+            segments: 1,
+        }
+    }
+
+    fn mid(r: i64) -> MessageId {
+        MessageId::parse(&format!("M{r}")).unwrap()
+    }
+
+    fn sent(offset: i64, r: i64) -> Incoming {
+        let event = Event::Sent {
+            message_id: mid(r),
+            campaign_id: CampaignId::new(7).unwrap(),
+            recipient_id: RecipientId::new(r).unwrap(),
+            bulk_id: None,
+            attempt: 0,
+            at: at(offset),
+        };
+        Incoming {
+            offset,
+            event: Ok(event),
+        }
+    }
+
+    fn dlr(offset: i64, r: i64, status: &str) -> Incoming {
+        let event = Event::Dlr {
+            message_id: mid(r),
+            status: DeliveryStatus::from_raw(status),
+            description: None,
+            at: at(offset),
+            event_id: None,
+            source: None,
+        };
+        Incoming {
+            offset,
+            event: Ok(event),
+        }
+    }
+
+    fn ledger_with(rows: Vec<MessageRow>) -> Ledger {
+        let mut l = Ledger::new(0, None, 1, LedgerLimits::default());
+        l.absorb(rows);
+        l
+    }
+
+    fn moves(ts: &[Transition]) -> Vec<(MessageStatus, MessageStatus)> {
+        ts.iter().map(|t| (t.from, t.to)).collect()
+    }
+
+    #[test]
+    fn sent_then_delivered_then_duplicates_yield_two_transitions() {
+        use MessageStatus::*;
+        let mut l = ledger_with(vec![row(1, Processing)]);
+        let ts = l.apply_batch(
+            vec![
+                sent(0, 1),
+                dlr(1, 1, "Delivered"),
+                dlr(2, 1, "Delivered"),
+                sent(3, 1),
+                dlr(4, 1, "Sent"),
+            ],
+            at(9),
+        );
+        assert_eq!(moves(&ts), vec![(Processing, Sent), (Sent, Delivered)]);
+        assert_eq!(l.counts.ignored, 3);
+        let cp = l.barrier(1, at(9));
+        assert_eq!(cp.rows.len(), 1);
+        assert_eq!(cp.rows[0].status, Delivered);
+        assert_eq!(cp.rows[0].delivery_status.as_deref(), Some("Delivered"));
+        assert_eq!(cp.commit_offset, Some(5));
+    }
+
+    #[test]
+    fn undelivered_is_a_failure_that_a_later_delivered_corrects() {
+        use MessageStatus::*;
+        let mut l = ledger_with(vec![row(1, Processing)]);
+        let ts = l.apply_batch(
+            vec![sent(0, 1), dlr(1, 1, "Undelivered"), dlr(2, 1, "Delivered")],
+            at(9),
+        );
+        assert_eq!(
+            moves(&ts),
+            vec![
+                (Processing, Sent),
+                (Sent, DeliveryFailed),
+                (DeliveryFailed, Delivered)
+            ]
+        );
+        assert_eq!(ts[2].corrected_at, Some(at(1)));
+    }
+
+    #[test]
+    fn a_report_ahead_of_its_sent_is_parked_and_holds_the_offset_back() {
+        use MessageStatus::*;
+        let mut l = ledger_with(vec![row(1, Processing)]);
+        assert!(l
+            .apply_batch(vec![dlr(0, 1, "Delivered")], at(0))
+            .is_empty());
+        let cp = l.barrier(1, at(1));
+        assert_eq!(
+            cp.commit_offset,
+            Some(0),
+            "a crash must replay the parked report"
+        );
+        let ts = l.apply_batch(vec![sent(1, 1)], at(2));
+        assert_eq!(moves(&ts), vec![(Processing, Sent), (Sent, Delivered)]);
+        assert_eq!(ts[0].epoch, 2, "after barrier 1, changes belong to epoch 2");
+        assert_eq!(l.barrier(2, at(3)).commit_offset, Some(2));
+    }
+
+    #[test]
+    fn parked_reports_that_never_match_become_dead_letters() {
+        let mut l = Ledger::new(
+            3,
+            None,
+            1,
+            LedgerLimits {
+                park_ttl: Duration::from_secs(10),
+                ..Default::default()
+            },
+        );
+        l.apply_batch(vec![dlr(5, 99, "Delivered")], at(0));
+        assert!(l.barrier(1, at(5)).dead_letters.is_empty());
+        let cp = l.barrier(2, at(11));
+        assert_eq!(cp.dead_letters.len(), 1);
+        assert_eq!(cp.dead_letters[0].offset, Some(5));
+        assert_eq!(cp.commit_offset, Some(6));
+    }
+
+    #[test]
+    fn poison_and_unknown_recipients_are_dead_letters_and_the_partition_moves_on() {
+        let mut l = ledger_with(vec![row(1, MessageStatus::Processing)]);
+        let poison = Incoming {
+            offset: 0,
+            event: Err(Poison {
+                key: Some(b"k".to_vec()),
+                payload: b"{oops".to_vec(),
+                error: "bad json".into(),
+            }),
+        };
+        let ts = l.apply_batch(vec![poison, sent(1, 404), sent(2, 1)], at(0));
+        assert_eq!(ts.len(), 1);
+        let cp = l.barrier(1, at(0));
+        assert_eq!(cp.dead_letters.len(), 2);
+        assert_eq!(cp.dead_letters[0].payload, b"{oops");
+        assert_eq!(cp.dead_letters[0].key.as_deref(), Some(&b"k"[..]));
+        assert!(cp.dead_letters[1].error.contains("does not exist"));
+        assert_eq!(
+            cp.dead_letters[1].key.as_deref(),
+            Some(&b"M404"[..]),
+            "the key is rebuilt from the event"
+        );
+        assert_eq!(cp.commit_offset, Some(3));
+    }
+
+    #[test]
+    fn records_below_the_resume_offset_are_skipped() {
+        let mut l = Ledger::new(0, Some(10), 1, LedgerLimits::default());
+        l.absorb(vec![row(1, MessageStatus::Processing)]);
+        assert!(l.apply_batch(vec![sent(9, 1)], at(0)).is_empty());
+        assert_eq!(l.apply_batch(vec![sent(10, 1)], at(0)).len(), 1);
+    }
+
+    #[test]
+    fn lookups_ask_only_for_what_memory_and_the_batch_lack() {
+        let l = ledger_with(vec![row(1, MessageStatus::Processing)]);
+        let lookups = l.lookups(&[
+            sent(0, 1),
+            sent(1, 2),
+            dlr(2, 2, "Delivered"),
+            dlr(3, 3, "Delivered"),
+        ]);
+        assert_eq!(lookups.recipients, vec![RecipientId::new(2).unwrap()]);
+        assert_eq!(lookups.messages, vec![mid(3)]);
+    }
+
+    #[test]
+    fn absorbing_never_overwrites_newer_state_in_memory() {
+        let mut l = ledger_with(vec![row(1, MessageStatus::Processing)]);
+        l.apply_batch(vec![sent(0, 1)], at(0));
+        l.absorb(vec![row(1, MessageStatus::Processing)]);
+        assert_eq!(l.apply_batch(vec![dlr(1, 1, "Delivered")], at(0)).len(), 1);
+    }
+
+    #[test]
+    fn final_checkpointed_messages_are_evicted_past_the_limit() {
+        let mut l = Ledger::new(
+            0,
+            None,
+            1,
+            LedgerLimits {
+                max_resident: 1,
+                ..Default::default()
+            },
+        );
+        l.absorb(vec![
+            row(1, MessageStatus::Processing),
+            row(2, MessageStatus::Processing),
+        ]);
+        l.apply_batch(vec![sent(0, 1), dlr(1, 1, "Delivered"), sent(2, 2)], at(0));
+        l.barrier(1, at(0));
+        assert_eq!(l.resident(), 1, "only the in-flight message stays");
+        assert_eq!(l.lookups(&[dlr(3, 1, "Delivered")]).messages, vec![mid(1)]);
+    }
+}
