@@ -313,7 +313,6 @@ async fn a_campaign_with_duplicates_unsubscribes_and_faults_messages_every_eligi
     db.drop_database().await;
 }
 
-
 #[actix_web::test]
 async fn pause_stops_new_batches_resume_finishes_and_cancel_refunds_exactly_the_unsent() {
     let db = TestDb::unique();

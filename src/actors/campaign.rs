@@ -316,10 +316,10 @@ impl Actor for CampaignActor {
                 act.pump(ctx);
             }
             None => {
-                // messages already in the mailbox are answered `None`; later ones reach a
-                // fresh activation, which looks again
+                // messages already in the mailbox are answered first (the mailbox runs
+                // before timers); later ones reach a fresh activation, which looks again
                 act.state = Load::Missing;
-                ctx.stop();
+                ctx.run_later(Duration::ZERO, |_, ctx| ctx.stop());
             }
         }));
     }

@@ -41,8 +41,7 @@ impl CampaignActor {
             Command::Enqueue { idempotency_key } => {
                 let work = async move {
                     let key = idempotency_key.as_deref();
-                    enqueue::enqueue(&pool, tenant, id, admitted.map(|_| from), key, sizes)
-                        .await
+                    enqueue::enqueue(&pool, tenant, id, admitted.map(|_| from), key, sizes).await
                 };
                 Box::pin(work.into_actor(self).map(move |result, act, _| {
                     let outcome = result?;

@@ -118,7 +118,14 @@ pub async fn enqueue(
     require_subscription(&mut tx, tenant).await?;
     let (status, body, audience) = lock_campaign(&mut tx, tenant, campaign).await?;
     expect_status(status, from)?;
-    let (added, required) = insert_recipients(&mut tx, (tenant, campaign), &body, audience, sizes.max_segments).await?;
+    let (added, required) = insert_recipients(
+        &mut tx,
+        (tenant, campaign),
+        &body,
+        audience,
+        sizes.max_segments,
+    )
+    .await?;
     // a paused campaign may have queued recipients already; any other start has only the new
     let queued: i64 = match status {
         CampaignStatus::Paused => sqlx::query_scalar(

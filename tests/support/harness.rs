@@ -60,7 +60,11 @@ pub fn settings(db: &TestDb, port: u16, sim: &SimHandle, extra: &[(&str, Value)]
 }
 
 impl Harness {
-    pub async fn start(db: &TestDb, sim: impl FnOnce(&mut SimConfig), extra: &[(&str, Value)]) -> Self {
+    pub async fn start(
+        db: &TestDb,
+        sim: impl FnOnce(&mut SimConfig),
+        extra: &[(&str, Value)],
+    ) -> Self {
         let port = free_port();
         let mut config = sim_config(port);
         sim(&mut config);
@@ -170,7 +174,7 @@ impl Harness {
 
     /// Waits until the stats and the committed rows agree on every figure, and returns them.
     pub async fn settled_figures(&self, token: &str, campaign: i64) -> HashMap<String, i64> {
-        eventually(
+        let figures = eventually(
             Duration::from_secs(60),
             "stats and rows to agree",
             || async {
@@ -195,7 +199,21 @@ impl Harness {
                 agree.then_some(figures)
             },
         )
-        .await
+        .await;
+        self.assert_snapshots_match_rows().await;
+        figures
+    }
+
+    /// Every campaign's stored snapshot (what actors are activated from) equals its figures
+    /// counted from its rows — what `campaignd verify` checks.
+    pub async fn assert_snapshots_match_rows(&self) {
+        for r in campaignd::store::campaigns::recount(&self.pool, None)
+            .await
+            .unwrap()
+        {
+            let found = campaignd::engine::campaign::differences(&r.snapshot, &r.rows);
+            assert!(found.is_empty(), "campaign {}: {found:?}", r.campaign);
+        }
     }
 
     /// The tenant's balance and ledger sums by reason.
@@ -266,4 +284,3 @@ pub async fn campaign_of(h: &Harness, token: &str, n: usize, offset: usize) -> i
     assert_eq!(status, 201, "{campaign}");
     campaign["id"].as_i64().unwrap()
 }
-
