@@ -78,6 +78,10 @@ pub enum BenchCommand {
     /// INSERT / per-message request + UPDATE on a sample. Fresh databases on DATABASE_URL's
     /// server.
     Send(crate::bench::send::SendArgs),
+    /// Delivery reports over HTTP, one signed report per request from keep-alive connections
+    /// (wrk, `apt-get install -y wrk`), until every report is durably applied, versus the
+    /// replaced handler (verify, one committed UPDATE, 202) in the same run.
+    Webhook(crate::bench::webhook::WebhookArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,6 +134,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::bench::ingest::run(settings, args).await?
         }
         Command::Bench(BenchCommand::Send(args)) => crate::bench::send::run(settings, args).await?,
+        Command::Bench(BenchCommand::Webhook(args)) => {
+            crate::bench::webhook::run(settings, args).await?
+        }
         Command::DevBroker => {
             let broker = crate::kafka::EmbeddedBroker::start(
                 &settings.kafka.topic,

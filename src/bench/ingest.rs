@@ -56,6 +56,10 @@ struct Figures {
     stats_http: Vec<Duration>,
     stats_actor: Vec<Duration>,
     count_query: Vec<Duration>,
+    /// Loading the first campaign from its snapshot, and recounting it from its rows.
+    activation: Vec<Duration>,
+    recount: Vec<Duration>,
+    recipients: i64,
     exact: bool,
 }
 
@@ -144,6 +148,7 @@ async fn measure(settings: Settings, args: &IngestArgs) -> anyhow::Result<Figure
     .await?;
     let stats_actor = time_stats_actor(&app, first, args.stats_queries).await;
     let count_query = time_count_query(&pool, first, (args.stats_queries / 20).max(20)).await?;
+    let (activation, recount, recipients) = time_activation(&pool, first, 20).await?;
     app.stop().await;
     pool.close().await;
     drop(embedded);
@@ -155,12 +160,36 @@ async fn measure(settings: Settings, args: &IngestArgs) -> anyhow::Result<Figure
         stats_http,
         stats_actor,
         count_query,
+        activation,
+        recount,
+        recipients,
         exact,
     })
 }
 
+/// Activation from the snapshot versus recounting the campaign from its rows (what
+/// activation did before snapshots were read), `n` times each; and the campaign's size.
+async fn time_activation(
+    pool: &sqlx::PgPool,
+    campaign: CampaignId,
+    n: usize,
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>, i64)> {
+    let (mut activation, mut recount) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut recipients = 0;
+    for _ in 0..n {
+        let started = Instant::now();
+        store::campaigns::load_for_activation(pool, campaign).await?;
+        activation.push(started.elapsed());
+        let started = Instant::now();
+        let counted = store::campaigns::recount(pool, Some(campaign)).await?;
+        recount.push(started.elapsed());
+        recipients = counted.first().map_or(0, |r| r.rows.counters.total());
+    }
+    Ok((activation, recount, recipients))
+}
+
 /// Waits until a committed checkpoint covers the end of every partition.
-async fn wait_until_committed(
+pub(super) async fn wait_until_committed(
     pool: &sqlx::PgPool,
     scope: &OffsetScope,
     ends: &HashMap<i32, i64>,
@@ -329,15 +358,26 @@ fn print_table(args: &IngestArgs, f: &Figures) {
         percentile(&f.stats_actor, 0.99)
     );
     println!(
+        "| campaign activation ({} recipients) p50 / p99, ms | {:.3} / {:.3} (snapshot) | {:.3} / {:.3} (recount of rows) | {:.0}x |",
+        f.recipients,
+        percentile(&f.activation, 0.5),
+        percentile(&f.activation, 0.99),
+        percentile(&f.recount, 0.5),
+        percentile(&f.recount, 0.99),
+        percentile(&f.recount, 0.5) / percentile(&f.activation, 0.5).max(1e-9)
+    );
+    println!(
         "| counters equal the ground truth | {} | | |",
         if f.exact { "yes" } else { "NO" }
     );
     println!("| peak RSS (process incl. embedded broker), MiB | {rss:.0} | | |");
     println!(
-        "RESULT events_per_s={rate:.0} baseline_events_per_s={baseline_rate:.0} ratio={:.1} stats_p99_ms={:.3} count_query_p99_ms={:.3} peak_rss_mb={rss:.0} exact={}",
+        "RESULT events_per_s={rate:.0} baseline_events_per_s={baseline_rate:.0} ratio={:.1} stats_p99_ms={:.3} count_query_p99_ms={:.3} activation_p99_ms={:.3} recount_p99_ms={:.3} peak_rss_mb={rss:.0} exact={}",
         rate / baseline_rate,
         percentile(&f.stats_http, 0.99),
         percentile(&f.count_query, 0.99),
+        percentile(&f.activation, 0.99),
+        percentile(&f.recount, 0.99),
         f.exact
     );
 }

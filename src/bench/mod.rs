@@ -2,7 +2,9 @@
 //! the baseline measured in the same run, never asserted on in tests.
 
 pub mod ingest;
+pub mod load;
 pub mod send;
+pub mod webhook;
 pub mod workload;
 
 use secrecy::ExposeSecret;

@@ -1,0 +1,346 @@
+//! `campaignd bench webhook`: delivery reports the way a provider posts them — one signed
+//! report per request from N keep-alive connections (wrk) — until every report is durably
+//! applied (its offset committed in Postgres with the rows), against the replaced handler
+//! measured in the same run over the same HTTP stack: verify the signature, one committed
+//! `UPDATE … WHERE provider_message_id = $1`, answer 202.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use anyhow::Context;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::ingest::wait_until_committed;
+use super::load::{self, Wrk, WrkFigures};
+use crate::app::Application;
+use crate::config::Settings;
+use crate::domain::{CampaignId, Event, MessageId, RecipientId};
+use crate::mitto::reports::parse_reports;
+use crate::mitto::signature::{self, Presented, Verifier, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use crate::store::checkpoints::OffsetScope;
+use crate::store::{self, fixtures::claimed_campaign};
+
+const SECRET: &str = "bench-webhook-secret";
+
+#[derive(Debug, clap::Args)]
+pub struct WebhookArgs {
+    /// Reports to post to campaignd (one per request).
+    #[arg(long, default_value_t = 200_000)]
+    pub reports: usize,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Reports posted to the replaced handler (at most `--reports`: it updates the same rows).
+    #[arg(long, default_value_t = 30_000)]
+    pub baseline_reports: usize,
+    /// Partitions of the bench topic (the embedded broker keeps about 5 MiB per partition).
+    #[arg(long, default_value_t = 32)]
+    pub partitions: i32,
+    /// Keep the bench database afterwards.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+struct Figures {
+    reports: usize,
+    /// From the first request until every report's offset is committed.
+    durable: Duration,
+    load: WrkFigures,
+    baseline_reports: usize,
+    baseline_time: Duration,
+    baseline: WrkFigures,
+    applied: i64,
+}
+
+pub async fn run(mut settings: Settings, args: WebhookArgs) -> anyhow::Result<()> {
+    let url = super::scratch_database(&mut settings, "campaignd_bench_webhook")?;
+    settings.webhook.secrets = vec![SecretString::from(SECRET)];
+    let result = measure(settings, &args).await;
+    if !args.keep {
+        store::drop_database(&url).await?;
+    }
+    print_table(&args, &result?);
+    Ok(())
+}
+
+async fn measure(mut settings: Settings, args: &WebhookArgs) -> anyhow::Result<Figures> {
+    let pool = store::connect_and_migrate(settings.database_url.expose_secret()).await?;
+    let tenant = store::tenants::create(&pool, "bench", 0).await?;
+    let n = args.reports.max(1);
+    anyhow::ensure!(
+        args.baseline_reports <= n,
+        "--baseline-reports must not exceed --reports"
+    );
+    eprintln!("setting up a campaign of {n} messages awaiting their reports");
+    let (campaign, recipients) = claimed_campaign(&pool, tenant, n as i64).await?;
+    let messages: Vec<MessageId> = (0..n).map(|_| MessageId::generate()).collect();
+
+    let embedded = crate::kafka::EmbeddedBroker::start(&settings.kafka.topic, args.partitions)?;
+    settings.kafka.partitions = args.partitions;
+    settings.kafka.brokers = Some(embedded.bootstrap().to_owned());
+    let bootstrap = embedded.bootstrap().to_owned();
+    let producer = crate::kafka::producer::EventProducer::new(&bootstrap, &settings.kafka.topic)?;
+    for chunk in sent_events(campaign, &recipients, &messages).chunks(50_000) {
+        producer
+            .send(chunk)
+            .await
+            .context("producing sent events")?;
+    }
+    let app = Application::build(settings.clone()).await?.spawn();
+    let scope = OffsetScope {
+        cluster_id: app.pipeline.broker.cluster_id.clone(),
+        consumer_group: settings.kafka.consumer_group.clone(),
+        topic: settings.kafka.topic.clone(),
+    };
+    let ends = crate::kafka::end_offsets(&bootstrap, &settings.kafka.topic)?;
+    wait_until_committed(&pool, &scope, &ends).await?;
+    eprintln!("{n} messages sent; posting {} reports", args.reports);
+
+    let dir = BenchDir::create()?;
+    let requests = write_requests(dir.path(), "campaignd", &messages[..args.reports])?;
+    let started = Instant::now();
+    let url = app.url("/webhooks/mitto/dlr");
+    let (topic, target) = (settings.kafka.topic.clone(), n + args.reports);
+    let on_topic = || {
+        let (bootstrap, topic) = (bootstrap.clone(), topic.clone());
+        async move {
+            let ends =
+                tokio::task::spawn_blocking(move || crate::kafka::end_offsets(&bootstrap, &topic))
+                    .await??;
+            Ok(ends.values().sum::<i64>() as usize >= target)
+        }
+    };
+    let load = replay(&url, args.clients, dir.path(), &requests, on_topic).await?;
+    let ends = crate::kafka::end_offsets(&bootstrap, &settings.kafka.topic)?;
+    wait_until_committed(&pool, &scope, &ends).await?;
+    let durable = started.elapsed();
+    let applied: i64 = sqlx::query_scalar("SELECT delivered FROM campaigns WHERE id = $1")
+        .bind(campaign.get())
+        .fetch_one(&pool)
+        .await?;
+    app.stop().await;
+    drop(embedded);
+
+    eprintln!(
+        "posting {} reports to the replaced handler",
+        args.baseline_reports
+    );
+    let baseline_requests =
+        write_requests(dir.path(), "baseline", &messages[..args.baseline_reports])?;
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let server = baseline_server(pool.clone(), accepted.clone())?;
+    let baseline_url = format!("http://{}/webhooks/mitto/dlr", server.1);
+    let started = Instant::now();
+    let all_answered = || {
+        let done = accepted.load(Ordering::Relaxed) >= args.baseline_reports;
+        async move { Ok(done) }
+    };
+    let baseline = replay(
+        &baseline_url,
+        args.clients,
+        dir.path(),
+        &baseline_requests,
+        all_answered,
+    )
+    .await?;
+    let baseline_time = started.elapsed();
+    server.0.stop(true).await;
+    pool.close().await;
+    Ok(Figures {
+        reports: args.reports,
+        durable,
+        load,
+        baseline_reports: args.baseline_reports,
+        baseline_time,
+        baseline,
+        applied,
+    })
+}
+
+/// A scratch folder for the request files, removed when dropped.
+struct BenchDir(std::path::PathBuf);
+
+impl BenchDir {
+    fn create() -> anyhow::Result<Self> {
+        let path = std::env::temp_dir().join(format!("campaignd-bench-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&path)?;
+        Ok(Self(path))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for BenchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A `sent` event per message, so the reports find their messages.
+fn sent_events(
+    campaign: CampaignId,
+    recipients: &[RecipientId],
+    messages: &[MessageId],
+) -> Vec<Event> {
+    let at = chrono::Utc::now();
+    recipients
+        .iter()
+        .zip(messages)
+        .map(|(recipient, message)| Event::Sent {
+            message_id: message.clone(),
+            campaign_id: campaign,
+            recipient_id: *recipient,
+            bulk_id: None,
+            attempt: 0,
+            at,
+        })
+        .collect()
+}
+
+/// One signed `Delivered` report per line, as [`load::REPLAY_SCRIPT`] reads them.
+fn write_requests(
+    dir: &Path,
+    name: &str,
+    messages: &[MessageId],
+) -> anyhow::Result<std::path::PathBuf> {
+    let path = dir.join(format!("{name}.tsv"));
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path)?);
+    let now = chrono::Utc::now();
+    for message in messages {
+        let body = serde_json::json!({
+            "messageId": message.as_str(),
+            "deliveryStatus": "Delivered",
+            "updatedAt": now.to_rfc3339(),
+        })
+        .to_string();
+        let signature = signature::sign(SECRET, Some(now.timestamp()), body.as_bytes());
+        writeln!(file, "{}\t{signature}\t{body}", now.timestamp())?;
+    }
+    file.flush()?;
+    Ok(path)
+}
+
+/// Sends every prepared request once through wrk, stops it once `done` says every report
+/// was taken (wrk itself runs for its whole duration), and reads its figures.
+async fn replay<F, Fut>(
+    url: &str,
+    clients: usize,
+    dir: &Path,
+    requests: &Path,
+    mut done: F,
+) -> anyhow::Result<WrkFigures>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let script = dir.join("replay.lua");
+    std::fs::write(&script, load::REPLAY_SCRIPT)?;
+    let args = vec![
+        requests.display().to_string(),
+        load::threads(clients).to_string(),
+    ];
+    let wrk = Wrk::start(url, clients, 600, &[], Some((&script, &args)))?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !done().await? && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::task::spawn_blocking(move || wrk.stop()).await?
+}
+
+/// The replaced design's handler: verify, one committed UPDATE per report, 202.
+fn baseline_server(
+    pool: sqlx::PgPool,
+    accepted: Arc<AtomicUsize>,
+) -> anyhow::Result<(actix_web::dev::ServerHandle, std::net::SocketAddr)> {
+    let verifier = web::Data::new(Verifier {
+        secrets: vec![SecretString::from(SECRET)],
+        tokens: Vec::new(),
+        tolerance_secs: 300,
+    });
+    let pool = web::Data::new(pool);
+    let accepted = web::Data::new(accepted);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(verifier.clone())
+            .app_data(pool.clone())
+            .app_data(accepted.clone())
+            .route("/webhooks/mitto/dlr", web::post().to(baseline_report))
+    })
+    .bind("127.0.0.1:0")?;
+    let addr = server.addrs()[0];
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    Ok((handle, addr))
+}
+
+async fn baseline_report(
+    req: HttpRequest,
+    body: web::Bytes,
+    verifier: web::Data<Verifier>,
+    pool: web::Data<sqlx::PgPool>,
+    accepted: web::Data<Arc<AtomicUsize>>,
+) -> HttpResponse {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let presented = Presented {
+        signature: header(SIGNATURE_HEADER),
+        timestamp: header(TIMESTAMP_HEADER),
+        token: None,
+    };
+    let now = chrono::Utc::now();
+    if verifier.verify(presented, &body, now.timestamp()).is_err() {
+        return HttpResponse::Unauthorized().finish();
+    }
+    let Ok(events) = parse_reports(&body, now) else {
+        return HttpResponse::BadRequest().finish();
+    };
+    for event in &events {
+        if store::baseline::apply_event(&pool, event).await.is_err() {
+            return HttpResponse::ServiceUnavailable().finish();
+        }
+    }
+    accepted.fetch_add(1, Ordering::Relaxed);
+    HttpResponse::Accepted().finish()
+}
+
+fn print_table(args: &WebhookArgs, f: &Figures) {
+    let rate = f.reports as f64 / f.durable.as_secs_f64();
+    let baseline_rate = f.baseline_reports as f64 / f.baseline_time.as_secs_f64();
+    println!();
+    println!(
+        "campaignd bench webhook — one signed report per request, {} keep-alive connections (wrk)",
+        args.clients
+    );
+    println!("| measure | campaignd | replaced design | ratio |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| reports/s, until durably applied | {rate:.0} | {baseline_rate:.0} | {:.1}x |",
+        rate / baseline_rate
+    );
+    println!(
+        "| reports | {} in {:.2?} | {} in {:.2?} | |",
+        f.reports, f.durable, f.baseline_reports, f.baseline_time
+    );
+    println!(
+        "| request latency p50 / p99, ms | {:.2} / {:.2} | {:.2} / {:.2} | |",
+        f.load.p50_ms, f.load.p99_ms, f.baseline.p50_ms, f.baseline.p99_ms
+    );
+    println!(
+        "| answers other than 202 (repeats after the last report included) / socket errors | {} / {} | {} / {} | |",
+        f.load.non_2xx, f.load.errors, f.baseline.non_2xx, f.baseline.errors
+    );
+    println!(
+        "| reports applied (delivered in the snapshot) | {} of {} | | |",
+        f.applied, f.reports
+    );
+    println!(
+        "RESULT webhook_reports_per_s={rate:.0} webhook_p50_ms={:.2} webhook_p99_ms={:.2} baseline_reports_per_s={baseline_rate:.0} baseline_p99_ms={:.2} applied={} of={}",
+        f.load.p50_ms, f.load.p99_ms, f.baseline.p99_ms, f.applied, f.reports
+    );
+}
