@@ -12,6 +12,8 @@ use crate::actors::registry::CampaignRegistry;
 use crate::config::AmbiguousOutcome;
 use crate::config::Settings;
 use crate::domain::TrafficAccountId;
+use crate::http::keys::{spawn_revocation_listener, KeyCache};
+use crate::http::webhooks::ReplayGuard;
 use crate::http::{self, AppState};
 use crate::mitto::client::ClientConfig;
 use crate::mitto::retry::RetryPolicy;
@@ -93,9 +95,10 @@ impl Application {
             tokens: settings.webhook.tokens.clone(),
             tolerance_secs: settings.webhook.timestamp_tolerance_secs,
         };
-        spawn_receipt_pruning(pool.clone(), settings.webhook.timestamp_tolerance_secs);
         let state = AppState {
             pool,
+            replays: replay_guard(&settings),
+            keys: key_cache(&settings),
             settings: Arc::new(settings),
             events: pipeline.handles.clone(),
             verifier: Arc::new(verifier),
@@ -175,18 +178,24 @@ async fn shutdown_signal() -> std::io::Result<()> {
     }
 }
 
-/// Deletes webhook receipts once a replay of them would be refused as stale anyway.
-fn spawn_receipt_pruning(pool: sqlx::PgPool, tolerance_secs: u64) {
-    actix_web::rt::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            every.tick().await;
-            if let Err(e) = crate::store::webhooks::prune_receipts(&pool, tolerance_secs * 2).await
-            {
-                tracing::warn!(error = %e, "pruning webhook receipts failed");
-            }
-        }
-    });
+/// Verified API keys in memory, kept true by a listener for revocations.
+fn key_cache(settings: &Settings) -> KeyCache {
+    let auth = &settings.auth;
+    let keys = KeyCache::new(
+        Duration::from_secs(auth.cache_ttl_secs),
+        auth.cache_max_entries,
+    );
+    spawn_revocation_listener(settings.database_url.clone(), keys.clone());
+    keys
+}
+
+/// Accepted webhook requests, remembered for as long as the verifier would take a replay.
+fn replay_guard(settings: &Settings) -> ReplayGuard {
+    let webhook = &settings.webhook;
+    ReplayGuard::new(
+        Duration::from_secs(webhook.timestamp_tolerance_secs),
+        webhook.replay_cache_max_entries,
+    )
 }
 
 /// The traffic account campaigns use with the built-in simulator when none is configured.

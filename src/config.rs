@@ -39,6 +39,8 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     pub mitto: MittoSettings,
     pub webhook: WebhookSettings,
+    pub auth: AuthSettings,
+    pub contacts: ContactSettings,
     /// How often actors' dirty state is written to Postgres with the Kafka offsets.
     pub checkpoint_interval_ms: u64,
     /// Records applied since the last checkpoint that trigger one early.
@@ -99,6 +101,26 @@ pub struct WebhookSettings {
     pub token_header: String,
     pub timestamp_tolerance_secs: u64,
     pub max_body_bytes: usize,
+    /// Accepted requests remembered to refuse replays (each for twice the timestamp
+    /// tolerance); past this count the least recently seen are forgotten.
+    pub replay_cache_max_entries: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// How long a verified API key is served from memory at most. Revocations reach every
+    /// instance within moments through Postgres notifications; this is the backstop.
+    pub cache_ttl_secs: u64,
+    /// Verified API keys kept in memory at most.
+    pub cache_max_entries: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactSettings {
+    /// The largest CSV body `POST /api/v1/contacts/import` accepts (413 above it).
+    pub max_import_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -243,6 +265,12 @@ impl Settings {
         if self.webhook.max_body_bytes == 0 {
             return invalid("webhook.max_body_bytes", "must be greater than 0");
         }
+        if self.auth.cache_ttl_secs == 0 {
+            return invalid("auth.cache_ttl_secs", "must be greater than 0");
+        }
+        if self.contacts.max_import_bytes == 0 {
+            return invalid("contacts.max_import_bytes", "must be greater than 0");
+        }
         Ok(())
     }
 }
@@ -332,6 +360,12 @@ mod tests {
             jail.set_env("MITTO_BASE_URL", "https://messaging.mittoapi.com");
             let err = Settings::load(None).unwrap_err().to_string();
             assert!(err.contains("mitto.api_key"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("CAMPAIGND_CONTACTS__MAX_IMPORT_BYTES", "0");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.contains("`contacts.max_import_bytes`"), "{err}");
             Ok(())
         });
     }

@@ -10,7 +10,7 @@ use common::{eventually, free_port, settings, TestDb};
 
 const BIN: &str = env!("CARGO_BIN_EXE_campaignd");
 
-const TABLES: [&str; 13] = [
+const TABLES: [&str; 12] = [
     "tenants",
     "api_keys",
     "contacts",
@@ -20,7 +20,6 @@ const TABLES: [&str; 13] = [
     "campaign_recipients",
     "credit_ledger",
     "link_events",
-    "webhook_receipts",
     "kafka_offsets",
     "dead_letters",
     "_sqlx_migrations",

@@ -5,8 +5,11 @@ mod common;
 use std::collections::HashMap;
 use std::process::Command;
 
-use campaignd::app::Application;
-use common::{settings, TestDb};
+use std::time::Duration;
+
+use campaignd::app::{Application, RunningApplication};
+use campaignd::domain::ApiToken;
+use common::{eventually, settings, TestDb};
 use sha2::{Digest, Sha256};
 
 const BIN: &str = env!("CARGO_BIN_EXE_campaignd");
@@ -38,6 +41,17 @@ async fn get_me(http: &reqwest::Client, url: &str, token: Option<&str>) -> reqwe
         None => request,
     };
     request.send().await.unwrap()
+}
+
+/// Polls until `token` is refused (verified keys are answered from memory; a revocation
+/// reaches every instance through a Postgres notification), for at most a second.
+async fn refused_within_a_second(http: &reqwest::Client, url: &str, token: &str) {
+    eventually(
+        Duration::from_secs(1),
+        "the revoked token to be refused",
+        || async { (get_me(http, url, Some(token)).await.status() == 401).then_some(()) },
+    )
+    .await;
 }
 
 async fn assert_refused(response: reqwest::Response) {
@@ -135,6 +149,7 @@ async fn wrong_missing_or_revoked_tokens_are_refused() {
         &db,
         &["tenant", "revoke-key", "--key-id", &created["api_key_id"]],
     );
+    refused_within_a_second(&http, &me, &created["token"]).await;
     assert_refused(get_me(&http, &me, Some(&created["token"])).await).await;
     assert_eq!(
         get_me(&http, &me, Some(&second["token"])).await.status(),
@@ -150,6 +165,98 @@ async fn wrong_missing_or_revoked_tokens_are_refused() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("no active API key"));
 
+    app.stop().await;
+    db.drop_database().await;
+}
+
+/// Waits until the instance hears revocations, so what it verifies is kept in memory.
+async fn listening(app: &RunningApplication) {
+    let keys = &app.state.keys;
+    eventually(
+        Duration::from_secs(10),
+        "the revocation listener to connect",
+        || async { keys.is_listening().then_some(()) },
+    )
+    .await;
+}
+
+#[actix_web::test]
+async fn a_revoked_key_is_refused_by_every_instance_within_a_second() {
+    let db = TestDb::unique();
+    let first = Application::build(settings(&db)).await.unwrap().spawn();
+    let second = Application::build(settings(&db)).await.unwrap().spawn();
+    let pool = &first.state.pool;
+    let tenant = campaignd::store::tenants::create(pool, "Shop", 0)
+        .await
+        .unwrap();
+    let (key, token) = campaignd::store::api_keys::issue(pool, tenant, "ci")
+        .await
+        .unwrap();
+    let (_, other) = campaignd::store::api_keys::issue(pool, tenant, "other")
+        .await
+        .unwrap();
+    let digest = ApiToken::presented(token.reveal()).sha256();
+    let http = reqwest::Client::new();
+    for app in [&first, &second] {
+        listening(app).await;
+        let me = app.url("/api/v1/me");
+        assert_eq!(get_me(&http, &me, Some(token.reveal())).await.status(), 200);
+        assert!(
+            app.state.keys.holds(&digest),
+            "verified keys are kept in memory"
+        );
+    }
+
+    assert!(campaignd::store::api_keys::revoke(pool, key).await.unwrap());
+    for app in [&first, &second] {
+        let me = app.url("/api/v1/me");
+        refused_within_a_second(&http, &me, token.reveal()).await;
+        assert!(!app.state.keys.holds(&digest));
+        // the tenant's other key is untouched
+        assert_eq!(get_me(&http, &me, Some(other.reveal())).await.status(), 200);
+    }
+    first.stop().await;
+    second.stop().await;
+    db.drop_database().await;
+}
+
+#[actix_web::test]
+async fn a_lost_revocation_listener_empties_the_cache_and_revocations_still_reach_it() {
+    let db = TestDb::unique();
+    let app = Application::build(settings(&db)).await.unwrap().spawn();
+    let pool = &app.state.pool;
+    let tenant = campaignd::store::tenants::create(pool, "Shop", 0)
+        .await
+        .unwrap();
+    let (key, token) = campaignd::store::api_keys::issue(pool, tenant, "ci")
+        .await
+        .unwrap();
+    let digest = ApiToken::presented(token.reveal()).sha256();
+    let (http, me) = (reqwest::Client::new(), app.url("/api/v1/me"));
+    listening(&app).await;
+    assert_eq!(get_me(&http, &me, Some(token.reveal())).await.status(), 200);
+    assert!(app.state.keys.holds(&digest));
+
+    // revocations sent while the listener is away would be missed: nothing kept survives
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(killed, [true]);
+    let keys = &app.state.keys;
+    eventually(
+        Duration::from_secs(10),
+        "the cache to be emptied and the listener back",
+        || async { (!keys.holds(&digest) && keys.is_listening()).then_some(()) },
+    )
+    .await;
+    assert_eq!(get_me(&http, &me, Some(token.reveal())).await.status(), 200);
+    assert!(keys.holds(&digest), "kept again once revocations are heard");
+    assert!(campaignd::store::api_keys::revoke(pool, key).await.unwrap());
+    refused_within_a_second(&http, &me, token.reveal()).await;
     app.stop().await;
     db.drop_database().await;
 }

@@ -121,6 +121,14 @@ async fn bad_signatures_stale_timestamps_replays_malformed_and_oversize_bodies_p
         code(post(&app, malformed, &signed(malformed, now())).await).await,
         (400, "INVALID_REPORT".into())
     );
+    // Postgres refuses NUL in text: a report carrying one would fail every checkpoint
+    let nul = br#"{"messageId":"01KC69MT19BRK5MSXG1V95YPHX","deliveryStatus":"Deliv\u0000ered"}"#;
+    let refused = post(&app, nul, &signed(nul, now())).await;
+    assert_eq!(refused.status(), 400);
+    let message: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(message["error"]["code"], "INVALID_REPORT");
+    let message = message["error"]["message"].as_str().unwrap();
+    assert!(message.contains("status contains a NUL byte"), "{message}");
     let half_bad = br#"[{"messageId":"A1","status":"Delivered"},{"messageId":"A2"}]"#;
     assert_eq!(
         code(post(&app, half_bad, &signed(half_bad, now())).await).await,
@@ -235,6 +243,136 @@ async fn the_simulators_signed_callbacks_are_accepted_end_to_end() {
         "one record per report, duplicates included"
     );
     sim.stop().await;
+    app.stop().await;
+    db.drop_database().await;
+}
+
+/// The figures of a campaign's stats that an applied report moves.
+fn figures(stats: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
+    let keys = [
+        "total",
+        "sent",
+        "delivered",
+        "failed",
+        "pending",
+        "sendFailed",
+        "deliveryFailed",
+        "processing",
+        "queued",
+        "cancelled",
+    ];
+    keys.iter()
+        .map(|k| (k.to_string(), stats[k].clone()))
+        .collect()
+}
+
+async fn stats(app: &RunningApplication, token: &str, campaign: i64) -> serde_json::Value {
+    let url = app.url(&format!("/api/v1/campaigns/{campaign}/stats"));
+    let response = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    response.json().await.unwrap_or_default()
+}
+
+/// Every stored column of the campaign's recipients, and the tenant's credit ledger.
+async fn stored_rows(pool: &sqlx::PgPool, campaign: i64) -> (Vec<String>, Vec<String>) {
+    let recipients = sqlx::query_scalar(
+        "SELECT row_to_json(r)::text FROM campaign_recipients r WHERE campaign_id = $1 ORDER BY id",
+    )
+    .bind(campaign)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let ledger = sqlx::query_scalar(
+        "SELECT row_to_json(l)::text FROM credit_ledger l WHERE campaign_id = $1 ORDER BY 1",
+    )
+    .bind(campaign)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    (recipients, ledger)
+}
+
+/// Waits until a checkpoint covers every record on the topic.
+async fn checkpointed(app: &RunningApplication) {
+    let ends = common::end_offsets(&app.pipeline.broker.bootstrap, TOPIC);
+    common::wait_until_offsets_reach(&app.state.pool, &ends, Duration::from_secs(30)).await;
+}
+
+/// Waits until the stats show `want` and returns them.
+async fn stats_reach(
+    app: &RunningApplication,
+    token: &str,
+    campaign: i64,
+    want: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    common::eventually(Duration::from_secs(30), "the stats to settle", || async {
+        let seen = stats(app, token, campaign).await;
+        want(&seen).then_some(seen)
+    })
+    .await
+}
+
+#[actix_web::test]
+async fn a_signed_report_replayed_after_a_restart_moves_no_figure() {
+    use campaignd::domain::{Event, MessageId};
+    let db = TestDb::unique();
+    let (_broker, bootstrap) = common::dev_broker();
+    let mut settings = event_settings(&db);
+    settings.kafka.brokers = Some(bootstrap);
+    let app = Application::build(settings.clone()).await.unwrap().spawn();
+    let pool = app.state.pool.clone();
+    let (tenant, token) = common::tenant(&pool, "Shop").await;
+    let (campaign, recipients) = campaignd::store::fixtures::claimed_campaign(&pool, tenant, 2)
+        .await
+        .unwrap();
+    let ids: Vec<MessageId> = (0..2).map(|_| MessageId::generate()).collect();
+    let sent: Vec<Event> = recipients
+        .iter()
+        .zip(&ids)
+        .map(|(recipient, message_id)| Event::Sent {
+            message_id: message_id.clone(),
+            campaign_id: campaign,
+            recipient_id: *recipient,
+            bulk_id: None,
+            attempt: 0,
+            at: chrono::Utc::now(),
+        })
+        .collect();
+    app.pipeline.handles.producer.send(&sent).await.unwrap();
+    let body = serde_json::to_vec(&serde_json::json!([
+        {"messageId": ids[0].to_string(), "deliveryStatus": "Delivered"},
+        {"messageId": ids[1].to_string(), "deliveryStatus": "Undelivered"},
+    ]))
+    .unwrap();
+    let headers = signed(&body, now());
+    assert_eq!(post(&app, &body, &headers).await.status(), 202);
+    let campaign = campaign.get();
+    let settled = |s: &serde_json::Value| s["delivered"] == 1 && s["deliveryFailed"] == 1;
+    let before = figures(&stats_reach(&app, &token, campaign, settled).await);
+    checkpointed(&app).await;
+    let rows_before = stored_rows(&pool, campaign).await;
+    app.stop().await;
+
+    // a new instance remembers no request: the replay reaches the topic again, and the
+    // idempotent ledger is what keeps it from changing anything
+    let app = Application::build(settings).await.unwrap().spawn();
+    let pool = app.state.pool.clone();
+    assert_eq!(post(&app, &body, &headers).await.status(), 202);
+    checkpointed(&app).await;
+    let after = stats_reach(&app, &token, campaign, settled).await;
+    assert_eq!(figures(&after), before);
+    tokio::time::sleep(Duration::from_millis(600)).await; // a later checkpoint changes nothing
+    assert_eq!(figures(&stats(&app, &token, campaign).await), before);
+    assert_eq!(stored_rows(&pool, campaign).await, rows_before);
+    // the new instance remembers the request it accepted
+    assert_eq!(
+        code(post(&app, &body, &headers).await).await,
+        (409, "REPLAYED".into())
+    );
     app.stop().await;
     db.drop_database().await;
 }

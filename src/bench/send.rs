@@ -185,9 +185,7 @@ async fn campaign_with_list(
     tenant: TenantId,
     n: u64,
 ) -> anyhow::Result<CampaignId> {
-    let list = contacts::create_list(pool, tenant, "bench")
-        .await?
-        .context("list exists")?;
+    let list = contacts::create_list(pool, tenant, "bench", &[]).await?;
     let all: Vec<u64> = (0..n).collect();
     for chunk in all.chunks(10_000) {
         let batch: Vec<NewContact> = chunk

@@ -95,6 +95,36 @@ enum Wire {
     },
 }
 
+impl Wire {
+    /// The texts of an event are stored verbatim, and Postgres refuses NUL in text: a record
+    /// carrying one would fail every checkpoint, so it is poison like any malformed record.
+    fn reject_nul(&self) -> Result<(), EventError> {
+        let has_nul = |text: Option<&String>| text.is_some_and(|t| t.contains('\0'));
+        let field = match self {
+            Wire::Sent { .. } => None,
+            Wire::SendFailed { error, .. } => has_nul(Some(error)).then_some("error"),
+            Wire::Dlr {
+                delivery_status,
+                description,
+                event_id,
+                source,
+                ..
+            } => [
+                ("deliveryStatus", Some(delivery_status)),
+                ("description", description.as_ref()),
+                ("eventId", event_id.as_ref()),
+                ("source", source.as_ref()),
+            ]
+            .into_iter()
+            .find_map(|(name, text)| has_nul(text).then_some(name)),
+        };
+        match field {
+            Some(name) => Err(EventError::Malformed(format!("{name} contains a NUL byte"))),
+            None => Ok(()),
+        }
+    }
+}
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
@@ -172,6 +202,7 @@ impl Event {
         if v != EVENT_VERSION {
             return Err(EventError::UnsupportedVersion(v));
         }
+        wire.reject_nul()?;
         Ok(match wire {
             Wire::Sent {
                 message_id,
@@ -228,6 +259,18 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_with_a_nul_byte_in_its_texts_is_poison() {
+        let dlr = br#"{"v":1,"type":"dlr","messageId":"M1","deliveryStatus":"Delivered","description":"a\u0000b","at":"2026-11-20T10:00:05Z"}"#;
+        let refused = Event::parse(dlr).unwrap_err().to_string();
+        assert!(
+            refused.contains("description contains a NUL byte"),
+            "{refused}"
+        );
+        let failed = br#"{"v":1,"type":"send_failed","campaignId":42,"recipientId":9002,"error":"\u0000","retryable":false,"at":"2026-11-20T10:00:00Z"}"#;
+        assert!(Event::parse(failed).is_err());
+    }
 
     #[test]
     fn the_documented_examples_parse() {

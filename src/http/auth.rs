@@ -1,4 +1,7 @@
 //! Bearer-token authentication: every `/api` handler takes an [`Authenticated`] argument.
+//!
+//! Verified keys are answered from memory ([`super::keys::KeyCache`]), so a request with a known token
+//! touches no database; revocations reach every instance through Postgres notifications.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,6 +11,7 @@ use actix_web::{web, FromRequest, HttpRequest};
 use super::error::ApiError;
 use super::AppState;
 use crate::domain::{ApiToken, TenantId};
+use crate::store::api_keys;
 
 /// The tenant a request acts for. Existing only after the token matched an active key.
 #[derive(Debug, Clone, Copy)]
@@ -26,7 +30,10 @@ impl FromRequest for Authenticated {
             let token = token?;
             let state =
                 state.ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("AppState missing")))?;
-            let tenant = crate::store::api_keys::authenticate(&state.pool, &token)
+            let lookup = || api_keys::authenticate(&state.pool, &token);
+            let tenant = state
+                .keys
+                .tenant(token.sha256(), lookup)
                 .await
                 .map_err(|e| ApiError::Unexpected(e.into()))?;
             tenant

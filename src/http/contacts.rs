@@ -1,28 +1,23 @@
 //! Contacts (JSON and CSV import) and lists. Phones are normalised to E.164 at the boundary;
 //! an unsubscribed contact is kept but never messaged.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::auth::Authenticated;
 use super::error::ApiError;
+use super::input::{read_capped, reject_nul, reject_nul_in_object};
 use super::AppState;
 use crate::domain::PhoneE164;
-use crate::store::contacts::{self, NewContact};
+use crate::store::contacts::{self, ListError, NewContact};
 
-/// The largest CSV import accepted in one request.
-pub const MAX_IMPORT_BYTES: usize = 64 << 20;
 /// Contacts upserted per statement.
 const CHUNK: usize = 10_000;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/contacts", web::post().to(create))
-        .service(
-            web::resource("/v1/contacts/import")
-                .app_data(web::PayloadConfig::new(MAX_IMPORT_BYTES))
-                .route(web::post().to(import)),
-        )
+        .route("/v1/contacts/import", web::post().to(import))
         .route("/v1/lists", web::post().to(create_list))
         .route("/v1/lists/{id}", web::get().to(get_list))
         .route("/v1/lists/{id}/members", web::post().to(add_members))
@@ -51,7 +46,15 @@ enum OneOrMany {
 }
 
 impl ContactInput {
+    fn reject_nul(&self) -> Result<(), ApiError> {
+        reject_nul("phone", &self.phone)?;
+        reject_nul("firstName", self.first_name.as_deref().unwrap_or_default())?;
+        reject_nul("lastName", self.last_name.as_deref().unwrap_or_default())?;
+        reject_nul_in_object("attributes", &self.attributes)
+    }
+
     fn parse(self) -> Result<NewContact, String> {
+        self.reject_nul().map_err(|e| e.to_string())?;
         let phone = PhoneE164::parse(&self.phone).map_err(|e| e.to_string())?;
         Ok(NewContact {
             phone: Some(phone),
@@ -102,8 +105,12 @@ pub struct RowError {
     pub error: String,
 }
 
+const NUL_IN_CSV: &str = "contains a NUL byte, which text may not hold (is the file UTF-16? \
+                          save it as UTF-8); nothing was imported";
+
 /// Parses a contacts CSV: a header row with `phone` (required), `first_name`, `last_name`;
-/// other columns become attributes. Bad rows are reported by line and skipped.
+/// other columns become attributes. Bad rows are reported by line and skipped; a NUL byte
+/// anywhere refuses the whole file, naming its line.
 pub fn parse_csv(data: &[u8]) -> Result<(Vec<NewContact>, Vec<RowError>), String> {
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
@@ -115,6 +122,9 @@ pub fn parse_csv(data: &[u8]) -> Result<(Vec<NewContact>, Vec<RowError>), String
         .iter()
         .map(|h| h.to_ascii_lowercase().replace([' ', '-'], "_"))
         .collect();
+    if headers.iter().any(|h| h.contains('\0')) {
+        return Err(format!("line 1 (the header row): {NUL_IN_CSV}"));
+    }
     let column = |name: &str| headers.iter().position(|h| h == name);
     let phone_at = column("phone").ok_or("the header row has no \"phone\" column")?;
     let first_at = column("first_name").or_else(|| column("firstname"));
@@ -133,6 +143,11 @@ pub fn parse_csv(data: &[u8]) -> Result<(Vec<NewContact>, Vec<RowError>), String
             }
         };
         let line = record.position().map_or(0, |p| p.line());
+        // the whole file is refused, not the row: NUL bytes mean a binary or UTF-16 file,
+        // where every row would fail
+        if let Some(column) = nul_column(&record, &headers) {
+            return Err(format!("line {line}, column {column:?}: {NUL_IN_CSV}"));
+        }
         let field = |at: Option<usize>| {
             at.and_then(|i| record.get(i))
                 .filter(|v| !v.is_empty())
@@ -170,6 +185,16 @@ pub fn parse_csv(data: &[u8]) -> Result<(Vec<NewContact>, Vec<RowError>), String
     Ok((good, bad))
 }
 
+/// The header of the first field of `record` that holds a NUL byte (Postgres refuses them).
+fn nul_column<'h>(record: &csv::StringRecord, headers: &'h [String]) -> Option<&'h str> {
+    let at = record.iter().position(|v| v.contains('\0'))?;
+    Some(
+        headers
+            .get(at)
+            .map_or("(beyond the header)", String::as_str),
+    )
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ImportQuery {
@@ -178,17 +203,20 @@ struct ImportQuery {
 }
 
 /// `POST /api/v1/contacts/import[?listId=N]` (text/csv): good rows kept (and added to the
-/// list), bad rows reported by line.
+/// list), bad rows reported by line. Bodies above `contacts.max_import_bytes` are 413.
 async fn import(
     auth: Authenticated,
     query: web::Query<ImportQuery>,
-    body: web::Bytes,
+    req: HttpRequest,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let list = match &query.list_id {
         Some(id) => Some(owned_list(&state, auth, id).await?.id),
         None => None,
     };
+    let limit = state.settings.contacts.max_import_bytes;
+    let body = read_capped(&req, payload, limit).await?;
     let (good, bad) = parse_csv(&body).map_err(ApiError::BadRequest)?;
     let mut imported = 0;
     for chunk in good.chunks(CHUNK) {
@@ -217,17 +245,50 @@ async fn create_list(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let name = body.name.trim();
+    reject_nul("name", name)?;
     if name.is_empty() || name.chars().count() > 200 {
         return Err(ApiError::BadRequest(
             "name must be 1 to 200 characters".into(),
         ));
     }
-    let id = contacts::create_list(&state.pool, auth.tenant, name)
-        .await?
-        .ok_or_else(|| ApiError::Conflict(format!("a list named {name:?} already exists")))?;
-    contacts::add_members(&state.pool, auth.tenant, id, &body.contact_ids).await?;
+    let id = contacts::create_list(&state.pool, auth.tenant, name, &body.contact_ids)
+        .await
+        .map_err(|e| match e {
+            ListError::NameTaken => {
+                ApiError::Conflict(format!("a list named {name:?} already exists"))
+            }
+            e => e.into(),
+        })?;
     let list = contacts::find_list(&state.pool, auth.tenant, id).await?;
     Ok(HttpResponse::Created().json(list))
+}
+
+/// A refused list change as the caller sees it: ids that are not theirs are 404 — exactly like
+/// ids that do not exist, so another tenant's contacts are never confirmed.
+impl From<ListError> for ApiError {
+    fn from(e: ListError) -> Self {
+        match e {
+            ListError::NameTaken => Self::Conflict(e.to_string()),
+            ListError::UnknownContacts(ids) => Self::NotFound(unknown_contacts(&ids)),
+            ListError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// "contacts not found: 7, 9" — at most the first 20 ids, and how many more.
+fn unknown_contacts(ids: &[i64]) -> String {
+    const SHOWN: usize = 20;
+    let named: Vec<String> = ids.iter().take(SHOWN).map(i64::to_string).collect();
+    let more = ids.len().saturating_sub(SHOWN);
+    let tail = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    format!(
+        "contacts not found: {}{tail}; nothing was changed",
+        named.join(", ")
+    )
 }
 
 /// The tenant's list named in the path, or a 404 (absent, or another tenant's).
@@ -302,5 +363,14 @@ mod tests {
     #[test]
     fn a_csv_without_a_phone_column_is_refused() {
         assert!(parse_csv(b"name\nAnn\n").is_err());
+    }
+
+    #[test]
+    fn a_nul_byte_refuses_the_file_naming_its_line_and_column() {
+        let csv = b"phone,city\n+306984303406,Athens\n+306984303407,Ath\0ens\n";
+        let refused = parse_csv(csv).unwrap_err();
+        assert!(refused.starts_with("line 3, column \"city\""), "{refused}");
+        let header = parse_csv(b"phone,ci\0ty\n+306984303406,Athens\n").unwrap_err();
+        assert!(header.starts_with("line 1"), "{header}");
     }
 }

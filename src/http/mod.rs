@@ -1,11 +1,14 @@
 //! The actix-web service. One module per resource; errors are JSON
 //! `{"error":{"code":"…","message":"…"}}` everywhere, including unknown routes and bad JSON.
+//! Every request passes [`input::reject_nul_in_request`] before any route sees it.
 
 pub mod auth;
 pub mod campaigns;
 pub mod contacts;
 pub mod error;
 pub mod health;
+pub mod input;
+pub mod keys;
 pub mod me;
 pub mod stats;
 pub mod webhooks;
@@ -14,7 +17,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_web::dev::Server;
-use actix_web::{web, App, HttpServer};
+use actix_web::{middleware, web, App, HttpServer};
 use sqlx::PgPool;
 use tracing_actix_web::TracingLogger;
 
@@ -30,6 +33,10 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub events: EventHandles,
     pub verifier: Arc<Verifier>,
+    /// Webhook requests already accepted, to refuse replays without asking Postgres.
+    pub replays: webhooks::ReplayGuard,
+    /// Verified API keys, so authentication needs no query.
+    pub keys: keys::KeyCache,
     /// The traffic account of campaigns created without one (none: they must name one).
     pub default_traffic_account: Option<crate::domain::TrafficAccountId>,
 }
@@ -39,6 +46,7 @@ pub fn server(state: AppState, listener: TcpListener) -> std::io::Result<Server>
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(middleware::from_fn(input::reject_nul_in_request))
             .wrap(TracingLogger::default())
             .app_data(data.clone())
             .app_data(error::json_config())

@@ -1,16 +1,21 @@
 //! `POST /webhooks/mitto/dlr`: delivery reports from Mitto into `message-events`.
 //!
-//! Order of work: cap the body, verify the signature over the raw bytes, parse, record the
-//! receipt (replays refused), produce one `dlr` event per report, and answer 202 only after
-//! the broker acknowledged them — so a 202 means nothing can be lost. The receipt commits only
-//! after that acknowledgement, so a request that failed may be retried.
+//! Order of work: cap the body, verify the signature over the raw bytes, parse, refuse a
+//! replay of a request already accepted, produce one `dlr` event per report, and answer 202
+//! only after the broker acknowledged them — so a 202 means nothing can be lost. No Postgres
+//! on this path: replays are recognised from memory ([`ReplayGuard`]), and a request is
+//! remembered only after the acknowledgement, so a request that failed may be retried.
+
+use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use futures::StreamExt;
+use moka::future::Cache;
+use moka::policy::EvictionPolicy;
 use sha2::{Digest, Sha256};
 
 use super::error::error_response;
+use super::input::{read_capped, BodyError};
 use super::AppState;
 use crate::mitto::reports::{parse_reports, ReportError};
 use crate::mitto::signature::{Presented, SignatureError, SIGNATURE_HEADER, TIMESTAMP_HEADER};
@@ -33,6 +38,15 @@ pub enum WebhookError {
     Replayed,
     #[error("reports could not be stored, retry later: {0}")]
     Unavailable(String),
+}
+
+impl From<BodyError> for WebhookError {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::TooLarge(limit) => Self::TooLarge(limit),
+            BodyError::Read(reason) => Self::Body(reason),
+        }
+    }
 }
 
 impl ResponseError for WebhookError {
@@ -62,22 +76,6 @@ impl ResponseError for WebhookError {
     }
 }
 
-/// Reads the body up to `limit` bytes, refusing larger ones without reading them whole.
-async fn read_capped(
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<web::BytesMut, WebhookError> {
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| WebhookError::Body(e.to_string()))?;
-        if body.len() + chunk.len() > limit {
-            return Err(WebhookError::TooLarge(limit));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
 fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
@@ -89,15 +87,7 @@ async fn receive_dlr(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WebhookError> {
     let webhook = &state.settings.webhook;
-    if req
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        .is_some_and(|n| n > webhook.max_body_bytes)
-    {
-        return Err(WebhookError::TooLarge(webhook.max_body_bytes));
-    }
-    let body = read_capped(payload, webhook.max_body_bytes).await?;
+    let body = read_capped(&req, payload, webhook.max_body_bytes).await?;
     let presented = Presented {
         signature: header(&req, SIGNATURE_HEADER),
         timestamp: header(&req, TIMESTAMP_HEADER),
@@ -106,26 +96,145 @@ async fn receive_dlr(
     let now = chrono::Utc::now();
     state.verifier.verify(presented, &body, now.timestamp())?;
     let events = parse_reports(&body, now)?;
-    // a signature covers body and timestamp, so it identifies the request; token-authenticated
-    // requests are identified by their body
-    let dedup_key = match presented.signature {
-        Some(signature) => format!("sig:{}", signature.trim().to_ascii_lowercase()),
-        None => format!("body:{}", hex::encode(Sha256::digest(&body))),
+    let produce = async {
+        let sent = state.events.producer.send(&events).await;
+        sent.map_err(|e| e.to_string())
     };
-    let unavailable = |e: &dyn std::fmt::Display| WebhookError::Unavailable(e.to_string());
-    let mut tx = state.pool.begin().await.map_err(|e| unavailable(&e))?;
-    if !crate::store::webhooks::record_receipt(&mut tx, &dedup_key)
-        .await
-        .map_err(|e| unavailable(&e))?
-    {
-        return Err(WebhookError::Replayed);
-    }
     state
-        .events
-        .producer
-        .send(&events)
-        .await
-        .map_err(|e| unavailable(&e))?;
-    tx.commit().await.map_err(|e| unavailable(&e))?;
+        .replays
+        .accept_once(dedup_key(presented, &body), produce)
+        .await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "accepted": events.len() })))
+}
+
+/// What identifies a request: a signature covers body and timestamp, so it names the request;
+/// a token-authenticated request is named by its body.
+fn dedup_key(presented: Presented<'_>, body: &[u8]) -> [u8; 32] {
+    let mut key = Sha256::new();
+    match presented.signature {
+        Some(signature) => {
+            key.update(b"sig:");
+            key.update(signature.trim().to_ascii_lowercase().as_bytes());
+        }
+        None => {
+            key.update(b"body:");
+            key.update(body);
+        }
+    }
+    key.finalize().into()
+}
+
+/// The requests this instance accepted, remembered for as long as a replay of them could
+/// still pass the verifier, so replays are refused without a Postgres round trip.
+///
+/// Invariant: a request is remembered only once the broker acknowledged its reports (a request
+/// that failed may be retried by the provider). Forgetting is always safe: a replay that slips
+/// past (after a restart, at another instance, beyond `replay_cache_max_entries`) produces
+/// reports the ledger already applied, and applying a report twice changes nothing.
+#[derive(Clone)]
+pub struct ReplayGuard {
+    accepted: Cache<[u8; 32], ()>,
+}
+
+impl ReplayGuard {
+    /// `tolerance` is the verifier's: a request accepted at `t` carries a timestamp within
+    /// `t ± tolerance`, so a replay of it is fresh until `t + 2 × tolerance` at the latest.
+    pub fn new(tolerance: Duration, max_entries: u64) -> Self {
+        let window = (tolerance * 2).max(Duration::from_secs(1));
+        let accepted = Cache::builder()
+            .max_capacity(max_entries)
+            .time_to_live(window)
+            // the newest requests are the ones a provider retries: keep them over old ones
+            .eviction_policy(EvictionPolicy::lru())
+            .build();
+        Self { accepted }
+    }
+
+    /// Runs `produce` for a request not accepted before, and remembers it once `produce`
+    /// succeeded; a request already accepted is [`WebhookError::Replayed`].
+    ///
+    /// A duplicate that arrives while the first is still producing waits for it (moka
+    /// coalesces concurrent inserts of one key) rather than being refused at once: a provider
+    /// retries a request whose answer is slow, and abandons the first connection, so refusing
+    /// the retry while the first attempt might still fail could lose the reports. Waiting,
+    /// the retry gets 409 when the first succeeded and the same 503 when it failed (and is
+    /// retried again), never a 409 for reports that are not on the broker.
+    pub async fn accept_once(
+        &self,
+        key: [u8; 32],
+        produce: impl std::future::Future<Output = Result<(), String>>,
+    ) -> Result<(), WebhookError> {
+        let entry = self
+            .accepted
+            .entry(key)
+            .or_try_insert_with(produce)
+            .await
+            .map_err(|e| WebhookError::Unavailable(e.to_string()))?;
+        entry.is_fresh().then_some(()).ok_or(WebhookError::Replayed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn guard() -> ReplayGuard {
+        ReplayGuard::new(Duration::from_secs(300), 1000)
+    }
+
+    #[tokio::test]
+    async fn a_request_is_accepted_once_and_its_replay_refused() {
+        let guard = guard();
+        assert!(guard.accept_once([1; 32], async { Ok(()) }).await.is_ok());
+        let replay = guard.accept_once([1; 32], async { Ok(()) }).await;
+        assert!(matches!(replay, Err(WebhookError::Replayed)));
+        assert!(guard.accept_once([2; 32], async { Ok(()) }).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_request_that_failed_to_produce_may_be_retried() {
+        let guard = guard();
+        let failed = guard.accept_once([1; 32], async { Err("broker away".into()) });
+        assert!(matches!(failed.await, Err(WebhookError::Unavailable(_))));
+        assert!(guard.accept_once([1; 32], async { Ok(()) }).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_in_flight_waits_and_produces_nothing_itself() {
+        let guard = guard();
+        let produced = AtomicUsize::new(0);
+        let produce = || async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            produced.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        };
+        let (first, second) = tokio::join!(
+            guard.accept_once([7; 32], produce()),
+            guard.accept_once([7; 32], produce())
+        );
+        assert_eq!(produced.load(Ordering::SeqCst), 1);
+        let refused = [&first, &second]
+            .iter()
+            .filter(|r| matches!(r, Err(WebhookError::Replayed)))
+            .count();
+        assert_eq!((first.is_ok() || second.is_ok(), refused), (true, 1));
+    }
+
+    #[test]
+    fn a_signature_names_the_request_whatever_its_case_and_a_token_request_its_body() {
+        let signed = |sig| Presented {
+            signature: Some(sig),
+            ..Default::default()
+        };
+        assert_eq!(
+            dedup_key(signed("AB12"), b"x"),
+            dedup_key(signed("ab12 "), b"y")
+        );
+        let token = Presented {
+            token: Some("t"),
+            ..Default::default()
+        };
+        assert_ne!(dedup_key(token, b"x"), dedup_key(token, b"y"));
+    }
 }

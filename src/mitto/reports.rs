@@ -99,14 +99,34 @@ fn parse_one(item: &Value, now: DateTime<Utc>) -> Result<Event, String> {
         }
         Some(other) => return Err(format!("timestamp {other} is not a date")),
     };
+    let (description, event_id) = (text(item, ERROR), text(item, EVENT_ID));
+    reject_nul(&[
+        ("status", Some(&status)),
+        ("description", description.as_ref()),
+        ("eventId", event_id.as_ref()),
+    ])?;
     Ok(Event::Dlr {
         message_id,
         status: DeliveryStatus::from_raw(&status),
-        description: text(item, ERROR),
+        description,
         at,
-        event_id: text(item, EVENT_ID),
+        event_id,
         source: Some("webhook".into()),
     })
+}
+
+/// These texts are stored verbatim, and Postgres refuses NUL in text: one let through would
+/// fail every checkpoint that carries it.
+fn reject_nul(fields: &[(&str, Option<&String>)]) -> Result<(), String> {
+    match fields
+        .iter()
+        .find(|(_, v)| v.is_some_and(|v| v.contains('\0')))
+    {
+        Some((name, _)) => Err(format!(
+            "{name} contains a NUL byte, which text may not hold"
+        )),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -133,6 +153,19 @@ mod tests {
         assert_eq!(message_id.as_str(), "01KC69MT19BRK5MSXG1V95YPHX");
         assert_eq!(status.raw(), "Delivered");
         assert_eq!(at.to_rfc3339(), "2025-12-11T08:50:10.414096500+00:00");
+    }
+
+    #[test]
+    fn a_report_with_a_nul_byte_is_refused_naming_the_field() {
+        let body =
+            br#"[{"msgid":"A1","status":"Delivered"},{"msgid":"A2","status":"Deliv\u0000ered"}]"#;
+        let refused = parse_reports(body, now()).unwrap_err().to_string();
+        assert!(
+            refused.starts_with("report 1: status contains a NUL byte"),
+            "{refused}"
+        );
+        let body = br#"{"msgid":"A1","status":"Failed","description":"abs\u0000ent"}"#;
+        assert!(parse_reports(body, now()).is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! API keys: only the SHA-256 of a token is ever stored.
 
+use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 
 use crate::domain::{ApiToken, TenantId};
@@ -39,7 +40,50 @@ pub async fn authenticate(pool: &PgPool, token: &ApiToken) -> Result<Option<Tena
     Ok(id.and_then(|id| TenantId::new(id).ok()))
 }
 
-/// Revokes a key; `false` when no active key has that id.
+/// The channel on which Postgres announces a revoked (or deleted) key, with the hex SHA-256
+/// of its token as the payload. A trigger on `api_keys` sends it in the transaction that
+/// changes the key, so no way of revoking a key can skip it.
+pub const REVOKED_CHANNEL: &str = "api_keys_revoked";
+
+/// Revoked keys as Postgres announces them, on a connection of its own (not one of the
+/// pool's).
+pub struct Revocations(Option<PgListener>);
+
+/// Starts listening on [`REVOKED_CHANNEL`]; announcements made before this returns are not
+/// heard.
+pub async fn listen_for_revocations(database_url: &str) -> Result<Revocations, StoreError> {
+    let mut listener = PgListener::connect(database_url).await?;
+    listener.listen(REVOKED_CHANNEL).await?;
+    Ok(Revocations(Some(listener)))
+}
+
+impl Revocations {
+    /// The next announcement's payload (the hex SHA-256 of the revoked key's token), or `None`
+    /// once the connection is lost: announcements made from then on are missed, and a new
+    /// listener is needed.
+    pub async fn next(&mut self) -> Result<Option<String>, StoreError> {
+        let listener = self.0.as_mut().expect("present until dropped");
+        let notice = listener.try_recv().await?;
+        Ok(notice.map(|n| n.payload().to_owned()))
+    }
+}
+
+impl Drop for Revocations {
+    /// sqlx hands a listener's connection back through a spawned task, which panics without a
+    /// Tokio runtime — as when a runtime is torn down while a panic unwinds (a failing test),
+    /// where that second panic aborts the whole process. Without a runtime the connection is
+    /// forgotten instead: whatever drops it is going away.
+    fn drop(&mut self) {
+        if let Some(listener) = self.0.take() {
+            if tokio::runtime::Handle::try_current().is_err() {
+                std::mem::forget(listener);
+            }
+        }
+    }
+}
+
+/// Revokes a key; `false` when no active key has that id. Every instance's cache of verified
+/// keys hears of it through [`REVOKED_CHANNEL`].
 pub async fn revoke(pool: &PgPool, key: ApiKeyId) -> Result<bool, StoreError> {
     let done =
         sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL")

@@ -1,7 +1,7 @@
 //! Contacts and lists of a tenant.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 
 use super::StoreError;
 use crate::domain::{PhoneE164, TenantId};
@@ -85,20 +85,44 @@ pub async fn upsert(
     Ok(rows)
 }
 
-/// Creates a list; `None` when the tenant already has one of that name.
+/// Why list members (or a new list) were refused; nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    #[error("a list of that name already exists")]
+    NameTaken,
+    /// Ids that are not the tenant's contacts (unknown, or another tenant's), sorted, each once.
+    #[error("contacts not found: {0:?}")]
+    UnknownContacts(Vec<i64>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for ListError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(e.into())
+    }
+}
+
+/// Creates a list with the tenant's contacts as members, all or nothing: a taken name or any
+/// id that is not the tenant's contact leaves no list behind.
 pub async fn create_list(
     pool: &PgPool,
     tenant: TenantId,
     name: &str,
-) -> Result<Option<i64>, StoreError> {
-    let id = sqlx::query_scalar(
+    contacts: &[i64],
+) -> Result<i64, ListError> {
+    let mut tx = pool.begin().await?;
+    let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO lists (tenant_id, name) VALUES ($1, $2)
          ON CONFLICT (tenant_id, name) DO NOTHING RETURNING id",
     )
     .bind(tenant.get())
     .bind(name.trim())
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
+    let id = id.ok_or(ListError::NameTaken)?;
+    insert_members(&mut tx, tenant, id, contacts).await?;
+    tx.commit().await?;
     Ok(id)
 }
 
@@ -129,13 +153,32 @@ pub async fn find_list(
     Ok(list)
 }
 
-/// Adds contacts (the tenant's own, by id) to a list; returns how many were new members.
+/// Adds the tenant's contacts to the tenant's list, all or nothing: any id that is not the
+/// tenant's contact adds none. Returns how many were new members.
 pub async fn add_members(
     pool: &PgPool,
     tenant: TenantId,
     list: i64,
     contacts: &[i64],
-) -> Result<u64, StoreError> {
+) -> Result<u64, ListError> {
+    let mut tx = pool.begin().await?;
+    let added = insert_members(&mut tx, tenant, list, contacts).await?;
+    tx.commit().await?;
+    Ok(added)
+}
+
+/// Contacts are never moved between tenants, so ids found to be the tenant's stay so until
+/// the insert in the same transaction.
+async fn insert_members(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: TenantId,
+    list: i64,
+    contacts: &[i64],
+) -> Result<u64, ListError> {
+    let unknown = not_the_tenants(tx, tenant, contacts).await?;
+    if !unknown.is_empty() {
+        return Err(ListError::UnknownContacts(unknown));
+    }
     let added = sqlx::query(
         "INSERT INTO list_members (list_id, contact_id)
          SELECT $1, c.id FROM contacts c
@@ -146,9 +189,27 @@ pub async fn add_members(
     .bind(list)
     .bind(tenant.get())
     .bind(contacts)
-    .execute(pool)
+    .execute(&mut **tx)
     .await?;
     Ok(added.rows_affected())
+}
+
+/// The ids among `contacts` that are not the tenant's contacts, sorted, each once.
+async fn not_the_tenants(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: TenantId,
+    contacts: &[i64],
+) -> Result<Vec<i64>, StoreError> {
+    let unknown = sqlx::query_scalar(
+        "SELECT DISTINCT u.id FROM UNNEST($2::bigint[]) AS u(id)
+         WHERE NOT EXISTS (SELECT 1 FROM contacts c WHERE c.id = u.id AND c.tenant_id = $1)
+         ORDER BY u.id",
+    )
+    .bind(tenant.get())
+    .bind(contacts)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(unknown)
 }
 
 /// Removes contacts from a list; returns how many were members.

@@ -11,7 +11,6 @@ pub mod enqueue;
 pub mod fixtures;
 pub mod messages;
 pub mod tenants;
-pub mod webhooks;
 
 use std::str::FromStr;
 use std::time::Duration;

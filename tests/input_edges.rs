@@ -1,0 +1,345 @@
+//! Input an outside user or an attacker might send: NUL bytes anywhere, contact ids that are
+//! not the caller's, oversize imports. Each is refused with a JSON error naming the problem,
+//! and leaves nothing behind.
+
+mod common;
+
+use campaignd::app::{Application, RunningApplication};
+use campaignd::config::Settings;
+use common::{settings, TestDb};
+use serde_json::{json, Value};
+
+async fn start(settings: Settings) -> RunningApplication {
+    Application::build(settings).await.unwrap().spawn()
+}
+
+/// Status, error code and message of a response (code and message empty on success).
+async fn answer(response: reqwest::Response) -> (u16, String, String, Value) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or_default();
+    let code = body["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let message = body["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    (status, code, message, body)
+}
+
+async fn get(app: &RunningApplication, token: &str, path: &str) -> (u16, String, String, Value) {
+    let request = reqwest::Client::new().get(app.url(path)).bearer_auth(token);
+    answer(request.send().await.unwrap()).await
+}
+
+async fn post(
+    app: &RunningApplication,
+    token: &str,
+    path: &str,
+    body: Value,
+) -> (u16, String, String, Value) {
+    let request = reqwest::Client::new()
+        .post(app.url(path))
+        .bearer_auth(token)
+        .json(&body);
+    answer(request.send().await.unwrap()).await
+}
+
+async fn import(
+    app: &RunningApplication,
+    token: &str,
+    body: reqwest::Body,
+) -> (u16, String, String, Value) {
+    let request = reqwest::Client::new()
+        .post(app.url("/api/v1/contacts/import"))
+        .bearer_auth(token)
+        .header("Content-Type", "text/csv")
+        .body(body);
+    answer(request.send().await.unwrap()).await
+}
+
+async fn contact_count(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM contacts")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Asserts a 400 whose message names `what`.
+fn assert_names(seen: (u16, String, String, Value), what: &str) {
+    assert_eq!((seen.0, seen.1.as_str()), (400, "BAD_REQUEST"), "{seen:?}");
+    assert!(seen.2.contains(what), "{what} not named in {:?}", seen.2);
+    assert!(seen.2.contains("NUL"), "{:?}", seen.2);
+}
+
+#[actix_web::test]
+async fn nul_bytes_in_queries_json_bodies_and_csv_rows_are_400_naming_where() {
+    let db = TestDb::unique();
+    let app = start(settings(&db)).await;
+    let pool = app.state.pool.clone();
+    let (_, token) = common::tenant(&pool, "Shop").await;
+
+    assert_names(
+        get(&app, &token, "/api/v1/campaigns?search=%00").await,
+        "\"search\"",
+    );
+    assert_names(
+        get(&app, &token, "/api/v1/campaigns?page=1&status=sent%00x").await,
+        "\"status\"",
+    );
+    assert_names(get(&app, &token, "/api/v1/lists/1%00").await, "path");
+    assert_eq!(
+        get(&app, &token, "/api/v1/campaigns?search=%2500").await.0,
+        200
+    );
+
+    let phone = "+306984303406";
+    let nul_name = json!({"phone": phone, "firstName": "An\u{0}n"});
+    assert_names(
+        post(&app, &token, "/api/v1/contacts", nul_name).await,
+        "firstName",
+    );
+    let nul_attribute = json!([{"phone": phone, "attributes": {"city": {"name": "Ath\u{0}ens"}}}]);
+    assert_names(
+        post(&app, &token, "/api/v1/contacts", nul_attribute).await,
+        "attributes.city.name",
+    );
+    let nul_list = json!({"name": "V\u{0}IP"});
+    assert_names(post(&app, &token, "/api/v1/lists", nul_list).await, "name");
+
+    let csv = "phone,first_name,city\n+306984303406,Ann,Athens\n+306984303407,Bob,Pat\0ras\n";
+    assert_names(
+        import(&app, &token, csv.into()).await,
+        "line 3, column \"city\"",
+    );
+    assert_eq!(contact_count(&pool).await, 0, "nothing was stored");
+    let utf16: Vec<u8> = "phone\n+306984303406\n"
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    assert_names(import(&app, &token, utf16.into()).await, "line 1");
+
+    app.stop().await;
+    db.drop_database().await;
+}
+
+/// Creates contacts for a tenant and returns their ids.
+async fn contacts(app: &RunningApplication, token: &str, phones: &[&str]) -> Vec<i64> {
+    let body: Vec<Value> = phones.iter().map(|p| json!({ "phone": p })).collect();
+    let (status, _, _, saved) = post(app, token, "/api/v1/contacts", Value::Array(body)).await;
+    assert_eq!(status, 201);
+    saved["contacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_i64().unwrap())
+        .collect()
+}
+
+#[actix_web::test]
+async fn lists_refuse_contacts_that_are_not_the_callers_with_404_naming_them_and_add_nothing() {
+    let db = TestDb::unique();
+    let app = start(settings(&db)).await;
+    let pool = app.state.pool.clone();
+    let (_, mine) = common::tenant(&pool, "Shop").await;
+    let (_, theirs) = common::tenant(&pool, "Other shop").await;
+    let own = contacts(&app, &mine, &["+306984303406", "+306984303407"]).await;
+    let foreign = contacts(&app, &theirs, &["+306984303408"]).await[0];
+    let unknown = foreign + 1000;
+
+    let refused = post(
+        &app,
+        &mine,
+        "/api/v1/lists",
+        json!({"name": "VIP", "contactIds": [own[0], unknown, foreign, foreign]}),
+    )
+    .await;
+    assert_eq!(
+        (refused.0, refused.1.as_str()),
+        (404, "NOT_FOUND"),
+        "{refused:?}"
+    );
+    let named = format!("contacts not found: {foreign}, {unknown};");
+    assert!(refused.2.starts_with(&named), "{:?}", refused.2);
+    let lists: i64 = sqlx::query_scalar("SELECT count(*) FROM lists")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(lists, 0, "no list was left behind");
+
+    let (status, _, _, list) = post(
+        &app,
+        &mine,
+        "/api/v1/lists",
+        json!({"name": "VIP", "contactIds": [own[0]]}),
+    )
+    .await;
+    assert_eq!((status, list["members"].as_i64()), (201, Some(1)));
+    let members = format!("/api/v1/lists/{}/members", list["id"]);
+    let refused = post(
+        &app,
+        &mine,
+        &members,
+        json!({"contactIds": [own[1], foreign]}),
+    )
+    .await;
+    assert_eq!(refused.0, 404);
+    assert!(refused.2.contains(&foreign.to_string()) && !refused.2.contains(&own[1].to_string()));
+    let list_path = format!("/api/v1/lists/{}", list["id"]);
+    assert_eq!(
+        get(&app, &mine, &list_path).await.3["members"],
+        1,
+        "nothing was added"
+    );
+    let added = post(&app, &mine, &members, json!({"contactIds": [own[1]]})).await;
+    assert_eq!((added.0, &added.3["added"]), (200, &json!(1)));
+
+    app.stop().await;
+    db.drop_database().await;
+}
+
+/// A CSV of `rows` contacts.
+fn csv(rows: usize) -> String {
+    let mut csv = String::from("phone,first_name\n");
+    for i in 0..rows {
+        csv.push_str(&format!("+3069{i:08},Name{i}\n"));
+    }
+    csv
+}
+
+#[actix_web::test]
+async fn an_import_above_its_own_limit_is_413_with_the_json_error_shape() {
+    let db = TestDb::unique();
+    let mut settings = settings(&db);
+    let small = csv(10);
+    settings.contacts.max_import_bytes = small.len();
+    let app = start(settings).await;
+    let pool = app.state.pool.clone();
+    let (_, token) = common::tenant(&pool, "Shop").await;
+
+    let at_limit = import(&app, &token, small.clone().into()).await;
+    assert_eq!((at_limit.0, &at_limit.3["imported"]), (200, &json!(10)));
+
+    let over = csv(11);
+    let declared = import(&app, &token, over.clone().into()).await;
+    assert_eq!(
+        (declared.0, declared.1.as_str()),
+        (413, "PAYLOAD_TOO_LARGE")
+    );
+    assert!(
+        declared.2.contains(&small.len().to_string()),
+        "{:?}",
+        declared.2
+    );
+
+    // streamed without a Content-Length: refused once it grows past the limit
+    let (status, body) = chunked_import(&app, &token, &over).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("PAYLOAD_TOO_LARGE"), "{body}");
+    assert_eq!(
+        contact_count(&pool).await,
+        10,
+        "only the import within the limit stored"
+    );
+
+    app.stop().await;
+    db.drop_database().await;
+}
+
+/// Posts `csv` with `Transfer-Encoding: chunked` (no Content-Length), one chunk per line, over
+/// a plain socket; returns the status and the raw response text.
+async fn chunked_import(app: &RunningApplication, token: &str, csv: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /api/v1/contacts/import HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: text/csv\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    for line in csv.lines() {
+        let chunk = format!("{:x}\r\n{line}\n\r\n", line.len() + 1);
+        // the server may answer and close before the last chunk
+        if socket.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let _ = socket.write_all(b"0\r\n\r\n").await;
+    let mut response = Vec::new();
+    let _ = socket.read_to_end(&mut response).await;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+#[test]
+fn imports_are_capped_at_64_mib_by_default() {
+    let db = TestDb::unique();
+    assert_eq!(settings(&db).contacts.max_import_bytes, 64 << 20);
+}
+
+/// Waits until a checkpoint covers every record on the topic.
+async fn checkpointed(app: &RunningApplication) {
+    let ends = common::end_offsets(&app.pipeline.broker.bootstrap, "message-events");
+    let limit = std::time::Duration::from_secs(20);
+    common::wait_until_offsets_reach(&app.state.pool, &ends, limit).await;
+}
+
+#[actix_web::test]
+async fn a_topic_record_with_a_nul_byte_is_dead_lettered_and_checkpoints_go_on() {
+    use campaignd::domain::{Event, MessageId};
+    let db = TestDb::unique();
+    let app = start(common::event_settings(&db)).await;
+    let pool = app.state.pool.clone();
+    let (tenant, token) = common::tenant(&pool, "Shop").await;
+    let (campaign, recipients) = campaignd::store::fixtures::claimed_campaign(&pool, tenant, 1)
+        .await
+        .unwrap();
+    let message = MessageId::generate();
+    let sent = Event::Sent {
+        message_id: message.clone(),
+        campaign_id: campaign,
+        recipient_id: recipients[0],
+        bulk_id: None,
+        attempt: 0,
+        at: chrono::Utc::now(),
+    };
+    let producer = &app.pipeline.handles.producer;
+    producer.send(&[sent]).await.unwrap();
+    // what an upstream producer might write: valid JSON, a text Postgres cannot store
+    let poison = json!({"v": 1, "type": "dlr", "messageId": message.to_string(),
+        "deliveryStatus": "Deliv\u{0}ered", "at": "2026-11-20T10:00:05Z"});
+    let record = (message.to_string(), serde_json::to_vec(&poison).unwrap());
+    producer.send_raw(&[record]).await.unwrap();
+    // stored as the row's last report, it would fail this checkpoint and every later one
+    checkpointed(&app).await;
+    let letters: Vec<String> = sqlx::query_scalar("SELECT error FROM dead_letters")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert!(
+        letters[0].contains("deliveryStatus contains a NUL byte"),
+        "{letters:?}"
+    );
+    let delivered = json!({"v": 1, "type": "dlr", "messageId": message.to_string(),
+        "deliveryStatus": "Delivered", "at": "2026-11-20T10:00:06Z"});
+    let record = (message.to_string(), serde_json::to_vec(&delivered).unwrap());
+    producer.send_raw(&[record]).await.unwrap();
+    checkpointed(&app).await;
+    let status: String = sqlx::query_scalar("SELECT status FROM campaign_recipients")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "delivered");
+    let stats = get(&app, &token, &format!("/api/v1/campaigns/{campaign}/stats")).await;
+    assert_eq!(stats.3["delivered"], 1);
+    app.stop().await;
+    db.drop_database().await;
+}
