@@ -107,6 +107,27 @@ async fn nul_bytes_in_queries_json_bodies_and_csv_rows_are_400_naming_where() {
     );
     let nul_list = json!({"name": "V\u{0}IP"});
     assert_names(post(&app, &token, "/api/v1/lists", nul_list).await, "name");
+    let campaign = |field: &str, value: Value| {
+        let mut body = json!({"name": "Sale", "body": "Hi", "sender": "Shop",
+                              "trafficAccountId": "e8a5e53f-51ce-4cc8-9f3c-43fb1d24daf7",
+                              "audience": {"phones": [phone]}});
+        body[field] = value;
+        body
+    };
+    for (field, value, named) in [
+        ("name", json!("Sa\u{0}le"), "name"),
+        ("body", json!("Hi\u{0}"), "body"),
+        (
+            "audience",
+            json!({"phones": ["+30698\u{0}4303406"]}),
+            "audience.phones[0]",
+        ),
+    ] {
+        assert_names(
+            post(&app, &token, "/api/v1/campaigns", campaign(field, value)).await,
+            named,
+        );
+    }
 
     let csv = "phone,first_name,city\n+306984303406,Ann,Athens\n+306984303407,Bob,Pat\0ras\n";
     assert_names(

@@ -170,10 +170,12 @@ pub fn events_for(batch: &Batch, resolution: Resolution) -> (Vec<Event>, BatchDo
         attempt: item.attempt,
         at,
     };
+    // a provider's reason is stored as text, which cannot hold NUL: drop it rather than let
+    // the event be dead-lettered and its recipient stay claimed
     let failed = |item: &BatchItem, error: String, retryable| Event::SendFailed {
         campaign_id: batch.campaign,
         recipient_id: item.recipient,
-        error,
+        error: error.replace('\0', ""),
         retryable,
         attempt: item.attempt,
         at,

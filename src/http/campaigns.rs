@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use super::auth::Authenticated;
 use super::error::{error_response, ApiError};
+use super::input::reject_nul;
 use super::AppState;
 use crate::actors::campaign::{Command, LifecycleReply};
 use crate::domain::{CampaignId, CampaignStatus, PhoneE164, TenantId};
@@ -154,6 +155,7 @@ async fn definition(
     input: CampaignInput,
     base: Option<&CampaignRecord>,
 ) -> Result<Definition, CampaignError> {
+    reject_nul_in_input(&input)?;
     let mut problems = Vec::new();
     let name = input
         .name
@@ -208,6 +210,23 @@ async fn definition(
         audience,
         scheduled_at,
     })
+}
+
+/// Text that Postgres cannot store is refused before anything else, naming the field.
+fn reject_nul_in_input(input: &CampaignInput) -> Result<(), CampaignError> {
+    let texts = [
+        ("name", input.name.as_deref()),
+        ("body", input.body.as_deref()),
+        ("sender", input.sender.as_deref()),
+    ];
+    for (field, value) in texts {
+        reject_nul(field, value.unwrap_or_default())?;
+    }
+    let phones = input.audience.iter().flat_map(|a| a.phones.iter());
+    for (i, phone) in phones.enumerate() {
+        reject_nul(&format!("audience.phones[{i}]"), phone)?;
+    }
+    Ok(())
 }
 
 async fn audience(
