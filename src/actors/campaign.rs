@@ -1,6 +1,7 @@
 //! CampaignActor: the shell around one campaign's [`Campaign`] and [`SendRun`] (src/engine).
 //! It loads the campaign from its snapshot, applies transitions, answers stats from memory,
-//! runs lifecycle commands one at a time, and performs the send loop's steps.
+//! runs lifecycle commands one at a time (`campaign_commands.rs`), and performs the send
+//! loop's steps (`campaign_sending.rs`).
 //!
 //! Lifecycle commands do their Postgres work in spawned futures, never holding the mailbox:
 //! transitions and stats requests are answered while a large enqueue runs. Commands queue
@@ -14,28 +15,27 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 pub use super::campaign_messages::*;
-use crate::actors::sender::{events_for, Batch, BatchDone, BatchItem};
-use crate::domain::{CampaignId, CampaignStatus, RecipientId};
+use crate::domain::{CampaignId, CampaignStatus};
 use crate::engine::campaign::Campaign;
-use crate::engine::send_loop::{SendRun, Step};
-use crate::store::enqueue::{self, Claimed};
+use crate::engine::send_loop::SendRun;
+use crate::store::enqueue;
 use crate::store::{self, until_ok};
 
 /// Until its load completes the actor holds its mailbox (`ctx.wait`), so nothing is applied
 /// to figures that are not loaded yet. A campaign that does not exist answers `None` and
 /// stops: absence is never cached.
 pub struct CampaignActor {
-    id: CampaignId,
-    pool: sqlx::PgPool,
-    state: Load,
+    pub(super) id: CampaignId,
+    pub(super) pool: sqlx::PgPool,
+    pub(super) state: Load,
     last_touched: Instant,
-    sending: Option<Arc<SendingContext>>,
-    run: SendRun,
+    pub(super) sending: Option<Arc<SendingContext>>,
+    pub(super) run: SendRun,
     commands: VecDeque<(Lifecycle, oneshot::Sender<LifecycleResult>)>,
-    command_running: bool,
+    pub(super) command_running: bool,
 }
 
-enum Load {
+pub(super) enum Load {
     Loading,
     Ready(Box<Campaign>),
     Missing,
@@ -79,178 +79,6 @@ impl CampaignActor {
         self.id
     }
 
-    /// Takes the send loop's next step, if there is one to take.
-    pub(super) fn pump(&mut self, ctx: &mut Context<Self>) {
-        let (Some(sending), Load::Ready(c)) = (self.sending.clone(), &self.state) else {
-            return;
-        };
-        let has_account = c
-            .plan
-            .traffic_account
-            .or(sending.default_traffic_account)
-            .is_some();
-        let step = self
-            .run
-            .next(c, has_account, sending.max_in_flight, self.command_running);
-        match step {
-            Step::Wait => {}
-            Step::ReportNoAccount => {
-                tracing::error!(campaign_id = %self.id, "no traffic account for this campaign and none configured (mitto.traffic_account_id); it waits")
-            }
-            Step::SettleEarlierClaims => self.settle_earlier_claims(ctx, sending),
-            Step::Claim => self.claim(ctx, sending),
-            Step::Finish(end) => self.finish(ctx, end),
-        }
-    }
-
-    fn claim(&mut self, ctx: &mut Context<Self>, sending: Arc<SendingContext>) {
-        let limits = &sending.senders.config.limits;
-        let size = limits
-            .batch_cap()
-            .map_or(sending.batch_size, |cap| cap.min(sending.batch_size));
-        let (pool, id, after) = (
-            self.pool.clone(),
-            self.id,
-            self.run.claim_after().to_owned(),
-        );
-        let claim = async move {
-            until_ok("claiming a batch", || {
-                enqueue::claim_batch(&pool, id, &after, size.max(1) as i64)
-            })
-            .await
-        };
-        ctx.spawn(claim.into_actor(self).map(move |(token, rows), act, ctx| {
-            act.run
-                .claimed(token, rows.iter().map(|r| r.phone.as_str()));
-            if rows.is_empty() {
-                // counted as queued but none found after the cursor: look again shortly
-                ctx.run_later(Duration::from_millis(200), |act, ctx| act.pump(ctx));
-                return;
-            }
-            let claimed = rows.len() as i64;
-            let Some(batch) = act.batch_of(&sending, rows) else {
-                return;
-            };
-            if let Some(c) = act.campaign() {
-                c.adjust(&claimed_counts(claimed));
-            }
-            act.run.batch_out();
-            let senders = sending.senders.clone();
-            ctx.spawn(
-                async move { senders.send(batch).await }
-                    .into_actor(act)
-                    .map(|done, act, ctx| act.batch_done(done, ctx)),
-            );
-            act.pump(ctx);
-        }));
-    }
-
-    fn batch_of(&self, sending: &SendingContext, rows: Vec<Claimed>) -> Option<Batch> {
-        let Load::Ready(c) = &self.state else {
-            return None;
-        };
-        Some(Batch {
-            campaign: c.id,
-            tenant: c.tenant,
-            traffic_account: c.plan.traffic_account.or(sending.default_traffic_account)?,
-            sender: c.plan.sender.clone(),
-            items: rows
-                .into_iter()
-                .filter_map(|r| item(r, &c.plan.body))
-                .collect(),
-        })
-    }
-
-    fn batch_done(&mut self, done: Option<BatchDone>, ctx: &mut Context<Self>) {
-        self.run.batch_done();
-        match done.map(|d| d.requeue).unwrap_or_default() {
-            requeue if requeue.is_empty() => self.pump(ctx),
-            requeue => self.release(ctx, requeue),
-        }
-    }
-
-    /// Puts claims that provably never reached Mitto back in the queue (held in the mailbox
-    /// so the figures and the rows agree before anything else happens).
-    fn release(&mut self, ctx: &mut Context<Self>, ids: Vec<RecipientId>) {
-        let (pool, id) = (self.pool.clone(), self.id);
-        let release = async move {
-            until_ok("re-queueing unsent claims", || {
-                enqueue::release_claims(&pool, id, &ids)
-            })
-            .await
-        };
-        ctx.wait(release.into_actor(self).map(|released, act, ctx| {
-            act.run.requeued();
-            if let Some(c) = act.campaign() {
-                c.adjust(&claimed_counts(-released));
-            }
-            act.pump(ctx);
-        }));
-    }
-
-    fn finish(&mut self, ctx: &mut Context<Self>, end: CampaignStatus) {
-        let (pool, id) = (self.pool.clone(), self.id);
-        let write = async move {
-            until_ok("finishing a campaign", || async {
-                match store::campaigns::set_status(&pool, id, (CampaignStatus::Sending, end), None)
-                    .await
-                {
-                    Err(enqueue::StartError::Store(e)) => Err(e),
-                    other => Ok(other),
-                }
-            })
-            .await
-        };
-        ctx.spawn(write.into_actor(self).map(move |written, act, ctx| {
-            act.run.finished();
-            let Some(c) = act.campaign() else { return };
-            match written {
-                Ok(()) => {
-                    c.status = end;
-                    tracing::info!(campaign_id = %c.id, status = %end, sent = c.counters().sent(), "campaign finished");
-                }
-                Err(e) => tracing::error!(campaign_id = %c.id, error = %e, "finishing refused"),
-            }
-            act.pump(ctx);
-        }));
-    }
-
-    /// Claims of an earlier run: once the topic is replayed, each is looked up at Mitto (or
-    /// failed as `outcome_unknown`, by configuration) — never resent blindly.
-    fn settle_earlier_claims(&mut self, ctx: &mut Context<Self>, sending: Arc<SendingContext>) {
-        let (pool, id, own) = (self.pool.clone(), self.id, self.run.own_claims());
-        let Some(template) = self.batch_of(&sending, Vec::new()) else {
-            return;
-        };
-        let settle = async move {
-            sending.replay.caught_up().await;
-            let orphans = until_ok("reading earlier claims", || {
-                enqueue::orphaned_claims(&pool, id, &own)
-            })
-            .await;
-            if orphans.is_empty() {
-                return Vec::new();
-            }
-            tracing::warn!(campaign_id = %id, claims = orphans.len(), "settling claims left by an earlier run");
-            let batch = Batch {
-                items: orphans.into_iter().filter_map(|r| item(r, "")).collect(),
-                ..template
-            };
-            let config = &sending.senders.config;
-            let (events, done) = events_for(&batch, config.resolve_unanswered(&batch.items).await);
-            config.publish(&events).await;
-            done.requeue
-        };
-        ctx.spawn(settle.into_actor(self).map(|requeue, act, ctx| {
-            act.run.settled();
-            if requeue.is_empty() {
-                act.pump(ctx);
-            } else {
-                act.release(ctx, requeue);
-            }
-        }));
-    }
-
     /// Starts the next queued lifecycle command unless one is running.
     fn next_command(&mut self, ctx: &mut Context<Self>) {
         if self.command_running {
@@ -272,6 +100,9 @@ impl CampaignActor {
                     let _ = reply.send(result);
                     if deleted {
                         act.state = Load::Missing;
+                        for (_, waiting) in act.commands.drain(..) {
+                            let _ = waiting.send(Err(enqueue::StartError::NotFound));
+                        }
                         return ctx.stop();
                     }
                     act.next_command(ctx);
@@ -279,23 +110,6 @@ impl CampaignActor {
             }
         }
     }
-}
-
-/// Queued recipients claimed (`n` > 0) or claims released back to the queue (`n` < 0).
-fn claimed_counts(n: i64) -> crate::engine::campaign::Counters {
-    use crate::domain::MessageStatus::{Processing, Queued};
-    crate::engine::campaign::Counters::moved(Queued, Processing, n)
-}
-
-/// A claimed row as a sender's item; the text is the rendered one or the campaign body.
-fn item(row: Claimed, body: &str) -> Option<BatchItem> {
-    Some(BatchItem {
-        recipient: RecipientId::new(row.id).ok()?,
-        phone: row.phone,
-        text: row.body.unwrap_or_else(|| body.to_owned()),
-        attempt: u32::try_from(row.attempt).ok()?,
-        segments: u32::try_from(row.segments).ok()?,
-    })
 }
 
 impl Actor for CampaignActor {

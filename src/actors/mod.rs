@@ -4,6 +4,7 @@
 pub mod campaign;
 mod campaign_commands;
 pub mod campaign_messages;
+mod campaign_sending;
 pub mod checkpoint;
 pub mod dlr;
 pub mod registry;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use secrecy::ExposeSecret;
 
+use super::load::{Wrk, WrkFigures};
 use super::workload::{generate, WorkloadSpec};
 use crate::app::Application;
 use crate::config::Settings;
@@ -43,6 +44,10 @@ pub struct IngestArgs {
     /// partition, so 1M events need 32 (8 silently lose about 30 % of them).
     #[arg(long, default_value_t = 32)]
     pub partitions: i32,
+    /// Keep-alive connections (wrk) asking for a campaign's stats during a second ingest run,
+    /// to show stats under load and what that load costs the ingest; 0 skips that run.
+    #[arg(long, default_value_t = 64)]
+    pub stats_clients: usize,
     /// Keep the bench database afterwards.
     #[arg(long)]
     pub keep: bool,
@@ -61,20 +66,56 @@ struct Figures {
     recount: Vec<Duration>,
     recipients: i64,
     exact: bool,
+    /// The same ingest again while `--stats-clients` connections ask for stats.
+    loaded: Option<Loaded>,
 }
 
-pub async fn run(mut settings: Settings, args: IngestArgs) -> anyhow::Result<()> {
-    let url = super::scratch_database(&mut settings, "campaignd_bench")?;
-    let result = measure(settings.clone(), &args).await;
-    if !args.keep {
-        store::drop_database(&url).await?;
+/// An ingest run under concurrent stats requests.
+struct Loaded {
+    events: usize,
+    ingest: Duration,
+    stats: WrkFigures,
+    exact: bool,
+}
+
+pub async fn run(settings: Settings, args: IngestArgs) -> anyhow::Result<()> {
+    let mut figures = measure_once(settings.clone(), &args, 0).await?;
+    if args.stats_clients > 0 {
+        eprintln!(
+            "again, with {} connections asking for stats",
+            args.stats_clients
+        );
+        let loaded = measure_once(settings, &args, args.stats_clients).await?;
+        figures.loaded = Some(Loaded {
+            events: loaded.events,
+            ingest: loaded.ingest,
+            stats: loaded.loaded.map(|l| l.stats).unwrap_or_default(),
+            exact: loaded.exact,
+        });
     }
-    let figures = result?;
     print_table(&args, &figures);
     Ok(())
 }
 
-async fn measure(settings: Settings, args: &IngestArgs) -> anyhow::Result<Figures> {
+/// One ingest run on its own scratch database.
+async fn measure_once(
+    mut settings: Settings,
+    args: &IngestArgs,
+    stats_clients: usize,
+) -> anyhow::Result<Figures> {
+    let url = super::scratch_database(&mut settings, "campaignd_bench")?;
+    let result = measure(settings, args, stats_clients).await;
+    if !args.keep {
+        store::drop_database(&url).await?;
+    }
+    result
+}
+
+async fn measure(
+    settings: Settings,
+    args: &IngestArgs,
+    stats_clients: usize,
+) -> anyhow::Result<Figures> {
     let pool = store::connect_and_migrate(settings.database_url.expose_secret()).await?;
     let tenant = store::tenants::create(&pool, "bench", 0).await?;
     let (_, token) = store::api_keys::issue(&pool, tenant, "bench").await?;
@@ -134,8 +175,20 @@ async fn measure(settings: Settings, args: &IngestArgs) -> anyhow::Result<Figure
         consumer_group: settings.kafka.consumer_group.clone(),
         topic: settings.kafka.topic.clone(),
     };
+    let stats_load = match stats_clients {
+        0 => None,
+        clients => {
+            let url = app.url(&format!("/api/v1/campaigns/{}/stats", campaigns[0].0));
+            let auth = format!("Authorization: Bearer {}", token.reveal());
+            Some(Wrk::start(&url, clients, 600, &[auth], None)?)
+        }
+    };
     wait_until_committed(&pool, &scope, &ends).await?;
     let ingest = started.elapsed();
+    let stats = match stats_load {
+        Some(wrk) => Some(tokio::task::spawn_blocking(move || wrk.stop()).await??),
+        None => None,
+    };
     let exact = counters_match(&app, &campaigns, &workload.expected).await;
 
     let (baseline_events, baseline) = baseline(&pool, tenant, args).await?;
@@ -164,6 +217,12 @@ async fn measure(settings: Settings, args: &IngestArgs) -> anyhow::Result<Figure
         recount,
         recipients,
         exact,
+        loaded: stats.map(|stats| Loaded {
+            events: workload.events.len(),
+            ingest,
+            stats,
+            exact,
+        }),
     })
 }
 
@@ -366,6 +425,26 @@ fn print_table(args: &IngestArgs, f: &Figures) {
         percentile(&f.recount, 0.99),
         percentile(&f.recount, 0.5) / percentile(&f.activation, 0.5).max(1e-9)
     );
+    if let Some(l) = &f.loaded {
+        let loaded_rate = l.events as f64 / l.ingest.as_secs_f64();
+        println!(
+            "| durable ingest while {} connections ask for stats, events/s | {loaded_rate:.0} ({:+.1} % vs quiet) | | |",
+            args.stats_clients,
+            (loaded_rate / rate - 1.0) * 100.0
+        );
+        println!(
+            "| stats requests during that ingest: requests/s, p50 / p99 ms | {:.0}, {:.3} / {:.3} | | |",
+            l.stats.requests_per_s, l.stats.p50_ms, l.stats.p99_ms
+        );
+        println!(
+            "| stats answers other than 200 / socket errors | {} / {} | | |",
+            l.stats.non_2xx, l.stats.errors
+        );
+        println!(
+            "| counters equal the ground truth (loaded run) | {} | | |",
+            if l.exact { "yes" } else { "NO" }
+        );
+    }
     println!(
         "| counters equal the ground truth | {} | | |",
         if f.exact { "yes" } else { "NO" }
@@ -380,4 +459,14 @@ fn print_table(args: &IngestArgs, f: &Figures) {
         percentile(&f.recount, 0.99),
         f.exact
     );
+    if let Some(l) = &f.loaded {
+        println!(
+            "RESULT loaded_events_per_s={:.0} concurrent_stats_per_s={:.0} concurrent_stats_p50_ms={:.3} concurrent_stats_p99_ms={:.3} loaded_exact={}",
+            l.events as f64 / l.ingest.as_secs_f64(),
+            l.stats.requests_per_s,
+            l.stats.p50_ms,
+            l.stats.p99_ms,
+            l.exact
+        );
+    }
 }

@@ -1,10 +1,12 @@
 //! The plain logic the actors run: no actix, no I/O, unit-tested on its own.
 //!
+//! - [`batch`]     a claimed batch and the events its send's resolution becomes.
 //! - [`campaign`]  a campaign's figures (counters, series, first/last times), the transitions
 //!   that change them, the lifecycle table (which action is allowed in which status), stats.
 //! - [`send_loop`] the send loop's decisions: settle earlier claims, claim, finish.
 //! - [`ledger`]    one partition's per-message state and the forward-only rules applied to it.
 
+pub mod batch;
 pub mod campaign;
 pub mod ledger;
 pub mod send_loop;
