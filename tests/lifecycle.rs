@@ -420,3 +420,43 @@ async fn a_text_longer_than_max_segments_is_refused_naming_the_recipient() {
     h.stop().await;
     db.drop_database().await;
 }
+
+/// `campaignd verify` with the test database; (exit code, stdout).
+fn verify(db: &TestDb) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_campaignd"))
+        .arg("verify")
+        .env("DATABASE_URL", &db.url)
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.code().unwrap_or(-1), stdout)
+}
+
+#[actix_web::test]
+async fn verify_passes_after_sending_and_names_a_snapshot_that_differs_from_its_rows() {
+    let db = TestDb::unique();
+    let h = Harness::start(&db, |_| {}, &[]).await;
+    let (_, token) = h.tenant("shop", 1_000).await;
+    let id = campaign_of(&h, &token, 50, 0).await;
+    assert_eq!(h.action(&token, id, "enqueue").await.0, 200);
+    h.wait_for_status(&token, id, "completed", Duration::from_secs(30))
+        .await;
+    h.settled_figures(&token, id).await;
+    let (code, out) = verify(&db);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("verified 1 campaigns: 0 differ"), "{out}");
+    sqlx::query("UPDATE campaigns SET delivered = delivered + 1 WHERE id = $1")
+        .bind(id)
+        .execute(&h.pool)
+        .await
+        .unwrap();
+    let (code, out) = verify(&db);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("campaign {id}: Delivered: snapshot")),
+        "{out}"
+    );
+    h.stop().await;
+    db.drop_database().await;
+}

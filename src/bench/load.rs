@@ -83,8 +83,12 @@ impl Wrk {
     }
 }
 
-/// Sends each line of a prepared file once, spread over the threads, then stops.
-/// Arguments: the file, the thread count. A line is `timestamp<TAB>signature<TAB>body`.
+/// Sends each line of a prepared file once, spread over the threads. Arguments: the file,
+/// the thread count, a folder. A line is `timestamp<TAB>signature<TAB>body`. Once a thread
+/// has an answer for each of its requests it stops and writes `done-<thread>` in the folder:
+/// one `status count` line per answer status. Connections that find the list used up send
+/// `GET /healthz` until then, and every thread's first request is one too (its 200 answers
+/// are not counted; the posts never answer 200).
 pub const REPLAY_SCRIPT: &str = r#"
 local counter = 0
 function setup(thread)
@@ -93,6 +97,7 @@ function setup(thread)
 end
 function init(args)
   local threads = tonumber(args[2])
+  folder = args[3]
   requests = {}
   local i = 0
   for line in io.lines(args[1]) do
@@ -106,17 +111,36 @@ function init(args)
     end
     i = i + 1
   end
+  filler = wrk.format("GET", "/healthz")
+  calls = 0
   sent = 0
   answered = 0
+  statuses = {}
+  finished = false
 end
 function request()
+  calls = calls + 1
+  -- wrk calls request() once on the first thread to inspect it without sending it: the
+  -- first call of every thread is a filler, so no report is lost to that inspection
+  if calls == 1 or sent >= #requests then
+    return filler
+  end
   sent = sent + 1
-  -- once every request is out, connections repeat the last one until all are answered
-  return requests[math.min(sent, #requests)]
+  return requests[sent]
 end
 function response(status, headers, body)
+  if status == 200 then
+    return
+  end
   answered = answered + 1
-  if answered >= #requests then
+  statuses[status] = (statuses[status] or 0) + 1
+  if answered >= #requests and not finished then
+    finished = true
+    local f = io.open(folder .. "/done-" .. id, "w")
+    for s, n in pairs(statuses) do
+      f:write(s .. " " .. n .. "\n")
+    end
+    f:close()
     wrk.thread:stop()
   end
 end

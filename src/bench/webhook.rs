@@ -4,10 +4,9 @@
 //! measured in the same run over the same HTTP stack: verify the signature, one committed
 //! `UPDATE … WHERE provider_message_id = $1`, answer 202.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
@@ -50,9 +49,11 @@ struct Figures {
     /// From the first request until every report's offset is committed.
     durable: Duration,
     load: WrkFigures,
+    answers: BTreeMap<u16, u64>,
     baseline_reports: usize,
     baseline_time: Duration,
     baseline: WrkFigures,
+    baseline_answers: BTreeMap<u16, u64>,
     applied: i64,
 }
 
@@ -104,17 +105,7 @@ async fn measure(mut settings: Settings, args: &WebhookArgs) -> anyhow::Result<F
     let requests = write_requests(dir.path(), "campaignd", &messages[..args.reports])?;
     let started = Instant::now();
     let url = app.url("/webhooks/mitto/dlr");
-    let (topic, target) = (settings.kafka.topic.clone(), n + args.reports);
-    let on_topic = || {
-        let (bootstrap, topic) = (bootstrap.clone(), topic.clone());
-        async move {
-            let ends =
-                tokio::task::spawn_blocking(move || crate::kafka::end_offsets(&bootstrap, &topic))
-                    .await??;
-            Ok(ends.values().sum::<i64>() as usize >= target)
-        }
-    };
-    let load = replay(&url, args.clients, dir.path(), &requests, on_topic).await?;
+    let (load, answers) = replay(&url, args.clients, dir.path(), &requests).await?;
     let ends = crate::kafka::end_offsets(&bootstrap, &settings.kafka.topic)?;
     wait_until_committed(&pool, &scope, &ends).await?;
     let durable = started.elapsed();
@@ -131,22 +122,11 @@ async fn measure(mut settings: Settings, args: &WebhookArgs) -> anyhow::Result<F
     );
     let baseline_requests =
         write_requests(dir.path(), "baseline", &messages[..args.baseline_reports])?;
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let server = baseline_server(pool.clone(), accepted.clone())?;
+    let server = baseline_server(pool.clone())?;
     let baseline_url = format!("http://{}/webhooks/mitto/dlr", server.1);
     let started = Instant::now();
-    let all_answered = || {
-        let done = accepted.load(Ordering::Relaxed) >= args.baseline_reports;
-        async move { Ok(done) }
-    };
-    let baseline = replay(
-        &baseline_url,
-        args.clients,
-        dir.path(),
-        &baseline_requests,
-        all_answered,
-    )
-    .await?;
+    let (baseline, baseline_answers) =
+        replay(&baseline_url, args.clients, dir.path(), &baseline_requests).await?;
     let baseline_time = started.elapsed();
     server.0.stop(true).await;
     pool.close().await;
@@ -154,9 +134,11 @@ async fn measure(mut settings: Settings, args: &WebhookArgs) -> anyhow::Result<F
         reports: args.reports,
         durable,
         load,
+        answers,
         baseline_reports: args.baseline_reports,
         baseline_time,
         baseline,
+        baseline_answers,
         applied,
     })
 }
@@ -226,37 +208,53 @@ fn write_requests(
     Ok(path)
 }
 
-/// Sends every prepared request once through wrk, stops it once `done` says every report
-/// was taken (wrk itself runs for its whole duration), and reads its figures.
-async fn replay<F, Fut>(
+/// Sends every prepared request once through wrk, stops it once each of its threads has
+/// every answer (wrk itself runs for its whole duration), and reads its figures and the
+/// answers by status.
+async fn replay(
     url: &str,
     clients: usize,
     dir: &Path,
     requests: &Path,
-    mut done: F,
-) -> anyhow::Result<WrkFigures>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<bool>>,
-{
+) -> anyhow::Result<(WrkFigures, BTreeMap<u16, u64>)> {
     let script = dir.join("replay.lua");
     std::fs::write(&script, load::REPLAY_SCRIPT)?;
+    let answers = dir.join(format!("answers-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&answers)?;
+    let threads = load::threads(clients);
     let args = vec![
         requests.display().to_string(),
-        load::threads(clients).to_string(),
+        threads.to_string(),
+        answers.display().to_string(),
     ];
     let wrk = Wrk::start(url, clients, 600, &[], Some((&script, &args)))?;
     let deadline = Instant::now() + Duration::from_secs(600);
-    while !done().await? && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    let done = |t: usize| answers.join(format!("done-{t}")).exists();
+    while !(0..threads).all(done) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    tokio::task::spawn_blocking(move || wrk.stop()).await?
+    let figures = tokio::task::spawn_blocking(move || wrk.stop()).await??;
+    Ok((figures, answers_by_status(&answers, threads)?))
+}
+
+/// What the replay script's threads wrote: answers per status.
+fn answers_by_status(folder: &Path, threads: usize) -> anyhow::Result<BTreeMap<u16, u64>> {
+    let mut answers = BTreeMap::new();
+    for t in 0..threads {
+        let text = std::fs::read_to_string(folder.join(format!("done-{t}")))
+            .with_context(|| format!("thread {t} did not finish within the run"))?;
+        for line in text.lines() {
+            if let Some((status, n)) = line.split_once(' ') {
+                *answers.entry(status.parse()?).or_default() += n.parse::<u64>()?;
+            }
+        }
+    }
+    Ok(answers)
 }
 
 /// The replaced design's handler: verify, one committed UPDATE per report, 202.
 fn baseline_server(
     pool: sqlx::PgPool,
-    accepted: Arc<AtomicUsize>,
 ) -> anyhow::Result<(actix_web::dev::ServerHandle, std::net::SocketAddr)> {
     let verifier = web::Data::new(Verifier {
         secrets: vec![SecretString::from(SECRET)],
@@ -264,13 +262,12 @@ fn baseline_server(
         tolerance_secs: 300,
     });
     let pool = web::Data::new(pool);
-    let accepted = web::Data::new(accepted);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(verifier.clone())
             .app_data(pool.clone())
-            .app_data(accepted.clone())
             .route("/webhooks/mitto/dlr", web::post().to(baseline_report))
+            .route("/healthz", web::get().to(HttpResponse::Ok))
     })
     .bind("127.0.0.1:0")?;
     let addr = server.addrs()[0];
@@ -285,7 +282,6 @@ async fn baseline_report(
     body: web::Bytes,
     verifier: web::Data<Verifier>,
     pool: web::Data<sqlx::PgPool>,
-    accepted: web::Data<Arc<AtomicUsize>>,
 ) -> HttpResponse {
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     let presented = Presented {
@@ -305,7 +301,6 @@ async fn baseline_report(
             return HttpResponse::ServiceUnavailable().finish();
         }
     }
-    accepted.fetch_add(1, Ordering::Relaxed);
     HttpResponse::Accepted().finish()
 }
 
@@ -332,8 +327,8 @@ fn print_table(args: &WebhookArgs, f: &Figures) {
         f.load.p50_ms, f.load.p99_ms, f.baseline.p50_ms, f.baseline.p99_ms
     );
     println!(
-        "| answers other than 202 (repeats after the last report included) / socket errors | {} / {} | {} / {} | |",
-        f.load.non_2xx, f.load.errors, f.baseline.non_2xx, f.baseline.errors
+        "| answers by status / socket errors | {:?} / {} | {:?} / {} | |",
+        f.answers, f.load.errors, f.baseline_answers, f.baseline.errors
     );
     println!(
         "| reports applied (delivered in the snapshot) | {} of {} | | |",

@@ -97,4 +97,46 @@ mod tests {
         assert!(t.is_static());
         assert_eq!(t.render(&Fields::default()), "Sale {today} {{unclosed");
     }
+
+    mod rendered_lengths {
+        use super::*;
+        use crate::domain::{Segments, TooLong};
+        use proptest::prelude::*;
+
+        fn attribute() -> impl Strategy<Value = serde_json::Value> {
+            prop_oneof![
+                "\\PC{0,400}".prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<bool>().prop_map(serde_json::Value::from),
+                Just(serde_json::Value::Null),
+                proptest::collection::vec("\\PC{0,40}", 0..4).prop_map(serde_json::Value::from),
+            ]
+        }
+
+        proptest! {
+            /// Any template filled from any attributes renders, and its length is either
+            /// within the bound or refused with the real count — never a panic, never a
+            /// count the segments column cannot hold.
+            #[test]
+            fn any_template_and_attributes_render_within_the_bound_or_are_refused(
+                body in "(\\PC{0,60}(\\{\\{(firstName|lastName|a|b|c)\\}\\})?){0,8}",
+                first in proptest::option::of("\\PC{0,80}"),
+                attributes in proptest::collection::hash_map("a|b|c", attribute(), 0..3),
+                max in 1u32..12,
+            ) {
+                let text = Template::parse(&body).render(&Fields {
+                    first_name: first.as_deref(),
+                    last_name: None,
+                    attributes: Some(&attributes),
+                });
+                match Segments::bounded(&text, max) {
+                    Ok(parts) => prop_assert!((1..=max as i16).contains(&parts)),
+                    Err(TooLong { parts, max: limit }) => {
+                        prop_assert!(parts > limit);
+                        prop_assert_eq!(parts, Segments::count(&text).parts);
+                    }
+                }
+            }
+        }
+    }
 }

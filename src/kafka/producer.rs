@@ -17,6 +17,13 @@ pub struct EventProducer {
     topic: Arc<str>,
 }
 
+/// How long a record waits for companions before its batch leaves. A webhook request waits
+/// for its record's acknowledgement, so this is paid by every provider call; batches still
+/// form from whatever arrives while a request to the broker is in flight. Measured with
+/// `bench webhook` (64 connections): 5 ms → 8,700 reports/s, p50 5.7 ms; 1 ms → 19,500/s,
+/// p50 2.0 ms; 0 → 17,700/s (more, smaller requests).
+const LINGER_MS: &str = "1";
+
 /// How long a record may wait in the local queue for the broker before the send fails.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -26,7 +33,7 @@ impl EventProducer {
             .set("bootstrap.servers", bootstrap)
             .set("acks", "all")
             .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
+            .set("linger.ms", LINGER_MS)
             .set("batch.num.messages", "10000")
             .set("queue.buffering.max.messages", "500000")
             .set("compression.type", "lz4")
