@@ -33,6 +33,7 @@ pub struct CampaignActor {
     pub(super) run: SendRun,
     commands: VecDeque<(Lifecycle, oneshot::Sender<LifecycleResult>)>,
     pub(super) command_running: bool,
+    published: PublishedStats,
 }
 
 pub(super) enum Load {
@@ -42,7 +43,12 @@ pub(super) enum Load {
 }
 
 impl CampaignActor {
-    pub fn new(id: CampaignId, pool: sqlx::PgPool, sending: Option<Arc<SendingContext>>) -> Self {
+    pub fn new(
+        id: CampaignId,
+        pool: sqlx::PgPool,
+        sending: Option<Arc<SendingContext>>,
+        published: PublishedStats,
+    ) -> Self {
         Self {
             id,
             pool,
@@ -52,7 +58,21 @@ impl CampaignActor {
             run: SendRun::default(),
             commands: VecDeque::new(),
             command_running: false,
+            published,
         }
+    }
+
+    /// Makes the current stats what stats requests read.
+    pub(super) fn publish(&self) {
+        if let Load::Ready(c) = &self.state {
+            self.published.insert(self.id, (c.tenant, c.stats()));
+        }
+    }
+
+    /// Stops the actor, withdrawing its published stats first.
+    fn stop(&mut self, ctx: &mut Context<Self>) {
+        self.published.remove(&self.id);
+        ctx.stop();
     }
 
     pub(super) fn campaign(&mut self) -> Option<&mut Campaign> {
@@ -103,7 +123,7 @@ impl CampaignActor {
                         for (_, waiting) in act.commands.drain(..) {
                             let _ = waiting.send(Err(enqueue::StartError::NotFound));
                         }
-                        return ctx.stop();
+                        return act.stop(ctx);
                     }
                     act.next_command(ctx);
                 }));
@@ -133,7 +153,7 @@ impl Actor for CampaignActor {
                 // messages already in the mailbox are answered first (the mailbox runs
                 // before timers); later ones reach a fresh activation, which looks again
                 act.state = Load::Missing;
-                ctx.run_later(Duration::ZERO, |_, ctx| ctx.stop());
+                ctx.run_later(Duration::ZERO, |act, ctx| act.stop(ctx));
             }
         }));
     }
@@ -180,7 +200,7 @@ impl Handler<Passivate> for CampaignActor {
             Load::Loading => false,
         };
         if idle && settled {
-            ctx.stop();
+            self.stop(ctx);
         }
         idle && settled
     }

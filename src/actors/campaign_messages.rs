@@ -12,6 +12,12 @@ use crate::pipeline::Replay;
 use crate::store::campaigns::{CampaignRecord, Definition};
 use crate::store::enqueue::{EnqueueOutcome, StartError};
 
+/// The stats each active campaign's actor last published: what stats requests read, without
+/// a round trip through the actor's mailbox (which may be behind a batch of transitions).
+/// An actor publishes after every change it makes and withdraws its entry when it stops.
+pub type PublishedStats =
+    std::sync::Arc<dashmap::DashMap<crate::domain::CampaignId, (TenantId, Stats)>>;
+
 /// What campaign actors share for sending.
 pub struct SendingContext {
     pub senders: SenderPool,

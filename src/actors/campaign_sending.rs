@@ -18,6 +18,8 @@ use crate::store::{self, until_ok};
 impl CampaignActor {
     /// Takes the send loop's next step, if there is one to take.
     pub(super) fn pump(&mut self, ctx: &mut Context<Self>) {
+        // every change the actor makes ends here: publish it for stats requests
+        self.publish();
         let (Some(sending), Load::Ready(c)) = (self.sending.clone(), &self.state) else {
             return;
         };

@@ -12,7 +12,7 @@ use sqlx::PgPool;
 
 use super::campaign::{
     ApplyTransitions, CampaignActor, Command, GetAppliedEpoch, GetStats, Lifecycle,
-    LifecycleResult, Passivate, SendingContext,
+    LifecycleResult, Passivate, PublishedStats, SendingContext,
 };
 use crate::domain::{CampaignId, TenantId};
 use crate::engine::campaign::{Stats, Transition};
@@ -25,6 +25,7 @@ pub struct CampaignRegistry {
 
 struct Inner {
     actors: DashMap<CampaignId, Addr<CampaignActor>>,
+    published: PublishedStats,
     pool: PgPool,
     arbiter: ArbiterHandle,
     /// The last checkpoint committed; an actor whose changes are newer must not passivate.
@@ -41,6 +42,7 @@ impl CampaignRegistry {
         Self {
             inner: Arc::new(Inner {
                 actors: DashMap::new(),
+                published: PublishedStats::default(),
                 pool,
                 arbiter,
                 committed_epoch,
@@ -67,8 +69,9 @@ impl CampaignRegistry {
             .or_insert_with(|| {
                 let pool = inner.pool.clone();
                 let sending = inner.sending.get().cloned();
+                let published = inner.published.clone();
                 CampaignActor::start_in_arbiter(&inner.arbiter, move |_| {
-                    CampaignActor::new(id, pool, sending)
+                    CampaignActor::new(id, pool, sending, published)
                 })
             })
             .clone()
@@ -111,8 +114,12 @@ impl CampaignRegistry {
         futures::future::join_all(sends).await;
     }
 
-    /// The campaign's tenant and stats, from its actor's memory.
+    /// The campaign's tenant and stats, from its actor's memory: what it last published, or
+    /// (not active yet) asked of a fresh activation.
     pub async fn stats(&self, id: CampaignId) -> Option<(TenantId, Stats)> {
+        if let Some(published) = self.inner.published.get(&id) {
+            return Some(published.clone());
+        }
         self.ask(id, GetStats).await.flatten()
     }
 

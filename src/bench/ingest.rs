@@ -48,6 +48,10 @@ pub struct IngestArgs {
     /// to show stats under load and what that load costs the ingest; 0 skips that run.
     #[arg(long, default_value_t = 64)]
     pub stats_clients: usize,
+    /// Stats requests per second those connections aim at in all (each connection pauses
+    /// between its requests); 0 asks as fast as answers come.
+    #[arg(long, default_value_t = 20_000)]
+    pub stats_rate: usize,
     /// Keep the bench database afterwards.
     #[arg(long)]
     pub keep: bool,
@@ -180,7 +184,20 @@ async fn measure(
         clients => {
             let url = app.url(&format!("/api/v1/campaigns/{}/stats", campaigns[0].0));
             let auth = format!("Authorization: Bearer {}", token.reveal());
-            Some(Wrk::start(&url, clients, 600, &[auth], None)?)
+            let pace = match args.stats_rate {
+                0 => None,
+                rate => {
+                    let script = std::env::temp_dir()
+                        .join(format!("campaignd-paced-{}.lua", uuid::Uuid::new_v4()));
+                    std::fs::write(&script, super::load::PACED_SCRIPT)?;
+                    let pause_ms = (clients * 1000 / rate).max(1);
+                    Some((script, vec![pause_ms.to_string()]))
+                }
+            };
+            let script = pace
+                .as_ref()
+                .map(|(path, args)| (path.as_path(), args.as_slice()));
+            Some(Wrk::start(&url, clients, 600, &[auth], script)?)
         }
     };
     wait_until_committed(&pool, &scope, &ends).await?;
@@ -433,8 +450,14 @@ fn print_table(args: &IngestArgs, f: &Figures) {
             (loaded_rate / rate - 1.0) * 100.0
         );
         println!(
-            "| stats requests during that ingest: requests/s, p50 / p99 ms | {:.0}, {:.3} / {:.3} | | |",
-            l.stats.requests_per_s, l.stats.p50_ms, l.stats.p99_ms
+            "| stats requests during that ingest ({}): requests/s, p50 / p99 ms | {:.0}, {:.3} / {:.3} | | |",
+            match args.stats_rate {
+                0 => "as fast as answered".to_owned(),
+                rate => format!("paced at {rate}/s"),
+            },
+            l.stats.requests_per_s,
+            l.stats.p50_ms,
+            l.stats.p99_ms
         );
         println!(
             "| stats answers other than 200 / socket errors | {} / {} | | |",

@@ -146,6 +146,18 @@ function response(status, headers, body)
 end
 "#;
 
+/// Paces each connection: after an answer it waits the given milliseconds (argument 1)
+/// before its next request, so `connections` connections ask about
+/// `connections * 1000 / ms` times a second in all (fewer when answers are slow).
+pub const PACED_SCRIPT: &str = r#"
+function init(args)
+  pause = tonumber(args[1])
+end
+function delay()
+  return pause
+end
+"#;
+
 /// wrk's thread count for scripts that split work by thread.
 pub fn threads(connections: usize) -> usize {
     THREADS.min(connections.max(1))
