@@ -62,6 +62,10 @@ impl CampaignActor {
         }
     }
 
+    pub(super) fn has_commands(&self) -> bool {
+        !self.commands.is_empty()
+    }
+
     /// Makes the current stats what stats requests read.
     pub(super) fn publish(&self) {
         if let Load::Ready(c) = &self.state {
@@ -100,8 +104,8 @@ impl CampaignActor {
     }
 
     /// Starts the next queued lifecycle command unless one is running.
-    fn next_command(&mut self, ctx: &mut Context<Self>) {
-        if self.command_running {
+    pub(super) fn next_command(&mut self, ctx: &mut Context<Self>) {
+        if self.command_running || self.run.writing() {
             return;
         }
         let Some((msg, reply)) = self.commands.pop_front() else {
@@ -116,6 +120,7 @@ impl CampaignActor {
                 self.command_running = true;
                 ctx.spawn(work.map(move |result, act, ctx| {
                     act.command_running = false;
+                    act.publish();
                     let deleted = matches!(result, Ok(LifecycleReply::Deleted));
                     let _ = reply.send(result);
                     if deleted {

@@ -20,6 +20,9 @@ impl CampaignActor {
     pub(super) fn pump(&mut self, ctx: &mut Context<Self>) {
         // every change the actor makes ends here: publish it for stats requests
         self.publish();
+        if self.has_commands() && !self.command_running && !self.run.writing() {
+            return self.next_command(ctx);
+        }
         let (Some(sending), Load::Ready(c)) = (self.sending.clone(), &self.state) else {
             return;
         };

@@ -5,7 +5,9 @@
 //! the checkpoints (and offsets) of every partition. Only then are offsets committed to Kafka
 //! (for lag monitoring; Postgres holds the truth).
 //!
-//! A failed write is kept and folded into the next one, so nothing handed over is lost.
+//! A failed write is kept and retried with the next one, so nothing handed over is lost; each
+//! is applied only if its epoch is newer than the one stored, so a write that did commit
+//! although its answer was lost is never applied twice (campaign deltas and credits add up).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,7 +101,8 @@ pub struct Checkpointer {
     partitions: Partitions,
     registry: CampaignRegistry,
     pending_records: Arc<AtomicU64>,
-    unwritten: Option<CheckpointWrite>,
+    /// Checkpoints whose write failed, oldest first; retried with the next one.
+    unwritten: Vec<CheckpointWrite>,
     last_started: Instant,
     running: bool,
     on_commit: Option<OnCommit>,
@@ -119,7 +122,7 @@ impl Checkpointer {
             partitions,
             registry,
             pending_records,
-            unwritten: None,
+            unwritten: Vec::new(),
             last_started: Instant::now(),
             running: false,
             on_commit: None,
@@ -179,70 +182,73 @@ impl Handler<CheckpointNow> for Checkpointer {
         self.last_started = Instant::now();
         self.pending_records.store(0, Ordering::Relaxed);
         let (epoch, actors) = self.partitions.begin_barrier();
+        let committed = self.registry.committed_epoch().load(Ordering::Acquire);
+        let barrier = Barrier { epoch, committed };
         let collect = async move {
-            futures::future::join_all(actors.iter().map(|a| a.send(Barrier { epoch }))).await
+            futures::future::join_all(actors.iter().map(|a| a.send(barrier.clone()))).await
         };
         AtomicResponse::new(Box::pin(
             collect
                 .into_actor(self)
                 .then(move |parts, act, _| {
-                    let mut write = CheckpointWrite { epoch, ..Default::default() };
-                    for part in parts.into_iter().flatten() {
-                        write.rows.extend(part.rows);
-                        write.dead_letters.extend(part.dead_letters);
-                        for (campaign, moves) in part.credits {
-                            write.credits.entry(campaign).or_default().add(moves);
-                        }
-                        for (campaign, delta) in part.figures {
-                            write.campaigns.entry(campaign).or_default().merge(&delta);
-                        }
-                        if let Some(offset) = part.commit_offset {
-                            write.offsets.insert(part.partition, offset);
-                        }
-                    }
-                    if let Some(mut earlier) = act.unwritten.take() {
-                        earlier.absorb(write);
-                        write = earlier;
-                    }
+                    let write = CheckpointWrite::collect(epoch, parts.into_iter().flatten());
+                    // earlier epochs whose write failed go first; the store skips any that
+                    // did commit after all (an answer lost with the connection)
+                    let mut writes = std::mem::take(&mut act.unwritten);
+                    let unchanged = writes.is_empty() && act.changes_nothing(&write);
+                    writes.push(write);
                     let (pool, scope) = (act.config.pool.clone(), act.config.scope.clone());
-                    // nothing changed, so no transition carries this epoch: skip the write
-                    let empty = write.rows.is_empty()
-                        && write.dead_letters.is_empty()
-                        && write.campaigns.is_empty()
-                        && write.offsets.iter().all(|(p, o)| act.committed_offsets.get(p) == Some(o));
                     async move {
-                        let started = Instant::now();
-                        let result = if empty { Ok(()) } else { checkpoints::commit(&pool, &scope, &write).await };
-                        tracing::debug!(
-                            epoch,
-                            rows = write.rows.len(),
-                            campaigns = write.campaigns.len(),
-                            elapsed_ms = started.elapsed().as_millis() as u64,
-                            "checkpoint written"
-                        );
-                        (write, result)
+                        let result = match unchanged {
+                            true => Ok(()),
+                            false => checkpoints::commit(&pool, &scope, &writes).await,
+                        };
+                        (writes, result)
                     }
                     .into_actor(act)
                 })
-                .map(move |(write, result), act, _| {
+                .map(move |(writes, result), act, _| {
                     act.running = false;
                     match result {
-                        Ok(()) => {
-                            act.registry.committed_epoch().store(epoch, Ordering::Release);
-                            act.committed_offsets.extend(write.offsets.iter().map(|(p, o)| (*p, *o)));
-                            if let Some(on_commit) = &act.on_commit {
-                                on_commit(write.offsets);
-                            }
-                            Ok(epoch)
-                        }
+                        Ok(()) => Ok(act.committed(epoch, writes)),
                         Err(e) => {
                             tracing::error!(error = %e, epoch, "checkpoint failed; its data is kept for the next one");
-                            act.unwritten = Some(write);
+                            act.unwritten = writes;
                             Err(e.to_string())
                         }
                     }
                 }),
         ))
+    }
+}
+
+impl Checkpointer {
+    /// Nothing changed, so no transition carries this epoch: the write can be skipped.
+    fn changes_nothing(&self, write: &CheckpointWrite) -> bool {
+        write.rows.is_empty()
+            && write.dead_letters.is_empty()
+            && write.campaigns.is_empty()
+            && write
+                .offsets
+                .iter()
+                .all(|(p, o)| self.committed_offsets.get(p) == Some(o))
+    }
+
+    /// Records a committed checkpoint and hands its offsets on (newest per partition).
+    fn committed(&mut self, epoch: u64, writes: Vec<CheckpointWrite>) -> u64 {
+        self.registry
+            .committed_epoch()
+            .store(epoch, Ordering::Release);
+        let mut offsets = HashMap::new();
+        for write in writes {
+            offsets.extend(write.offsets);
+        }
+        self.committed_offsets
+            .extend(offsets.iter().map(|(p, o)| (*p, *o)));
+        if let Some(on_commit) = &self.on_commit {
+            on_commit(offsets);
+        }
+        epoch
     }
 }
 

@@ -25,8 +25,11 @@ pub struct Records(pub Vec<Incoming>);
 /// Closes epoch `epoch`: the reply is what the checkpoint with that number commits.
 #[derive(Message)]
 #[rtype(result = "PartitionCheckpoint")]
+#[derive(Clone, Copy)]
 pub struct Barrier {
     pub epoch: u64,
+    /// The last epoch committed to Postgres when this barrier was sent.
+    pub committed: u64,
 }
 
 /// Stops the actor (its partition was revoked and checkpointed).
@@ -127,7 +130,7 @@ impl Handler<Barrier> for DlrActor {
     type Result = MessageResult<Barrier>;
 
     fn handle(&mut self, msg: Barrier, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.ledger.barrier(msg.epoch, Utc::now()))
+        MessageResult(self.ledger.barrier(msg.epoch, msg.committed, Utc::now()))
     }
 }
 

@@ -145,6 +145,9 @@ pub struct Ledger {
     parked: HashMap<MessageId, Vec<Parked>>,
     parked_len: usize,
     dirty: HashSet<RecipientId>,
+    /// The epoch of each row's last handed-over change, until that epoch is committed: such
+    /// a row must stay in memory (Postgres still holds its state before the change).
+    uncommitted: HashMap<RecipientId, u64>,
     dead: Vec<DeadLetter>,
     credits: HashMap<CampaignId, CreditMoves>,
     figures: HashMap<CampaignId, Figures>,
@@ -175,6 +178,7 @@ impl Ledger {
             parked: HashMap::new(),
             parked_len: 0,
             dirty: HashSet::new(),
+            uncommitted: HashMap::new(),
             dead: Vec::new(),
             credits: HashMap::new(),
             figures: HashMap::new(),
@@ -524,14 +528,22 @@ impl Ledger {
     }
 
     /// Hands over everything changed since the last barrier; what follows belongs to the next
-    /// epoch.
-    pub fn barrier(&mut self, epoch: u64, now: DateTime<Utc>) -> PartitionCheckpoint {
+    /// epoch. `committed`: the last epoch known to be in Postgres (evictions stop there).
+    pub fn barrier(
+        &mut self,
+        epoch: u64,
+        committed: u64,
+        now: DateTime<Utc>,
+    ) -> PartitionCheckpoint {
         self.expire_parked(now);
-        let rows = self
-            .dirty
-            .drain()
-            .filter_map(|r| self.rows.get(&r).cloned())
+        let changed: Vec<RecipientId> = self.dirty.drain().collect();
+        let rows = changed
+            .iter()
+            .filter_map(|r| self.rows.get(r).cloned())
             .collect();
+        self.uncommitted
+            .extend(changed.into_iter().map(|r| (r, epoch)));
+        self.uncommitted.retain(|_, e| *e > committed);
         let oldest_parked = self.parked.values().flatten().map(|p| p.offset).min();
         let commit_offset = match (self.next_offset, oldest_parked) {
             (Some(next), Some(parked)) => Some(next.min(parked)),
@@ -570,16 +582,16 @@ impl Ledger {
         }
     }
 
-    /// Drops final, already checkpointed messages once memory holds too many; a late report
-    /// for one of them is looked up again.
+    /// Drops final messages whose last change is committed once memory holds too many; a
+    /// late report for one of them is looked up again and finds that change in Postgres.
     fn evict(&mut self) {
         if self.rows.len() <= self.limits.max_resident {
             return;
         }
-        let dirty = &self.dirty;
+        let uncommitted = &self.uncommitted;
         let by_message = &mut self.by_message;
         self.rows.retain(|id, row| {
-            let keep = !row.status.is_final() || dirty.contains(id);
+            let keep = !row.status.is_final() || uncommitted.contains_key(id);
             if !keep {
                 if let Some(m) = &row.message_id {
                     by_message.remove(m);
@@ -686,7 +698,7 @@ mod tests {
         );
         assert_eq!(moves(&ts), vec![(Processing, Sent), (Sent, Delivered)]);
         assert_eq!(l.counts.ignored, 3);
-        let cp = l.barrier(1, at(9));
+        let cp = l.barrier(1, 0, at(9));
         assert_eq!(cp.rows.len(), 1);
         assert_eq!(cp.rows[0].status, Delivered);
         assert_eq!(cp.rows[0].delivery_status.as_deref(), Some("Delivered"));
@@ -719,7 +731,7 @@ mod tests {
         assert!(l
             .apply_batch(vec![dlr(0, 1, "Delivered")], at(0))
             .is_empty());
-        let cp = l.barrier(1, at(1));
+        let cp = l.barrier(1, 0, at(1));
         assert_eq!(
             cp.commit_offset,
             Some(0),
@@ -728,7 +740,7 @@ mod tests {
         let ts = l.apply_batch(vec![sent(1, 1)], at(2));
         assert_eq!(moves(&ts), vec![(Processing, Sent), (Sent, Delivered)]);
         assert_eq!(ts[0].epoch, 2, "after barrier 1, changes belong to epoch 2");
-        assert_eq!(l.barrier(2, at(3)).commit_offset, Some(2));
+        assert_eq!(l.barrier(2, 0, at(3)).commit_offset, Some(2));
     }
 
     #[test]
@@ -743,8 +755,8 @@ mod tests {
             },
         );
         l.apply_batch(vec![dlr(5, 99, "Delivered")], at(0));
-        assert!(l.barrier(1, at(5)).dead_letters.is_empty());
-        let cp = l.barrier(2, at(11));
+        assert!(l.barrier(1, 0, at(5)).dead_letters.is_empty());
+        let cp = l.barrier(2, 0, at(11));
         assert_eq!(cp.dead_letters.len(), 1);
         assert_eq!(cp.dead_letters[0].offset, Some(5));
         assert_eq!(cp.commit_offset, Some(6));
@@ -763,7 +775,7 @@ mod tests {
         };
         let ts = l.apply_batch(vec![poison, sent(1, 404), sent(2, 1)], at(0));
         assert_eq!(ts.len(), 1);
-        let cp = l.barrier(1, at(0));
+        let cp = l.barrier(1, 0, at(0));
         assert_eq!(cp.dead_letters.len(), 2);
         assert_eq!(cp.dead_letters[0].payload, b"{oops");
         assert_eq!(cp.dead_letters[0].key.as_deref(), Some(&b"k"[..]));
@@ -821,8 +833,33 @@ mod tests {
             row(2, MessageStatus::Processing),
         ]);
         l.apply_batch(vec![sent(0, 1), dlr(1, 1, "Delivered"), sent(2, 2)], at(0));
-        l.barrier(1, at(0));
+        l.barrier(1, 0, at(0));
+        assert_eq!(l.resident(), 2, "epoch 1 is not committed yet: both stay");
+        l.barrier(2, 1, at(0));
         assert_eq!(l.resident(), 1, "only the in-flight message stays");
         assert_eq!(l.lookups(&[dlr(3, 1, "Delivered")]).messages, vec![mid(1)]);
+    }
+
+    /// A report repeated while the checkpoint that holds its message's final state is not
+    /// committed must find that state in memory, not the older row in Postgres.
+    #[test]
+    fn a_final_message_stays_in_memory_until_its_checkpoint_commits() {
+        let mut l = Ledger::new(
+            0,
+            None,
+            1,
+            LedgerLimits {
+                max_resident: 0,
+                ..Default::default()
+            },
+        );
+        l.absorb(vec![row(1, MessageStatus::Processing)]);
+        l.apply_batch(vec![sent(0, 1), dlr(1, 1, "Undelivered")], at(0));
+        l.barrier(1, 0, at(0));
+        let repeated = l.apply_batch(vec![dlr(2, 1, "Undelivered")], at(1));
+        assert!(repeated.is_empty(), "the repeat changes nothing");
+        assert!(l.lookups(&[dlr(3, 1, "Failed")]).messages.is_empty());
+        l.barrier(2, 1, at(2));
+        assert_eq!(l.resident(), 0, "committed: evicted");
     }
 }

@@ -140,6 +140,12 @@ impl SendRun {
         self.claims.iter().copied().collect()
     }
 
+    /// A claim or the finish is being written: a lifecycle command waits for it, so a pause
+    /// or cancel is never answered while a batch it should stop is still being claimed.
+    pub fn writing(&self) -> bool {
+        self.claiming || self.finishing
+    }
+
     /// Batches are out or being claimed: the actor must not stop.
     pub fn busy(&self) -> bool {
         self.batches_out > 0 || self.claiming || self.finishing

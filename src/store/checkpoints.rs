@@ -10,7 +10,7 @@ use super::messages::write_rows;
 use super::StoreError;
 use crate::domain::CampaignId;
 use crate::engine::campaign::{Counters, Figures};
-use crate::engine::ledger::{CreditMoves, DeadLetter, MessageRow};
+use crate::engine::ledger::{CreditMoves, DeadLetter, MessageRow, PartitionCheckpoint};
 
 /// Where offsets are kept: the broker cluster, consumer group and topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,21 +35,26 @@ pub struct CheckpointWrite {
 }
 
 impl CheckpointWrite {
-    /// Folds a newer checkpoint into this one (used when a write failed and is retried):
-    /// newer rows win, dead letters and campaign deltas add up, offsets take the newer value.
-    pub fn absorb(&mut self, newer: CheckpointWrite) {
-        self.epoch = newer.epoch;
-        let mut rows: HashMap<_, _> = self.rows.drain(..).map(|r| (r.recipient, r)).collect();
-        rows.extend(newer.rows.into_iter().map(|r| (r.recipient, r)));
-        self.rows = rows.into_values().collect();
-        self.dead_letters.extend(newer.dead_letters);
-        self.offsets.extend(newer.offsets);
-        for (campaign, delta) in newer.campaigns {
-            self.campaigns.entry(campaign).or_default().merge(&delta);
+    /// Gathers what the partitions handed over at the barrier of `epoch`.
+    pub fn collect(epoch: u64, parts: impl Iterator<Item = PartitionCheckpoint>) -> Self {
+        let mut write = CheckpointWrite {
+            epoch,
+            ..Default::default()
+        };
+        for part in parts {
+            write.rows.extend(part.rows);
+            write.dead_letters.extend(part.dead_letters);
+            for (campaign, moves) in part.credits {
+                write.credits.entry(campaign).or_default().add(moves);
+            }
+            for (campaign, delta) in part.figures {
+                write.campaigns.entry(campaign).or_default().merge(&delta);
+            }
+            if let Some(offset) = part.commit_offset {
+                write.offsets.insert(part.partition, offset);
+            }
         }
-        for (campaign, moves) in newer.credits {
-            self.credits.entry(campaign).or_default().add(moves);
-        }
+        write
     }
 }
 
@@ -80,25 +85,42 @@ pub async fn load_offsets(
     Ok(rows.into_iter().collect())
 }
 
-/// Commits one checkpoint atomically.
-#[tracing::instrument(skip_all, fields(epoch = write.epoch, rows = write.rows.len()))]
+/// Commits checkpoints (oldest first) in one transaction. The stored epoch is read under its
+/// row lock first and every write at or below it is skipped: it committed already (its
+/// answer was lost), and its campaign deltas and credits must not be added twice.
+#[tracing::instrument(skip_all, fields(epochs = writes.len()))]
 pub async fn commit(
     pool: &PgPool,
     scope: &OffsetScope,
-    write: &CheckpointWrite,
+    writes: &[CheckpointWrite],
 ) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
-    write_rows(&mut tx, &write.rows).await?;
+    let stored: i64 = sqlx::query_scalar("SELECT epoch FROM checkpoint_state FOR UPDATE")
+        .fetch_one(&mut *tx)
+        .await?;
+    for write in writes.iter().filter(|w| w.epoch > stored as u64) {
+        apply(&mut tx, scope, write).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// One checkpoint's writes, inside the caller's transaction.
+async fn apply(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    scope: &OffsetScope,
+    write: &CheckpointWrite,
+) -> Result<(), StoreError> {
+    write_rows(tx, &write.rows).await?;
     // campaign rows before tenant rows: the order the campaign's own writes lock them in
-    add_to_snapshots(&mut tx, &write.campaigns).await?;
-    book_credits(&mut tx, &write.credits).await?;
-    insert_dead_letters(&mut tx, &scope.topic, &write.dead_letters).await?;
-    write_offsets(&mut tx, scope, &write.offsets).await?;
+    add_to_snapshots(tx, &write.campaigns).await?;
+    book_credits(tx, &write.credits).await?;
+    insert_dead_letters(tx, &scope.topic, &write.dead_letters).await?;
+    write_offsets(tx, scope, &write.offsets).await?;
     sqlx::query("UPDATE checkpoint_state SET epoch = GREATEST(epoch, $1), updated_at = now()")
         .bind(write.epoch as i64)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-    tx.commit().await?;
     Ok(())
 }
 
