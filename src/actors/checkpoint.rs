@@ -184,9 +184,8 @@ impl Handler<CheckpointNow> for Checkpointer {
         let (epoch, actors) = self.partitions.begin_barrier();
         let committed = self.registry.committed_epoch().load(Ordering::Acquire);
         let barrier = Barrier { epoch, committed };
-        let collect = async move {
-            futures::future::join_all(actors.iter().map(|a| a.send(barrier.clone()))).await
-        };
+        let collect =
+            async move { futures::future::join_all(actors.iter().map(|a| a.send(barrier))).await };
         AtomicResponse::new(Box::pin(
             collect
                 .into_actor(self)
