@@ -111,8 +111,9 @@ impl CampaignActor {
         }
     }
 
-    /// Puts claims that provably never reached Mitto back in the queue (held in the mailbox
-    /// so the figures and the rows agree before anything else happens).
+    /// Puts claims that provably never reached Mitto back in the queue. No claim, finish or
+    /// command starts until the rows and the figures agree again; transitions and stats
+    /// requests are answered meanwhile.
     fn release(&mut self, ctx: &mut Context<Self>, ids: Vec<RecipientId>) {
         let (pool, id) = (self.pool.clone(), self.id);
         let release = async move {
@@ -121,8 +122,9 @@ impl CampaignActor {
             })
             .await
         };
-        ctx.wait(release.into_actor(self).map(|released, act, ctx| {
-            act.run.requeued();
+        self.run.releasing();
+        ctx.spawn(release.into_actor(self).map(|released, act, ctx| {
+            act.run.released();
             if let Some(c) = act.campaign() {
                 c.adjust(&claimed_counts(-released));
             }

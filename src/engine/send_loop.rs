@@ -41,6 +41,8 @@ pub struct SendRun {
     batches_out: usize,
     claiming: bool,
     finishing: bool,
+    /// Releases of claims under way (the counts are about to change).
+    releasing: usize,
     settling: Settling,
     /// Every claim token this activation issued: claims outside it belong to an earlier run.
     claims: HashSet<Uuid>,
@@ -60,7 +62,11 @@ impl SendRun {
         max_in_flight: usize,
         paused_for_command: bool,
     ) -> Step {
-        if campaign.status != CampaignStatus::Sending || paused_for_command || self.finishing {
+        if campaign.status != CampaignStatus::Sending
+            || paused_for_command
+            || self.finishing
+            || self.releasing > 0
+        {
             return Step::Wait;
         }
         if !has_account {
@@ -120,6 +126,17 @@ impl SendRun {
         self.batches_out = self.batches_out.saturating_sub(1);
     }
 
+    /// Claims are being released.
+    pub fn releasing(&mut self) {
+        self.releasing += 1;
+    }
+
+    /// Released claims are back in the queue (behind the cursor).
+    pub fn released(&mut self) {
+        self.releasing = self.releasing.saturating_sub(1);
+        self.requeued();
+    }
+
     /// Recipients went back to the queue behind the cursor: start claiming from the first phone.
     pub fn requeued(&mut self) {
         self.claim_after.clear();
@@ -143,12 +160,12 @@ impl SendRun {
     /// A claim or the finish is being written: a lifecycle command waits for it, so a pause
     /// or cancel is never answered while a batch it should stop is still being claimed.
     pub fn writing(&self) -> bool {
-        self.claiming || self.finishing
+        self.claiming || self.finishing || self.releasing > 0
     }
 
     /// Batches are out or being claimed: the actor must not stop.
     pub fn busy(&self) -> bool {
-        self.batches_out > 0 || self.claiming || self.finishing
+        self.batches_out > 0 || self.writing()
     }
 }
 
@@ -231,6 +248,17 @@ mod tests {
         assert_eq!(run.next(&c, true, 2, true), Step::Wait, "a command runs");
         assert_eq!(run.next(&c, true, 2, false), Step::Claim);
         assert_eq!(run.own_claims().len(), 2);
+    }
+
+    #[test]
+    fn nothing_is_claimed_or_finished_while_claims_are_released() {
+        let mut run = SendRun::default();
+        let c = campaign(CampaignStatus::Sending, 5, 0, 0);
+        run.releasing();
+        assert_eq!(run.next(&c, true, 2, false), Step::Wait);
+        assert!(run.busy() && run.writing());
+        run.released();
+        assert_eq!(run.next(&c, true, 2, false), Step::Claim);
     }
 
     #[test]
