@@ -592,6 +592,57 @@ async fn a_send_whose_answer_is_lost_is_looked_up_never_resent() {
 }
 
 #[actix_web::test]
+async fn claims_that_never_left_are_cancelled_and_refunded_when_the_campaign_was_cancelled_meanwhile(
+) {
+    let db = TestDb::unique();
+    let extra = [
+        ("mitto.request_timeout_ms", json!(800)),
+        ("sending.max_in_flight_batches", json!(1)),
+    ];
+    let h = Harness::start(&db, |_| {}, &extra).await;
+    let (tenant, token) = h.tenant("shop", 1_000).await;
+    let id = campaign_of(&h, &token, 500, 0).await;
+    // the first batch's request is never answered in time and Mitto never takes it: its
+    // claims provably did not leave and come back while the campaign is already cancelled
+    h.sim.script([Fault::Latency { ms: 5_000 }]);
+    assert_eq!(h.action(&token, id, "enqueue").await.0, 200);
+    eventually(
+        Duration::from_secs(10),
+        "the first batch to be out",
+        || async {
+            (h.row_counts(id)
+                .await
+                .get("processing")
+                .copied()
+                .unwrap_or(0)
+                > 0)
+            .then_some(())
+        },
+    )
+    .await;
+    let (status, body) = h.action(&token, id, "cancel").await;
+    assert_eq!(status, 200, "{body}");
+    let figures = eventually(
+        Duration::from_secs(30),
+        "the claims to be settled",
+        || async {
+            let figures = h.settled_figures(&token, id).await;
+            (figures["processing"] == 0).then_some(figures)
+        },
+    )
+    .await;
+    assert_eq!(
+        (figures["queued"], figures["cancelled"], figures["pending"]),
+        (0, 500, 0),
+        "{figures:?}"
+    );
+    let (balance, ledger) = h.credits(tenant).await;
+    assert_eq!((balance, ledger["refund"]), (1_000, 500), "{ledger:?}");
+    h.stop().await;
+    db.drop_database().await;
+}
+
+#[actix_web::test]
 async fn a_scheduled_campaign_starts_by_itself_when_its_time_comes() {
     let db = TestDb::unique();
     let h = Harness::start(

@@ -10,7 +10,8 @@ use actix::prelude::*;
 use super::campaign::{CampaignActor, Load};
 use super::campaign_messages::SendingContext;
 use crate::actors::sender::{events_for, Batch, BatchDone, BatchItem};
-use crate::domain::{CampaignStatus, RecipientId};
+use crate::domain::{CampaignStatus, MessageStatus, RecipientId};
+use crate::engine::campaign::Counters;
 use crate::engine::send_loop::Step;
 use crate::store::enqueue::{self, Claimed};
 use crate::store::{self, until_ok};
@@ -126,7 +127,8 @@ impl CampaignActor {
         ctx.spawn(release.into_actor(self).map(|released, act, ctx| {
             act.run.released();
             if let Some(c) = act.campaign() {
-                c.adjust(&claimed_counts(-released));
+                let moved = Counters::moved(MessageStatus::Processing, released.to, released.count);
+                c.adjust(&moved);
             }
             act.pump(ctx);
         }));
@@ -201,10 +203,9 @@ impl CampaignActor {
     }
 }
 
-/// Queued recipients claimed (`n` > 0) or claims released back to the queue (`n` < 0).
-fn claimed_counts(n: i64) -> crate::engine::campaign::Counters {
-    use crate::domain::MessageStatus::{Processing, Queued};
-    crate::engine::campaign::Counters::moved(Queued, Processing, n)
+/// `n` queued recipients claimed.
+fn claimed_counts(n: i64) -> Counters {
+    Counters::moved(MessageStatus::Queued, MessageStatus::Processing, n)
 }
 
 /// A claimed row as a sender's item; the text is the rendered one or the campaign body.

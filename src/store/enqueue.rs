@@ -540,15 +540,33 @@ pub async fn orphaned_claims(
     Ok(rows)
 }
 
-/// Puts claimed recipients that provably never reached Mitto back in the queue; returns how
-/// many went back.
+/// Where released claims went, and how many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Released {
+    pub count: i64,
+    /// `Queued`, or `Cancelled` (refunded) when the campaign was cancelled while they were out.
+    pub to: MessageStatus,
+}
+
+/// Claimed recipients that provably never reached Mitto: back in the queue, or — when the
+/// campaign was cancelled while they were out — cancelled with their credits refunded, like
+/// the rest of its queue. The campaign's status cannot change meanwhile: its actor starts no
+/// command while a release is being written.
 pub async fn release_claims(
     pool: &PgPool,
     campaign: CampaignId,
     ids: &[RecipientId],
-) -> Result<i64, StoreError> {
+) -> Result<Released, StoreError> {
     let ids: Vec<i64> = ids.iter().map(|r| r.get()).collect();
-    let released = sqlx::query_scalar(
+    let (status, tenant): (String, i64) =
+        sqlx::query_as("SELECT status, tenant_id FROM campaigns WHERE id = $1")
+            .bind(campaign.get())
+            .fetch_one(pool)
+            .await?;
+    if status == CampaignStatus::Cancelled.as_str() {
+        return cancel_claims(pool, (tenant, campaign), &ids).await;
+    }
+    let count = sqlx::query_scalar(
         "WITH released AS (
              UPDATE campaign_recipients SET status = 'queued', claim_token = NULL
              WHERE id = ANY($1) AND campaign_id = $2 AND status = 'processing'
@@ -563,7 +581,40 @@ pub async fn release_claims(
     .bind(campaign.get())
     .fetch_one(pool)
     .await?;
-    Ok(released)
+    Ok(Released {
+        count,
+        to: MessageStatus::Queued,
+    })
+}
+
+/// Released claims of a cancelled campaign: cancelled and refunded, in one transaction.
+async fn cancel_claims(
+    pool: &PgPool,
+    (tenant, campaign): (i64, CampaignId),
+    ids: &[i64],
+) -> Result<Released, StoreError> {
+    let mut tx = pool.begin().await?;
+    let (count, refund): (i64, i64) = sqlx::query_as(
+        "WITH c AS (
+             UPDATE campaign_recipients SET status = 'cancelled', claim_token = NULL,
+                    billing_status = 'refunded'
+             WHERE id = ANY($1) AND campaign_id = $2 AND status = 'processing'
+             RETURNING segments
+         )
+         SELECT count(*), COALESCE(sum(segments), 0)::bigint FROM c",
+    )
+    .bind(ids)
+    .bind(campaign.get())
+    .fetch_one(&mut *tx)
+    .await?;
+    let moved = Counters::moved(MessageStatus::Processing, MessageStatus::Cancelled, count);
+    add_counters(&mut tx, campaign, &moved).await?;
+    refund_credits(&mut tx, tenant, campaign, refund).await?;
+    tx.commit().await?;
+    Ok(Released {
+        count,
+        to: MessageStatus::Cancelled,
+    })
 }
 
 /// Cancels the queued recipients, refunds their credits and marks the campaign cancelled
