@@ -87,22 +87,6 @@ impl CampaignActor {
         }
     }
 
-    pub(super) fn pool(&self) -> sqlx::PgPool {
-        self.pool.clone()
-    }
-
-    pub(super) fn sending(&self) -> Option<&SendingContext> {
-        self.sending.as_deref()
-    }
-
-    pub(super) fn send_run(&mut self) -> &mut SendRun {
-        &mut self.run
-    }
-
-    pub(super) fn id(&self) -> CampaignId {
-        self.id
-    }
-
     /// Starts the next queued lifecycle command unless one is running.
     pub(super) fn next_command(&mut self, ctx: &mut Context<Self>) {
         if self.command_running || self.run.writing() {

@@ -31,26 +31,26 @@ impl CampaignActor {
             ) => from,
             (_, admitted) => admitted?,
         };
-        let (pool, id) = (self.pool(), self.id());
+        let (pool, id) = (self.pool.clone(), self.id);
         let sizes = enqueue::Sizes {
-            batch_size: self.sending().map_or(500, |s| s.batch_size),
-            max_segments: self.sending().map_or(10, |s| s.max_segments),
+            batch_size: self.sending.as_deref().map_or(500, |s| s.batch_size),
+            max_segments: self.sending.as_deref().map_or(10, |s| s.max_segments),
         };
-        let max_retries = self.sending().map_or(1, |s| s.max_retries) as i32;
+        let max_retries = self.sending.as_deref().map_or(1, |s| s.max_retries) as i32;
         Ok(match msg.command {
             Command::Enqueue { idempotency_key } => {
+                let admitted = admitted.map(|_| from);
                 let work = async move {
                     let key = idempotency_key.as_deref();
-                    enqueue::enqueue(&pool, tenant, id, admitted.map(|_| from), key, sizes).await
+                    enqueue::enqueue(&pool, tenant, id, admitted, key, sizes).await
                 };
                 Box::pin(work.into_actor(self).map(move |result, act, _| {
                     let outcome = result?;
                     if let EnqueueOutcome::Done(e) = &outcome {
-                        act.send_run().requeued();
                         if e.added >= enqueue::STATISTICS_REFRESH_ROWS {
-                            actix::spawn(enqueue::refresh_statistics(act.pool()));
+                            actix::spawn(enqueue::refresh_statistics(act.pool.clone()));
                         }
-                        act.moved(to, Counters::default(), e.added);
+                        act.moved(to, Counters::of(MessageStatus::Queued, e.added));
                     }
                     Ok(LifecycleReply::Enqueued(outcome))
                 }))
@@ -59,56 +59,13 @@ impl CampaignActor {
             Command::Unschedule | Command::Pause | Command::Resume => {
                 self.set_status(from, to, None)
             }
-            Command::Cancel => {
-                let work = async move { enqueue::cancel(&pool, tenant, id, from).await };
-                Box::pin(work.into_actor(self).map(move |result, act, _| {
-                    let n = result?;
-                    act.moved(
-                        to,
-                        Counters::moved(MessageStatus::Queued, MessageStatus::Cancelled, n),
-                        0,
-                    );
-                    Ok(LifecycleReply::Changed {
-                        status: to,
-                        affected: n,
-                    })
-                }))
-            }
-            Command::RetryFailed => {
-                let work = async move {
-                    enqueue::retry_failed(&pool, tenant, id, from, max_retries).await
-                };
-                Box::pin(work.into_actor(self).map(move |result, act, _| {
-                    let n = result?;
-                    act.send_run().requeued();
-                    act.moved(
-                        to,
-                        Counters::moved(MessageStatus::SendFailed, MessageStatus::Queued, n),
-                        0,
-                    );
-                    Ok(LifecycleReply::Changed {
-                        status: to,
-                        affected: n,
-                    })
-                }))
-            }
-            Command::Edit(def) => {
-                let work =
-                    async move { campaigns::update(&pool, tenant, id, (from, to), &def).await };
-                Box::pin(work.into_actor(self).map(move |result, act, _| {
-                    let record = result?;
-                    if let Some(c) = act.campaign() {
-                        c.edited(
-                            &record.name,
-                            &record.body,
-                            &record.sender,
-                            record.traffic_account_id,
-                        );
-                        c.status = to;
-                    }
-                    Ok(LifecycleReply::Edited(Box::new(record)))
-                }))
-            }
+            Command::Cancel => self.counted(to, MessageStatus::Cancelled, async move {
+                enqueue::cancel(&pool, tenant, id, from).await
+            }),
+            Command::RetryFailed => self.counted(to, MessageStatus::Queued, async move {
+                enqueue::retry_failed(&pool, tenant, id, from, max_retries).await
+            }),
+            Command::Edit(def) => self.edit(from, to, tenant, def),
             Command::Delete => {
                 let work = async move { campaigns::delete(&pool, tenant, id, from).await };
                 Box::pin(work.into_actor(self).map(|result, _, _| {
@@ -119,17 +76,55 @@ impl CampaignActor {
         })
     }
 
+    /// A command that moves recipients (`work` answers the counter change it committed);
+    /// the reply counts those that reached `landed`.
+    fn counted(
+        &mut self,
+        to: CampaignStatus,
+        landed: MessageStatus,
+        work: impl std::future::Future<Output = Result<Counters, StartError>> + 'static,
+    ) -> Work {
+        Box::pin(work.into_actor(self).map(move |result, act, _| {
+            let delta = result?;
+            act.moved(to, delta);
+            Ok(LifecycleReply::Changed {
+                status: to,
+                affected: delta.get(landed),
+            })
+        }))
+    }
+
+    fn edit(
+        &mut self,
+        from: CampaignStatus,
+        to: CampaignStatus,
+        tenant: crate::domain::TenantId,
+        def: Box<crate::store::campaigns::Definition>,
+    ) -> Work {
+        let (pool, id) = (self.pool.clone(), self.id);
+        let work = async move { campaigns::update(&pool, tenant, id, (from, to), &def).await };
+        Box::pin(work.into_actor(self).map(move |result, act, _| {
+            let record = result?;
+            if let Some(c) = act.campaign() {
+                let account = record.traffic_account_id;
+                c.edited(&record.name, &record.body, &record.sender, account);
+                c.status = to;
+            }
+            Ok(LifecycleReply::Edited(Box::new(record)))
+        }))
+    }
+
     fn set_status(
         &mut self,
         from: CampaignStatus,
         to: CampaignStatus,
         scheduled_at: Option<DateTime<Utc>>,
     ) -> Work {
-        let (pool, id) = (self.pool(), self.id());
+        let (pool, id) = (self.pool.clone(), self.id);
         let work = async move { campaigns::set_status(&pool, id, (from, to), scheduled_at).await };
         Box::pin(work.into_actor(self).map(move |result, act, _| {
             result?;
-            act.moved(to, Counters::default(), 0);
+            act.moved(to, Counters::default());
             Ok(LifecycleReply::Changed {
                 status: to,
                 affected: 0,
@@ -137,13 +132,15 @@ impl CampaignActor {
         }))
     }
 
-    /// Applies a committed command to memory: the new status, its counter change and the
-    /// recipients it queued.
-    fn moved(&mut self, to: CampaignStatus, delta: Counters, queued: i64) {
+    /// Applies a committed command to memory: the new status and its counter change. Queued
+    /// recipients may now sit behind the claim cursor, so claiming starts over.
+    fn moved(&mut self, to: CampaignStatus, delta: Counters) {
+        if delta.queued > 0 {
+            self.run.requeued();
+        }
         if let Some(c) = self.campaign() {
             c.status = to;
             c.adjust(&delta);
-            c.figures.counters.add(MessageStatus::Queued, queued);
         }
     }
 }

@@ -66,6 +66,18 @@ impl Counters {
         *self.bucket(status) += n;
     }
 
+    /// `n` messages added in `status`.
+    pub fn of(status: MessageStatus, n: i64) -> Self {
+        let mut c = Self::default();
+        c.add(status, n);
+        c
+    }
+
+    /// The messages in `status`.
+    pub fn get(&self, status: MessageStatus) -> i64 {
+        *self.clone().bucket(status)
+    }
+
     /// `n` messages moved from one status to another.
     pub fn moved(from: MessageStatus, to: MessageStatus, n: i64) -> Self {
         let mut c = Self::default();
@@ -76,8 +88,7 @@ impl Counters {
 
     pub fn merge(&mut self, other: &Counters) {
         for status in MessageStatus::ALL {
-            let n = *other.clone().bucket(status);
-            self.add(status, n);
+            self.add(status, other.get(status));
         }
     }
 
@@ -194,7 +205,7 @@ pub fn differences(snapshot: &Figures, rows: &Figures) -> Vec<String> {
     let mut out = Vec::new();
     let (a, b) = (&snapshot.counters, &rows.counters);
     for status in MessageStatus::ALL {
-        let (x, y) = (*a.clone().bucket(status), *b.clone().bucket(status));
+        let (x, y) = (a.get(status), b.get(status));
         if x != y {
             out.push(format!("{status:?}: snapshot {x}, rows {y}"));
         }
@@ -419,6 +430,32 @@ impl Campaign {
     }
 }
 
+#[cfg(test)]
+impl Campaign {
+    /// A campaign for unit tests: id 1 of tenant 1, in `status`, with `counters`.
+    pub(crate) fn sample(status: CampaignStatus, counters: Counters) -> Self {
+        Campaign {
+            id: CampaignId::new(1).unwrap(),
+            tenant: TenantId::new(1).unwrap(),
+            name: "c".into(),
+            status,
+            figures: Figures {
+                counters,
+                ..Figures::default()
+            },
+            redemptions: 0,
+            unsubscribes: 0,
+            plan: SendPlan {
+                body: "Hi".into(),
+                sender: "Shop".into(),
+                traffic_account: None,
+            },
+            loaded_epoch: 0,
+            applied_epoch: 0,
+        }
+    }
+}
+
 /// The public stats shape (DESIGN.md section 3): the replaced system's fields first.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -450,24 +487,9 @@ mod tests {
     use MessageStatus::*;
 
     fn campaign() -> Campaign {
-        let mut figures = Figures::default();
-        figures.counters.add(Processing, 10);
-        Campaign {
-            id: CampaignId::new(1).unwrap(),
-            tenant: TenantId::new(1).unwrap(),
-            name: "c".into(),
-            status: CampaignStatus::Sending,
-            figures,
-            redemptions: 0,
-            unsubscribes: 0,
-            plan: SendPlan {
-                body: "Hi".into(),
-                sender: "Shop".into(),
-                traffic_account: None,
-            },
-            loaded_epoch: 3,
-            applied_epoch: 0,
-        }
+        let mut c = Campaign::sample(CampaignStatus::Sending, Counters::of(Processing, 10));
+        c.loaded_epoch = 3;
+        c
     }
 
     fn t(from: MessageStatus, to: MessageStatus, secs: i64, epoch: u64) -> Transition {

@@ -172,30 +172,14 @@ impl SendRun {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{CampaignId, MessageStatus, TenantId};
-    use crate::engine::campaign::{Figures, SendPlan};
+    use crate::domain::MessageStatus;
+    use crate::engine::campaign::Counters;
 
     fn campaign(status: CampaignStatus, queued: i64, processing: i64, pending: i64) -> Campaign {
-        let mut figures = Figures::default();
-        figures.counters.add(MessageStatus::Queued, queued);
-        figures.counters.add(MessageStatus::Processing, processing);
-        figures.counters.add(MessageStatus::Sent, pending);
-        Campaign {
-            id: CampaignId::new(1).unwrap(),
-            tenant: TenantId::new(1).unwrap(),
-            name: "c".into(),
-            status,
-            figures,
-            redemptions: 0,
-            unsubscribes: 0,
-            plan: SendPlan {
-                body: "Hi".into(),
-                sender: "Shop".into(),
-                traffic_account: None,
-            },
-            loaded_epoch: 0,
-            applied_epoch: 0,
-        }
+        let mut counters = Counters::of(MessageStatus::Queued, queued);
+        counters.add(MessageStatus::Processing, processing);
+        counters.add(MessageStatus::Sent, pending);
+        Campaign::sample(status, counters)
     }
 
     #[test]

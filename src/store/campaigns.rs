@@ -419,15 +419,8 @@ pub async fn set_status(
     .execute(pool)
     .await?;
     if done.rows_affected() == 0 {
-        let stored: Option<String> =
-            sqlx::query_scalar("SELECT status FROM campaigns WHERE id = $1")
-                .bind(id.get())
-                .fetch_optional(pool)
-                .await?;
-        let stored = stored.ok_or(StartError::NotFound)?;
-        let stored =
-            CampaignStatus::parse(&stored).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        return Err(StartError::Refused(stored));
+        let mut conn = pool.acquire().await?;
+        return Err(refused_now(&mut conn, id).await);
     }
     Ok(())
 }

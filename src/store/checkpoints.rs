@@ -161,12 +161,11 @@ async fn add_to_snapshots(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     deltas: &HashMap<CampaignId, Figures>,
 ) -> Result<(), StoreError> {
-    let mut deltas: Vec<(&CampaignId, &Figures)> =
+    let deltas: Vec<(&CampaignId, &Figures)> =
         deltas.iter().filter(|(_, d)| !d.is_empty()).collect();
     if deltas.is_empty() {
         return Ok(());
     }
-    deltas.sort_by_key(|(id, _)| **id);
     let ids: Vec<i64> = deltas.iter().map(|(id, _)| id.get()).collect();
     let counters: Vec<Counters> = deltas.iter().map(|(_, d)| d.counters).collect();
     let first: Vec<_> = deltas.iter().map(|(_, d)| d.first_sent_at).collect();
@@ -175,8 +174,9 @@ async fn add_to_snapshots(
     add_minutes(tx, &deltas).await
 }
 
-/// Adds counter deltas to campaigns (`ids` in ascending order, so concurrent writers lock
-/// campaign rows in one order); first/last times only ever widen.
+/// Adds counter deltas to campaigns; first/last times only ever widen. The checkpoint is the
+/// only writer that changes several campaign rows in one transaction, so the order they are
+/// locked in cannot deadlock with a campaign's own writes (one row each).
 pub(super) async fn add_counters(
     tx: &mut sqlx::PgConnection,
     ids: &[i64],

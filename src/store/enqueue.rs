@@ -140,9 +140,12 @@ pub async fn enqueue(
         return Err(StartError::NoRecipients);
     }
     reserve(&mut tx, tenant, campaign, from, required).await?;
-    let mut added_rows = Counters::default();
-    added_rows.add(MessageStatus::Queued, added);
-    add_counters(&mut tx, campaign, &added_rows).await?;
+    add_counters(
+        &mut tx,
+        campaign,
+        &Counters::of(MessageStatus::Queued, added),
+    )
+    .await?;
     let answer = Enqueued {
         ok: true,
         queued,
@@ -618,13 +621,13 @@ async fn cancel_claims(
 }
 
 /// Cancels the queued recipients, refunds their credits and marks the campaign cancelled
-/// (from `from`, as its actor admitted); returns how many were cancelled.
+/// (from `from`, as its actor admitted); returns the counter change it committed.
 pub async fn cancel(
     pool: &PgPool,
     tenant: TenantId,
     campaign: CampaignId,
     from: CampaignStatus,
-) -> Result<i64, StartError> {
+) -> Result<Counters, StartError> {
     let mut tx = pool.begin().await?;
     let (status, _, _) = lock_campaign(&mut tx, tenant, campaign).await?;
     expect_status(status, from)?;
@@ -654,7 +657,7 @@ pub async fn cancel(
     }
     refund_credits(&mut tx, tenant.get(), campaign, refund).await?;
     tx.commit().await?;
-    Ok(cancelled)
+    Ok(moved)
 }
 
 async fn refund_credits(
@@ -684,14 +687,14 @@ async fn refund_credits(
 
 /// Re-queues the campaign's retryable send failures that have retries left (a new attempt
 /// each), reserving their credits again, and sets the campaign sending (from `from`, as its
-/// actor admitted); returns how many.
+/// actor admitted); returns the counter change it committed.
 pub async fn retry_failed(
     pool: &PgPool,
     tenant: TenantId,
     campaign: CampaignId,
     from: CampaignStatus,
     max_retries: i32,
-) -> Result<i64, StartError> {
+) -> Result<Counters, StartError> {
     let mut tx = pool.begin().await?;
     require_subscription(&mut tx, tenant).await?;
     let (status, _, _) = lock_campaign(&mut tx, tenant, campaign).await?;
@@ -718,7 +721,7 @@ pub async fn retry_failed(
     let moved = Counters::moved(MessageStatus::SendFailed, MessageStatus::Queued, retried);
     add_counters(&mut tx, campaign, &moved).await?;
     tx.commit().await?;
-    Ok(retried)
+    Ok(moved)
 }
 
 /// Scheduled campaigns whose time has come, claimed so that one instance starts each.
