@@ -15,11 +15,12 @@ use crate::domain::TrafficAccountId;
 use crate::http::keys::{spawn_revocation_listener, KeyCache};
 use crate::http::webhooks::ReplayGuard;
 use crate::http::{self, AppState};
-use crate::mitto::client::ClientConfig;
+use crate::mitto::client::{ClientConfig, MittoClient};
 use crate::mitto::retry::RetryPolicy;
 use crate::mitto::signature::Verifier;
 use crate::mitto::simulator::{self, SimConfig, SimHandle};
 use crate::pipeline::{Pipeline, SendingSetup};
+use crate::reconcile::Reconciler;
 
 /// A started service: its HTTP port, the event pipeline, and the in-process simulator when
 /// it serves as Mitto.
@@ -64,14 +65,26 @@ impl Application {
                 .as_ref()
                 .map(|_| TrafficAccountId::from_uuid(SIMULATOR_TRAFFIC_ACCOUNT))
         });
+        let client = MittoClient::new(mitto.clone()).context("building the Mitto client")?;
         pipeline.start_sending(
             &settings,
             SendingSetup {
-                mitto: mitto.clone(),
+                client: client.clone(),
                 ambiguous,
                 default_traffic_account,
             },
         )?;
+        let reconciler = Reconciler::new(
+            pool.clone(),
+            client,
+            pipeline.handles.producer.clone(),
+            pipeline.handles.applied.clone(),
+            settings.reconcile.clone(),
+            settings.mitto.status_lookups_per_second.get(),
+        )
+        .await
+        .context("starting the reconciler")?;
+        reconciler.spawn_background(pipeline.handles.registry.clone());
         let sending = crate::store::campaigns::sending(&pool)
             .await
             .context("finding campaigns to resume")?;
@@ -103,6 +116,7 @@ impl Application {
             events: pipeline.handles.clone(),
             verifier: Arc::new(verifier),
             default_traffic_account,
+            reconciler,
         };
         let server = http::server(state.clone(), listener).context("starting the HTTP server")?;
         tracing::info!(port, "campaignd listening");
@@ -255,6 +269,7 @@ fn resolve_mitto(
         connect_timeout: Duration::from_millis(m.connect_timeout_ms),
         request_timeout: Duration::from_millis(m.request_timeout_ms),
         retry,
+        status_lookups_per_second: Some(m.status_lookups_per_second),
     };
     if let (Some(url), Some(key)) = (&m.base_url, &m.api_key) {
         return Ok((client(url.clone(), key.clone()), None));

@@ -53,6 +53,7 @@ pub struct Settings {
     pub batch_size: usize,
     pub rate_limits: RateLimits,
     pub sending: SendingSettings,
+    pub reconcile: ReconcileSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -87,6 +88,8 @@ pub struct MittoSettings {
     pub max_retries: usize,
     pub retry_min_delay_ms: u64,
     pub retry_max_delay_ms: u64,
+    /// Status lookups per second across every caller, evenly spaced.
+    pub status_lookups_per_second: NonZeroU32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -156,6 +159,32 @@ pub struct SendingSettings {
     pub ambiguous_grace_ms: u64,
     /// How often due scheduled campaigns are started.
     pub scheduler_interval_ms: u64,
+}
+
+/// Fetching statuses whose reports never came (DESIGN.md section 4, issue "reconciliation").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileSettings {
+    /// Messages sent this long ago without a final report are looked up.
+    pub after_secs: u64,
+    /// How often the periodic pass runs.
+    pub interval_secs: u64,
+    /// After this long the message is recorded `unknown` and no longer asked about.
+    pub give_up_after_hours: f64,
+    /// Bulk refreshes of up to this many messages answer when done; larger ones run as jobs.
+    pub sync_limit: u64,
+    /// Lookups in flight at once for one refresh.
+    pub concurrency: usize,
+    /// How long a refresh waits for its answers to be applied and committed.
+    pub apply_timeout_ms: u64,
+    /// How often campaigns that say `sending` are checked for a live actor.
+    pub stuck_sweep_secs: u64,
+}
+
+impl ReconcileSettings {
+    pub fn give_up_after(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.give_up_after_hours * 3600.0)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -229,6 +258,16 @@ impl Settings {
         }
         if self.checkpoint_interval_ms == 0 {
             return invalid("checkpoint_interval_ms", "must be greater than 0");
+        }
+        let r = &self.reconcile;
+        if !(r.give_up_after_hours.is_finite() && r.give_up_after_hours > 0.0) {
+            return invalid("reconcile.give_up_after_hours", "must be a number above 0");
+        }
+        if r.interval_secs == 0 || r.stuck_sweep_secs == 0 || r.concurrency == 0 {
+            return invalid(
+                "reconcile.interval_secs",
+                "intervals and concurrency must be greater than 0",
+            );
         }
         if self.checkpoint_max_records == 0 {
             return invalid("checkpoint_max_records", "must be greater than 0");

@@ -15,6 +15,8 @@
 //! - [`http`]      the actix-web service: health, readiness, authenticated `/api` routes.
 //! - [`store`]     every SQL statement, behind functions named for what they do; migrations.
 //! - [`pipeline`]  the event pipeline wired: broker, producer, consumer, actors, checkpointer.
+//! - [`reconcile`] statuses fetched from Mitto (refresh API, periodic pass, give-up) and the
+//!   sweep that keeps no campaign stuck in `sending`.
 //! - [`app`]       start-up wiring shared by `serve` and the integration tests.
 //! - [`bench`]     load generators and benchmarks (`campaignd bench …`).
 //! - [`demo`]      `campaignd demo`: one campaign end to end on the embedded defaults.
@@ -31,5 +33,6 @@ pub mod http;
 pub mod kafka;
 pub mod mitto;
 pub mod pipeline;
+pub mod reconcile;
 pub mod store;
 pub mod telemetry;

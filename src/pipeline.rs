@@ -1,7 +1,7 @@
 //! The event pipeline, wired: broker (configured or embedded), producer, the actors' arbiter
 //! with the campaign registry and checkpointer, and the consumer feeding DlrActors.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,11 +75,81 @@ impl Replay {
     }
 }
 
+/// Waits until produced events are applied by their DlrActors and committed to Postgres, so
+/// that rows read afterwards show them.
+#[derive(Clone)]
+pub struct Applied {
+    partitions: Partitions,
+    committed_epoch: Arc<AtomicU64>,
+}
+
+impl Applied {
+    /// `true` once every position (partition, offset) is applied and the checkpoint covering
+    /// it committed; `false` if that took longer than `limit`.
+    pub async fn committed(&self, positions: &[(i32, i64)], limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut last: std::collections::BTreeMap<i32, i64> = Default::default();
+        for (partition, offset) in positions {
+            let o = last.entry(*partition).or_insert(*offset);
+            *o = (*o).max(*offset);
+        }
+        let mut epoch = 0;
+        for (partition, offset) in last {
+            match self.applied(partition, offset, deadline).await {
+                Some(e) => epoch = epoch.max(e),
+                None => return false,
+            }
+        }
+        self.until_committed(epoch, deadline).await
+    }
+
+    /// `true` once everything applied until now is committed (rows read afterwards are as
+    /// current as the actors' memory was); `false` if that took longer than `limit`.
+    pub async fn settled(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        let epoch = self.partitions.open_epoch();
+        self.until_committed(epoch, deadline).await
+    }
+
+    async fn until_committed(&self, epoch: u64, deadline: tokio::time::Instant) -> bool {
+        while self.committed_epoch.load(Ordering::Acquire) < epoch {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
+    /// The epoch that commits the partition's changes up to `offset`, once it is applied.
+    async fn applied(
+        &self,
+        partition: i32,
+        offset: i64,
+        deadline: tokio::time::Instant,
+    ) -> Option<u64> {
+        loop {
+            if let Some(actor) = self.partitions.get(partition) {
+                if let Ok(a) = actor.send(crate::actors::dlr::GetApplied).await {
+                    if a.next_offset.is_some_and(|next| next > offset) {
+                        return Some(a.epoch);
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
 /// What HTTP handlers use of the pipeline.
 #[derive(Clone)]
 pub struct EventHandles {
     pub registry: CampaignRegistry,
     pub producer: EventProducer,
+    pub applied: Applied,
 }
 
 pub struct Pipeline {
@@ -94,7 +164,8 @@ pub struct Pipeline {
 
 /// What the send loop needs besides the pipeline.
 pub struct SendingSetup {
-    pub mitto: crate::mitto::client::ClientConfig,
+    /// Shared with the reconciler: one lookup pace for both.
+    pub client: crate::mitto::client::MittoClient,
     pub ambiguous: crate::config::AmbiguousOutcome,
     pub default_traffic_account: Option<crate::domain::TrafficAccountId>,
 }
@@ -138,8 +209,16 @@ impl Pipeline {
         };
         let consumer = consumer::start(config, partitions.clone(), checkpointer.clone(), spawn)
             .context("starting the consumer")?;
+        let applied = Applied {
+            partitions: partitions.clone(),
+            committed_epoch: registry.committed_epoch().clone(),
+        };
         Ok(Self {
-            handles: EventHandles { registry, producer },
+            handles: EventHandles {
+                registry,
+                producer,
+                applied,
+            },
             broker,
             checkpointer,
             partitions,
@@ -158,8 +237,7 @@ impl Pipeline {
         use crate::actors::campaign::SendingContext;
         use crate::actors::sender::{Limits, SenderConfig, SenderPool};
         let s = &settings.sending;
-        let client = crate::mitto::client::MittoClient::new(setup.mitto)
-            .context("building the Mitto client")?;
+        let client = setup.client;
         let limits = Limits::new(
             settings.rate_limits.traffic_account_per_second,
             settings.rate_limits.tenant_per_second,

@@ -1,19 +1,22 @@
 //! The simulator's delivery-report callbacks: signed and verifiable, and with duplicates,
-//! out-of-order reports and reports-before-response exactly when configured.
+//! out-of-order reports and reports-before-response exactly when configured. Also the truth
+//! reconciliation relies on: every message reaches its final status whether or not its
+//! reports are posted, and lookups answer it (slowly or with 5xx when configured).
 
 mod common;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use campaignd::domain::MessageId;
 use campaignd::domain::TrafficAccountId;
 use campaignd::mitto::signature::{
     Presented, SignatureError, Verifier, SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
 use campaignd::mitto::simulator::{self, SimConfig, SimHandle};
 use campaignd::mitto::wire::{MessageStatusResponse, SendMessage, Sms};
-use campaignd::mitto::ItemResult;
-use common::{client_for, eventually, Received, Receiver};
+use campaignd::mitto::{ItemResult, MittoError};
+use common::{client_for, eventually, sim_key, Received, Receiver};
 
 const SECRET: &str = "callback-secret";
 
@@ -260,4 +263,206 @@ async fn batched_callbacks_post_json_arrays() {
     assert!(receiver.received().len() < 100, "reports were grouped");
     sim.stop().await;
     receiver.stop().await;
+}
+
+/// Waits until the simulator holds no message in flight, and returns its stats then.
+async fn wait_until_all_final(sim: &SimHandle) -> simulator::SimStats {
+    eventually(Duration::from_secs(15), "every message final", || async {
+        let stats = sim.stats();
+        (stats.in_flight == 0).then_some(stats)
+    })
+    .await
+}
+
+/// The status each id's lookup answers, through the client.
+async fn looked_up(sim: &SimHandle, ids: &[String]) -> Vec<MessageStatusResponse> {
+    let client = client_for(sim, Duration::from_secs(10), 0);
+    let mut answers = Vec::new();
+    for id in ids {
+        let id = MessageId::parse(id).unwrap();
+        answers.push(client.message_status(&id).await.unwrap());
+    }
+    answers
+}
+
+fn lookup_url(sim: &SimHandle, path_and_query: &str) -> url::Url {
+    sim.base_url.join(path_and_query).unwrap()
+}
+
+#[actix_web::test]
+async fn dropped_reports_are_never_posted_but_lookups_answer_the_final_status() {
+    let receiver = Receiver::start();
+    let sim = sim_posting_to(
+        &receiver,
+        SimConfig {
+            drop_dlr_ratio: 1.0,
+            // every kind of report a message could have, so none may slip through
+            duplicate_ratio: 1.0,
+            out_of_order_ratio: 1.0,
+            dlr_before_response_ratio: 0.5,
+            delivery_ratio: 0.5,
+            dlr_delay_ms: "10..50".parse().unwrap(),
+            ..SimConfig::default()
+        },
+    );
+    let n = 40;
+    let ids = send(&sim, n).await;
+    let stats = wait_until_all_final(&sim).await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // any report would have left by now
+    assert!(receiver.received().is_empty(), "no report is posted");
+    assert_eq!(stats.dlrs_dropped, n as u64);
+    assert_eq!((stats.dlrs_sent, stats.dlrs_failed), (0, 0));
+    assert_eq!(stats.delivered + stats.failed, n as u64);
+    let answers = looked_up(&sim, &ids).await;
+    for (id, answer) in ids.iter().zip(&answers) {
+        assert_eq!(&answer.message_id, id);
+        assert_ne!(
+            answer.delivery_status, "Sent",
+            "the final status is answered"
+        );
+    }
+    let delivered = answers
+        .iter()
+        .filter(|a| a.delivery_status == "Delivered")
+        .count();
+    assert_eq!(
+        stats.delivered, delivered as u64,
+        "stats agree with lookups"
+    );
+    sim.stop().await;
+    receiver.stop().await;
+}
+
+#[actix_web::test]
+async fn without_a_callback_messages_still_reach_their_final_status() {
+    let sim = simulator::start(SimConfig {
+        port: 0,
+        callback: None,
+        delivery_ratio: 0.0,
+        failure_statuses: vec!["Expired".into()],
+        dlr_delay_ms: "10..50".parse().unwrap(),
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let n = 25;
+    let ids = send(&sim, n).await;
+    let stats = wait_until_all_final(&sim).await;
+    assert_eq!((stats.delivered, stats.failed), (0, n as u64));
+    assert_eq!(stats.dlrs_dropped, 0, "nothing to drop without a callback");
+    assert_eq!(stats.dlrs_sent, 0);
+    for answer in looked_up(&sim, &ids).await {
+        assert_eq!(answer.delivery_status, "Expired");
+        let at = |t: &Option<String>| {
+            campaignd::mitto::wire::parse_timestamp(t.as_deref().unwrap()).unwrap()
+        };
+        assert!(
+            at(&answer.updated_at) - at(&answer.created_at) >= chrono::Duration::milliseconds(10),
+            "finalised after a delay sample, not at acceptance"
+        );
+    }
+    sim.stop().await;
+}
+
+#[actix_web::test]
+async fn lookups_can_be_slow_or_fail_with_5xx() {
+    let failing = simulator::start(SimConfig {
+        port: 0,
+        lookup_5xx_ratio: 1.0,
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let ids = send(&failing, 1).await;
+    let id = MessageId::parse(&ids[0]).unwrap();
+    let error = client_for(&failing, Duration::from_secs(10), 0)
+        .message_status(&id)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, MittoError::Unavailable { attempts: 1, .. }),
+        "{error:?}"
+    );
+    let http = reqwest::Client::new();
+    let by_reference = http
+        .get(lookup_url(&failing, "/api/v1.1/Messages?reference=r:0"))
+        .header("X-Mitto-API-Key", sim_key())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_reference.status(), 503);
+    let body: serde_json::Value = by_reference.json().await.unwrap();
+    assert_eq!(body["title"], "simulated provider error");
+    let anonymous = http
+        .get(lookup_url(&failing, &format!("/api/v1.1/Messages/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401, "auth is checked before faults");
+    assert_eq!(
+        failing.stats().lookups,
+        2,
+        "unauthorised lookups are not counted"
+    );
+    failing.stop().await;
+
+    let slow = simulator::start(SimConfig {
+        port: 0,
+        lookup_latency_ms: "150..200".parse().unwrap(),
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let ids = send(&slow, 1).await;
+    let client = client_for(&slow, Duration::from_secs(10), 0);
+    let started = std::time::Instant::now();
+    let answer = client
+        .message_status(&MessageId::parse(&ids[0]).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(answer.message_id, ids[0]);
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    let started = std::time::Instant::now();
+    let found = client.message_by_reference("r:0").await.unwrap();
+    assert_eq!(found.map(|m| m.message_id), Some(ids[0].clone()));
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    slow.stop().await;
+}
+
+#[actix_web::test]
+async fn the_simulator_measures_lookups_per_second() {
+    let sim = simulator::start(SimConfig {
+        port: 0,
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let ids = send(&sim, 1).await;
+    let id = MessageId::parse(&ids[0]).unwrap();
+    assert_eq!(sim.stats().max_lookups_per_second, 0);
+    let client = client_for(&sim, Duration::from_secs(10), 0);
+    let total = 30u64;
+    let first_second = chrono::Utc::now().timestamp();
+    for i in 0..total {
+        if i % 2 == 0 {
+            client.message_status(&id).await.unwrap();
+        } else {
+            client.message_by_reference("r:0").await.unwrap().unwrap();
+        }
+    }
+    let last_second = chrono::Utc::now().timestamp();
+    // unauthorised lookups are not counted
+    let anonymous = reqwest::get(lookup_url(&sim, &format!("/api/v1.1/Messages/{id}")))
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let stats = sim.stats();
+    assert_eq!(stats.lookups, total);
+    // every lookup arrived within [first_second, last_second], so the busiest of those
+    // seconds saw at least its share (all of them when the loop fit in one second)
+    let seconds = (last_second - first_second + 1) as u64;
+    assert!(
+        stats.max_lookups_per_second >= total.div_ceil(seconds)
+            && stats.max_lookups_per_second <= total,
+        "{} lookups over {seconds} second(s), busiest second {}",
+        total,
+        stats.max_lookups_per_second
+    );
+    sim.stop().await;
 }

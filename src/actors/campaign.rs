@@ -165,6 +165,14 @@ impl Handler<ApplyTransitions> for CampaignActor {
     }
 }
 
+impl Handler<Nudge> for CampaignActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Nudge, ctx: &mut Self::Context) {
+        self.pump(ctx);
+    }
+}
+
 impl Handler<GetStats> for CampaignActor {
     type Result = Option<(crate::domain::TenantId, crate::engine::campaign::Stats)>;
 

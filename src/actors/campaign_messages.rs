@@ -36,6 +36,12 @@ pub struct SendingContext {
 #[rtype(result = "()")]
 pub struct ApplyTransitions(pub Vec<Transition>);
 
+/// Asks the actor to take its next step (the stuck-campaign sweep): a sending campaign with
+/// nothing queued or out completes, one with queued messages claims its next batch.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Nudge;
+
 /// The campaign's tenant and stats, or `None` when the campaign does not exist.
 #[derive(Message, Clone)]
 #[rtype(result = "Option<(TenantId, Stats)>")]

@@ -71,6 +71,12 @@ impl Partitions {
         self.lock().actors.get(&partition).cloned()
     }
 
+    /// The epoch the next barrier closes: everything applied until now is committed once it
+    /// is.
+    pub fn open_epoch(&self) -> u64 {
+        self.lock().open_epoch
+    }
+
     pub fn assigned(&self) -> Vec<i32> {
         self.lock().actors.keys().copied().collect()
     }

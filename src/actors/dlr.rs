@@ -42,6 +42,20 @@ pub struct Stop;
 #[rtype(result = "Option<i64>")]
 pub struct GetPosition;
 
+/// Asks how far the partition is applied, and which checkpoint will commit what was applied
+/// so far (at the latest).
+#[derive(Message)]
+#[rtype(result = "Applied")]
+pub struct GetApplied;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// The next offset to apply.
+    pub next_offset: Option<i64>,
+    /// Everything applied so far is committed once this epoch is.
+    pub epoch: u64,
+}
+
 /// Asks for the ledger's counters.
 #[derive(Message)]
 #[rtype(result = "LedgerCounts")]
@@ -147,6 +161,17 @@ impl Handler<GetPosition> for DlrActor {
 
     fn handle(&mut self, _: GetPosition, _: &mut Self::Context) -> Self::Result {
         self.ledger.next_offset()
+    }
+}
+
+impl Handler<GetApplied> for DlrActor {
+    type Result = MessageResult<GetApplied>;
+
+    fn handle(&mut self, _: GetApplied, _: &mut Self::Context) -> Self::Result {
+        MessageResult(Applied {
+            next_offset: self.ledger.next_offset(),
+            epoch: self.ledger.epoch(),
+        })
     }
 }
 

@@ -12,7 +12,7 @@ use sqlx::PgPool;
 
 use super::campaign::{
     ApplyTransitions, CampaignActor, Command, GetAppliedEpoch, GetStats, Lifecycle,
-    LifecycleResult, Passivate, PublishedStats, SendingContext,
+    LifecycleResult, Nudge, Passivate, PublishedStats, SendingContext,
 };
 use crate::domain::{CampaignId, TenantId};
 use crate::engine::campaign::{Stats, Transition};
@@ -60,21 +60,42 @@ impl CampaignRegistry {
         &self.inner.committed_epoch
     }
 
-    /// The campaign's actor, started on the actors' arbiter if it is not running.
+    /// The campaign's actor, started on the actors' arbiter if it is not running (an actor
+    /// that stopped without being forgotten is replaced).
     pub fn get_or_activate(&self, id: CampaignId) -> Addr<CampaignActor> {
-        let inner = &self.inner;
-        inner
+        let mut entry = self
+            .inner
             .actors
             .entry(id)
-            .or_insert_with(|| {
-                let pool = inner.pool.clone();
-                let sending = inner.sending.get().cloned();
-                let published = inner.published.clone();
-                CampaignActor::start_in_arbiter(&inner.arbiter, move |_| {
-                    CampaignActor::new(id, pool, sending, published)
-                })
-            })
-            .clone()
+            .or_insert_with(|| self.start(id));
+        if !entry.connected() {
+            *entry = self.start(id);
+        }
+        entry.clone()
+    }
+
+    fn start(&self, id: CampaignId) -> Addr<CampaignActor> {
+        let inner = &self.inner;
+        let pool = inner.pool.clone();
+        let sending = inner.sending.get().cloned();
+        let published = inner.published.clone();
+        CampaignActor::start_in_arbiter(&inner.arbiter, move |_| {
+            CampaignActor::new(id, pool, sending, published)
+        })
+    }
+
+    /// Makes sure each campaign has a live actor and nudges it to take its next step; answers
+    /// how many had none.
+    pub async fn keep_sending(&self, ids: &[CampaignId]) -> usize {
+        let mut started = 0;
+        for id in ids {
+            let had = self.inner.actors.get(id).is_some_and(|a| a.connected());
+            if !had {
+                started += 1;
+            }
+            self.ask(*id, Nudge).await;
+        }
+        started
     }
 
     /// Forgets an actor that stopped, unless a newer one already took its place.

@@ -267,6 +267,7 @@ async fn baseline_measure(pool: &sqlx::PgPool, n: u64) -> anyhow::Result<Baselin
             max_delay: Duration::from_secs(1),
             max_retries: 3,
         },
+        status_lookups_per_second: None,
     })?;
     let account = crate::domain::TrafficAccountId::new_random();
     let jobs: Vec<(i64, &PhoneE164)> = recipients.iter().copied().zip(&phones).collect();

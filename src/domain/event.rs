@@ -42,6 +42,13 @@ pub enum Event {
         event_id: Option<String>,
         source: Option<String>,
     },
+    /// No final report came and Mitto could not tell within the give-up time: the message is
+    /// recorded `unknown` (the reconciler stops asking).
+    OutcomeUnknown {
+        message_id: MessageId,
+        reason: String,
+        at: DateTime<Utc>,
+    },
 }
 
 /// Why a record was refused.
@@ -93,6 +100,13 @@ enum Wire {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         source: Option<String>,
     },
+    #[serde(rename_all = "camelCase")]
+    OutcomeUnknown {
+        v: u32,
+        message_id: MessageId,
+        reason: String,
+        at: DateTime<Utc>,
+    },
 }
 
 impl Wire {
@@ -117,6 +131,7 @@ impl Wire {
             ]
             .into_iter()
             .find_map(|(name, text)| has_nul(text).then_some(name)),
+            Wire::OutcomeUnknown { reason, .. } => has_nul(Some(reason)).then_some("reason"),
         };
         match field {
             Some(name) => Err(EventError::Malformed(format!("{name} contains a NUL byte"))),
@@ -134,7 +149,9 @@ impl Event {
     /// All events of one message share a key, hence a partition, hence an order.
     pub fn key(&self) -> String {
         match self {
-            Self::Sent { message_id, .. } | Self::Dlr { message_id, .. } => message_id.to_string(),
+            Self::Sent { message_id, .. }
+            | Self::Dlr { message_id, .. }
+            | Self::OutcomeUnknown { message_id, .. } => message_id.to_string(),
             Self::SendFailed { recipient_id, .. } => format!("r:{recipient_id}"),
         }
     }
@@ -189,6 +206,16 @@ impl Event {
                 event_id,
                 source,
             },
+            Self::OutcomeUnknown {
+                message_id,
+                reason,
+                at,
+            } => Wire::OutcomeUnknown {
+                v: EVENT_VERSION,
+                message_id,
+                reason,
+                at,
+            },
         };
         serde_json::to_vec(&wire).expect("events always serialise")
     }
@@ -197,7 +224,10 @@ impl Event {
         let wire: Wire =
             serde_json::from_slice(bytes).map_err(|e| EventError::Malformed(e.to_string()))?;
         let v = match &wire {
-            Wire::Sent { v, .. } | Wire::SendFailed { v, .. } | Wire::Dlr { v, .. } => *v,
+            Wire::Sent { v, .. }
+            | Wire::SendFailed { v, .. }
+            | Wire::Dlr { v, .. }
+            | Wire::OutcomeUnknown { v, .. } => *v,
         };
         if v != EVENT_VERSION {
             return Err(EventError::UnsupportedVersion(v));
@@ -252,6 +282,16 @@ impl Event {
                 event_id,
                 source,
             },
+            Wire::OutcomeUnknown {
+                message_id,
+                reason,
+                at,
+                ..
+            } => Self::OutcomeUnknown {
+                message_id,
+                reason,
+                at,
+            },
         })
     }
 }
@@ -281,6 +321,10 @@ mod tests {
         assert_eq!(sent.key(), "01KC69MT19BRK5MSXG1V95YPHX");
         assert_eq!(Event::parse(failed).unwrap().key(), "r:9002");
         assert!(matches!(Event::parse(dlr).unwrap(), Event::Dlr { .. }));
+        let unknown = br#"{"v":1,"type":"outcome_unknown","messageId":"01KC69MT19BRK5MSXG1V95YPHX","reason":"no final report within 72 h","at":"2026-11-23T10:00:00Z"}"#;
+        let unknown = Event::parse(unknown).unwrap();
+        assert_eq!(unknown.key(), "01KC69MT19BRK5MSXG1V95YPHX");
+        assert_eq!(Event::parse(&unknown.to_json()).unwrap(), unknown);
         assert_eq!(Event::parse(&sent.to_json()).unwrap(), sent, "round trip");
     }
 

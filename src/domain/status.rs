@@ -121,10 +121,14 @@ pub enum MessageStatus {
     SendFailed,
     DeliveryFailed,
     Cancelled,
+    /// Accepted, but no final report came and Mitto could not tell within the reconciler's
+    /// give-up time: final for counting (neither delivered nor failed), though a report that
+    /// does arrive later still settles it.
+    Unknown,
 }
 
 impl MessageStatus {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Queued,
         Self::Processing,
         Self::Sent,
@@ -132,6 +136,7 @@ impl MessageStatus {
         Self::SendFailed,
         Self::DeliveryFailed,
         Self::Cancelled,
+        Self::Unknown,
     ];
 
     /// The forward-only rule: `Some(to)` when moving to `to` is progress, `None` when the
@@ -143,7 +148,8 @@ impl MessageStatus {
             // a `sent` is a fact even when the claim was never seen (upstream producers)
             (Queued, Processing | Sent | SendFailed | Cancelled)
                 | (Processing, Sent | SendFailed | Cancelled)
-                | (Sent, Delivered | DeliveryFailed)
+                | (Sent, Delivered | DeliveryFailed | Unknown)
+                | (Unknown, Delivered | DeliveryFailed)
                 | (DeliveryFailed, Delivered)
         );
         allowed.then_some(to)
@@ -154,7 +160,11 @@ impl MessageStatus {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            Self::Delivered | Self::SendFailed | Self::DeliveryFailed | Self::Cancelled
+            Self::Delivered
+                | Self::SendFailed
+                | Self::DeliveryFailed
+                | Self::Cancelled
+                | Self::Unknown
         )
     }
 
@@ -167,6 +177,7 @@ impl MessageStatus {
             Self::Delivered => "delivered",
             Self::SendFailed | Self::DeliveryFailed => "failed",
             Self::Cancelled => "cancelled",
+            Self::Unknown => "unknown",
         }
     }
 
@@ -180,6 +191,7 @@ impl MessageStatus {
             "failed" if was_sent => Self::DeliveryFailed,
             "failed" => Self::SendFailed,
             "cancelled" => Self::Cancelled,
+            "unknown" => Self::Unknown,
             other => {
                 return Err(StatusError {
                     kind: "message",
@@ -202,8 +214,9 @@ mod tests {
             Queued => 0,
             Processing => 1,
             Sent => 2,
-            SendFailed | DeliveryFailed | Cancelled => 3,
-            Delivered => 4,
+            Unknown => 3,
+            SendFailed | DeliveryFailed | Cancelled => 4,
+            Delivered => 5,
         }
     }
 
@@ -227,7 +240,7 @@ mod tests {
                 }
             }
             // strictly increasing ranks bound the number of changes: no oscillation
-            prop_assert!(changes <= 4);
+            prop_assert!(changes <= 5);
         }
 
         #[test]
@@ -250,6 +263,22 @@ mod tests {
         use MessageStatus::*;
         assert_eq!(DeliveryFailed.advance(Delivered), Some(Delivered));
         assert_eq!(SendFailed.advance(Delivered), None);
+    }
+
+    #[test]
+    fn an_unknown_outcome_ends_waiting_but_a_late_report_still_settles_it() {
+        use MessageStatus::*;
+        assert_eq!(Sent.advance(Unknown), Some(Unknown));
+        assert!(Unknown.is_final());
+        assert_eq!(Unknown.advance(Delivered), Some(Delivered));
+        assert_eq!(Unknown.advance(DeliveryFailed), Some(DeliveryFailed));
+        assert_eq!(
+            Unknown.advance(Sent),
+            None,
+            "an in-flight answer changes nothing"
+        );
+        assert_eq!(Delivered.advance(Unknown), None);
+        assert_eq!(Processing.advance(Unknown), None, "only accepted messages");
     }
 
     #[test]

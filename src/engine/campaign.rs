@@ -47,6 +47,8 @@ pub struct Counters {
     pub send_failed: i64,
     pub delivery_failed: i64,
     pub cancelled: i64,
+    /// Accepted, no final report, given up on by the reconciler.
+    pub unknown: i64,
 }
 
 impl Counters {
@@ -59,6 +61,7 @@ impl Counters {
             MessageStatus::SendFailed => &mut self.send_failed,
             MessageStatus::DeliveryFailed => &mut self.delivery_failed,
             MessageStatus::Cancelled => &mut self.cancelled,
+            MessageStatus::Unknown => &mut self.unknown,
         }
     }
 
@@ -100,11 +103,12 @@ impl Counters {
             + self.send_failed
             + self.delivery_failed
             + self.cancelled
+            + self.unknown
     }
 
-    /// Handed to Mitto and accepted: pending, delivered, or failed by a report.
+    /// Handed to Mitto and accepted: pending, delivered, failed by a report, or unknown.
     pub fn sent(&self) -> i64 {
-        self.pending + self.delivered + self.delivery_failed
+        self.pending + self.delivered + self.delivery_failed + self.unknown
     }
 
     pub fn failed(&self) -> i64 {
@@ -424,6 +428,9 @@ impl Campaign {
             send_failed: c.send_failed,
             delivery_failed: c.delivery_failed,
             cancelled: c.cancelled,
+            unknown: c.unknown,
+            awaiting_report: c.pending,
+            last_refresh_at: None,
             progress: rate(total - c.queued - c.processing, total),
             last_event_at: self.figures.last_event_at,
         }
@@ -477,6 +484,13 @@ pub struct Stats {
     pub send_failed: i64,
     pub delivery_failed: i64,
     pub cancelled: i64,
+    /// Accepted messages whose outcome stayed unknown (no report, Mitto could not tell).
+    pub unknown: i64,
+    /// Accepted messages still waiting for a final report (the same figure as `pending`).
+    pub awaiting_report: i64,
+    /// When the reconciler last asked Mitto about this campaign's messages; filled in by the
+    /// service from the reconciler, not by the campaign.
+    pub last_refresh_at: Option<DateTime<Utc>>,
     pub progress: f64,
     pub last_event_at: Option<DateTime<Utc>>,
 }

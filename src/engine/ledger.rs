@@ -156,6 +156,47 @@ pub struct Ledger {
     pub counts: LedgerCounts,
 }
 
+/// What a report (a `dlr` or an `outcome_unknown`) says about its message.
+struct Report<'a> {
+    target: MessageStatus,
+    /// Mitto's raw status, kept verbatim; none for an unknown outcome.
+    raw: Option<&'a str>,
+    /// Why the message failed or is unknown (the provider's description, else its status).
+    reason: String,
+    at: DateTime<Utc>,
+}
+
+impl<'a> Report<'a> {
+    fn of(event: &'a Event) -> Option<Self> {
+        match event {
+            Event::Dlr {
+                status,
+                description,
+                at,
+                ..
+            } => Some(Self {
+                target: match status.outcome() {
+                    DeliveryOutcome::Delivered => MessageStatus::Delivered,
+                    DeliveryOutcome::Failed => MessageStatus::DeliveryFailed,
+                    DeliveryOutcome::InFlight => MessageStatus::Sent,
+                },
+                raw: Some(status.raw()),
+                reason: description
+                    .clone()
+                    .unwrap_or_else(|| status.raw().to_owned()),
+                at: *at,
+            }),
+            Event::OutcomeUnknown { reason, at, .. } => Some(Self {
+                target: MessageStatus::Unknown,
+                raw: None,
+                reason: reason.clone(),
+                at: *at,
+            }),
+            Event::Sent { .. } | Event::SendFailed { .. } => None,
+        }
+    }
+}
+
 /// Which send of which recipient an event is about: campaign, recipient, attempt.
 type SendRef = (CampaignId, RecipientId, u32);
 
@@ -208,7 +249,7 @@ impl Ledger {
                 Event::SendFailed { recipient_id, .. } if !self.rows.contains_key(recipient_id) => {
                     recipients.insert(*recipient_id);
                 }
-                Event::Dlr { message_id, .. }
+                Event::Dlr { message_id, .. } | Event::OutcomeUnknown { message_id, .. }
                     if !self.by_message.contains_key(message_id)
                         && !self.parked.contains_key(message_id)
                         && !sent_here.contains(message_id) =>
@@ -285,7 +326,7 @@ impl Ledger {
                 *at,
                 out,
             ),
-            Event::Dlr { message_id, .. } => {
+            Event::Dlr { message_id, .. } | Event::OutcomeUnknown { message_id, .. } => {
                 match self.by_message.get(message_id).copied() {
                     Some(recipient) => self.apply_report(recipient, &event, out),
                     None => self.park(offset, event.clone(), now),
@@ -421,32 +462,22 @@ impl Ledger {
     }
 
     fn apply_report(&mut self, recipient: RecipientId, event: &Event, out: &mut Vec<Transition>) {
-        let Event::Dlr {
-            status,
-            description,
-            at,
-            ..
-        } = event
-        else {
+        let Some(report) = Report::of(event) else {
             return;
         };
         let Some(row) = self.rows.get_mut(&recipient) else {
             return;
         };
-        let target = match status.outcome() {
-            DeliveryOutcome::Delivered => MessageStatus::Delivered,
-            DeliveryOutcome::Failed => MessageStatus::DeliveryFailed,
-            DeliveryOutcome::InFlight => MessageStatus::Sent,
-        };
         let from = row.status;
-        let Some(to) = from.advance(target) else {
+        let Some(to) = from.advance(report.target) else {
             // an in-flight report on a message still in flight refreshes the raw status only
-            if from == MessageStatus::Sent
-                && target == MessageStatus::Sent
-                && row.delivery_status.as_deref() != Some(status.raw())
+            if let (MessageStatus::Sent, MessageStatus::Sent, Some(raw)) =
+                (from, report.target, report.raw)
             {
-                row.delivery_status = Some(status.raw().to_owned());
-                self.dirty.insert(recipient);
+                if row.delivery_status.as_deref() != Some(raw) {
+                    row.delivery_status = Some(raw.to_owned());
+                    self.dirty.insert(recipient);
+                }
             }
             self.counts.ignored += 1;
             return;
@@ -455,24 +486,24 @@ impl Ledger {
             .then_some(row.failed_at)
             .flatten();
         row.status = to;
-        row.delivery_status = Some(status.raw().to_owned());
+        if let Some(raw) = report.raw {
+            row.delivery_status = Some(raw.to_owned());
+        }
         match to {
-            MessageStatus::Delivered => row.delivered_at = Some(*at),
+            MessageStatus::Delivered => row.delivered_at = Some(report.at),
+            MessageStatus::Unknown => row.error = Some(report.reason),
             _ => {
-                row.failed_at = Some(*at);
-                row.error = Some(
-                    description
-                        .clone()
-                        .unwrap_or_else(|| status.raw().to_owned()),
-                );
+                row.failed_at = Some(report.at);
+                row.error = Some(report.reason);
             }
         }
         let campaign = row.campaign;
-        self.changed(recipient, campaign, from, to, *at, corrected_at, out);
+        self.changed(recipient, campaign, from, to, report.at, corrected_at, out);
     }
 
     fn park(&mut self, offset: i64, event: Event, now: DateTime<Utc>) {
-        let Event::Dlr { message_id, .. } = &event else {
+        let (Event::Dlr { message_id, .. } | Event::OutcomeUnknown { message_id, .. }) = &event
+        else {
             return;
         };
         if self.parked_len >= self.limits.max_parked {
@@ -606,6 +637,11 @@ impl Ledger {
         self.next_offset
     }
 
+    /// The checkpoint that will commit what this ledger changes next.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     pub fn resident(&self) -> usize {
         self.rows.len()
     }
@@ -680,6 +716,56 @@ mod tests {
 
     fn moves(ts: &[Transition]) -> Vec<(MessageStatus, MessageStatus)> {
         ts.iter().map(|t| (t.from, t.to)).collect()
+    }
+
+    fn unknown(offset: i64, r: i64) -> Incoming {
+        let event = Event::OutcomeUnknown {
+            message_id: mid(r),
+            reason: "no final report".into(),
+            at: at(offset),
+        };
+        Incoming {
+            offset,
+            event: Ok(event),
+        }
+    }
+
+    #[test]
+    fn an_unknown_outcome_ends_waiting_and_a_late_report_still_settles_it() {
+        use MessageStatus::*;
+        let mut l = ledger_with(vec![row(1, Processing), row(2, Processing)]);
+        let ts = l.apply_batch(
+            vec![
+                sent(0, 1),
+                sent(1, 2),
+                dlr(2, 2, "Delivered"),
+                unknown(3, 1),
+                unknown(4, 2),
+                dlr(5, 1, "Sent"),
+            ],
+            at(9),
+        );
+        assert_eq!(
+            moves(&ts),
+            vec![
+                (Processing, Sent),
+                (Processing, Sent),
+                (Sent, Delivered),
+                (Sent, Unknown)
+            ],
+            "an unknown outcome never overrides a final report; an in-flight one changes nothing"
+        );
+        let ts = l.apply_batch(vec![dlr(6, 1, "Expired")], at(9));
+        assert_eq!(moves(&ts), vec![(Unknown, DeliveryFailed)]);
+        let cp = l.barrier(1, 0, at(9));
+        let r1 = cp.rows.iter().find(|r| r.recipient.get() == 1).unwrap();
+        assert_eq!(r1.delivery_status.as_deref(), Some("Expired"));
+        assert_eq!(
+            cp.figures[&CampaignId::new(7).unwrap()]
+                .counters
+                .get(Unknown),
+            0
+        );
     }
 
     #[test]

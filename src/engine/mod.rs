@@ -5,8 +5,10 @@
 //!   that change them, the lifecycle table (which action is allowed in which status), stats.
 //! - [`send_loop`] the send loop's decisions: settle earlier claims, claim, finish.
 //! - [`ledger`]    one partition's per-message state and the forward-only rules applied to it.
+//! - [`reconcile`] what a status lookup at Mitto becomes, and the periodic pass's cursors.
 
 pub mod batch;
 pub mod campaign;
 pub mod ledger;
+pub mod reconcile;
 pub mod send_loop;

@@ -10,6 +10,7 @@ pub mod health;
 pub mod input;
 pub mod keys;
 pub mod me;
+pub mod refresh;
 pub mod stats;
 pub mod webhooks;
 
@@ -39,6 +40,8 @@ pub struct AppState {
     pub keys: keys::KeyCache,
     /// The traffic account of campaigns created without one (none: they must name one).
     pub default_traffic_account: Option<crate::domain::TrafficAccountId>,
+    /// Statuses fetched from Mitto: the refresh API, and each campaign's last refresh time.
+    pub reconciler: crate::reconcile::Reconciler,
 }
 
 /// Builds the server on an already bound listener (port 0 in tests).
@@ -60,7 +63,8 @@ pub fn server(state: AppState, listener: TcpListener) -> std::io::Result<Server>
                     // before campaigns: /v1/campaigns/stats is not a campaign id
                     .configure(stats::routes)
                     .configure(campaigns::routes)
-                    .configure(contacts::routes),
+                    .configure(contacts::routes)
+                    .configure(refresh::routes),
             )
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such route".into()))

@@ -27,7 +27,10 @@ fn campaign_id(raw: &str) -> Result<CampaignId, ApiError> {
 /// The tenant's own campaign's stats, or `None`.
 async fn stats_for(state: &AppState, auth: Authenticated, id: CampaignId) -> Option<Stats> {
     match state.events.registry.stats(id).await {
-        Some((tenant, stats)) if tenant == auth.tenant => Some(stats),
+        Some((tenant, stats)) if tenant == auth.tenant => Some(Stats {
+            last_refresh_at: state.reconciler.last_refresh_at(id),
+            ..stats
+        }),
         _ => None,
     }
 }
@@ -106,6 +109,7 @@ async fn status(
             "sendFailed": s.send_failed,
             "deliveryFailed": s.delivery_failed,
             "cancelled": s.cancelled,
+            "unknown": s.unknown,
         },
     })))
 }

@@ -58,18 +58,30 @@ impl EventProducer {
         self.send_raw(&records).await
     }
 
+    /// Produces the events and returns, once all are acknowledged, where each one landed
+    /// (partition, offset), so a caller can wait until they are applied.
+    pub async fn send_positioned(&self, events: &[Event]) -> Result<Vec<(i32, i64)>, KafkaError> {
+        let records: Vec<(String, Vec<u8>)> =
+            events.iter().map(|e| (e.key(), e.to_json())).collect();
+        self.produce(&records).await
+    }
+
     /// Produces pre-serialised records; used by benches and by tests that inject poison.
     pub async fn send_raw(&self, records: &[(String, Vec<u8>)]) -> Result<(), KafkaError> {
+        self.produce(records).await.map(drop)
+    }
+
+    async fn produce(&self, records: &[(String, Vec<u8>)]) -> Result<Vec<(i32, i64)>, KafkaError> {
         let sends = records.iter().map(|(key, payload)| {
             let record = FutureRecord::to(&self.topic).key(key).payload(payload);
             async move {
                 self.producer
                     .send(record, DELIVERY_TIMEOUT)
                     .await
-                    .map(drop)
+                    .map(|delivered| (delivered.partition, delivered.offset))
                     .map_err(|(e, _)| e)
             }
         });
-        try_join_all(sends).await.map(drop)
+        try_join_all(sends).await
     }
 }

@@ -6,9 +6,12 @@
 //! 5xx); an ambiguous send is never retried here, so no phone is messaged twice.
 
 use std::cell::Cell;
+use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use backon::Retryable;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::{Response, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
@@ -82,15 +85,19 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub retry: RetryPolicy,
+    /// Status lookups per second across every clone of the client, evenly spaced.
+    pub status_lookups_per_second: Option<NonZeroU32>,
 }
 
-/// One pooled HTTP client per process; cheap to clone.
+/// One pooled HTTP client per process; cheap to clone. Clones share the lookup pace, so the
+/// refresh API, the reconciler and the senders together stay within Mitto's lookup rate.
 #[derive(Debug, Clone)]
 pub struct MittoClient {
     http: reqwest::Client,
     base_url: url::Url,
     api_key: SecretString,
     retry: RetryPolicy,
+    lookup_pace: Option<Arc<DefaultDirectRateLimiter>>,
 }
 
 /// One attempt's failure, before the retry loop decides.
@@ -103,10 +110,12 @@ enum AttemptError {
     Final(MittoError),
 }
 
-/// Whether a request may safely be repeated when its answer is lost.
+/// What a request is: whether it may be repeated when its answer is lost, and whether it
+/// counts against the lookup rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Idempotence {
-    Idempotent,
+enum CallKind {
+    /// A status lookup: idempotent, paced.
+    Lookup,
     /// A send: a lost answer means an unknown outcome.
     Send,
 }
@@ -121,11 +130,17 @@ impl MittoClient {
             .pool_idle_timeout(Duration::from_secs(4))
             .build()
             .map_err(|e| MittoError::Setup(e.to_string()))?;
+        // burst 1: lookups leave evenly spaced, so no one-second window holds more than the rate
+        let lookup_pace = config.status_lookups_per_second.map(|rate| {
+            let quota = Quota::per_second(rate).allow_burst(NonZeroU32::MIN);
+            Arc::new(RateLimiter::direct(quota))
+        });
         Ok(Self {
             http,
             base_url: config.base_url,
             api_key: config.api_key,
             retry: config.retry,
+            lookup_pace,
         })
     }
 
@@ -138,7 +153,7 @@ impl MittoClient {
             messages: messages.to_vec(),
         };
         let response: SendResponse = self
-            .call(Idempotence::Send, || {
+            .call(CallKind::Send, || {
                 self.http.post(self.url(BULK_SEND_PATH)).json(&body)
             })
             .await?;
@@ -154,7 +169,7 @@ impl MittoClient {
     #[tracing::instrument(skip_all)]
     pub async fn send_one(&self, message: &SendMessage) -> Result<ItemResult, MittoError> {
         let response: SendResponse = self
-            .call(Idempotence::Send, || {
+            .call(CallKind::Send, || {
                 self.http.post(self.url(SINGLE_SEND_PATH)).json(message)
             })
             .await?;
@@ -170,7 +185,7 @@ impl MittoClient {
         id: &MessageId,
     ) -> Result<MessageStatusResponse, MittoError> {
         let url = self.url(&format!("{MESSAGE_PATH}/{}", id.as_str()));
-        self.call(Idempotence::Idempotent, || self.http.get(url.clone()))
+        self.call(CallKind::Lookup, || self.http.get(url.clone()))
             .await
             .map_err(|e| match e {
                 MittoError::Rejected { status: 404, .. } => MittoError::NotFound(id.to_string()),
@@ -189,7 +204,7 @@ impl MittoClient {
         let mut url = self.url(MESSAGE_PATH);
         url.query_pairs_mut().append_pair("reference", reference);
         match self
-            .call(Idempotence::Idempotent, || self.http.get(url.clone()))
+            .call(CallKind::Lookup, || self.http.get(url.clone()))
             .await
         {
             Ok(message) => Ok(Some(message)),
@@ -206,7 +221,7 @@ impl MittoClient {
     }
 
     /// Runs attempts under the retry policy and turns the last failure into a `MittoError`.
-    async fn call<T, B>(&self, idempotence: Idempotence, build: B) -> Result<T, MittoError>
+    async fn call<T, B>(&self, kind: CallKind, build: B) -> Result<T, MittoError>
     where
         T: DeserializeOwned,
         B: Fn() -> reqwest::RequestBuilder,
@@ -214,7 +229,7 @@ impl MittoClient {
         let attempts = Cell::new(0u32);
         let attempt = || async {
             attempts.set(attempts.get() + 1);
-            self.attempt(idempotence, &build).await
+            self.attempt(kind, &build).await
         };
         let result = attempt
             .retry(self.retry.backoff())
@@ -235,27 +250,27 @@ impl MittoClient {
         })
     }
 
-    async fn attempt<T, B>(&self, idempotence: Idempotence, build: &B) -> Result<T, AttemptError>
+    async fn attempt<T, B>(&self, kind: CallKind, build: &B) -> Result<T, AttemptError>
     where
         T: DeserializeOwned,
         B: Fn() -> reqwest::RequestBuilder,
     {
+        if let (CallKind::Lookup, Some(pace)) = (kind, &self.lookup_pace) {
+            pace.until_ready().await;
+        }
         let request = build().header(API_KEY_HEADER, self.api_key.expose_secret());
-        let response = request
-            .send()
-            .await
-            .map_err(|e| transport_error(idempotence, e))?;
+        let response = request.send().await.map_err(|e| transport_error(kind, e))?;
         let status = response.status();
         if status.is_success() {
             let body = response
                 .bytes()
                 .await
-                .map_err(|e| transport_error(idempotence, e))?;
+                .map_err(|e| transport_error(kind, e))?;
             return serde_json::from_slice(&body).map_err(|e| {
                 let message = format!("response body is not what Mitto documents: {e}");
-                match idempotence {
-                    Idempotence::Send => AttemptError::Final(ambiguous(message)),
-                    Idempotence::Idempotent => AttemptError::Retry {
+                match kind {
+                    CallKind::Send => AttemptError::Final(ambiguous(message)),
+                    CallKind::Lookup => AttemptError::Retry {
                         retry_after: None,
                         message,
                     },
@@ -272,9 +287,9 @@ fn ambiguous(message: String) -> MittoError {
 
 /// A transport failure: before the connection existed nothing was sent (safe to retry);
 /// after, a send's outcome is unknown.
-fn transport_error(idempotence: Idempotence, e: reqwest::Error) -> AttemptError {
+fn transport_error(kind: CallKind, e: reqwest::Error) -> AttemptError {
     let message = e.to_string();
-    if e.is_connect() || idempotence == Idempotence::Idempotent {
+    if e.is_connect() || kind == CallKind::Lookup {
         AttemptError::Retry {
             retry_after: None,
             message,

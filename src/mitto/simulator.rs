@@ -72,6 +72,9 @@ fn ratio(s: &str) -> Result<f64, String> {
 
 /// Everything the simulator can be told. Defaults are realistic: most messages delivered,
 /// reports after 0.2–2 s, no injected faults.
+///
+/// Every accepted message reaches its final status after a `dlr_delay_ms` sample whether or
+/// not its reports are posted, so lookups can reconcile what callbacks never told.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SimConfig {
     /// Address to listen on.
@@ -88,7 +91,8 @@ pub struct SimConfig {
         hide_env_values = true
     )]
     pub api_key: String,
-    /// Where delivery reports are POSTed (campaignd's /webhooks/mitto/dlr); none = no reports.
+    /// Where delivery reports are POSTed (campaignd's /webhooks/mitto/dlr); none = no reports
+    /// (messages still reach their final status, which lookups answer).
     #[arg(long)]
     pub callback: Option<url::Url>,
     /// HMAC secret used to sign reports (X-Webhook-Signature).
@@ -126,6 +130,11 @@ pub struct SimConfig {
     /// Share of messages whose report is delivered before the send request is answered.
     #[arg(long, default_value_t = 0.0, value_parser = ratio)]
     pub dlr_before_response_ratio: f64,
+    /// Share of messages none of whose reports are ever posted (final, duplicate or late
+    /// intermediate), as when a provider loses callbacks; lookups still answer the final
+    /// status, which is what reconciliation must recover.
+    #[arg(long, default_value_t = 0.0, value_parser = ratio)]
+    pub drop_dlr_ratio: f64,
     /// Share of send requests answered 429 with Retry-After.
     #[arg(long, default_value_t = 0.0, value_parser = ratio)]
     pub rate_429: f64,
@@ -143,6 +152,12 @@ pub struct SimConfig {
     /// How long an unanswered request hangs before the simulator gives up on it.
     #[arg(long, default_value_t = 30_000)]
     pub hang_ms: u64,
+    /// Added latency per status lookup (by id or by reference).
+    #[arg(long, default_value = "0")]
+    pub lookup_latency_ms: MsRange,
+    /// Share of status lookups (by id or by reference) answered 503.
+    #[arg(long, default_value_t = 0.0, value_parser = ratio)]
+    pub lookup_5xx_ratio: f64,
     /// Share of messages refused individually (a per-item error).
     #[arg(long, default_value_t = 0.0, value_parser = ratio)]
     pub item_error_ratio: f64,
@@ -188,6 +203,58 @@ struct SimMessage {
     created_at: chrono::DateTime<Utc>,
     updated_at: chrono::DateTime<Utc>,
     delivery_status: String,
+    /// What `delivery_status` means, kept beside it so the stats never re-interpret the raw
+    /// text (a configured failure status may be any word).
+    fate: Fate,
+}
+
+/// Where a message stands in the simulator's truth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Accepted, status "Sent", final status not reached yet.
+    InFlight,
+    Delivered,
+    /// Ended with one of the configured failure statuses.
+    Failed,
+}
+
+/// The final status decided for a message when it is accepted.
+#[derive(Debug, Clone)]
+struct Verdict {
+    status: String,
+    fate: Fate,
+}
+
+/// Where a message's reports go, decided when it is accepted.
+#[derive(Debug, Clone, Copy)]
+enum Reports {
+    /// None are posted: no callback is configured, or they are dropped (`drop_dlr_ratio`).
+    Withheld,
+    /// The final report is posted before the send request is answered.
+    BeforeResponse,
+    /// Posted after the delay: the final report (twice when `duplicate`), then, when
+    /// `out_of_order`, a stale "Sent".
+    Later { duplicate: bool, out_of_order: bool },
+}
+
+/// Lookups per calendar second (UTC epoch second). Only the current second and the highest
+/// count seen are kept, so memory stays constant however long the simulator runs.
+#[derive(Debug, Default)]
+struct LookupRate {
+    second: i64,
+    count: u64,
+    max: u64,
+}
+
+impl LookupRate {
+    fn record(&mut self, second: i64) {
+        if second != self.second {
+            self.second = second;
+            self.count = 0;
+        }
+        self.count += 1;
+        self.max = self.max.max(self.count);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -199,6 +266,8 @@ struct Counters {
     item_errors: AtomicU64,
     dlrs_sent: AtomicU64,
     dlrs_failed: AtomicU64,
+    /// Messages whose reports were all withheld by `drop_dlr_ratio`.
+    dlrs_dropped: AtomicU64,
 }
 
 /// Send counts for one (destination, text).
@@ -220,6 +289,17 @@ pub struct SimStats {
     pub item_errors: u64,
     pub dlrs_sent: u64,
     pub dlrs_failed: u64,
+    /// Messages whose reports were never posted (`drop_dlr_ratio`); each still reached its
+    /// final status. Counted per message, unlike `dlrs_sent`, which counts reports.
+    pub dlrs_dropped: u64,
+    /// Accepted messages whose current status is "Delivered".
+    pub delivered: u64,
+    /// Accepted messages whose current status is one of the failure statuses.
+    pub failed: u64,
+    /// Accepted messages not final yet (status "Sent"); 0 once every report delay has passed.
+    pub in_flight: u64,
+    /// The most lookups (both endpoints, authorised) that arrived within one UTC second.
+    pub max_lookups_per_second: u64,
     /// The highest number of times one (destination, text) was accepted; 1 means no double send.
     pub max_sends_per_message: u64,
     pub sends: Vec<SendCount>,
@@ -233,6 +313,7 @@ pub struct SimState {
     references: DashMap<String, String>,
     sends: DashMap<(String, String), u64>,
     counters: Counters,
+    lookup_rate: Mutex<LookupRate>,
     script: Mutex<VecDeque<Fault>>,
     limiter: Option<DefaultKeyedRateLimiter<String>>,
     /// One entry per message: its reports, in the order they are to arrive.
@@ -295,6 +376,7 @@ pub fn start(config: SimConfig) -> std::io::Result<SimHandle> {
         references: DashMap::new(),
         sends: DashMap::new(),
         counters: Counters::default(),
+        lookup_rate: Mutex::new(LookupRate::default()),
         script: Mutex::new(VecDeque::new()),
         limiter,
         reports,
@@ -422,6 +504,7 @@ impl SimState {
             created_at: now,
             updated_at: now,
             delivery_status: "Sent".to_owned(),
+            fate: Fate::InFlight,
         };
         if let Some(reference) = &message.reference {
             self.references.insert(reference.clone(), id.clone());
@@ -472,56 +555,91 @@ impl SimState {
         None
     }
 
-    /// Decides the message's fate now and delivers its report later (or before the response).
+    /// Decides the message's fate now; it becomes final after a `dlr_delay_ms` sample (or
+    /// before the response, reported then), whether or not its reports are posted.
     fn schedule_report(
         self: &Arc<Self>,
         id: String,
         before_response: &mut Vec<MessageStatusResponse>,
     ) {
-        if self.config.callback.is_none() {
-            return;
+        let verdict = self.decide_verdict();
+        match self.decide_reports() {
+            Reports::BeforeResponse => {
+                if let Some(report) = self.finalise(&id, &verdict) {
+                    before_response.push(report);
+                }
+            }
+            reports => self.finalise_later(id, verdict, reports),
         }
+    }
+
+    /// Delivered with `delivery_ratio`, else a failure status drawn from the configured mix.
+    fn decide_verdict(&self) -> Verdict {
         let c = &self.config;
         let mut rng = rand::rng();
-        let status = if rng.random_bool(c.delivery_ratio) || c.failure_statuses.is_empty() {
-            "Delivered".to_owned()
-        } else {
-            c.failure_statuses[rng.random_range(0..c.failure_statuses.len())].clone()
-        };
+        if rng.random_bool(c.delivery_ratio) || c.failure_statuses.is_empty() {
+            return Verdict {
+                status: "Delivered".to_owned(),
+                fate: Fate::Delivered,
+            };
+        }
+        Verdict {
+            status: c.failure_statuses[rng.random_range(0..c.failure_statuses.len())].clone(),
+            fate: Fate::Failed,
+        }
+    }
+
+    /// Without a callback there is nothing to drop, so `dlrs_dropped` counts only messages
+    /// whose reports would otherwise have been posted.
+    fn decide_reports(&self) -> Reports {
+        let c = &self.config;
+        if c.callback.is_none() {
+            return Reports::Withheld;
+        }
+        let mut rng = rand::rng();
         let duplicate = rng.random_bool(c.duplicate_ratio);
         let out_of_order = rng.random_bool(c.out_of_order_ratio);
-        if rng.random_bool(c.dlr_before_response_ratio) {
-            if let Some(report) = self.finalise(&id, &status) {
-                before_response.push(report);
+        if rng.random_bool(c.drop_dlr_ratio) {
+            self.counters.dlrs_dropped.fetch_add(1, Ordering::Relaxed);
+            Reports::Withheld
+        } else if rng.random_bool(c.dlr_before_response_ratio) {
+            Reports::BeforeResponse
+        } else {
+            Reports::Later {
+                duplicate,
+                out_of_order,
             }
-            return;
         }
-        let delay = c.dlr_delay_ms.sample();
+    }
+
+    /// Finalises the message after a `dlr_delay_ms` sample, then queues its reports if any.
+    fn finalise_later(self: &Arc<Self>, id: String, verdict: Verdict, reports: Reports) {
+        let delay = self.config.dlr_delay_ms.sample();
         let state = self.clone();
         actix_web::rt::spawn(async move {
             tokio::time::sleep(delay).await;
-            let Some(report) = state.finalise(&id, &status) else {
+            let Some(report) = state.finalise(&id, &verdict) else {
                 return;
             };
-            let intermediate = out_of_order.then(|| MessageStatusResponse {
-                delivery_status: "Sent".to_owned(),
-                updated_at: report.created_at.clone(),
-                ..report.clone()
-            });
-            let copies = if duplicate { 2 } else { 1 };
-            let sequence = std::iter::repeat_n(report, copies)
-                .chain(intermediate)
-                .collect();
-            // the dispatcher lives as long as the state; a closed queue means shutdown
-            let _ = state.reports.send(sequence);
+            if let Reports::Later {
+                duplicate,
+                out_of_order,
+            } = reports
+            {
+                // the dispatcher lives as long as the state; a closed queue means shutdown
+                let _ = state
+                    .reports
+                    .send(report_sequence(report, duplicate, out_of_order));
+            }
         });
     }
 
     /// Moves a message to its final status and returns the report describing it.
-    fn finalise(&self, id: &str, status: &str) -> Option<MessageStatusResponse> {
+    fn finalise(&self, id: &str, verdict: &Verdict) -> Option<MessageStatusResponse> {
         {
             let mut message = self.messages.get_mut(id)?;
-            message.delivery_status = status.to_owned();
+            message.delivery_status = verdict.status.clone();
+            message.fate = verdict.fate;
             message.updated_at = Utc::now();
         }
         self.lookup(id)
@@ -562,6 +680,7 @@ impl SimState {
             })
             .collect();
         sends.sort_by(|a, b| (&a.destination, &a.text).cmp(&(&b.destination, &b.text)));
+        let fates = self.fates();
         SimStats {
             bulk_requests: load(&self.counters.bulk_requests),
             single_requests: load(&self.counters.single_requests),
@@ -570,9 +689,42 @@ impl SimState {
             item_errors: load(&self.counters.item_errors),
             dlrs_sent: load(&self.counters.dlrs_sent),
             dlrs_failed: load(&self.counters.dlrs_failed),
+            dlrs_dropped: load(&self.counters.dlrs_dropped),
+            delivered: fates.delivered,
+            failed: fates.failed,
+            in_flight: fates.in_flight,
+            max_lookups_per_second: self.lock_lookup_rate().max,
             max_sends_per_message: sends.iter().map(|s| s.count).max().unwrap_or(0),
             sends,
         }
+    }
+
+    /// Counts accepted messages by fate; one pass over the messages, so the three add up to
+    /// the messages held at that moment.
+    fn fates(&self) -> FateCounts {
+        let mut counts = FateCounts::default();
+        for message in self.messages.iter() {
+            match message.fate {
+                Fate::InFlight => counts.in_flight += 1,
+                Fate::Delivered => counts.delivered += 1,
+                Fate::Failed => counts.failed += 1,
+            }
+        }
+        counts
+    }
+
+    /// Counts an authorised lookup, overall and in its second. The clock is read under the
+    /// lock so that concurrent lookups record their seconds in order.
+    fn count_lookup(&self) {
+        self.counters.lookups.fetch_add(1, Ordering::Relaxed);
+        let mut rate = self.lock_lookup_rate();
+        rate.record(Utc::now().timestamp());
+    }
+
+    fn lock_lookup_rate(&self) -> std::sync::MutexGuard<'_, LookupRate> {
+        self.lookup_rate
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Posts reports in order, `dlr_batch` per request.
@@ -633,6 +785,31 @@ impl SimState {
         }
         request
     }
+}
+
+#[derive(Debug, Default)]
+struct FateCounts {
+    delivered: u64,
+    failed: u64,
+    in_flight: u64,
+}
+
+/// A message's reports in the order they are to arrive: the final one (twice when
+/// `duplicate`), then, when `out_of_order`, a "Sent" describing the moment of acceptance.
+fn report_sequence(
+    report: MessageStatusResponse,
+    duplicate: bool,
+    out_of_order: bool,
+) -> Vec<MessageStatusResponse> {
+    let intermediate = out_of_order.then(|| MessageStatusResponse {
+        delivery_status: "Sent".to_owned(),
+        updated_at: report.created_at.clone(),
+        ..report.clone()
+    });
+    let copies = if duplicate { 2 } else { 1 };
+    std::iter::repeat_n(report, copies)
+        .chain(intermediate)
+        .collect()
 }
 
 /// Forwards queued reports to the callback, at most 16 requests at once. The reports of one
@@ -799,15 +976,28 @@ async fn single_send(
     }
 }
 
+/// The shared path of both lookup endpoints: auth, counting, then the configured latency and
+/// 5xx faults. A lookup is counted once authorised, whatever it is answered.
+async fn admit_lookup(state: &SimState, req: &HttpRequest) -> Result<(), HttpResponse> {
+    if !state.authorised(req) {
+        return Err(problem(401, "missing or invalid X-Mitto-API-Key"));
+    }
+    state.count_lookup();
+    tokio::time::sleep(state.config.lookup_latency_ms.sample()).await;
+    if rand::rng().random_bool(state.config.lookup_5xx_ratio) {
+        return Err(problem(503, "simulated provider error"));
+    }
+    Ok(())
+}
+
 async fn lookup(
     state: web::Data<SimState>,
     req: HttpRequest,
     id: web::Path<String>,
 ) -> HttpResponse {
-    if !state.authorised(&req) {
-        return problem(401, "missing or invalid X-Mitto-API-Key");
+    if let Err(response) = admit_lookup(&state, &req).await {
+        return response;
     }
-    state.counters.lookups.fetch_add(1, Ordering::Relaxed);
     match state.lookup(&id) {
         Some(message) => HttpResponse::Ok().json(message),
         None => problem(404, "message not found"),
@@ -825,10 +1015,9 @@ async fn lookup_by_reference(
     req: HttpRequest,
     query: web::Query<ReferenceQuery>,
 ) -> HttpResponse {
-    if !state.authorised(&req) {
-        return problem(401, "missing or invalid X-Mitto-API-Key");
+    if let Err(response) = admit_lookup(&state, &req).await {
+        return response;
     }
-    state.counters.lookups.fetch_add(1, Ordering::Relaxed);
     let id = state.references.get(&query.reference).map(|id| id.clone());
     match id.and_then(|id| state.lookup(&id)) {
         Some(message) => HttpResponse::Ok().json(message),
@@ -871,6 +1060,68 @@ mod tests {
         assert!("x".parse::<MsRange>().is_err());
         assert!(ratio("1.5").is_err());
         assert_eq!(ratio("0.25"), Ok(0.25));
+    }
+
+    #[test]
+    fn reconciliation_flags_parse_and_default_to_no_faults() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: SimConfig,
+        }
+        let defaults = SimConfig::default();
+        assert_eq!(defaults.drop_dlr_ratio, 0.0);
+        assert_eq!(defaults.lookup_latency_ms, MsRange { min: 0, max: 0 });
+        assert_eq!(defaults.lookup_5xx_ratio, 0.0);
+        let c = <Cli as clap::Parser>::parse_from([
+            "mitto-sim",
+            "--drop-dlr-ratio",
+            "0.3",
+            "--lookup-latency-ms",
+            "5..9",
+            "--lookup-5xx-ratio",
+            "1",
+        ])
+        .config;
+        assert_eq!(c.drop_dlr_ratio, 0.3);
+        assert_eq!(c.lookup_latency_ms, MsRange { min: 5, max: 9 });
+        assert_eq!(c.lookup_5xx_ratio, 1.0);
+        let bad = ["mitto-sim", "--drop-dlr-ratio", "2"];
+        assert!(<Cli as clap::Parser>::try_parse_from(bad).is_err());
+    }
+
+    #[test]
+    fn lookup_rate_keeps_the_busiest_second_and_only_the_current_one() {
+        let mut rate = LookupRate::default();
+        for second in [10, 10, 10, 11, 12, 12] {
+            rate.record(second);
+        }
+        assert_eq!(rate.max, 3);
+        assert_eq!((rate.second, rate.count), (12, 2));
+        for _ in 0..4 {
+            rate.record(13);
+        }
+        assert_eq!(rate.max, 4);
+    }
+
+    #[test]
+    fn report_sequences_put_duplicates_first_and_the_stale_sent_last() {
+        // built from JSON so that a new optional wire field does not break this test
+        let report: MessageStatusResponse = serde_json::from_value(serde_json::json!({
+            "messageId": "01A", "deliveryStatus": "Delivered",
+            "createdAt": "t0", "updatedAt": "t1",
+        }))
+        .unwrap();
+        let statuses = |d, o| {
+            report_sequence(report.clone(), d, o)
+                .into_iter()
+                .map(|r| (r.delivery_status, r.updated_at.unwrap()))
+                .collect::<Vec<_>>()
+        };
+        let fin = ("Delivered".to_owned(), "t1".to_owned());
+        let sent = ("Sent".to_owned(), "t0".to_owned());
+        assert_eq!(statuses(false, false), vec![fin.clone()]);
+        assert_eq!(statuses(true, true), vec![fin.clone(), fin.clone(), sent]);
     }
 
     #[test]

@@ -28,6 +28,7 @@ struct ActivationRow {
     send_failed: i64,
     delivery_failed: i64,
     cancelled: i64,
+    unknown: i64,
     first_sent_at: Option<DateTime<Utc>>,
     last_event_at: Option<DateTime<Utc>>,
 }
@@ -78,7 +79,7 @@ async fn snapshot(
     let row: Option<ActivationRow> = sqlx::query_as(
         "SELECT tenant_id, name, status, redemptions, unsubscribes, body, sender,
                 traffic_account_id, queued, processing, pending, delivered, send_failed,
-                delivery_failed, cancelled, first_sent_at, last_event_at
+                delivery_failed, cancelled, unknown, first_sent_at, last_event_at
          FROM campaigns WHERE id = $1",
     )
     .bind(id.get())
@@ -96,6 +97,7 @@ async fn snapshot(
             send_failed: row.send_failed,
             delivery_failed: row.delivery_failed,
             cancelled: row.cancelled,
+            unknown: row.unknown,
         },
         series: minutes(conn, id).await?,
         first_sent_at: row.first_sent_at,

@@ -191,13 +191,14 @@ pub(super) async fn add_counters(
              pending = c.pending + u.pending, delivered = c.delivered + u.delivered,
              send_failed = c.send_failed + u.send_failed,
              delivery_failed = c.delivery_failed + u.delivery_failed,
-             cancelled = c.cancelled + u.cancelled,
+             cancelled = c.cancelled + u.cancelled, unknown = c.unknown + u.unknown,
              first_sent_at = LEAST(c.first_sent_at, u.first_sent_at),
              last_event_at = GREATEST(c.last_event_at, u.last_event_at)
          FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
-                     $6::bigint[], $7::bigint[], $8::bigint[], $9::timestamptz[], $10::timestamptz[])
+                     $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::timestamptz[],
+                     $11::timestamptz[])
               AS u(id, queued, processing, pending, delivered, send_failed, delivery_failed,
-                   cancelled, first_sent_at, last_event_at)
+                   cancelled, unknown, first_sent_at, last_event_at)
          WHERE c.id = u.id",
     )
     .bind(ids)
@@ -208,6 +209,7 @@ pub(super) async fn add_counters(
     .bind(col(|c| c.send_failed))
     .bind(col(|c| c.delivery_failed))
     .bind(col(|c| c.cancelled))
+    .bind(col(|c| c.unknown))
     .bind(first_sent_at)
     .bind(last_event_at)
     .execute(&mut *tx)

@@ -10,6 +10,7 @@ pub mod contacts;
 pub mod enqueue;
 pub mod fixtures;
 pub mod messages;
+pub mod reconcile;
 pub mod tenants;
 
 use std::str::FromStr;

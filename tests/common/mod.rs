@@ -125,6 +125,7 @@ pub fn client(
             max_delay: Duration::from_millis(200),
             max_retries,
         },
+        status_lookups_per_second: None,
     })
     .expect("client builds")
 }

@@ -188,6 +188,7 @@ impl Harness {
                     "sendFailed",
                     "deliveryFailed",
                     "cancelled",
+                    "unknown",
                 ];
                 let figures: HashMap<String, i64> = keys
                     .iter()

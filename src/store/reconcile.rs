@@ -1,0 +1,326 @@
+//! What the reconciler reads and records: messages waiting for a report, refresh jobs, and
+//! when a campaign was last refreshed. Message state itself is only ever written by the
+//! DlrActors (a refresh becomes an event); nothing here changes a recipient row.
+//!
+//! The recipients table has no index on `status` (status changes stay HOT, DESIGN.md
+//! section 9), so a campaign's waiting messages are read by id range from a cursor: each
+//! pass reads a slice, and a whole cycle reads the campaign's rows once.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use super::StoreError;
+use crate::domain::{CampaignId, MessageId, MessageStatus, RecipientId, TenantId};
+
+/// One message as the reconciler sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    pub recipient: RecipientId,
+    pub campaign: CampaignId,
+    pub message_id: MessageId,
+    pub status: MessageStatus,
+    pub delivery_status: Option<String>,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+type WaitingRow = (
+    i64,
+    i64,
+    String,
+    String,
+    Option<String>,
+    Option<DateTime<Utc>>,
+);
+
+fn waiting(row: WaitingRow) -> Result<Waiting, StoreError> {
+    let (id, campaign, message, status, delivery_status, sent_at) = row;
+    let corrupt = |e: String| StoreError::Corrupt(format!("recipient {id}: {e}"));
+    Ok(Waiting {
+        recipient: RecipientId::new(id).map_err(|e| corrupt(e.to_string()))?,
+        campaign: CampaignId::new(campaign).map_err(|e| corrupt(e.to_string()))?,
+        message_id: MessageId::parse(&message).map_err(|e| corrupt(e.to_string()))?,
+        status: MessageStatus::from_db(&status, sent_at.is_some())
+            .map_err(|e| corrupt(e.to_string()))?,
+        delivery_status,
+        sent_at,
+    })
+}
+
+const WAITING: &str = "id, campaign_id, provider_message_id, status, delivery_status, sent_at";
+
+/// The tenant's message with Mitto's id `message`, or `None` (unknown, or another tenant's).
+pub async fn message(
+    pool: &PgPool,
+    tenant: TenantId,
+    message: &str,
+) -> Result<Option<Waiting>, StoreError> {
+    let row: Option<WaitingRow> = sqlx::query_as(&format!(
+        "SELECT {WAITING} FROM campaign_recipients
+         WHERE provider_message_id = $1 AND tenant_id = $2"
+    ))
+    .bind(message)
+    .bind(tenant.get())
+    .fetch_optional(pool)
+    .await?;
+    row.map(waiting).transpose()
+}
+
+/// The current state of these recipients (after a refresh was committed).
+pub async fn states(pool: &PgPool, recipients: &[RecipientId]) -> Result<Vec<Waiting>, StoreError> {
+    let ids: Vec<i64> = recipients.iter().map(|r| r.get()).collect();
+    let rows: Vec<WaitingRow> = sqlx::query_as(&format!(
+        "SELECT {WAITING} FROM campaign_recipients WHERE id = ANY($1)"
+    ))
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter().map(waiting).collect()
+}
+
+/// Which messages a read covers.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope {
+    pub campaign: CampaignId,
+    /// Only this Mitto bulk's messages.
+    pub bulk: Option<uuid::Uuid>,
+    /// Only messages sent before this time.
+    pub sent_before: DateTime<Utc>,
+}
+
+/// Up to `limit` messages of the scope still waiting for a final report, after `cursor`, in
+/// id order (about the order they were sent).
+pub async fn awaiting(
+    pool: &PgPool,
+    scope: Scope,
+    cursor: Option<RecipientId>,
+    limit: usize,
+) -> Result<Vec<Waiting>, StoreError> {
+    let rows: Vec<WaitingRow> = sqlx::query_as(&format!(
+        "SELECT {WAITING} FROM campaign_recipients
+         WHERE campaign_id = $1 AND id > $2 AND status = 'sent' AND sent_at < $3
+           AND ($4::uuid IS NULL OR bulk_id = $4)
+         ORDER BY id LIMIT $5"
+    ))
+    .bind(scope.campaign.get())
+    .bind(cursor.map_or(0, |c| c.get()))
+    .bind(scope.sent_before)
+    .bind(scope.bulk)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter().map(waiting).collect()
+}
+
+/// How many messages of the scope wait for a final report.
+pub async fn count_awaiting(pool: &PgPool, scope: Scope) -> Result<u64, StoreError> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM campaign_recipients
+         WHERE campaign_id = $1 AND status = 'sent' AND sent_at < $2
+           AND ($3::uuid IS NULL OR bulk_id = $3)",
+    )
+    .bind(scope.campaign.get())
+    .bind(scope.sent_before)
+    .bind(scope.bulk)
+    .fetch_one(pool)
+    .await?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// Campaigns with messages waiting for a report (from their snapshots), oldest first.
+pub async fn campaigns_awaiting(pool: &PgPool) -> Result<Vec<CampaignId>, StoreError> {
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM campaigns WHERE pending > 0 ORDER BY first_sent_at NULLS LAST, id",
+    )
+    .fetch_all(pool)
+    .await?;
+    ids.into_iter()
+        .map(|id| CampaignId::new(id).map_err(|e| StoreError::Corrupt(e.to_string())))
+        .collect()
+}
+
+/// The tenant's campaign a Mitto bulk id belongs to, or `None`.
+pub async fn campaign_of_bulk(
+    pool: &PgPool,
+    tenant: TenantId,
+    bulk: uuid::Uuid,
+) -> Result<Option<CampaignId>, StoreError> {
+    let id: Option<i64> = sqlx::query_scalar(
+        "SELECT campaign_id FROM campaign_recipients WHERE bulk_id = $1 AND tenant_id = $2 LIMIT 1",
+    )
+    .bind(bulk)
+    .bind(tenant.get())
+    .fetch_optional(pool)
+    .await?;
+    id.map(|id| CampaignId::new(id).map_err(|e| StoreError::Corrupt(e.to_string())))
+        .transpose()
+}
+
+/// Records that a campaign's messages were looked up at `at`.
+pub async fn refreshed(
+    pool: &PgPool,
+    campaigns: &[CampaignId],
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let ids: Vec<i64> = campaigns.iter().map(|c| c.get()).collect();
+    sqlx::query(
+        "INSERT INTO campaign_refreshes (campaign_id, last_refresh_at)
+         SELECT id, $2 FROM UNNEST($1::bigint[]) AS u(id)
+         WHERE EXISTS (SELECT 1 FROM campaigns c WHERE c.id = u.id)
+         ON CONFLICT (campaign_id) DO UPDATE
+         SET last_refresh_at = GREATEST(campaign_refreshes.last_refresh_at, EXCLUDED.last_refresh_at)",
+    )
+    .bind(&ids)
+    .bind(at)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Every campaign's last refresh time.
+pub async fn last_refreshes(pool: &PgPool) -> Result<Vec<(CampaignId, DateTime<Utc>)>, StoreError> {
+    let rows: Vec<(i64, DateTime<Utc>)> =
+        sqlx::query_as("SELECT campaign_id, last_refresh_at FROM campaign_refreshes")
+            .fetch_all(pool)
+            .await?;
+    rows.into_iter()
+        .map(|(id, at)| {
+            CampaignId::new(id)
+                .map(|id| (id, at))
+                .map_err(|e| StoreError::Corrupt(e.to_string()))
+        })
+        .collect()
+}
+
+/// A bulk refresh as `GET /api/mitto/refresh-jobs/{id}` shows it.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct Job {
+    #[serde(rename = "jobId")]
+    pub id: uuid::Uuid,
+    pub campaign_id: i64,
+    pub bulk_id: Option<uuid::Uuid>,
+    pub state: String,
+    pub total: i64,
+    pub processed: i64,
+    pub updated: i64,
+    pub failed: i64,
+    /// The first refreshes that failed, with their errors.
+    pub failures: serde_json::Value,
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+const JOB: &str = "id, campaign_id, bulk_id, state, total, processed, updated, failed, failures, \
+                   error, started_at, finished_at";
+
+/// Starts a job; `Err(running job id)` when the campaign already has one running.
+pub async fn start_job(
+    pool: &PgPool,
+    tenant: TenantId,
+    scope: Scope,
+    total: u64,
+) -> Result<Result<Job, uuid::Uuid>, StoreError> {
+    let job: Option<Job> = sqlx::query_as(&format!(
+        "INSERT INTO refresh_jobs (id, tenant_id, campaign_id, bulk_id, total, started_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (campaign_id) WHERE state = 'running' DO NOTHING
+         RETURNING {JOB}"
+    ))
+    .bind(uuid::Uuid::new_v4())
+    .bind(tenant.get())
+    .bind(scope.campaign.get())
+    .bind(scope.bulk)
+    .bind(i64::try_from(total).unwrap_or(i64::MAX))
+    .bind(scope.sent_before)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(job) = job {
+        return Ok(Ok(job));
+    }
+    let running: Option<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT id FROM refresh_jobs WHERE campaign_id = $1 AND state = 'running'",
+    )
+    .bind(scope.campaign.get())
+    .fetch_optional(pool)
+    .await?;
+    // the running job may have ended in between: then the caller may simply try again
+    Ok(Err(running.unwrap_or_default()))
+}
+
+/// Progress of a running job: adds the counts and keeps up to `keep` failures in all.
+pub async fn job_progress(
+    pool: &PgPool,
+    id: uuid::Uuid,
+    processed: u64,
+    updated: u64,
+    failed: u64,
+    failures: &serde_json::Value,
+    keep: usize,
+) -> Result<(), StoreError> {
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    sqlx::query(
+        "UPDATE refresh_jobs SET processed = processed + $2, updated = updated + $3,
+                failed = failed + $4,
+                failures = CASE WHEN jsonb_array_length(failures) >= $6 THEN failures
+                                ELSE failures || $5 END
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(n(processed))
+    .bind(n(updated))
+    .bind(n(failed))
+    .bind(failures)
+    .bind(i64::try_from(keep).unwrap_or(i64::MAX))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Ends a job: `completed`, or `failed` with the error that stopped it.
+pub async fn finish_job(
+    pool: &PgPool,
+    id: uuid::Uuid,
+    error: Option<&str>,
+) -> Result<Option<Job>, StoreError> {
+    let job = sqlx::query_as(&format!(
+        "UPDATE refresh_jobs SET state = CASE WHEN $2::text IS NULL THEN 'completed' ELSE 'failed' END,
+                error = $2, finished_at = now(), total = GREATEST(total, processed)
+         WHERE id = $1 RETURNING {JOB}"
+    ))
+    .bind(id)
+    .bind(error)
+    .fetch_optional(pool)
+    .await?;
+    Ok(job)
+}
+
+/// The tenant's job, or `None` (unknown, or another tenant's).
+pub async fn job(
+    pool: &PgPool,
+    tenant: TenantId,
+    id: uuid::Uuid,
+) -> Result<Option<Job>, StoreError> {
+    let job = sqlx::query_as(&format!(
+        "SELECT {JOB} FROM refresh_jobs WHERE id = $1 AND tenant_id = $2"
+    ))
+    .bind(id)
+    .bind(tenant.get())
+    .fetch_optional(pool)
+    .await?;
+    Ok(job)
+}
+
+/// Jobs left running by a process that stopped: they end `interrupted`, so a new one can
+/// start (the messages they did not reach still wait for a report). One instance per
+/// database is assumed until instances register themselves.
+pub async fn interrupt_running_jobs(pool: &PgPool) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "UPDATE refresh_jobs SET state = 'interrupted', finished_at = now(),
+                error = 'the service stopped before the job finished'
+         WHERE state = 'running'",
+    )
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
