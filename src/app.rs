@@ -213,7 +213,8 @@ fn replay_guard(settings: &Settings) -> ReplayGuard {
 }
 
 /// The traffic account campaigns use with the built-in simulator when none is configured.
-const SIMULATOR_TRAFFIC_ACCOUNT: uuid::Uuid = uuid::uuid!("5a7c0b1e-0000-4000-8000-00000000c0de");
+pub const SIMULATOR_TRAFFIC_ACCOUNT: uuid::Uuid =
+    uuid::uuid!("5a7c0b1e-0000-4000-8000-00000000c0de");
 
 /// Starts due scheduled campaigns (through the same enqueue as the API: its row lock and status
 /// check start each exactly once, however many instances run this) and keeps sending campaigns

@@ -82,6 +82,10 @@ pub enum BenchCommand {
     /// (wrk, `apt-get install -y wrk`), until every report is durably applied, versus the
     /// replaced handler (verify, one committed UPDATE, 202) in the same run.
     Webhook(crate::bench::webhook::WebhookArgs),
+    /// Lost delivery reports fetched back from the built-in simulator (which posts none):
+    /// a bulk refresh job and the periodic refresher until every message is final, and the
+    /// client's lookups per second, 32 in flight versus one at a time.
+    Reconcile(crate::bench::reconcile::ReconcileArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,6 +138,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::bench::ingest::run(settings, args).await?
         }
         Command::Bench(BenchCommand::Send(args)) => crate::bench::send::run(settings, args).await?,
+        Command::Bench(BenchCommand::Reconcile(args)) => {
+            crate::bench::reconcile::run(settings, args).await?
+        }
         Command::Bench(BenchCommand::Webhook(args)) => {
             crate::bench::webhook::run(settings, args).await?
         }

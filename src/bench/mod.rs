@@ -3,6 +3,7 @@
 
 pub mod ingest;
 pub mod load;
+pub mod reconcile;
 pub mod send;
 pub mod webhook;
 pub mod workload;

@@ -180,7 +180,7 @@ fn bench_phone(i: u64) -> PhoneE164 {
 }
 
 /// A campaign whose audience is a list of `n` contacts.
-async fn campaign_with_list(
+pub(crate) async fn campaign_with_list(
     pool: &sqlx::PgPool,
     tenant: TenantId,
     n: u64,

@@ -130,11 +130,9 @@ impl MittoClient {
             .pool_idle_timeout(Duration::from_secs(4))
             .build()
             .map_err(|e| MittoError::Setup(e.to_string()))?;
-        // burst 1: lookups leave evenly spaced, so no one-second window holds more than the rate
-        let lookup_pace = config.status_lookups_per_second.map(|rate| {
-            let quota = Quota::per_second(rate).allow_burst(NonZeroU32::MIN);
-            Arc::new(RateLimiter::direct(quota))
-        });
+        let lookup_pace = config
+            .status_lookups_per_second
+            .map(|rate| Arc::new(RateLimiter::direct(lookup_quota(rate))));
         Ok(Self {
             http,
             base_url: config.base_url,
@@ -281,6 +279,21 @@ impl MittoClient {
     }
 }
 
+/// The lookup pace: at most `rate` lookups in any one-second window. A small burst (10 ms
+/// worth) lets waiters through between timer ticks (1 ms), which alone would cap the rate
+/// near 1,000/s; the steady rate is lowered by the burst so that burst plus one second of
+/// steady flow never exceeds `rate`.
+fn lookup_quota(rate: NonZeroU32) -> Quota {
+    let burst = (rate.get() / 100).max(1);
+    let steady = match rate.get() > burst {
+        true => rate.get() - burst,
+        false => rate.get(),
+    };
+    let steady = NonZeroU32::new(steady).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    Quota::per_second(steady).allow_burst(burst)
+}
+
 fn ambiguous(message: String) -> MittoError {
     MittoError::Ambiguous { message }
 }
@@ -387,6 +400,19 @@ mod tests {
         assert!(
             matches!(&items[1], ItemResult::Rejected { code, .. } if code == "InvalidDestination")
         );
+    }
+
+    #[test]
+    fn the_lookup_pace_never_allows_more_than_the_rate_in_one_second() {
+        for rate in [1u32, 20, 99, 100, 1_000, 5_000, 100_000] {
+            let quota = lookup_quota(NonZeroU32::new(rate).unwrap());
+            let per_second =
+                Duration::from_secs(1).as_secs_f64() / quota.replenish_interval().as_secs_f64();
+            // cells that fit in one second: the burst, then one per whole replenish interval
+            let window = f64::from(quota.burst_size().get()) + per_second.floor();
+            assert!(window <= f64::from(rate.max(2)), "rate {rate}: {window}");
+            assert!(window >= f64::from(rate) * 0.98, "rate {rate}: {window}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use chrono::Utc;
 use super::{changed, Looked, Reconciler, RefreshError, CHUNK};
 use crate::domain::{CampaignId, Event, RecipientId, TenantId};
 use crate::engine::reconcile::Lookup;
-use crate::store::reconcile::{self as store, Scope};
+use crate::store::reconcile::{self as store, Scope, Waiting};
 
 /// Failures a job keeps for `GET /api/mitto/refresh-jobs/{id}`.
 const KEEP_FAILURES: usize = 100;
@@ -64,6 +64,9 @@ impl Reconciler {
     ) -> Result<BulkStart, RefreshError> {
         let pool = &self.inner.pool;
         let scope = self.scope(tenant, target).await?;
+        // the rows must show what was applied so far: messages whose `sent` is not committed
+        // yet would be missed, reports not committed yet would look like this refresh's work
+        self.settle().await?;
         let total = store::count_awaiting(pool, scope).await?;
         let job = match store::start_job(pool, tenant, scope, total).await? {
             Ok(job) => job,
@@ -146,6 +149,8 @@ impl Reconciler {
         Ok(report)
     }
 
+    /// Chunk after chunk: the next chunk is looked up while the previous one's answers are
+    /// being committed, so a job is not paced by checkpoints.
     async fn run_chunks(
         &self,
         id: uuid::Uuid,
@@ -154,63 +159,95 @@ impl Reconciler {
         report: &mut BulkReport,
     ) -> Result<(), RefreshError> {
         let pool = &self.inner.pool;
-        // reports applied but not yet committed would look like this refresh's updates
-        self.settle().await?;
         let mut cursor = None;
+        let mut previous = None;
         loop {
             let rows = store::awaiting(pool, scope, cursor, CHUNK).await?;
             let more = rows.len() >= CHUNK;
-            let Some(last) = rows.last() else {
-                return Ok(());
+            cursor = rows.last().map(|r| r.recipient);
+            let published = match rows.is_empty() {
+                true => None,
+                false => Some(self.look_up_and_publish(rows).await?),
             };
-            cursor = Some(last.recipient);
-            let results = self.refresh_chunk(rows).await?;
-            let updated = results.iter().filter(|r| r.updated).count() as u64;
-            let failures: Vec<&BulkResult> = results.iter().filter(|r| !r.success).collect();
-            let failed = failures.len() as u64;
-            let kept = serde_json::to_value(&failures[..failures.len().min(KEEP_FAILURES)])
-                .unwrap_or_default();
-            let processed = results.len() as u64;
-            store::job_progress(pool, id, processed, updated, failed, &kept, KEEP_FAILURES).await?;
-            self.touched(&[scope.campaign], Utc::now()).await;
-            report.total += processed;
-            report.updated += updated;
-            report.failed += failed;
-            if collect {
-                report.results.extend(results);
+            if let Some(chunk) = previous.take() {
+                let results = self.settle_chunk(chunk).await?;
+                self.record(id, scope, results, collect, report).await?;
             }
+            previous = published;
             if !more {
-                return Ok(());
+                break;
             }
         }
+        if let Some(chunk) = previous {
+            let results = self.settle_chunk(chunk).await?;
+            self.record(id, scope, results, collect, report).await?;
+        }
+        Ok(())
     }
 
-    /// Looks a chunk up, publishes the answers, waits until they are committed and compares
-    /// each message with what was stored before.
-    async fn refresh_chunk(
+    /// Stores a chunk's progress and adds it to the report.
+    async fn record(
         &self,
-        rows: Vec<crate::store::reconcile::Waiting>,
-    ) -> Result<Vec<BulkResult>, RefreshError> {
+        id: uuid::Uuid,
+        scope: Scope,
+        results: Vec<BulkResult>,
+        collect: bool,
+        report: &mut BulkReport,
+    ) -> Result<(), RefreshError> {
+        let updated = results.iter().filter(|r| r.updated).count() as u64;
+        let failures: Vec<&BulkResult> = results.iter().filter(|r| !r.success).collect();
+        let failed = failures.len() as u64;
+        let kept = serde_json::to_value(&failures[..failures.len().min(KEEP_FAILURES)])
+            .unwrap_or_default();
+        let processed = results.len() as u64;
+        let pool = &self.inner.pool;
+        store::job_progress(pool, id, processed, updated, failed, &kept, KEEP_FAILURES).await?;
+        self.touched(&[scope.campaign], Utc::now()).await;
+        report.total += processed;
+        report.updated += updated;
+        report.failed += failed;
+        if collect {
+            report.results.extend(results);
+        }
+        Ok(())
+    }
+
+    /// Looks a chunk up and publishes the answers.
+    async fn look_up_and_publish(&self, rows: Vec<Waiting>) -> Result<Published, RefreshError> {
         let looked = self.look_up_all(rows, |_| false, Utc::now()).await;
         let events: Vec<Event> = looked
             .iter()
             .filter_map(|l| l.answer.as_ref().ok().and_then(|(_, e)| e.clone()))
             .collect();
-        self.publish_and_wait(&events).await?;
-        let ids: Vec<RecipientId> = looked.iter().map(|l| l.waiting.recipient).collect();
-        let after: HashMap<RecipientId, _> = store::states(&self.inner.pool, &ids)
+        let positions = self.publish(&events).await?;
+        Ok(Published { looked, positions })
+    }
+
+    /// Waits until a chunk's answers are committed and compares each message with what was
+    /// stored before.
+    async fn settle_chunk(&self, chunk: Published) -> Result<Vec<BulkResult>, RefreshError> {
+        self.wait_committed(&chunk.positions).await?;
+        let ids: Vec<RecipientId> = chunk.looked.iter().map(|l| l.waiting.recipient).collect();
+        let after: HashMap<RecipientId, Waiting> = store::states(&self.inner.pool, &ids)
             .await?
             .into_iter()
             .map(|w| (w.recipient, w))
             .collect();
-        Ok(looked.into_iter().map(|l| result_of(l, &after)).collect())
+        Ok(chunk
+            .looked
+            .into_iter()
+            .map(|l| result_of(l, &after))
+            .collect())
     }
 }
 
-fn result_of(
-    looked: Looked,
-    after: &HashMap<RecipientId, crate::store::reconcile::Waiting>,
-) -> BulkResult {
+/// A chunk whose answers are published, not yet known to be committed.
+struct Published {
+    looked: Vec<Looked>,
+    positions: Vec<(i32, i64)>,
+}
+
+fn result_of(looked: Looked, after: &HashMap<RecipientId, Waiting>) -> BulkResult {
     let provider_message_id = looked.waiting.message_id.to_string();
     let failure = |error: String| BulkResult {
         provider_message_id: provider_message_id.clone(),

@@ -97,7 +97,7 @@ struct Inner {
 }
 
 /// Messages read and looked up together.
-const CHUNK: usize = 500;
+const CHUNK: usize = 1_000;
 
 impl Reconciler {
     /// Ends jobs an earlier process left running and loads the last refresh times.
@@ -251,8 +251,13 @@ impl Reconciler {
 
     async fn publish_and_wait(&self, events: &[Event]) -> Result<(), RefreshError> {
         let positions = self.publish(events).await?;
+        self.wait_committed(&positions).await
+    }
+
+    /// Waits until the events at these positions are applied and committed.
+    async fn wait_committed(&self, positions: &[(i32, i64)]) -> Result<(), RefreshError> {
         let limit = Duration::from_millis(self.inner.settings.apply_timeout_ms);
-        match self.inner.applied.committed(&positions, limit).await {
+        match self.inner.applied.committed(positions, limit).await {
             true => Ok(()),
             false => Err(RefreshError::NotApplied(limit)),
         }
