@@ -9,6 +9,7 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
+use campaignd::mitto::simulator::{MsRange, SimConfig};
 use common::{eventually, TestDb, WEBHOOK_SECRET};
 use harness::*;
 use serde_json::{json, Value};
@@ -16,8 +17,16 @@ use serde_json::{json, Value};
 /// Settings that keep the periodic refresher out of a test's way.
 const NO_PASSES: (&str, i64) = ("reconcile.after_secs", 86_400);
 
-fn extra(pairs: &[(&'static str, Value)]) -> Vec<(&'static str, Value)> {
-    pairs.to_vec()
+/// A simulator that posts no report at all; each message reaches its final status (what
+/// lookups answer) `delay_ms` after it was accepted.
+fn no_reports(delay_ms: u64) -> impl FnOnce(&mut SimConfig) {
+    move |sim| {
+        sim.drop_dlr_ratio = 1.0;
+        sim.dlr_delay_ms = MsRange {
+            min: delay_ms,
+            max: delay_ms,
+        };
+    }
 }
 
 /// A campaign of `n` inline phones, sent to the end, with every `sent` committed.
@@ -97,11 +106,11 @@ async fn the_refresher_fetches_every_dropped_report_and_counts_match_the_simulat
     let h = Harness::start(
         &db,
         |sim| sim.drop_dlr_ratio = 0.2,
-        &extra(&[
+        &[
             ("reconcile.after_secs", json!(1)),
             ("reconcile.interval_secs", json!(1)),
             ("mitto.status_lookups_per_second", json!(1000)),
-        ]),
+        ],
     )
     .await;
     let (_, token) = h.tenant("Shop", 100_000).await;
@@ -143,15 +152,12 @@ async fn bulk_refresh_covers_every_waiting_message_and_runs_large_ones_as_jobs()
     let db = TestDb::unique();
     let h = Harness::start(
         &db,
-        |sim| {
-            sim.drop_dlr_ratio = 1.0;
-            sim.dlr_delay_ms = campaignd::mitto::simulator::MsRange { min: 5, max: 30 };
-        },
-        &extra(&[
+        no_reports(20),
+        &[
             (NO_PASSES.0, json!(NO_PASSES.1)),
             ("reconcile.sync_limit", json!(5_000)),
             ("mitto.status_lookups_per_second", json!(2_000)),
-        ]),
+        ],
     )
     .await;
     let (_, token) = h.tenant("Shop", 100_000).await;
@@ -246,12 +252,11 @@ async fn a_refresh_never_moves_a_delivered_message_back() {
     let h = Harness::start(
         &db,
         |sim| {
-            sim.drop_dlr_ratio = 1.0;
+            no_reports(20)(sim);
             sim.delivery_ratio = 0.0;
             sim.failure_statuses = vec!["Undelivered".into()];
-            sim.dlr_delay_ms = campaignd::mitto::simulator::MsRange { min: 5, max: 30 };
         },
-        &extra(&[(NO_PASSES.0, json!(NO_PASSES.1))]),
+        &[(NO_PASSES.0, json!(NO_PASSES.1))],
     )
     .await;
     let (_, token) = h.tenant("Shop", 1_000).await;
@@ -318,17 +323,11 @@ async fn in_flight_answers_leave_messages_in_flight_and_lookups_keep_their_rate(
     let db = TestDb::unique();
     let h = Harness::start(
         &db,
-        |sim| {
-            sim.drop_dlr_ratio = 1.0;
-            sim.dlr_delay_ms = campaignd::mitto::simulator::MsRange {
-                min: 600_000,
-                max: 600_000,
-            };
-        },
-        &extra(&[
+        no_reports(600_000),
+        &[
             (NO_PASSES.0, json!(NO_PASSES.1)),
             ("mitto.status_lookups_per_second", json!(RATE)),
-        ]),
+        ],
     )
     .await;
     let (_, token) = h.tenant("Shop", 1_000).await;
@@ -383,19 +382,13 @@ async fn messages_mitto_cannot_settle_end_unknown_after_the_give_up_time() {
     let db = TestDb::unique();
     let h = Harness::start(
         &db,
-        |sim| {
-            sim.drop_dlr_ratio = 1.0;
-            sim.dlr_delay_ms = campaignd::mitto::simulator::MsRange {
-                min: 600_000,
-                max: 600_000,
-            };
-        },
-        &extra(&[
+        no_reports(600_000),
+        &[
             ("reconcile.after_secs", json!(0)),
             ("reconcile.interval_secs", json!(1)),
             ("reconcile.give_up_after_hours", json!(0.001)),
             ("mitto.status_lookups_per_second", json!(500)),
-        ]),
+        ],
     )
     .await;
     let (_, token) = h.tenant("Shop", 1_000).await;
@@ -434,12 +427,12 @@ async fn another_tenants_message_campaign_bulk_and_job_are_not_found() {
     let db = TestDb::unique();
     let h = Harness::start(
         &db,
-        |sim| sim.drop_dlr_ratio = 1.0,
-        &extra(&[
+        no_reports(20),
+        &[
             (NO_PASSES.0, json!(NO_PASSES.1)),
             ("reconcile.sync_limit", json!(1)),
             ("mitto.status_lookups_per_second", json!(1000)),
-        ]),
+        ],
     )
     .await;
     let (_, owner) = h.tenant("Owner", 1_000).await;
@@ -515,11 +508,11 @@ async fn a_campaign_marked_sending_without_a_live_actor_is_picked_up_and_complet
     let h = Harness::start(
         &db,
         |_| {},
-        &extra(&[
+        &[
             ("campaign_idle_secs", json!(1)),
             ("reconcile.stuck_sweep_secs", json!(1)),
             ("rate_limits.tenant_per_second", json!(100)),
-        ]),
+        ],
     )
     .await;
     let (_, token) = h.tenant("Shop", 10_000).await;

@@ -7,30 +7,20 @@ mod common;
 
 use std::time::Duration;
 
-use common::{dev_broker, eventually, free_port, mitto_sim, Proc, TestDb};
+use common::{dev_broker, eventually, free_port, mitto_sim, sim_stats, Proc, TestDb};
 use serde_json::{json, Value};
 
 const RECIPIENTS: usize = 3_000;
 const SECRET: &str = "refresh-crash-secret";
 
 fn serve(db: &TestDb, bootstrap: &str, sim: &str, port: u16, log: &std::path::Path) -> Proc {
-    let key = common::sim_key();
     let env = [
-        ("KAFKA_BROKERS", bootstrap),
-        ("MITTO_BASE_URL", sim),
-        ("MITTO_API_KEY", key.as_str()),
-        (
-            "CAMPAIGND_MITTO__TRAFFIC_ACCOUNT_ID",
-            "e8a5e53f-51ce-4cc8-9f3c-43fb1d24daf7",
-        ),
-        ("CAMPAIGND_WEBHOOK__SECRETS", SECRET),
-        ("CAMPAIGND_SENDING__AMBIGUOUS_OUTCOME", "lookup"),
         ("CAMPAIGND_MITTO__STATUS_LOOKUPS_PER_SECOND", "300"),
         ("CAMPAIGND_RECONCILE__SYNC_LIMIT", "100"),
         // no periodic pass: only the jobs refresh
         ("CAMPAIGND_RECONCILE__AFTER_SECS", "86400"),
     ];
-    common::serve(db, port, log, &env)
+    common::serve_against(db, (bootstrap, sim, SECRET), port, log, &env)
 }
 
 struct Api<'a> {
@@ -70,29 +60,13 @@ impl Api<'_> {
     }
 }
 
-async fn sim_stats(http: &reqwest::Client, sim: &str) -> Value {
-    http.get(format!("{sim}/_sim/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[actix_web::test]
 async fn kill_9_during_a_bulk_refresh_job_then_a_new_job_finishes_it_exactly() {
     let db = TestDb::unique();
     let pool = campaignd::store::connect_and_migrate(&db.url)
         .await
         .unwrap();
-    let tenant = campaignd::store::tenants::create(&pool, "Shop", 100_000)
-        .await
-        .unwrap();
-    let (_, token) = campaignd::store::api_keys::issue(&pool, tenant, "test")
-        .await
-        .unwrap();
-    let token = token.reveal().to_owned();
+    let (_, token) = common::funded_tenant(&pool, "Shop", 100_000).await;
     let (_broker, bootstrap) = dev_broker();
     let port = free_port();
     let callback = format!("http://127.0.0.1:{port}/webhooks/mitto/dlr");

@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{dev_broker, eventually, free_port, mitto_sim, Proc, TestDb};
+use common::{dev_broker, eventually, free_port, mitto_sim, sim_stats, Proc, TestDb};
 use rand::Rng;
 use serde_json::{json, Value};
 
@@ -17,21 +17,11 @@ const RECIPIENTS: usize = 12_000;
 const SECRET: &str = "crash-test-secret";
 
 fn serve(db: &TestDb, bootstrap: &str, sim: &str, port: u16, log: &std::path::Path) -> Proc {
-    let key = common::sim_key();
     let env = [
-        ("KAFKA_BROKERS", bootstrap),
-        ("MITTO_BASE_URL", sim),
-        ("MITTO_API_KEY", key.as_str()),
-        (
-            "CAMPAIGND_MITTO__TRAFFIC_ACCOUNT_ID",
-            "e8a5e53f-51ce-4cc8-9f3c-43fb1d24daf7",
-        ),
-        ("CAMPAIGND_WEBHOOK__SECRETS", SECRET),
-        ("CAMPAIGND_SENDING__AMBIGUOUS_OUTCOME", "lookup"),
         ("CAMPAIGND_SENDING__AMBIGUOUS_GRACE_MS", "300"),
         ("CAMPAIGND_RATE_LIMITS__TENANT_PER_SECOND", "1000"),
     ];
-    common::serve(db, port, log, &env)
+    common::serve_against(db, (bootstrap, sim, SECRET), port, log, &env)
 }
 
 /// The campaign's stats as the API shows them, or `None` while the service does not answer.
@@ -41,29 +31,13 @@ async fn campaign_stats(http: &reqwest::Client, port: u16, token: &str, id: i64)
     response.json().await.ok()
 }
 
-async fn sim_stats(http: &reqwest::Client, sim: &str) -> Value {
-    http.get(format!("{sim}/_sim/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[actix_web::test]
 async fn kill_9_five_times_while_sending_messages_every_phone_exactly_once() {
     let db = TestDb::unique();
     let pool = campaignd::store::connect_and_migrate(&db.url)
         .await
         .unwrap();
-    let tenant = campaignd::store::tenants::create(&pool, "Shop", 1_000_000)
-        .await
-        .unwrap();
-    let (_, token) = campaignd::store::api_keys::issue(&pool, tenant, "test")
-        .await
-        .unwrap();
-    let token = token.reveal().to_owned();
+    let (tenant, token) = common::funded_tenant(&pool, "Shop", 1_000_000).await;
     let (_broker, bootstrap) = dev_broker();
     let port = free_port();
     let callback = format!("http://127.0.0.1:{port}/webhooks/mitto/dlr");

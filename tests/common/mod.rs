@@ -228,7 +228,16 @@ pub fn event_settings(db: &TestDb) -> Settings {
 
 /// A tenant with an API token, created through the store.
 pub async fn tenant(pool: &sqlx::PgPool, name: &str) -> (campaignd::domain::TenantId, String) {
-    let id = campaignd::store::tenants::create(pool, name, 0)
+    funded_tenant(pool, name, 0).await
+}
+
+/// A tenant with `credits` and an API token, created through the store.
+pub async fn funded_tenant(
+    pool: &sqlx::PgPool,
+    name: &str,
+    credits: i64,
+) -> (campaignd::domain::TenantId, String) {
+    let id = campaignd::store::tenants::create(pool, name, credits)
         .await
         .unwrap();
     let (_, token) = campaignd::store::api_keys::issue(pool, id, "test")
@@ -351,6 +360,45 @@ pub fn serve(db: &TestDb, port: u16, log: &std::path::Path, env: &[(&str, &str)]
         .spawn()
         .unwrap();
     Proc(child)
+}
+
+/// `campaignd serve` against a `dev-broker` process and a `mitto-sim` process (the settings
+/// every crash test shares: the simulator's traffic account and key, the webhook secret,
+/// lookups for unanswered sends), with `env` on top.
+pub fn serve_against(
+    db: &TestDb,
+    (bootstrap, sim, secret): (&str, &str, &str),
+    port: u16,
+    log: &std::path::Path,
+    env: &[(&str, &str)],
+) -> Proc {
+    let key = sim_key();
+    let mut all = vec![
+        ("KAFKA_BROKERS", bootstrap),
+        ("MITTO_BASE_URL", sim),
+        ("MITTO_API_KEY", key.as_str()),
+        (
+            "CAMPAIGND_MITTO__TRAFFIC_ACCOUNT_ID",
+            "e8a5e53f-51ce-4cc8-9f3c-43fb1d24daf7",
+        ),
+        ("CAMPAIGND_WEBHOOK__SECRETS", secret),
+        ("CAMPAIGND_SENDING__AMBIGUOUS_OUTCOME", "lookup"),
+        // unanswered sends are settled by lookups, which share the lookup pace
+        ("CAMPAIGND_MITTO__STATUS_LOOKUPS_PER_SECOND", "5000"),
+    ];
+    all.extend_from_slice(env);
+    serve(db, port, log, &all)
+}
+
+/// `GET /_sim/stats` of a simulator process.
+pub async fn sim_stats(http: &reqwest::Client, sim: &str) -> serde_json::Value {
+    http.get(format!("{sim}/_sim/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// Reads the first line a child prints, `NAME=value`, and returns the value.

@@ -52,6 +52,8 @@ pub fn settings(db: &TestDb, port: u16, sim: &SimHandle, extra: &[(&str, Value)]
         .merge(("mitto.max_retries", 8))
         .merge(("sending.ambiguous_outcome", "lookup"))
         .merge(("sending.ambiguous_grace_ms", 200))
+        // unanswered sends are settled by lookups, which share the lookup pace
+        .merge(("mitto.status_lookups_per_second", 5_000))
         .merge(("batch_size", 200));
     for (key, value) in extra {
         figment = figment.merge((*key, value.clone()));
