@@ -54,6 +54,20 @@ async fn sent_campaign(h: &Harness, token: &str, n: usize, offset: usize) -> i64
         },
     )
     .await;
+    // the reconciler reads a campaign's rows within the id range its enqueue recorded
+    let range: (Option<i64>, Option<i64>) =
+        sqlx::query_as("SELECT recipients_from, recipients_to FROM campaigns WHERE id = $1")
+            .bind(id)
+            .fetch_one(&h.pool)
+            .await
+            .unwrap();
+    let rows: (Option<i64>, Option<i64>) =
+        sqlx::query_as("SELECT min(id), max(id) FROM campaign_recipients WHERE campaign_id = $1")
+            .bind(id)
+            .fetch_one(&h.pool)
+            .await
+            .unwrap();
+    assert_eq!(range, rows);
     id
 }
 

@@ -121,10 +121,16 @@ impl Reconciler {
                 BulkTarget::Bulk(bulk) => format!("bulk {bulk} not found"),
             })
         })?;
+        let sent_before = Utc::now();
+        // a campaign never enqueued has no recipients: an empty range
+        let ids = store::recipient_range(pool, campaign)
+            .await?
+            .unwrap_or((1, 0));
         Ok(Scope {
             campaign,
             bulk,
-            sent_before: Utc::now(),
+            sent_before,
+            ids,
         })
     }
 

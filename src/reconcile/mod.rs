@@ -308,14 +308,15 @@ impl Reconciler {
             chrono::Duration::from_std(s.give_up_after()).unwrap_or(chrono::Duration::MAX);
         let give_up_before = now - give_up;
         let campaigns = store::campaigns_awaiting(&self.inner.pool).await?;
-        cursors.retain(&campaigns);
+        cursors.retain(&campaigns.iter().map(|c| c.0).collect::<Vec<_>>());
         let mut budget = self.budget();
         let (mut tally, mut touched) = (Tally::default(), Vec::new());
-        for campaign in campaigns {
+        for (campaign, ids) in campaigns {
             let scope = Scope {
                 campaign,
                 bulk: None,
                 sent_before: now - waited,
+                ids,
             };
             while budget > 0 {
                 let limit = budget.min(CHUNK);

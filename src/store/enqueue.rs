@@ -118,7 +118,7 @@ pub async fn enqueue(
     require_subscription(&mut tx, tenant).await?;
     let (status, body, audience) = lock_campaign(&mut tx, tenant, campaign).await?;
     expect_status(status, from)?;
-    let (added, required) = insert_recipients(
+    let (added, required, first, last) = insert_recipients(
         &mut tx,
         (tenant, campaign),
         &body,
@@ -140,6 +140,7 @@ pub async fn enqueue(
         return Err(StartError::NoRecipients);
     }
     reserve(&mut tx, tenant, campaign, from, required).await?;
+    widen_recipient_range(&mut tx, campaign, (first, last)).await?;
     add_counters(
         &mut tx,
         campaign,
@@ -288,7 +289,7 @@ async fn insert_recipients(
     body: &str,
     audience: serde_json::Value,
     max_segments: u32,
-) -> Result<(i64, i64), StartError> {
+) -> Result<Inserted, StartError> {
     let audience: Audience = serde_json::from_value(audience)
         .map_err(|e| StoreError::Corrupt(format!("campaign {campaign} audience: {e}")))?;
     let phones: Vec<String> = audience
@@ -303,14 +304,14 @@ async fn insert_recipients(
                 recipient: None,
                 too_long,
             })?;
-        let (added, required): (i64, i64) = sqlx::query_as(&format!(
+        let inserted: Inserted = sqlx::query_as(&format!(
             "WITH {AUDIENCE}, ins AS (
                  INSERT INTO campaign_recipients (campaign_id, tenant_id, phone_e164, contact_id, segments)
                  SELECT $4, $1, phone, contact_id, $5 FROM audience ORDER BY phone
                  ON CONFLICT (campaign_id, phone_e164) DO NOTHING
-                 RETURNING segments
+                 RETURNING id, segments
              )
-             SELECT count(*), COALESCE(sum(segments), 0)::bigint FROM ins"
+             SELECT count(*), COALESCE(sum(segments), 0)::bigint, min(id), max(id) FROM ins"
         ))
         .bind(tenant.get())
         .bind(&audience.list_ids)
@@ -319,7 +320,7 @@ async fn insert_recipients(
         .bind(segments)
         .fetch_one(&mut **tx)
         .await?;
-        return Ok((added, required));
+        return Ok(inserted);
     }
     let audience = (audience.list_ids.as_slice(), phones.as_slice());
     insert_rendered(tx, (tenant, campaign), &template, audience, max_segments).await
@@ -357,7 +358,7 @@ async fn insert_rendered(
     template: &Template,
     (lists, phones): (&[i64], &[String]),
     max_segments: u32,
-) -> Result<(i64, i64), StartError> {
+) -> Result<Inserted, StartError> {
     let rows: Vec<AudienceRow> = sqlx::query_as(&format!(
         "WITH {AUDIENCE} SELECT phone, contact_id, first_name, last_name, attributes
          FROM audience"
@@ -387,15 +388,15 @@ async fn insert_rendered(
     }
     let phone: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
     let contact: Vec<Option<i64>> = rows.iter().map(|r| r.1).collect();
-    let (added, required): (i64, i64) = sqlx::query_as(
+    let inserted: Inserted = sqlx::query_as(
         "WITH ins AS (
              INSERT INTO campaign_recipients (campaign_id, tenant_id, phone_e164, contact_id, body, segments)
              SELECT $1, $2, p, c, b, s
              FROM UNNEST($3::text[], $4::bigint[], $5::text[], $6::smallint[]) AS u(p, c, b, s)
              ON CONFLICT (campaign_id, phone_e164) DO NOTHING
-             RETURNING segments
+             RETURNING id, segments
          )
-         SELECT count(*), COALESCE(sum(segments), 0)::bigint FROM ins",
+         SELECT count(*), COALESCE(sum(segments), 0)::bigint, min(id), max(id) FROM ins",
     )
     .bind(campaign.get())
     .bind(tenant.get())
@@ -405,7 +406,32 @@ async fn insert_rendered(
     .bind(&segments)
     .fetch_one(&mut **tx)
     .await?;
-    Ok((added, required))
+    Ok(inserted)
+}
+
+/// What an enqueue's insert added: recipients, the credits they need, and their id range.
+type Inserted = (i64, i64, Option<i64>, Option<i64>);
+
+/// Widens the campaign's recipient id range to cover rows just inserted.
+async fn widen_recipient_range(
+    tx: &mut Transaction<'_, Postgres>,
+    campaign: CampaignId,
+    range: (Option<i64>, Option<i64>),
+) -> Result<(), StoreError> {
+    let (Some(from), Some(to)) = range else {
+        return Ok(());
+    };
+    sqlx::query(
+        "UPDATE campaigns SET recipients_from = LEAST(recipients_from, $2),
+                recipients_to = GREATEST(recipients_to, $3)
+         WHERE id = $1",
+    )
+    .bind(campaign.get())
+    .bind(from)
+    .bind(to)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Starts sending (`from → sending`, refused if the status moved) and takes `required` credits

@@ -33,6 +33,12 @@ pub async fn claimed_campaign(
     .bind(n)
     .fetch_all(pool)
     .await?;
+    sqlx::query("UPDATE campaigns SET recipients_from = $2, recipients_to = $3 WHERE id = $1")
+        .bind(campaign)
+        .bind(ids.iter().min())
+        .bind(ids.iter().max())
+        .execute(pool)
+        .await?;
     let corrupt = |e: crate::domain::IdError| StoreError::Corrupt(e.to_string());
     let campaign = CampaignId::new(campaign).map_err(corrupt)?;
     let ids = ids

@@ -3,8 +3,10 @@
 //! DlrActors (a refresh becomes an event); nothing here changes a recipient row.
 //!
 //! The recipients table has no index on `status` (status changes stay HOT, DESIGN.md
-//! section 9), so a campaign's waiting messages are read by id range from a cursor: each
-//! pass reads a slice, and a whole cycle reads the campaign's rows once.
+//! section 9), so a campaign's waiting messages are read by primary-key range — within the
+//! id range its enqueues produced (`campaigns.recipients_from..=recipients_to`), from a
+//! cursor: each pass reads a slice, a whole cycle reads the campaign's rows once, and no read
+//! wanders into other campaigns' rows.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -85,6 +87,24 @@ pub struct Scope {
     pub bulk: Option<uuid::Uuid>,
     /// Only messages sent before this time.
     pub sent_before: DateTime<Utc>,
+    /// The campaign's recipient ids lie in this range (inclusive).
+    pub ids: (i64, i64),
+}
+
+/// The id range of a campaign's recipients; `None` when it has none (never enqueued).
+pub async fn recipient_range(
+    pool: &PgPool,
+    campaign: CampaignId,
+) -> Result<Option<(i64, i64)>, StoreError> {
+    let range: Option<(Option<i64>, Option<i64>)> =
+        sqlx::query_as("SELECT recipients_from, recipients_to FROM campaigns WHERE id = $1")
+            .bind(campaign.get())
+            .fetch_optional(pool)
+            .await?;
+    Ok(match range {
+        Some((Some(from), Some(to))) => Some((from, to)),
+        _ => None,
+    })
 }
 
 /// Up to `limit` messages of the scope still waiting for a final report, after `cursor`, in
@@ -97,15 +117,16 @@ pub async fn awaiting(
 ) -> Result<Vec<Waiting>, StoreError> {
     let rows: Vec<WaitingRow> = sqlx::query_as(&format!(
         "SELECT {WAITING} FROM campaign_recipients
-         WHERE campaign_id = $1 AND id > $2 AND status = 'sent' AND sent_at < $3
+         WHERE id > $2 AND id <= $6 AND campaign_id = $1 AND status = 'sent' AND sent_at < $3
            AND ($4::uuid IS NULL OR bulk_id = $4)
          ORDER BY id LIMIT $5"
     ))
     .bind(scope.campaign.get())
-    .bind(cursor.map_or(0, |c| c.get()))
+    .bind(cursor.map_or(scope.ids.0 - 1, |c| c.get().max(scope.ids.0 - 1)))
     .bind(scope.sent_before)
     .bind(scope.bulk)
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .bind(scope.ids.1)
     .fetch_all(pool)
     .await?;
     rows.into_iter().map(waiting).collect()
@@ -115,26 +136,37 @@ pub async fn awaiting(
 pub async fn count_awaiting(pool: &PgPool, scope: Scope) -> Result<u64, StoreError> {
     let n: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM campaign_recipients
-         WHERE campaign_id = $1 AND status = 'sent' AND sent_at < $2
+         WHERE id BETWEEN $4 AND $5 AND campaign_id = $1 AND status = 'sent' AND sent_at < $2
            AND ($3::uuid IS NULL OR bulk_id = $3)",
     )
     .bind(scope.campaign.get())
     .bind(scope.sent_before)
     .bind(scope.bulk)
+    .bind(scope.ids.0)
+    .bind(scope.ids.1)
     .fetch_one(pool)
     .await?;
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-/// Campaigns with messages waiting for a report (from their snapshots), oldest first.
-pub async fn campaigns_awaiting(pool: &PgPool) -> Result<Vec<CampaignId>, StoreError> {
-    let ids: Vec<i64> = sqlx::query_scalar(
-        "SELECT id FROM campaigns WHERE pending > 0 ORDER BY first_sent_at NULLS LAST, id",
+/// Campaigns with messages waiting for a report (from their snapshots), oldest first, with
+/// their recipient id ranges.
+pub async fn campaigns_awaiting(
+    pool: &PgPool,
+) -> Result<Vec<(CampaignId, (i64, i64))>, StoreError> {
+    let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT id, recipients_from, recipients_to FROM campaigns
+         WHERE pending > 0 AND recipients_from IS NOT NULL
+         ORDER BY first_sent_at NULLS LAST, id",
     )
     .fetch_all(pool)
     .await?;
-    ids.into_iter()
-        .map(|id| CampaignId::new(id).map_err(|e| StoreError::Corrupt(e.to_string())))
+    rows.into_iter()
+        .map(|(id, from, to)| {
+            CampaignId::new(id)
+                .map(|id| (id, (from, to)))
+                .map_err(|e| StoreError::Corrupt(e.to_string()))
+        })
         .collect()
 }
 
