@@ -78,7 +78,7 @@ impl Application {
             pool.clone(),
             client,
             pipeline.handles.producer.clone(),
-            pipeline.handles.applied.clone(),
+            (pipeline.handles.applied.clone(), pipeline.replay(&settings)),
             settings.reconcile.clone(),
             settings.mitto.status_lookups_per_second.get(),
         )

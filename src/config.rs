@@ -177,6 +177,9 @@ pub struct ReconcileSettings {
     pub concurrency: usize,
     /// How long a refresh waits for its answers to be applied and committed.
     pub apply_timeout_ms: u64,
+    /// How long a refresh request may wait for Mitto: a single refresh answers 504 past it,
+    /// a bulk refresh under the sync limit answers 202 and goes on as a job.
+    pub answer_within_ms: u64,
     /// How often campaigns that say `sending` are checked for a live actor.
     pub stuck_sweep_secs: u64,
 }

@@ -33,7 +33,24 @@ pub struct Replay {
 }
 
 impl Replay {
+    /// Applied and committed: everything on the topic at the moment of asking.
     pub async fn caught_up(&self) {
+        self.applied_to_end().await;
+        // a checkpoint begun now covers everything applied so far
+        loop {
+            match self.checkpointer.send(CheckpointNow).await {
+                Ok(Ok(_)) | Err(_) => return,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "checkpoint after replay failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    /// Waits until every record on the topic at the moment of asking is applied (in memory;
+    /// the next checkpoint commits it).
+    pub async fn applied_to_end(&self) {
         let (bootstrap, topic) = (self.bootstrap.clone(), self.topic.clone());
         let ends = crate::store::until_ok("reading the topic's end offsets", || {
             let (bootstrap, topic) = (bootstrap.clone(), topic.clone());
@@ -60,16 +77,6 @@ impl Replay {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-        // a checkpoint begun now covers everything applied so far
-        loop {
-            match self.checkpointer.send(CheckpointNow).await {
-                Ok(Ok(_)) | Err(_) => return,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "checkpoint after replay failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
             }
         }
     }
@@ -253,12 +260,7 @@ impl Pipeline {
         let arbiter = Arbiter::new();
         let senders = SenderPool::start(config, s.senders, &arbiter.handle());
         self.senders = Some(arbiter);
-        let replay = Replay {
-            bootstrap: self.broker.bootstrap.clone(),
-            topic: settings.kafka.topic.clone(),
-            partitions: self.partitions.clone(),
-            checkpointer: self.checkpointer.clone(),
-        };
+        let replay = self.replay(settings);
         self.handles
             .registry
             .enable_sending(Arc::new(SendingContext {
@@ -273,6 +275,16 @@ impl Pipeline {
                 default_traffic_account: setup.default_traffic_account,
             }));
         Ok(())
+    }
+
+    /// Waits for the topic to be applied (see [`Replay`]).
+    pub fn replay(&self, settings: &Settings) -> Replay {
+        Replay {
+            bootstrap: self.broker.bootstrap.clone(),
+            topic: settings.kafka.topic.clone(),
+            partitions: self.partitions.clone(),
+            checkpointer: self.checkpointer.clone(),
+        }
     }
 
     /// Stops consuming (checkpointing what was applied) and stops the actors.

@@ -337,7 +337,11 @@ async fn in_flight_answers_leave_messages_in_flight_and_lookups_keep_their_rate(
     let db = TestDb::unique();
     let h = Harness::start(
         &db,
-        no_reports(600_000),
+        |sim| {
+            no_reports(600_000)(sim);
+            // slow answers: many lookups in flight at once must still leave at the rate
+            sim.lookup_latency_ms = MsRange { min: 300, max: 300 };
+        },
         &[
             (NO_PASSES.0, json!(NO_PASSES.1)),
             ("mitto.status_lookups_per_second", json!(RATE)),
@@ -432,6 +436,20 @@ async fn messages_mitto_cannot_settle_end_unknown_after_the_give_up_time() {
             .await
             .unwrap();
     assert!(error.contains("Mitto still says Sent"), "{error}");
+    // a refresh asked for by a person tries the given-up messages again
+    let (status, again) = h
+        .post(
+            &token,
+            "/api/mitto/refresh-status-bulk",
+            json!({ "campaignId": id }),
+        )
+        .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        (&again["total"], &again["failed"], &again["updated"]),
+        (&json!(20), &json!(0), &json!(0)),
+        "Mitto still says Sent: they stay unknown"
+    );
     h.stop().await;
     db.drop_database().await;
 }
@@ -498,6 +516,9 @@ async fn another_tenants_message_campaign_bulk_and_job_are_not_found() {
         json!({}),
         json!({ "campaignId": id, "bulkId": bulk }),
         json!({ "campaignId": -1 }),
+        json!({ "campaignId": 1.5 }),
+        json!({ "campaignId": "+1" }),
+        json!({ "campaignId": " 1" }),
         json!({ "bulkId": "nope" }),
     ];
     for body in bad {
@@ -587,6 +608,152 @@ async fn a_campaign_marked_sending_without_a_live_actor_is_picked_up_and_complet
     assert_eq!(sends.len(), 305, "every phone messaged");
     assert!(sends.values().all(|n| *n == 1), "nobody messaged twice");
     h.settled_figures(&token, halted).await;
+    h.stop().await;
+    db.drop_database().await;
+}
+
+#[actix_web::test]
+async fn an_outage_at_mitto_keeps_no_message_waiting_past_the_give_up_time() {
+    let db = TestDb::unique();
+    let h = Harness::start(
+        &db,
+        |sim| {
+            no_reports(20)(sim);
+            sim.lookup_5xx_ratio = 1.0;
+        },
+        &[
+            ("reconcile.after_secs", json!(0)),
+            ("reconcile.interval_secs", json!(1)),
+            ("reconcile.give_up_after_hours", json!(0.001)),
+            ("mitto.max_retries", json!(1)),
+        ],
+    )
+    .await;
+    let (_, token) = h.tenant("Shop", 1_000).await;
+    let id = sent_campaign(&h, &token, 10, 0).await;
+
+    // a refresh asked for while Mitto fails: every lookup failed, the job says so
+    let (status, report) = h
+        .post(
+            &token,
+            "/api/mitto/refresh-status-bulk",
+            json!({ "campaignId": id }),
+        )
+        .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        (&report["total"], &report["failed"]),
+        (&json!(10), &json!(10))
+    );
+    assert!(report["results"][0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("503"));
+    let job = report["jobId"].as_str().unwrap();
+    let (_, job) = h
+        .get(&token, &format!("/api/mitto/refresh-jobs/{job}"))
+        .await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(
+        job["error"].as_str().unwrap().contains("answered none"),
+        "{job}"
+    );
+    let (status, one) = refresh(&h, &token, &message_ids(&h, id).await[0]).await;
+    assert_eq!(status, 503, "{one}");
+    assert_eq!(one["error"]["code"], "PROVIDER_UNAVAILABLE");
+
+    // past the give-up time the refresher records them unknown all the same
+    let stats = eventually(Duration::from_secs(60), "every message to end", || async {
+        let stats = h.stats(&token, id).await;
+        (stats["pending"] == 0).then_some(stats)
+    })
+    .await;
+    assert_eq!(
+        (&stats["unknown"], &stats["sent"]),
+        (&json!(10), &json!(10))
+    );
+    assert!(
+        stats["lastRefreshAt"].is_null(),
+        "Mitto never answered: {stats}"
+    );
+    h.settled_figures(&token, id).await;
+    let error: String =
+        sqlx::query_scalar("SELECT error FROM campaign_recipients WHERE campaign_id = $1 LIMIT 1")
+            .bind(id)
+            .fetch_one(&h.pool)
+            .await
+            .unwrap();
+    assert!(error.contains("could not be asked"), "{error}");
+    h.stop().await;
+    db.drop_database().await;
+}
+
+#[actix_web::test]
+async fn slow_lookups_never_hold_a_request_past_its_deadline_and_live_jobs_are_never_interrupted() {
+    let db = TestDb::unique();
+    let h = Harness::start(
+        &db,
+        |sim| {
+            no_reports(20)(sim);
+            sim.lookup_latency_ms = MsRange {
+                min: 1_500,
+                max: 1_500,
+            };
+        },
+        &[
+            (NO_PASSES.0, json!(NO_PASSES.1)),
+            ("reconcile.answer_within_ms", json!(800)),
+            ("reconcile.concurrency", json!(2)),
+        ],
+    )
+    .await;
+    let (_, token) = h.tenant("Shop", 1_000).await;
+    let id = sent_campaign(&h, &token, 6, 0).await;
+
+    let started = Instant::now();
+    let (status, one) = refresh(&h, &token, &message_ids(&h, id).await[0]).await;
+    assert_eq!(status, 504, "{one}");
+    assert_eq!(one["error"]["code"], "PROVIDER_TIMEOUT");
+    assert!(started.elapsed() < Duration::from_millis(1_400));
+
+    // under the sync limit, but Mitto is slow: 202 at the deadline, the job goes on
+    let started = Instant::now();
+    let (status, answer) = h
+        .post(
+            &token,
+            "/api/mitto/refresh-status-bulk",
+            json!({ "campaignId": id }),
+        )
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    assert!(started.elapsed() < Duration::from_millis(1_400));
+    let job = answer["jobId"].as_str().unwrap().to_owned();
+
+    // what a second instance does at start-up leaves a live job alone
+    let interrupted = campaignd::store::reconcile::interrupt_dead_jobs(&h.pool)
+        .await
+        .unwrap();
+    assert_eq!(interrupted, 0);
+    let (_, running) = h
+        .get(&token, &format!("/api/mitto/refresh-jobs/{job}"))
+        .await;
+    assert_eq!(running["state"], "running", "{running}");
+    let (status, _) = h
+        .post(
+            &token,
+            "/api/mitto/refresh-status-bulk",
+            json!({ "campaignId": id }),
+        )
+        .await;
+    assert_eq!(status, 409);
+
+    let done = wait_for_job(&h, &token, &job).await;
+    assert_eq!(
+        (&done["state"], &done["processed"], &done["failed"]),
+        (&json!("completed"), &json!(6), &json!(0)),
+        "{done}"
+    );
+    assert_eq!(h.stats(&token, id).await["pending"], 0);
     h.stop().await;
     db.drop_database().await;
 }

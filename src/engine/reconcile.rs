@@ -27,6 +27,8 @@ pub enum Lookup {
     },
     /// Mitto does not know the message id.
     NotFound,
+    /// Mitto could not be asked (unavailable, refusing, too slow).
+    Failed(String),
 }
 
 impl Lookup {
@@ -68,7 +70,11 @@ pub fn event_for(
         Lookup::NotFound if overdue => Some(unknown(
             "no final report before the give-up time; Mitto does not know the message".into(),
         )),
-        Lookup::NotFound => None,
+        // past the give-up time an outage does not keep a message waiting forever
+        Lookup::Failed(error) if overdue => Some(unknown(format!(
+            "no final report before the give-up time; Mitto could not be asked: {error}"
+        ))),
+        Lookup::NotFound | Lookup::Failed(_) => None,
     }
 }
 
@@ -119,7 +125,7 @@ pub struct Tally {
     /// Answers that leave it in flight.
     pub in_flight: u64,
     pub not_found: u64,
-    /// Lookups that failed (Mitto unavailable or refusing).
+    /// Lookups that failed (Mitto unavailable or refusing), not given up on.
     pub errors: u64,
     /// Messages recorded `unknown`.
     pub gave_up: u64,
@@ -131,6 +137,7 @@ impl Tally {
         match (lookup, event) {
             (_, Some(Event::OutcomeUnknown { .. })) => self.gave_up += 1,
             (Lookup::NotFound, _) => self.not_found += 1,
+            (Lookup::Failed(_), _) => self.errors += 1,
             (l, _) if l.is_final() => self.final_answers += 1,
             _ => self.in_flight += 1,
         }
@@ -194,6 +201,12 @@ mod tests {
             event_for(&id(), &found("Delivered"), true, now),
             Some(Event::Dlr { .. })
         ));
+        let outage = Lookup::Failed("503".into());
+        assert!(matches!(
+            event_for(&id(), &outage, true, now),
+            Some(Event::OutcomeUnknown { reason, .. }) if reason.contains("could not be asked: 503")
+        ));
+        assert_eq!(event_for(&id(), &outage, false, now), None);
     }
 
     #[test]
@@ -222,6 +235,8 @@ mod tests {
             (found("Sent"), false),
             (found("Sent"), true),
             (Lookup::NotFound, false),
+            (Lookup::Failed("503".into()), false),
+            (Lookup::Failed("503".into()), true),
         ] {
             let event = event_for(&id(), &lookup, overdue, now);
             t.count(&lookup, event.as_ref());
@@ -232,9 +247,10 @@ mod tests {
                 t.final_answers,
                 t.in_flight,
                 t.gave_up,
-                t.not_found
+                t.not_found,
+                t.errors
             ),
-            (4, 1, 1, 1, 1)
+            (6, 1, 1, 2, 1, 1)
         );
     }
 }

@@ -37,6 +37,8 @@ impl RefreshApiError {
             RefreshError::Running { .. } => "REFRESH_IN_PROGRESS",
             RefreshError::Provider(MittoError::Unavailable { .. }) => "PROVIDER_UNAVAILABLE",
             RefreshError::Provider(_) => "PROVIDER_ERROR",
+            RefreshError::ProviderTimeout(_) => "PROVIDER_TIMEOUT",
+            RefreshError::Internal(_) => "INTERNAL",
             RefreshError::Broker(_) => "BROKER_UNAVAILABLE",
             RefreshError::NotApplied(_) => "NOT_APPLIED_YET",
             RefreshError::Behind(_) => "UNAVAILABLE",
@@ -54,15 +56,18 @@ impl ResponseError for RefreshApiError {
             | RefreshError::Broker(_)
             | RefreshError::Behind(_) => StatusCode::SERVICE_UNAVAILABLE,
             RefreshError::Provider(_) => StatusCode::BAD_GATEWAY,
-            RefreshError::NotApplied(_) => StatusCode::GATEWAY_TIMEOUT,
+            RefreshError::NotApplied(_) | RefreshError::ProviderTimeout(_) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            RefreshError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             RefreshError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let message = match &self.0 {
-            RefreshError::Store(e) => {
-                tracing::error!(error = %e, "refresh failed unexpectedly");
+            RefreshError::Store(_) | RefreshError::Internal(_) => {
+                tracing::error!(error = %self.0, "refresh failed unexpectedly");
                 "internal error".to_owned()
             }
             other => other.to_string(),
@@ -112,7 +117,9 @@ impl BulkRequest {
                 // the replaced system's clients send the id as a number or a numeric string
                 let raw = match id {
                     serde_json::Value::Number(n) => n.to_string(),
-                    serde_json::Value::String(s) => s.trim().to_owned(),
+                    serde_json::Value::String(s) if s.bytes().all(|b| b.is_ascii_digit()) => {
+                        s.clone()
+                    }
                     _ => String::new(),
                 };
                 raw.parse::<CampaignId>()

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 
 use chrono::Utc;
 
-use super::{changed, Looked, Reconciler, RefreshError, CHUNK};
-use crate::domain::{CampaignId, Event, RecipientId, TenantId};
+use super::{answered, changed, events_of, Looked, Reconciler, RefreshError};
+use crate::domain::{CampaignId, RecipientId, TenantId};
 use crate::engine::reconcile::Lookup;
 use crate::store::reconcile::{self as store, Scope, Waiting};
 
@@ -55,7 +55,9 @@ pub enum BulkStart {
 }
 
 impl Reconciler {
-    /// Refreshes every message of the target still waiting for a report.
+    /// Refreshes every message of the target still waiting for a report (and those given up
+    /// on). Up to the sync limit it answers when done — or, if Mitto is slow, after
+    /// `answer_within_ms` with 202 while the job goes on.
     #[tracing::instrument(skip(self))]
     pub async fn refresh_bulk(
         &self,
@@ -68,8 +70,8 @@ impl Reconciler {
         // yet would be missed, reports not committed yet would look like this refresh's work
         self.settle().await?;
         let total = store::count_awaiting(pool, scope).await?;
-        let job = match store::start_job(pool, tenant, scope, total).await? {
-            Ok(job) => job,
+        let (job, lock) = match store::start_job(pool, tenant, scope, total).await? {
+            Ok(started) => started,
             Err(running) => {
                 return Err(RefreshError::Running {
                     campaign: scope.campaign,
@@ -77,19 +79,29 @@ impl Reconciler {
                 })
             }
         };
-        if total <= self.inner.settings.sync_limit {
-            return self.run_job(job.id, scope, true).await.map(BulkStart::Done);
-        }
+        let collect = total <= self.inner.settings.sync_limit;
         let this = self.clone();
-        actix_web::rt::spawn(async move {
-            if let Err(e) = this.run_job(job.id, scope, false).await {
+        let running = actix_web::rt::spawn(async move {
+            let result = this.run_job(job.id, scope, collect).await;
+            lock.release().await;
+            if let Err(e) = &result {
                 tracing::warn!(job_id = %job.id, error = %e, "refresh job failed");
             }
+            result
         });
-        Ok(BulkStart::Started {
+        let started = BulkStart::Started {
             job_id: job.id,
             total,
-        })
+        };
+        if !collect {
+            return Ok(started);
+        }
+        match tokio::time::timeout(self.answer_within(), running).await {
+            Ok(Ok(report)) => report.map(BulkStart::Done),
+            Ok(Err(e)) => Err(RefreshError::Internal(e.to_string())),
+            // Mitto is slow: the job goes on, its progress readable like any other
+            Err(_) => Ok(started),
+        }
     }
 
     /// The tenant's job, or `None` (unknown, or another tenant's).
@@ -131,10 +143,12 @@ impl Reconciler {
             bulk,
             sent_before,
             ids,
+            include_unknown: true,
         })
     }
 
-    /// Runs a job to its end and records how it ended; `collect` keeps every result.
+    /// Runs a job to its end and records how it ended: `failed` when it stopped on an error
+    /// or when Mitto answered none of its lookups. `collect` keeps every result.
     async fn run_job(
         &self,
         id: uuid::Uuid,
@@ -146,7 +160,14 @@ impl Reconciler {
             ..BulkReport::default()
         };
         let result = self.run_chunks(id, scope, collect, &mut report).await;
-        let error = result.as_ref().err().map(ToString::to_string);
+        let error = match &result {
+            Err(e) => Some(e.to_string()),
+            Ok(()) if report.total > 0 && report.failed == report.total => Some(format!(
+                "Mitto answered none of the {} lookups",
+                report.total
+            )),
+            Ok(()) => None,
+        };
         let job = store::finish_job(&self.inner.pool, id, error.as_deref()).await?;
         result?;
         report.total = job.map_or(report.total, |j| u64::try_from(j.total).unwrap_or(0));
@@ -165,19 +186,18 @@ impl Reconciler {
         report: &mut BulkReport,
     ) -> Result<(), RefreshError> {
         let pool = &self.inner.pool;
-        let mut cursor = None;
-        let mut previous = None;
+        let size = self.chunk();
+        let (mut cursor, mut previous) = (None, None);
         loop {
-            let rows = store::awaiting(pool, scope, cursor, CHUNK).await?;
-            let more = rows.len() >= CHUNK;
+            let rows = store::awaiting(pool, scope, cursor, size).await?;
+            let more = rows.len() >= size;
             cursor = rows.last().map(|r| r.recipient);
             let published = match rows.is_empty() {
                 true => None,
-                false => Some(self.look_up_and_publish(rows).await?),
+                false => Some(self.look_up_and_publish(id, rows).await?),
             };
             if let Some(chunk) = previous.take() {
-                let results = self.settle_chunk(chunk).await?;
-                self.record(id, scope, results, collect, report).await?;
+                self.record(id, scope, chunk, collect, report).await?;
             }
             previous = published;
             if !more {
@@ -185,65 +205,73 @@ impl Reconciler {
             }
         }
         if let Some(chunk) = previous {
-            let results = self.settle_chunk(chunk).await?;
-            self.record(id, scope, results, collect, report).await?;
+            self.record(id, scope, chunk, collect, report).await?;
         }
         Ok(())
     }
 
-    /// Stores a chunk's progress and adds it to the report.
+    /// Looks a chunk up, publishes the answers and counts it as processed.
+    async fn look_up_and_publish(
+        &self,
+        id: uuid::Uuid,
+        rows: Vec<Waiting>,
+    ) -> Result<Published, RefreshError> {
+        let looked = self.look_up_all(rows, |_| false, Utc::now()).await;
+        let positions = self.publish(&events_of(&looked)).await?;
+        let processed = looked.len() as u64;
+        let pool = &self.inner.pool;
+        store::job_progress(
+            pool,
+            id,
+            processed,
+            0,
+            0,
+            &serde_json::json!([]),
+            KEEP_FAILURES,
+        )
+        .await?;
+        Ok(Published { looked, positions })
+    }
+
+    /// Waits until a chunk's answers are committed, compares each message with what was
+    /// stored before, stores the chunk's outcome and adds it to the report.
     async fn record(
         &self,
         id: uuid::Uuid,
         scope: Scope,
-        results: Vec<BulkResult>,
+        chunk: Published,
         collect: bool,
         report: &mut BulkReport,
     ) -> Result<(), RefreshError> {
-        let updated = results.iter().filter(|r| r.updated).count() as u64;
-        let failures: Vec<&BulkResult> = results.iter().filter(|r| !r.success).collect();
-        let failed = failures.len() as u64;
-        let kept = serde_json::to_value(&failures[..failures.len().min(KEEP_FAILURES)])
-            .unwrap_or_default();
-        let processed = results.len() as u64;
-        let pool = &self.inner.pool;
-        store::job_progress(pool, id, processed, updated, failed, &kept, KEEP_FAILURES).await?;
-        self.touched(&[scope.campaign], Utc::now()).await;
-        report.total += processed;
-        report.updated += updated;
-        report.failed += failed;
-        if collect {
-            report.results.extend(results);
-        }
-        Ok(())
-    }
-
-    /// Looks a chunk up and publishes the answers.
-    async fn look_up_and_publish(&self, rows: Vec<Waiting>) -> Result<Published, RefreshError> {
-        let looked = self.look_up_all(rows, |_| false, Utc::now()).await;
-        let events: Vec<Event> = looked
-            .iter()
-            .filter_map(|l| l.answer.as_ref().ok().and_then(|(_, e)| e.clone()))
-            .collect();
-        let positions = self.publish(&events).await?;
-        Ok(Published { looked, positions })
-    }
-
-    /// Waits until a chunk's answers are committed and compares each message with what was
-    /// stored before.
-    async fn settle_chunk(&self, chunk: Published) -> Result<Vec<BulkResult>, RefreshError> {
         self.wait_committed(&chunk.positions).await?;
+        if answered(&chunk.looked) {
+            self.touched(&[scope.campaign], Utc::now()).await;
+        }
         let ids: Vec<RecipientId> = chunk.looked.iter().map(|l| l.waiting.recipient).collect();
         let after: HashMap<RecipientId, Waiting> = store::states(&self.inner.pool, &ids)
             .await?
             .into_iter()
             .map(|w| (w.recipient, w))
             .collect();
-        Ok(chunk
+        let results: Vec<BulkResult> = chunk
             .looked
             .into_iter()
             .map(|l| result_of(l, &after))
-            .collect())
+            .collect();
+        let updated = results.iter().filter(|r| r.updated).count() as u64;
+        let failures: Vec<&BulkResult> = results.iter().filter(|r| !r.success).collect();
+        let failed = failures.len() as u64;
+        let kept = serde_json::to_value(&failures[..failures.len().min(KEEP_FAILURES)])
+            .unwrap_or_default();
+        let pool = &self.inner.pool;
+        store::job_progress(pool, id, 0, updated, failed, &kept, KEEP_FAILURES).await?;
+        report.total += results.len() as u64;
+        report.updated += updated;
+        report.failed += failed;
+        if collect {
+            report.results.extend(results);
+        }
+        Ok(())
     }
 }
 
@@ -261,9 +289,10 @@ fn result_of(looked: Looked, after: &HashMap<RecipientId, Waiting>) -> BulkResul
         updated: false,
         error: Some(error),
     };
-    match looked.answer {
-        Ok((Lookup::NotFound, _)) => failure("the message is unknown to Mitto".into()),
-        Ok(_) => BulkResult {
+    match looked.lookup {
+        Lookup::NotFound => failure("the message is unknown to Mitto".into()),
+        Lookup::Failed(error) => failure(error),
+        Lookup::Found { .. } => BulkResult {
             updated: after
                 .get(&looked.waiting.recipient)
                 .is_some_and(|a| changed(&looked.waiting, a)),
@@ -271,6 +300,5 @@ fn result_of(looked: Looked, after: &HashMap<RecipientId, Waiting>) -> BulkResul
             success: true,
             error: None,
         },
-        Err(error) => failure(error),
     }
 }

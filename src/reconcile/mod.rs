@@ -30,7 +30,7 @@ use crate::engine::reconcile::{event_for, Cursors, Lookup, Tally};
 use crate::kafka::producer::EventProducer;
 use crate::mitto::client::{MittoClient, MittoError};
 use crate::mitto::wire::parse_timestamp;
-use crate::pipeline::Applied;
+use crate::pipeline::{Applied, Replay};
 use crate::store::reconcile::{self as store, Scope, Waiting};
 use crate::store::StoreError;
 
@@ -47,6 +47,9 @@ pub enum RefreshError {
     },
     #[error("Mitto could not be asked: {0}")]
     Provider(MittoError),
+    /// Mitto did not answer within the time a request may wait.
+    #[error("Mitto did not answer within {0:?}")]
+    ProviderTimeout(Duration),
     #[error("the answer could not be published: {0}")]
     Broker(String),
     /// Published, but not applied in time; it will be.
@@ -57,6 +60,8 @@ pub enum RefreshError {
     Behind(Duration),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the refresh stopped unexpectedly: {0}")]
+    Internal(String),
 }
 
 /// What `POST /api/mitto/refresh-status` answers.
@@ -73,10 +78,11 @@ pub struct Refreshed {
     pub updated: bool,
 }
 
-/// One message's lookup: its answer and the event it became, or why it failed.
+/// One message's lookup: the answer (or why there is none) and the event it became.
 struct Looked {
     waiting: Waiting,
-    answer: Result<(Lookup, Option<Event>), String>,
+    lookup: Lookup,
+    event: Option<Event>,
 }
 
 /// Cheap to clone; every clone shares the same state.
@@ -90,30 +96,33 @@ struct Inner {
     client: MittoClient,
     producer: EventProducer,
     applied: Applied,
+    replay: Replay,
     settings: ReconcileSettings,
     /// Lookups per second, for the periodic pass's budget.
     lookups_per_second: u32,
     last_refresh: DashMap<CampaignId, DateTime<Utc>>,
 }
 
-/// Messages read and looked up together.
-const CHUNK: usize = 1_000;
+/// Messages read and looked up together: about two seconds of lookups, within bounds.
+fn chunk_size(lookups_per_second: u32) -> usize {
+    (lookups_per_second as usize * 2).clamp(100, 1_000)
+}
 
 impl Reconciler {
-    /// Ends jobs an earlier process left running and loads the last refresh times.
+    /// Ends jobs a stopped process left running and loads the last refresh times.
     pub async fn new(
         pool: PgPool,
         client: MittoClient,
         producer: EventProducer,
-        applied: Applied,
+        (applied, replay): (Applied, Replay),
         settings: ReconcileSettings,
         lookups_per_second: u32,
     ) -> Result<Self, StoreError> {
-        let interrupted = store::interrupt_running_jobs(&pool).await?;
+        let interrupted = store::interrupt_dead_jobs(&pool).await?;
         if interrupted > 0 {
             tracing::warn!(
                 jobs = interrupted,
-                "refresh jobs of an earlier run ended as interrupted"
+                "refresh jobs of a stopped process ended as interrupted"
             );
         }
         let last_refresh = store::last_refreshes(&pool).await?.into_iter().collect();
@@ -123,6 +132,7 @@ impl Reconciler {
                 client,
                 producer,
                 applied,
+                replay,
                 settings,
                 lookups_per_second,
                 last_refresh,
@@ -161,9 +171,11 @@ impl Reconciler {
             .await?
             .ok_or_else(not_found)?;
         let now = Utc::now();
-        let lookup = match self.look_up(&before).await {
-            Ok(lookup) => lookup,
-            Err(e) => return Err(RefreshError::Provider(e)),
+        let within = self.answer_within();
+        let lookup = match tokio::time::timeout(within, self.look_up(&before)).await {
+            Ok(Ok(lookup)) => lookup,
+            Ok(Err(e)) => return Err(RefreshError::Provider(e)),
+            Err(_) => return Err(RefreshError::ProviderTimeout(within)),
         };
         if lookup == Lookup::NotFound {
             return Err(RefreshError::NotFound(format!(
@@ -186,6 +198,15 @@ impl Reconciler {
             delivery_status: after.delivery_status.clone(),
             updated: changed(&before, &after),
         })
+    }
+
+    /// How long a request may wait for Mitto before it is answered without it.
+    fn answer_within(&self) -> Duration {
+        Duration::from_millis(self.inner.settings.answer_within_ms)
+    }
+
+    fn chunk(&self) -> usize {
+        chunk_size(self.inner.lookups_per_second)
     }
 
     /// Mitto's answer for one message; `NotFound` when Mitto does not know it.
@@ -213,15 +234,16 @@ impl Reconciler {
         let lookups = rows.into_iter().map(|waiting| {
             let overdue = overdue(&waiting);
             async move {
-                let answer = self
+                let lookup = self
                     .look_up(&waiting)
                     .await
-                    .map(|lookup| {
-                        let event = event_for(&waiting.message_id, &lookup, overdue, now);
-                        (lookup, event)
-                    })
-                    .map_err(|e| e.to_string());
-                Looked { waiting, answer }
+                    .unwrap_or_else(|e| Lookup::Failed(e.to_string()));
+                let event = event_for(&waiting.message_id, &lookup, overdue, now);
+                Looked {
+                    waiting,
+                    lookup,
+                    event,
+                }
             }
         });
         futures::stream::iter(lookups)
@@ -239,13 +261,18 @@ impl Reconciler {
             .map_err(|e| RefreshError::Broker(e.to_string()))
     }
 
-    /// Waits until what the actors applied so far is committed, so the rows read next are
-    /// the state a refresh compares against.
+    /// Waits until everything on the topic is applied and committed (answers an earlier
+    /// process published before it stopped included), so the rows read next are the state a
+    /// refresh compares against and nothing already answered is asked again.
     async fn settle(&self) -> Result<(), RefreshError> {
         let limit = Duration::from_millis(self.inner.settings.apply_timeout_ms);
-        match self.inner.applied.settled(limit).await {
-            true => Ok(()),
-            false => Err(RefreshError::Behind(limit)),
+        let settled = async {
+            self.inner.replay.applied_to_end().await;
+            self.inner.applied.settled(limit).await
+        };
+        match tokio::time::timeout(limit, settled).await {
+            Ok(true) => Ok(()),
+            _ => Err(RefreshError::Behind(limit)),
         }
     }
 
@@ -309,17 +336,20 @@ impl Reconciler {
         let give_up_before = now - give_up;
         let campaigns = store::campaigns_awaiting(&self.inner.pool).await?;
         cursors.retain(&campaigns.iter().map(|c| c.0).collect::<Vec<_>>());
+        // a campaign with a refresh job running is left to it (no message asked twice)
+        let busy = store::campaigns_with_jobs(&self.inner.pool).await?;
         let mut budget = self.budget();
         let (mut tally, mut touched) = (Tally::default(), Vec::new());
-        for (campaign, ids) in campaigns {
+        for (campaign, ids) in campaigns.into_iter().filter(|c| !busy.contains(&c.0)) {
             let scope = Scope {
                 campaign,
                 bulk: None,
                 sent_before: now - waited,
                 ids,
+                include_unknown: false,
             };
             while budget > 0 {
-                let limit = budget.min(CHUNK);
+                let limit = budget.min(self.chunk());
                 let rows = store::awaiting(&self.inner.pool, scope, cursors.start(campaign), limit)
                     .await?;
                 cursors.advance(
@@ -333,9 +363,11 @@ impl Reconciler {
                     break;
                 }
                 budget -= read;
-                touched.push(campaign);
                 let overdue = |w: &Waiting| w.sent_at.is_some_and(|at| at < give_up_before);
                 let looked = self.look_up_all(rows, overdue, now).await;
+                if answered(&looked) {
+                    touched.push(campaign);
+                }
                 tally.add(self.publish_answers(&looked).await?);
                 if !more {
                     break;
@@ -358,22 +390,27 @@ impl Reconciler {
     /// Publishes the events of a pass's lookups (without waiting for them) and counts them.
     async fn publish_answers(&self, looked: &[Looked]) -> Result<Tally, RefreshError> {
         let mut tally = Tally::default();
-        let mut events = Vec::new();
         for l in looked {
-            match &l.answer {
-                Ok((lookup, event)) => {
-                    tally.count(lookup, event.as_ref());
-                    events.extend(event.clone());
-                }
-                Err(e) => {
-                    tally.errors += 1;
-                    tracing::debug!(message_id = %l.waiting.message_id, error = %e, "lookup failed");
-                }
+            tally.count(&l.lookup, l.event.as_ref());
+            if let Lookup::Failed(e) = &l.lookup {
+                tracing::debug!(message_id = %l.waiting.message_id, error = %e, "lookup failed");
             }
         }
-        self.publish(&events).await?;
+        self.publish(&events_of(looked)).await?;
         Ok(tally)
     }
+}
+
+/// The events a set of lookups became.
+fn events_of(looked: &[Looked]) -> Vec<Event> {
+    looked.iter().filter_map(|l| l.event.clone()).collect()
+}
+
+/// Whether Mitto answered any of these lookups (only then was the campaign refreshed).
+fn answered(looked: &[Looked]) -> bool {
+    looked
+        .iter()
+        .any(|l| !matches!(l.lookup, Lookup::Failed(_)))
 }
 
 /// Whether a refresh moved the message's status (a new raw in-flight status alone, such as

@@ -9,7 +9,7 @@
 //! wanders into other campaigns' rows.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 
 use super::StoreError;
 use crate::domain::{CampaignId, MessageId, MessageStatus, RecipientId, TenantId};
@@ -89,6 +89,18 @@ pub struct Scope {
     pub sent_before: DateTime<Utc>,
     /// The campaign's recipient ids lie in this range (inclusive).
     pub ids: (i64, i64),
+    /// Also messages the refresher gave up on (`unknown`): a refresh asked for by a person
+    /// tries them again.
+    pub include_unknown: bool,
+}
+
+impl Scope {
+    fn statuses(&self) -> Vec<&'static str> {
+        match self.include_unknown {
+            true => vec!["sent", "unknown"],
+            false => vec!["sent"],
+        }
+    }
 }
 
 /// The id range of a campaign's recipients; `None` when it has none (never enqueued).
@@ -117,7 +129,7 @@ pub async fn awaiting(
 ) -> Result<Vec<Waiting>, StoreError> {
     let rows: Vec<WaitingRow> = sqlx::query_as(&format!(
         "SELECT {WAITING} FROM campaign_recipients
-         WHERE id > $2 AND id <= $6 AND campaign_id = $1 AND status = 'sent' AND sent_at < $3
+         WHERE id > $2 AND id <= $6 AND campaign_id = $1 AND status = ANY($7) AND sent_at < $3
            AND ($4::uuid IS NULL OR bulk_id = $4)
          ORDER BY id LIMIT $5"
     ))
@@ -127,6 +139,7 @@ pub async fn awaiting(
     .bind(scope.bulk)
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .bind(scope.ids.1)
+    .bind(scope.statuses())
     .fetch_all(pool)
     .await?;
     rows.into_iter().map(waiting).collect()
@@ -136,7 +149,7 @@ pub async fn awaiting(
 pub async fn count_awaiting(pool: &PgPool, scope: Scope) -> Result<u64, StoreError> {
     let n: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM campaign_recipients
-         WHERE id BETWEEN $4 AND $5 AND campaign_id = $1 AND status = 'sent' AND sent_at < $2
+         WHERE id BETWEEN $4 AND $5 AND campaign_id = $1 AND status = ANY($6) AND sent_at < $2
            AND ($3::uuid IS NULL OR bulk_id = $3)",
     )
     .bind(scope.campaign.get())
@@ -144,6 +157,7 @@ pub async fn count_awaiting(pool: &PgPool, scope: Scope) -> Result<u64, StoreErr
     .bind(scope.bulk)
     .bind(scope.ids.0)
     .bind(scope.ids.1)
+    .bind(scope.statuses())
     .fetch_one(pool)
     .await?;
     Ok(u64::try_from(n).unwrap_or(0))
@@ -246,38 +260,116 @@ pub struct Job {
 const JOB: &str = "id, campaign_id, bulk_id, state, total, processed, updated, failed, failures, \
                    error, started_at, finished_at";
 
-/// Starts a job; `Err(running job id)` when the campaign already has one running.
+/// A running job's claim on life: a session-level advisory lock on a connection of its own,
+/// held while the job runs. When the process dies the connection closes and the lock goes
+/// with it, so any instance can tell a job that is still running from one left behind.
+pub struct JobLock(PgConnection);
+
+impl JobLock {
+    /// Releases the lock (closing the connection would too).
+    pub async fn release(self) {
+        let _ = self.0.close().await;
+    }
+}
+
+fn lock_key(job: uuid::Uuid) -> i64 {
+    let b = job.as_bytes();
+    i64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+}
+
+/// Whether a job's process still holds its lock.
+async fn alive(pool: &PgPool, job: uuid::Uuid) -> Result<bool, StoreError> {
+    let mut conn = pool.acquire().await?;
+    let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(lock_key(job))
+        .fetch_one(&mut *conn)
+        .await?;
+    if free {
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(lock_key(job))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(!free)
+}
+
+/// Marks a running job whose process is gone `interrupted`; answers whether it did.
+async fn interrupt_if_dead(pool: &PgPool, job: uuid::Uuid) -> Result<bool, StoreError> {
+    if alive(pool, job).await? {
+        return Ok(false);
+    }
+    let done = sqlx::query(
+        "UPDATE refresh_jobs SET state = 'interrupted', finished_at = now(),
+                error = 'the service running it stopped before the job finished'
+         WHERE id = $1 AND state = 'running'",
+    )
+    .bind(job)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Starts a job holding its lock; `Err(running job id)` when the campaign already has one
+/// running (a job whose process is gone does not count: it is marked `interrupted`).
 pub async fn start_job(
     pool: &PgPool,
     tenant: TenantId,
     scope: Scope,
     total: u64,
-) -> Result<Result<Job, uuid::Uuid>, StoreError> {
-    let job: Option<Job> = sqlx::query_as(&format!(
-        "INSERT INTO refresh_jobs (id, tenant_id, campaign_id, bulk_id, total, started_at)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (campaign_id) WHERE state = 'running' DO NOTHING
-         RETURNING {JOB}"
-    ))
-    .bind(uuid::Uuid::new_v4())
-    .bind(tenant.get())
-    .bind(scope.campaign.get())
-    .bind(scope.bulk)
-    .bind(i64::try_from(total).unwrap_or(i64::MAX))
-    .bind(scope.sent_before)
-    .fetch_optional(pool)
-    .await?;
-    if let Some(job) = job {
-        return Ok(Ok(job));
+) -> Result<Result<(Job, JobLock), uuid::Uuid>, StoreError> {
+    let id = uuid::Uuid::new_v4();
+    let mut conn = PgConnection::connect_with(&pool.connect_options()).await?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(lock_key(id))
+        .execute(&mut conn)
+        .await?;
+    let mut running = None;
+    for _ in 0..3 {
+        let job: Option<Job> = sqlx::query_as(&format!(
+            "INSERT INTO refresh_jobs (id, tenant_id, campaign_id, bulk_id, total, started_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (campaign_id) WHERE state = 'running' DO NOTHING
+             RETURNING {JOB}"
+        ))
+        .bind(id)
+        .bind(tenant.get())
+        .bind(scope.campaign.get())
+        .bind(scope.bulk)
+        .bind(i64::try_from(total).unwrap_or(i64::MAX))
+        .bind(scope.sent_before)
+        .fetch_optional(&mut conn)
+        .await?;
+        if let Some(job) = job {
+            return Ok(Ok((job, JobLock(conn))));
+        }
+        running = sqlx::query_scalar(
+            "SELECT id FROM refresh_jobs WHERE campaign_id = $1 AND state = 'running'",
+        )
+        .bind(scope.campaign.get())
+        .fetch_optional(pool)
+        .await?;
+        match running {
+            Some(job) if !interrupt_if_dead(pool, job).await? => break,
+            // gone, or ended in between: try again
+            _ => continue,
+        }
     }
-    let running: Option<uuid::Uuid> = sqlx::query_scalar(
-        "SELECT id FROM refresh_jobs WHERE campaign_id = $1 AND state = 'running'",
-    )
-    .bind(scope.campaign.get())
-    .fetch_optional(pool)
-    .await?;
-    // the running job may have ended in between: then the caller may simply try again
+    let _ = conn.close().await;
     Ok(Err(running.unwrap_or_default()))
+}
+
+/// Campaigns with a job running: the periodic refresher leaves them to it.
+pub async fn campaigns_with_jobs(
+    pool: &PgPool,
+) -> Result<std::collections::HashSet<CampaignId>, StoreError> {
+    let ids: Vec<i64> =
+        sqlx::query_scalar("SELECT campaign_id FROM refresh_jobs WHERE state = 'running'")
+            .fetch_all(pool)
+            .await?;
+    Ok(ids
+        .into_iter()
+        .filter_map(|id| CampaignId::new(id).ok())
+        .collect())
 }
 
 /// Progress of a running job: adds the counts and keeps up to `keep` failures in all.
@@ -327,32 +419,43 @@ pub async fn finish_job(
     Ok(job)
 }
 
-/// The tenant's job, or `None` (unknown, or another tenant's).
+/// The tenant's job, or `None` (unknown, or another tenant's). A job that says `running`
+/// but whose process is gone is marked `interrupted` first.
 pub async fn job(
     pool: &PgPool,
     tenant: TenantId,
     id: uuid::Uuid,
 ) -> Result<Option<Job>, StoreError> {
-    let job = sqlx::query_as(&format!(
-        "SELECT {JOB} FROM refresh_jobs WHERE id = $1 AND tenant_id = $2"
-    ))
-    .bind(id)
-    .bind(tenant.get())
-    .fetch_optional(pool)
-    .await?;
-    Ok(job)
+    let read = || async {
+        sqlx::query_as::<_, Job>(&format!(
+            "SELECT {JOB} FROM refresh_jobs WHERE id = $1 AND tenant_id = $2"
+        ))
+        .bind(id)
+        .bind(tenant.get())
+        .fetch_optional(pool)
+        .await
+    };
+    match read().await? {
+        Some(job) if job.state == "running" && interrupt_if_dead(pool, id).await? => {
+            Ok(read().await?)
+        }
+        job => Ok(job),
+    }
 }
 
-/// Jobs left running by a process that stopped: they end `interrupted`, so a new one can
-/// start (the messages they did not reach still wait for a report). One instance per
-/// database is assumed until instances register themselves.
-pub async fn interrupt_running_jobs(pool: &PgPool) -> Result<u64, StoreError> {
-    let done = sqlx::query(
-        "UPDATE refresh_jobs SET state = 'interrupted', finished_at = now(),
-                error = 'the service stopped before the job finished'
-         WHERE state = 'running'",
-    )
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected())
+/// Jobs left running by a process that stopped end `interrupted`, so a new one can start
+/// (the messages they did not reach still wait for a report). Jobs of live processes (other
+/// instances, an overlapping deploy) are left alone: their lock is held.
+pub async fn interrupt_dead_jobs(pool: &PgPool) -> Result<u64, StoreError> {
+    let running: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM refresh_jobs WHERE state = 'running'")
+            .fetch_all(pool)
+            .await?;
+    let mut interrupted = 0;
+    for job in running {
+        if interrupt_if_dead(pool, job).await? {
+            interrupted += 1;
+        }
+    }
+    Ok(interrupted)
 }
