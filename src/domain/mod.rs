@@ -4,6 +4,7 @@
 mod delivery;
 mod event;
 mod ids;
+mod message_type;
 mod phone;
 mod segments;
 mod status;
@@ -13,6 +14,7 @@ mod token;
 pub use delivery::{DeliveryOutcome, DeliveryStatus};
 pub use event::{Event, EventError, EVENT_VERSION};
 pub use ids::{BulkId, CampaignId, IdError, MessageId, RecipientId, TenantId, TrafficAccountId};
+pub use message_type::MessageType;
 pub use phone::{PhoneE164, PhoneError};
 pub use segments::{Encoding, Segments, TooLong};
 pub use status::{CampaignStatus, MessageStatus, StatusError, TransitionRefused};

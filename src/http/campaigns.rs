@@ -13,7 +13,7 @@ use super::error::{error_response, ApiError};
 use super::input::reject_nul;
 use super::AppState;
 use crate::actors::campaign::{Command, LifecycleReply};
-use crate::domain::{CampaignId, CampaignStatus, PhoneE164, TenantId};
+use crate::domain::{CampaignId, CampaignStatus, MessageType, PhoneE164, TenantId};
 use crate::mitto::wire::valid_sender;
 use crate::store::campaigns::{self, CampaignRecord, Definition};
 use crate::store::enqueue::{EnqueueOutcome, StartError};
@@ -129,6 +129,8 @@ struct CampaignInput {
     body: Option<String>,
     sender: Option<String>,
     traffic_account_id: Option<uuid::Uuid>,
+    /// `marketing` (default: offer and unsubscribe links) or `service`.
+    message_type: Option<String>,
     audience: Option<AudienceInput>,
     /// `null` in a PATCH unschedules (back to draft).
     #[serde(default, with = "double_option")]
@@ -199,6 +201,17 @@ async fn definition(
         Some(at) => at,
         None => base.and_then(|b| b.scheduled_at),
     };
+    let message_type = match input.message_type.as_deref() {
+        Some(raw) => MessageType::parse(raw).unwrap_or_else(|| {
+            problems.push(format!(
+                "messageType {raw:?} must be \"marketing\" or \"service\""
+            ));
+            MessageType::default()
+        }),
+        None => base
+            .and_then(|b| MessageType::parse(&b.message_type))
+            .unwrap_or_default(),
+    };
     if !problems.is_empty() {
         return Err(bad_request(problems.join("; ")));
     }
@@ -209,6 +222,7 @@ async fn definition(
         traffic_account_id,
         audience,
         scheduled_at,
+        message_type,
     })
 }
 

@@ -240,6 +240,8 @@ pub struct CampaignRecord {
     pub body: String,
     pub sender: String,
     pub traffic_account_id: Option<uuid::Uuid>,
+    /// `marketing` or `service`.
+    pub message_type: String,
     pub status: String,
     pub audience: serde_json::Value,
     pub scheduled_at: Option<DateTime<Utc>>,
@@ -250,7 +252,8 @@ pub struct CampaignRecord {
     pub updated_at: DateTime<Utc>,
 }
 
-const RECORD: &str = "id, name, body, sender, traffic_account_id, status, audience, scheduled_at, \
+const RECORD: &str =
+    "id, name, body, sender, traffic_account_id, message_type, status, audience, scheduled_at, \
                       started_at, finished_at, credits_reserved, created_at, updated_at";
 
 /// What creating or editing a campaign sets.
@@ -262,12 +265,13 @@ pub struct Definition {
     pub traffic_account_id: Option<uuid::Uuid>,
     pub audience: serde_json::Value,
     pub scheduled_at: Option<DateTime<Utc>>,
+    pub message_type: crate::domain::MessageType,
 }
 
 type PgQueryAs<'q, O> = sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>;
 
-/// Binds a definition as `$2`..`$7`: name, body, sender, traffic account, audience,
-/// scheduled_at (after the one parameter the statement starts with).
+/// Binds a definition as `$2`..`$8`: name, body, sender, traffic account, audience,
+/// scheduled_at, message type (after the one parameter the statement starts with).
 fn bind_definition<'q, O>(query: PgQueryAs<'q, O>, def: &'q Definition) -> PgQueryAs<'q, O> {
     query
         .bind(&def.name)
@@ -276,6 +280,7 @@ fn bind_definition<'q, O>(query: PgQueryAs<'q, O>, def: &'q Definition) -> PgQue
         .bind(def.traffic_account_id)
         .bind(&def.audience)
         .bind(def.scheduled_at)
+        .bind(def.message_type.as_str())
 }
 
 /// Creates a campaign: `scheduled` when it has a start time, else `draft`.
@@ -286,8 +291,9 @@ pub async fn create(
 ) -> Result<CampaignRecord, StoreError> {
     let sql = format!(
         "INSERT INTO campaigns (tenant_id, name, body, sender, traffic_account_id, audience,
-                                scheduled_at, status)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $7 IS NULL THEN 'draft' ELSE 'scheduled' END)
+                                scheduled_at, message_type, status)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
+                 CASE WHEN $7 IS NULL THEN 'draft' ELSE 'scheduled' END)
          RETURNING {RECORD}"
     );
     let record = bind_definition(sqlx::query_as(&sql).bind(tenant.get()), def)
@@ -361,8 +367,9 @@ pub async fn update(
     expect_status(status, from)?;
     let sql = format!(
         "UPDATE campaigns SET name = $2, body = $3, sender = $4, traffic_account_id = $5,
-                audience = $6, scheduled_at = $7, status = $8, updated_at = now()
-         WHERE id = $1 AND status = $9 RETURNING {RECORD}"
+                audience = $6, scheduled_at = $7, message_type = $8, status = $9,
+                updated_at = now()
+         WHERE id = $1 AND status = $10 RETURNING {RECORD}"
     );
     let record = bind_definition(sqlx::query_as(&sql).bind(id.get()), def)
         .bind(to.as_str())
