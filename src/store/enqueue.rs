@@ -10,8 +10,8 @@ use uuid::Uuid;
 use super::campaigns::add_counters;
 use super::StoreError;
 use crate::domain::{
-    CampaignId, CampaignStatus, Fields, MessageStatus, MessageType, PhoneE164, RecipientId,
-    Segments, Template, TenantId, TooLong,
+    CampaignId, CampaignStatus, Fields, MessageStatus, PhoneE164, RecipientId, Segments, Template,
+    TenantId, TooLong,
 };
 use crate::engine::campaign::{Counters, Refused};
 
@@ -95,46 +95,8 @@ pub struct Sizes {
 /// status its actor admitted the start from (`admitted`), recipients deduplicated by phone
 /// with unsubscribed contacts skipped, texts rendered and their segments counted, credits
 /// reserved, the snapshot's queued count raised.
-///
-/// Marketing recipients get a link code each ([`LINK_CODE_SQL`]); two equal codes are refused
-/// by a unique index, never shared, and the enqueue is tried again.
 #[tracing::instrument(skip(pool), fields(campaign_id = %campaign))]
 pub async fn enqueue(
-    pool: &PgPool,
-    tenant: TenantId,
-    campaign: CampaignId,
-    admitted: Result<CampaignStatus, Refused>,
-    idempotency_key: Option<&str>,
-    sizes: Sizes,
-) -> Result<EnqueueOutcome, StartError> {
-    let mut attempt = 1;
-    loop {
-        let outcome = enqueue_once(pool, tenant, campaign, admitted, idempotency_key, sizes).await;
-        match outcome {
-            Err(StartError::Store(StoreError::Database(e)))
-                if code_collision(&e) && attempt < 3 =>
-            {
-                tracing::warn!(attempt, "two link codes collided; enqueueing again");
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
-}
-
-/// A link code: 16 bytes of `gen_random_uuid()` (122 bits from Postgres's strong random
-/// source), URL-safe base64 without padding — 22 characters, so every link has one length.
-pub const LINK_CODE_SQL: &str =
-    "rtrim(translate(encode(uuid_send(gen_random_uuid()), 'base64'), '+/', '-_'), '=')";
-
-/// The characters of a link code.
-pub const LINK_CODE_LEN: usize = 22;
-
-fn code_collision(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.constraint() == Some("recipients_tracking_token"))
-}
-
-async fn enqueue_once(
     pool: &PgPool,
     tenant: TenantId,
     campaign: CampaignId,
@@ -156,17 +118,9 @@ async fn enqueue_once(
     require_subscription(&mut tx, tenant).await?;
     let (status, body, audience) = lock_campaign(&mut tx, tenant, campaign).await?;
     expect_status(status, from)?;
-    let message_type: String =
-        sqlx::query_scalar("SELECT message_type FROM campaigns WHERE id = $1")
-            .bind(campaign.get())
-            .fetch_one(&mut *tx)
-            .await?;
-    let codes = MessageType::parse(&message_type)
-        .unwrap_or_default()
-        .has_links();
     let (added, required, first, last) = insert_recipients(
         &mut tx,
-        (tenant, campaign, codes),
+        (tenant, campaign),
         &body,
         audience,
         sizes.max_segments,
@@ -331,7 +285,7 @@ pub(super) async fn lock_campaign(
 /// text is longer than `max_segments` parts.
 async fn insert_recipients(
     tx: &mut Transaction<'_, Postgres>,
-    (tenant, campaign, codes): (TenantId, CampaignId, bool),
+    (tenant, campaign): (TenantId, CampaignId),
     body: &str,
     audience: serde_json::Value,
     max_segments: u32,
@@ -352,10 +306,8 @@ async fn insert_recipients(
             })?;
         let inserted: Inserted = sqlx::query_as(&format!(
             "WITH {AUDIENCE}, ins AS (
-                 INSERT INTO campaign_recipients (campaign_id, tenant_id, phone_e164, contact_id, segments,
-                                                  tracking_token)
-                 SELECT $4, $1, phone, contact_id, $5, CASE WHEN $6 THEN {LINK_CODE_SQL} END
-                 FROM audience ORDER BY phone
+                 INSERT INTO campaign_recipients (campaign_id, tenant_id, phone_e164, contact_id, segments)
+                 SELECT $4, $1, phone, contact_id, $5 FROM audience ORDER BY phone
                  ON CONFLICT (campaign_id, phone_e164) DO NOTHING
                  RETURNING id, segments
              )
@@ -366,20 +318,12 @@ async fn insert_recipients(
         .bind(&phones)
         .bind(campaign.get())
         .bind(segments)
-        .bind(codes)
         .fetch_one(&mut **tx)
         .await?;
         return Ok(inserted);
     }
     let audience = (audience.list_ids.as_slice(), phones.as_slice());
-    insert_rendered(
-        tx,
-        (tenant, campaign, codes),
-        &template,
-        audience,
-        max_segments,
-    )
-    .await
+    insert_rendered(tx, (tenant, campaign), &template, audience, max_segments).await
 }
 
 /// The audience as (phone, contact_id, first_name, last_name, attributes): list members and
@@ -410,7 +354,7 @@ type AudienceRow = (
 
 async fn insert_rendered(
     tx: &mut Transaction<'_, Postgres>,
-    (tenant, campaign, codes): (TenantId, CampaignId, bool),
+    (tenant, campaign): (TenantId, CampaignId),
     template: &Template,
     (lists, phones): (&[i64], &[String]),
     max_segments: u32,
@@ -444,24 +388,22 @@ async fn insert_rendered(
     }
     let phone: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
     let contact: Vec<Option<i64>> = rows.iter().map(|r| r.1).collect();
-    let inserted: Inserted = sqlx::query_as(&format!(
+    let inserted: Inserted = sqlx::query_as(
         "WITH ins AS (
-             INSERT INTO campaign_recipients (campaign_id, tenant_id, phone_e164, contact_id, body, segments,
-                                              tracking_token)
-             SELECT $1, $2, p, c, b, s, CASE WHEN $7 THEN {LINK_CODE_SQL} END
+             INSERT INTO campaign_recipients (campaign_id, tenant_id, phone_e164, contact_id, body, segments)
+             SELECT $1, $2, p, c, b, s
              FROM UNNEST($3::text[], $4::bigint[], $5::text[], $6::smallint[]) AS u(p, c, b, s)
              ON CONFLICT (campaign_id, phone_e164) DO NOTHING
              RETURNING id, segments
          )
-         SELECT count(*), COALESCE(sum(segments), 0)::bigint, min(id), max(id) FROM ins"
-    ))
+         SELECT count(*), COALESCE(sum(segments), 0)::bigint, min(id), max(id) FROM ins",
+    )
     .bind(campaign.get())
     .bind(tenant.get())
     .bind(&phone)
     .bind(&contact)
     .bind(&texts)
     .bind(&segments)
-    .bind(codes)
     .fetch_one(&mut **tx)
     .await?;
     Ok(inserted)
