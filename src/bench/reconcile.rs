@@ -99,7 +99,9 @@ async fn service_run(
 async fn measure(app: &RunningApplication, n: u64, mode: Mode) -> anyhow::Result<Run> {
     let pool = &app.state.pool;
     let tenant = store::tenants::create(pool, "bench", n as i64 * 2).await?;
-    let campaign = super::send::campaign_with_list(pool, tenant, n).await?;
+    let campaign =
+        super::send::campaign_with_list(pool, tenant, n, crate::domain::MessageType::Service)
+            .await?;
     let registry = &app.pipeline.handles.registry;
     let command = Command::Enqueue {
         idempotency_key: None,

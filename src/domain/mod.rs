@@ -4,6 +4,7 @@
 mod delivery;
 mod event;
 mod ids;
+mod link_code;
 mod message_type;
 mod phone;
 mod segments;
@@ -14,6 +15,7 @@ mod token;
 pub use delivery::{DeliveryOutcome, DeliveryStatus};
 pub use event::{Event, EventError, EVENT_VERSION};
 pub use ids::{BulkId, CampaignId, IdError, MessageId, RecipientId, TenantId, TrafficAccountId};
+pub use link_code::{secrets, LinkCode, LINK_CODE_LEN, SECRET_LEN};
 pub use message_type::MessageType;
 pub use phone::{PhoneE164, PhoneError};
 pub use segments::{Encoding, Segments, TooLong};
