@@ -7,3 +7,5 @@ ALTER TABLE campaigns ADD COLUMN message_type TEXT NOT NULL DEFAULT 'marketing'
 -- at enqueue): unique by construction, found by primary key, so no index is needed.
 ALTER TABLE campaign_recipients ADD COLUMN link_secret BYTEA
     CHECK (link_secret IS NULL OR length(link_secret) = 12);
+-- The earlier, never written tracking_token column (and its unique index) is replaced by it.
+ALTER TABLE campaign_recipients DROP COLUMN tracking_token;
