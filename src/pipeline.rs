@@ -62,23 +62,33 @@ impl Replay {
             }
         })
         .await;
-        for (partition, end) in ends {
-            loop {
-                let position = match self.partitions.get(partition) {
-                    Some(actor) => actor
-                        .send(crate::actors::dlr::GetPosition)
-                        .await
-                        .ok()
-                        .flatten(),
-                    None => None,
-                };
-                // a partition never read from has nothing to apply only if it is empty
-                if end == 0 || position.is_some_and(|p| p >= end) {
-                    break;
+        // a partition never read from has nothing to apply only if it is empty
+        for (partition, end) in ends.into_iter().filter(|(_, end)| *end > 0) {
+            applied_through(&self.partitions, partition, end - 1, None).await;
+        }
+    }
+}
+
+/// Waits until the partition's actor has applied `offset` (and all before it); answers the
+/// epoch whose checkpoint commits it, or `None` once past `deadline`.
+async fn applied_through(
+    partitions: &Partitions,
+    partition: i32,
+    offset: i64,
+    deadline: Option<tokio::time::Instant>,
+) -> Option<u64> {
+    loop {
+        if let Some(actor) = partitions.get(partition) {
+            if let Ok(a) = actor.send(crate::actors::dlr::GetApplied).await {
+                if a.next_offset.is_some_and(|next| next > offset) {
+                    return Some(a.epoch);
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -102,7 +112,7 @@ impl Applied {
         }
         let mut epoch = 0;
         for (partition, offset) in last {
-            match self.applied(partition, offset, deadline).await {
+            match applied_through(&self.partitions, partition, offset, Some(deadline)).await {
                 Some(e) => epoch = epoch.max(e),
                 None => return false,
             }
@@ -126,28 +136,6 @@ impl Applied {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         true
-    }
-
-    /// The epoch that commits the partition's changes up to `offset`, once it is applied.
-    async fn applied(
-        &self,
-        partition: i32,
-        offset: i64,
-        deadline: tokio::time::Instant,
-    ) -> Option<u64> {
-        loop {
-            if let Some(actor) = self.partitions.get(partition) {
-                if let Ok(a) = actor.send(crate::actors::dlr::GetApplied).await {
-                    if a.next_offset.is_some_and(|next| next > offset) {
-                        return Some(a.epoch);
-                    }
-                }
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
     }
 }
 

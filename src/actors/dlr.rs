@@ -37,11 +37,6 @@ pub struct Barrier {
 #[rtype(result = "()")]
 pub struct Stop;
 
-/// Asks where the partition stands: the next offset to apply.
-#[derive(Message)]
-#[rtype(result = "Option<i64>")]
-pub struct GetPosition;
-
 /// Asks how far the partition is applied, and which checkpoint will commit what was applied
 /// so far (at the latest).
 #[derive(Message)]
@@ -153,14 +148,6 @@ impl Handler<Stop> for DlrActor {
 
     fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
         ctx.stop();
-    }
-}
-
-impl Handler<GetPosition> for DlrActor {
-    type Result = Option<i64>;
-
-    fn handle(&mut self, _: GetPosition, _: &mut Self::Context) -> Self::Result {
-        self.ledger.next_offset()
     }
 }
 

@@ -11,14 +11,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use futures::StreamExt;
-use secrecy::SecretString;
 
 use crate::actors::campaign::Command;
 use crate::app::{Application, RunningApplication};
 use crate::config::Settings;
 use crate::domain::{CampaignId, MessageId, TenantId};
-use crate::mitto::client::{ClientConfig, ItemResult, MittoClient};
-use crate::mitto::retry::RetryPolicy;
+use crate::mitto::client::{ItemResult, MittoClient};
 use crate::mitto::simulator::{self, MsRange, SimConfig};
 use crate::mitto::wire::{SendMessage, Sms};
 use crate::reconcile::{BulkStart, BulkTarget};
@@ -191,18 +189,7 @@ async fn raw_lookups(n: u64) -> anyhow::Result<(f64, f64)> {
         dlr_delay_ms: MsRange { min: 0, max: 0 },
         ..SimConfig::default()
     })?;
-    let client = MittoClient::new(ClientConfig {
-        base_url: sim.base_url.clone(),
-        api_key: SecretString::from(SimConfig::default().api_key),
-        connect_timeout: Duration::from_secs(2),
-        request_timeout: Duration::from_secs(15),
-        retry: RetryPolicy {
-            min_delay: Duration::from_millis(20),
-            max_delay: Duration::from_secs(1),
-            max_retries: 3,
-        },
-        status_lookups_per_second: None,
-    })?;
+    let client = super::simulator_client(&sim)?;
     let ids = accepted_messages(&client, n).await?;
     let started = Instant::now();
     let lookups = ids.iter().map(|id| client.message_status(id));

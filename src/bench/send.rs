@@ -12,13 +12,12 @@ use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
-use secrecy::SecretString;
 
 use crate::actors::campaign::{Command, LifecycleReply};
 use crate::app::{Application, RunningApplication};
 use crate::config::Settings;
 use crate::domain::{CampaignId, MessageType, PhoneE164, TenantId};
-use crate::mitto::client::{ItemResult, MittoClient};
+use crate::mitto::client::ItemResult;
 use crate::mitto::simulator::{MsRange, SimConfig};
 use crate::mitto::wire::{SendMessage, Sms};
 use crate::store::contacts::{self, NewContact};
@@ -264,18 +263,7 @@ async fn baseline_measure(pool: &sqlx::PgPool, n: u64) -> anyhow::Result<Baselin
         port: 0,
         ..bench_simulator()
     })?;
-    let client = MittoClient::new(crate::mitto::client::ClientConfig {
-        base_url: sim.base_url.clone(),
-        api_key: SecretString::from(SimConfig::default().api_key),
-        connect_timeout: Duration::from_secs(2),
-        request_timeout: Duration::from_secs(15),
-        retry: crate::mitto::retry::RetryPolicy {
-            min_delay: Duration::from_millis(20),
-            max_delay: Duration::from_secs(1),
-            max_retries: 3,
-        },
-        status_lookups_per_second: None,
-    })?;
+    let client = super::simulator_client(&sim)?;
     let account = crate::domain::TrafficAccountId::new_random();
     let jobs: Vec<(i64, &PhoneE164)> = recipients.iter().copied().zip(&phones).collect();
     let started = Instant::now();

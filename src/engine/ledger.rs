@@ -161,8 +161,9 @@ struct Report<'a> {
     target: MessageStatus,
     /// Mitto's raw status, kept verbatim; none for an unknown outcome.
     raw: Option<&'a str>,
-    /// Why the message failed or is unknown (the provider's description, else its status).
-    reason: String,
+    /// Why the message failed or is unknown (the provider's description, else its status);
+    /// borrowed, so a delivered report allocates nothing for it.
+    reason: &'a str,
     at: DateTime<Utc>,
 }
 
@@ -181,15 +182,13 @@ impl<'a> Report<'a> {
                     DeliveryOutcome::InFlight => MessageStatus::Sent,
                 },
                 raw: Some(status.raw()),
-                reason: description
-                    .clone()
-                    .unwrap_or_else(|| status.raw().to_owned()),
+                reason: description.as_deref().unwrap_or(status.raw()),
                 at: *at,
             }),
             Event::OutcomeUnknown { reason, at, .. } => Some(Self {
                 target: MessageStatus::Unknown,
                 raw: None,
-                reason: reason.clone(),
+                reason,
                 at: *at,
             }),
             Event::Sent { .. } | Event::SendFailed { .. } => None,
@@ -491,10 +490,10 @@ impl Ledger {
         }
         match to {
             MessageStatus::Delivered => row.delivered_at = Some(report.at),
-            MessageStatus::Unknown => row.error = Some(report.reason),
+            MessageStatus::Unknown => row.error = Some(report.reason.to_owned()),
             _ => {
                 row.failed_at = Some(report.at);
-                row.error = Some(report.reason);
+                row.error = Some(report.reason.to_owned());
             }
         }
         let campaign = row.campaign;
