@@ -12,6 +12,7 @@ use crate::actors::registry::CampaignRegistry;
 use crate::config::AmbiguousOutcome;
 use crate::config::Settings;
 use crate::domain::TrafficAccountId;
+use crate::engine::clock::{Clock, SystemClock};
 use crate::http::keys::{spawn_revocation_listener, KeyCache};
 use crate::http::webhooks::ReplayGuard;
 use crate::http::{self, AppState};
@@ -42,8 +43,18 @@ impl Application {
     /// Like [`Application::build`]; `simulator` configures the built-in Mitto simulator
     /// (used when no `mitto.base_url` is set; its address and callback are filled in here).
     pub async fn build_with_simulator(
+        settings: Settings,
+        simulator: SimConfig,
+    ) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, simulator, Arc::new(SystemClock)).await
+    }
+
+    /// Like [`Application::build_with_simulator`], with the clock quiet hours and caps read
+    /// (tests set it instead of waiting for the time of day).
+    pub async fn build_with_clock(
         mut settings: Settings,
         simulator: SimConfig,
+        clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
         let pool = crate::store::connect_and_migrate(settings.database_url.expose_secret())
             .await
@@ -51,6 +62,12 @@ impl Application {
         let listener = TcpListener::bind(settings.http.bind)
             .with_context(|| format!("binding the HTTP listener on {}", settings.http.bind))?;
         let port = listener.local_addr()?.port();
+        if settings.links.public_base_url.is_none() {
+            // links point at this listener (a real deployment names its public address)
+            let local = format!("http://{}", listener.local_addr()?);
+            settings.links.public_base_url = url::Url::parse(&local).ok();
+            tracing::warn!(base = %local, "links.public_base_url is not set: recipients' links point at this listener");
+        }
         let (mitto, simulator) = resolve_mitto(&mut settings, port, simulator)?;
         let mut pipeline = Pipeline::start(&settings, pool.clone()).await?;
         let ambiguous = settings
@@ -72,6 +89,7 @@ impl Application {
                 client: client.clone(),
                 ambiguous,
                 default_traffic_account,
+                clock,
             },
         )?;
         let reconciler = Reconciler::new(
@@ -108,7 +126,15 @@ impl Application {
             tokens: settings.webhook.tokens.clone(),
             tolerance_secs: settings.webhook.timestamp_tolerance_secs,
         };
+        let link_guard = http::links::guard(&pool, settings.links.requests_per_minute)
+            .await
+            .context("reading the link forms' key")?;
+        let stop_keywords = Arc::new(crate::domain::StopKeywords::new(
+            &settings.links.stop_keywords,
+        ));
         let state = AppState {
+            link_guard,
+            stop_keywords,
             pool,
             replays: replay_guard(&settings),
             keys: key_cache(&settings),

@@ -54,6 +54,48 @@ pub struct Settings {
     pub rate_limits: RateLimits,
     pub sending: SendingSettings,
     pub reconcile: ReconcileSettings,
+    pub links: LinkSettings,
+}
+
+/// Offer and unsubscribe links, inbound opt-outs, quiet hours (issue "offers and opt-outs").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSettings {
+    /// Where recipients' links point (this service's public address); no trailing slash.
+    /// Unset: `http://<http.bind>`.
+    pub public_base_url: Option<url::Url>,
+    /// Appended to a marketing text whose template has no `{{offerLink}}` (campaigns with an
+    /// offer only); must contain that marker.
+    pub offer_wording: String,
+    /// Appended to a marketing text whose template has no `{{unsubscribeLink}}`; must contain
+    /// that marker.
+    pub unsubscribe_wording: String,
+    /// Requests per minute one client address may make to the public link routes.
+    pub requests_per_minute: NonZeroU32,
+    /// Inbound texts that opt a phone out (case, accents and full-width forms ignored).
+    pub stop_keywords: Vec<String>,
+    /// An inbound STOP counts against the latest campaign that messaged the phone this
+    /// many days ago at most.
+    pub attribution_days: u32,
+}
+
+impl LinkSettings {
+    /// What enqueue and the senders put in marketing texts.
+    pub fn wording(&self, bind: SocketAddr) -> crate::domain::LinkWording {
+        crate::domain::LinkWording {
+            base_url: self.base_url(bind),
+            offer_wording: self.offer_wording.clone(),
+            unsubscribe_wording: self.unsubscribe_wording.clone(),
+        }
+    }
+
+    /// The base URL links start with, without a trailing slash.
+    pub fn base_url(&self, bind: SocketAddr) -> String {
+        match &self.public_base_url {
+            Some(url) => url.as_str().trim_end_matches('/').to_owned(),
+            None => format!("http://{bind}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -309,6 +351,23 @@ impl Settings {
         }
         if self.auth.cache_ttl_secs == 0 {
             return invalid("auth.cache_ttl_secs", "must be greater than 0");
+        }
+        if !self
+            .links
+            .offer_wording
+            .contains(crate::domain::links::OFFER_LINK)
+        {
+            return invalid("links.offer_wording", "must contain {{offerLink}}");
+        }
+        if !self
+            .links
+            .unsubscribe_wording
+            .contains(crate::domain::links::UNSUBSCRIBE_LINK)
+        {
+            return invalid(
+                "links.unsubscribe_wording",
+                "must contain {{unsubscribeLink}}",
+            );
         }
         if self.contacts.max_import_bytes == 0 {
             return invalid("contacts.max_import_bytes", "must be greater than 0");

@@ -118,6 +118,9 @@ fn contacts_csv(n: u64) -> String {
 async fn demo(app: &RunningApplication, args: &DemoArgs) -> anyhow::Result<String> {
     let pool = &app.state.pool;
     let tenant = store::tenants::create(pool, "Demo Shop", args.recipients as i64 * 3).await?;
+    // the demo runs at any hour
+    store::tenants::set_marketing_rules(pool, tenant, &store::tenants::MarketingRules::none())
+        .await?;
     let (_, token) = store::api_keys::issue(pool, tenant, "demo").await?;
     let api = Api {
         app,

@@ -12,7 +12,9 @@
 //!   partition, registry, checkpointer.
 //! - [`kafka`]     producer, consumer, offsets and the embedded broker for `message-events`.
 //! - [`mitto`]     Mitto wire types, the HTTP client, webhook signatures and the simulator.
-//! - [`http`]      the actix-web service: health, readiness, authenticated `/api` routes.
+//! - [`http`]      the actix-web service: health, readiness, authenticated `/api` routes,
+//!   webhooks, recipients' public link routes.
+//! - [`web`]       pages for people (maud templates, compiled in): the link pages.
 //! - [`store`]     every SQL statement, behind functions named for what they do; migrations.
 //! - [`pipeline`]  the event pipeline wired: broker, producer, consumer, actors, checkpointer.
 //! - [`reconcile`] statuses fetched from Mitto (refresh API, periodic pass, give-up) and the
@@ -36,3 +38,4 @@ pub mod pipeline;
 pub mod reconcile;
 pub mod store;
 pub mod telemetry;
+pub mod web;

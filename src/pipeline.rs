@@ -163,6 +163,8 @@ pub struct SendingSetup {
     pub client: crate::mitto::client::MittoClient,
     pub ambiguous: crate::config::AmbiguousOutcome,
     pub default_traffic_account: Option<crate::domain::TrafficAccountId>,
+    /// "Now" for quiet hours and caps (the system clock but in tests).
+    pub clock: Arc<dyn crate::engine::clock::Clock>,
 }
 
 impl Pipeline {
@@ -261,6 +263,8 @@ impl Pipeline {
                 max_retries: s.max_retries,
                 max_segments: s.max_segments,
                 default_traffic_account: setup.default_traffic_account,
+                links: settings.links.wording(settings.http.bind),
+                clock: setup.clock,
             }));
         Ok(())
     }

@@ -8,7 +8,7 @@ mod harness;
 use campaignd::domain::{LinkCode, RecipientId, LINK_CODE_LEN, SECRET_LEN};
 use common::TestDb;
 use harness::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[actix_web::test]
 async fn campaigns_are_marketing_unless_created_as_service() {
@@ -109,6 +109,437 @@ async fn marketing_recipients_get_a_link_code_each_and_service_recipients_none()
     .await
     .unwrap();
     assert_eq!(service, 0, "service messages carry no links");
+    h.stop().await;
+    db.drop_database().await;
+}
+
+/// Every recipient's link code, by phone, read from the rows.
+async fn codes(h: &Harness, campaign: i64) -> Vec<(String, String)> {
+    let rows: Vec<(i64, String, Vec<u8>)> = sqlx::query_as(
+        "SELECT id, phone_e164, link_secret FROM campaign_recipients
+         WHERE campaign_id = $1 ORDER BY phone_e164",
+    )
+    .bind(campaign)
+    .fetch_all(&h.pool)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(id, phone, secret)| {
+            let secret: [u8; SECRET_LEN] = secret.try_into().unwrap();
+            let code = LinkCode::new(RecipientId::new(id).unwrap(), secret);
+            (phone, code.to_string())
+        })
+        .collect()
+}
+
+fn base(h: &Harness) -> String {
+    format!("http://127.0.0.1:{}", h.app.port)
+}
+
+/// A public page: status and HTML.
+async fn page(h: &Harness, method: reqwest::Method, path: &str, agent: &str) -> (u16, String) {
+    let response = h
+        .http
+        .request(method, format!("{}{path}", base(h)))
+        .header("User-Agent", agent)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// Posts a page's form (with the token the page carried, or `csrf` when given).
+async fn submit(h: &Harness, path: &str, csrf: &str) -> (u16, String) {
+    let response = h
+        .http
+        .post(format!("{}{path}", base(h)))
+        .form(&[("csrf", csrf)])
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// The CSRF token in a page's form.
+fn token_in(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a form") + 19;
+    html[at..].split('"').next().unwrap().to_owned()
+}
+
+const BROWSER: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148";
+
+async fn contact_unsubscribed(h: &Harness, phone: &str) -> bool {
+    sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
+        "SELECT unsubscribed_at FROM contacts WHERE phone_e164 = $1",
+    )
+    .bind(phone)
+    .fetch_optional(&h.pool)
+    .await
+    .unwrap()
+    .flatten()
+    .is_some()
+}
+
+async fn figures_become(h: &Harness, token: &str, campaign: i64, want: &[(&str, i64)]) -> Value {
+    common::eventually(
+        std::time::Duration::from_secs(20),
+        &format!("stats {want:?}"),
+        || async {
+            let stats = h.stats(token, campaign).await;
+            want.iter()
+                .all(|(k, v)| stats[*k].as_i64() == Some(*v))
+                .then_some(stats)
+        },
+    )
+    .await
+}
+
+#[actix_web::test]
+async fn offer_links_count_visits_redemptions_and_unsubscribes_once_per_recipient() {
+    let db = TestDb::unique();
+    let h = Harness::start(&db, |_| {}, &[]).await;
+    let (_, token) = h.tenant("Shop & Co", 10_000).await;
+    let (_, other) = h.tenant("Other", 10_000).await;
+    let phones: Vec<String> = (0..4).map(phone).collect();
+    let (status, campaign) = h
+        .post(
+            &token,
+            "/api/v1/campaigns",
+            json!({ "name": "Sale", "body": "Sale today", "sender": "Shop",
+                    "offerTitle": "<script>alert(1)</script> 20% off",
+                    "offerText": "Bring a <b>friend</b>", "offerSelfRedeem": true,
+                    "audience": { "phones": phones } }),
+        )
+        .await;
+    assert_eq!(status, 201, "{campaign}");
+    let id = campaign["id"].as_i64().unwrap();
+    assert_eq!(h.action(&token, id, "enqueue").await.0, 200);
+    h.wait_for_status(&token, id, "completed", std::time::Duration::from_secs(30))
+        .await;
+    let codes = codes(&h, id).await;
+    // each text carries its recipient's two links, with the wording appended
+    let texts: std::collections::HashMap<String, String> = h
+        .sim
+        .stats()
+        .sends
+        .into_iter()
+        .map(|s| (s.destination, s.text))
+        .collect();
+    for (phone, code) in &codes {
+        let text = &texts[phone];
+        assert!(text.starts_with("Sale today\nClaim Offer: "), "{text}");
+        assert!(text.contains(&format!("{}/o/{code}", base(&h))), "{text}");
+        assert!(text.contains(&format!("To unsubscribe, tap: {}/s/{code}", base(&h))));
+    }
+    let (first, second) = (&codes[0].1, &codes[1].1);
+
+    // the offer page: campaign text escaped; previews and HEAD do not count
+    let (status, html) = page(&h, reqwest::Method::GET, &format!("/o/{first}"), BROWSER).await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt; 20% off"),
+        "{html}"
+    );
+    assert!(
+        !html.contains("<script>alert"),
+        "campaign text must be escaped"
+    );
+    assert!(html.contains("Bring a &lt;b&gt;friend&lt;/b&gt;"));
+    assert!(html.contains("Shop &amp; Co"));
+    assert!(
+        html.contains(first.as_str()),
+        "the code to show at the till"
+    );
+    page(&h, reqwest::Method::GET, &format!("/o/{first}"), BROWSER).await;
+    for agent in [
+        "WhatsApp/2.23.20 A",
+        "facebookexternalhit/1.1",
+        "Slackbot-LinkExpanding 1.0",
+    ] {
+        assert_eq!(
+            page(&h, reqwest::Method::GET, &format!("/o/{first}"), agent)
+                .await
+                .0,
+            200
+        );
+    }
+    assert_eq!(
+        page(&h, reqwest::Method::HEAD, &format!("/o/{first}"), BROWSER)
+            .await
+            .0,
+        200
+    );
+    page(&h, reqwest::Method::GET, &format!("/o/{second}"), BROWSER).await;
+    figures_become(&h, &token, id, &[("visits", 2), ("clicks", 3)]).await;
+
+    // unknown, malformed and wrong-secret codes: a friendly 404 page
+    let mut forged = first.clone();
+    forged.replace_range(26..27, if first.ends_with('A') { "B" } else { "A" });
+    for path in [
+        "/o/nope".to_owned(),
+        format!("/o/{forged}"),
+        format!("/s/{forged}"),
+    ] {
+        let (status, html) = page(&h, reqwest::Method::GET, &path, BROWSER).await;
+        assert_eq!(status, 404, "{path}");
+        assert!(html.contains("This link doesn't work"), "{html}");
+    }
+
+    // redemption by the shop: once; another tenant's code is not found
+    let (status, redeemed) = h
+        .post(&token, "/api/v1/redemptions", json!({ "code": first }))
+        .await;
+    assert_eq!(status, 201, "{redeemed}");
+    let (status, again) = h
+        .post(&token, "/api/v1/redemptions", json!({ "code": first }))
+        .await;
+    assert_eq!(
+        (status, again["error"]["code"].as_str()),
+        (409, Some("ALREADY_REDEEMED"))
+    );
+    let (status, _) = h
+        .post(&other, "/api/v1/redemptions", json!({ "code": second }))
+        .await;
+    assert_eq!(status, 404, "tenant B cannot see tenant A's codes");
+    let (status, _) = h
+        .post(&token, "/api/v1/redemptions", json!({ "code": "x" }))
+        .await;
+    assert_eq!(status, 404);
+    // self-redeem from the offer page: the form's token is required
+    let (_, html) = page(&h, reqwest::Method::GET, &format!("/o/{second}"), BROWSER).await;
+    let redeem = format!("/o/{second}/redeem");
+    assert_eq!(submit(&h, &redeem, "forged").await.0, 403);
+    let (status, html) = submit(&h, &redeem, &token_in(&html)).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Redeemed"), "{html}");
+
+    // unsubscribe: GET asks and changes nothing; POST opts out; a second POST counts nothing
+    let (phone0, _) = &codes[0];
+    let (status, html) = page(&h, reqwest::Method::GET, &format!("/s/{first}"), BROWSER).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Unsubscribe?"), "{html}");
+    assert!(!contact_unsubscribed(&h, phone0).await);
+    let path = format!("/s/{first}");
+    assert_eq!(submit(&h, &path, "").await.0, 403, "no token, no change");
+    assert!(!contact_unsubscribed(&h, phone0).await);
+    let csrf = token_in(&html);
+    let (status, html) = submit(&h, &path, &csrf).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("You are unsubscribed") && html.contains("Resubscribe"));
+    assert!(contact_unsubscribed(&h, phone0).await);
+    assert_eq!(submit(&h, &path, &csrf).await.0, 200);
+    // resubscribing does not take the count back
+    let (status, _) = submit(&h, &format!("/s/{first}/resubscribe"), &token_in(&html)).await;
+    assert_eq!(status, 200);
+    assert!(!contact_unsubscribed(&h, phone0).await);
+    let stats = figures_become(
+        &h,
+        &token,
+        id,
+        &[
+            ("visits", 2),
+            ("clicks", 4),
+            ("redemptions", 2),
+            ("unsubscribes", 1),
+        ],
+    )
+    .await;
+    let delivered = stats["delivered"].as_f64().unwrap();
+    assert_eq!(stats["conversionRate"].as_f64().unwrap(), 2.0 / delivered);
+    // the snapshot in Postgres holds the same counts
+    let stored: (i64, i64, i64, i64) = common::eventually(
+        std::time::Duration::from_secs(10),
+        "the snapshot to catch up",
+        || async {
+            let row: (i64, i64, i64, i64) = sqlx::query_as(
+                "SELECT visits, clicks, redemptions, unsubscribes FROM campaigns WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&h.pool)
+            .await
+            .unwrap();
+            (row == (2, 4, 2, 1)).then_some(row)
+        },
+    )
+    .await;
+    assert_eq!(stored, (2, 4, 2, 1));
+    h.stop().await;
+    db.drop_database().await;
+}
+
+#[actix_web::test]
+async fn inbound_stop_in_any_script_unsubscribes_and_is_attributed() {
+    let db = TestDb::unique();
+    let h = Harness::start(&db, |_| {}, &[]).await;
+    let (_, token) = h.tenant("Shop", 10_000).await;
+    let id = campaign_of(&h, &token, 3, 0).await;
+    assert_eq!(h.action(&token, id, "enqueue").await.0, 200);
+    h.wait_for_status(&token, id, "completed", std::time::Duration::from_secs(30))
+        .await;
+    h.settled_figures(&token, id).await; // the sends are in the rows
+    let post = |body: Value, signed: bool| {
+        let raw = serde_json::to_vec(&body).unwrap();
+        let secret = if signed {
+            common::WEBHOOK_SECRET
+        } else {
+            "wrong"
+        };
+        let signature = campaignd::mitto::signature::sign(secret, None, &raw);
+        let request = h
+            .http
+            .post(format!("{}/webhooks/mitto/inbound", base(&h)))
+            .header("Content-Type", "application/json")
+            .header("X-Webhook-Signature", signature)
+            .body(raw);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap_or_default())
+        }
+    };
+    let stop = json!({ "from": phone(0), "to": "Shop", "text": "Στόπ" });
+    let (status, _) = post(stop.clone(), false).await;
+    assert_eq!(status, 401, "a bad signature changes nothing");
+    assert!(!contact_unsubscribed(&h, &phone(0)).await);
+    let (status, outcome) = post(stop, true).await;
+    assert_eq!(status, 202, "{outcome}");
+    assert_eq!(
+        (
+            outcome["unsubscribed"].as_i64(),
+            outcome["attributed"].as_i64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert!(contact_unsubscribed(&h, &phone(0)).await);
+    let batch = json!([
+        { "msisdn": phone(1), "destination": "Shop", "message": "stop please" },
+        { "from": phone(2), "to": "Shop", "text": "When does the sale end?" },
+        { "from": phone(0), "to": "Shop", "text": "STOP" },
+    ]);
+    let (status, outcome) = post(batch, true).await;
+    assert_eq!(status, 202, "{outcome}");
+    assert_eq!(
+        (
+            outcome["unsubscribed"].as_i64(),
+            outcome["ignored"].as_i64()
+        ),
+        (Some(2), Some(1))
+    );
+    assert!(contact_unsubscribed(&h, &phone(1)).await);
+    assert!(!contact_unsubscribed(&h, &phone(2)).await);
+    // phone 0 opted out twice: counted once
+    figures_become(&h, &token, id, &[("unsubscribes", 2)]).await;
+    let (status, _) = post(json!({ "to": "Shop", "text": "STOP" }), true).await;
+    assert_eq!(status, 400, "a message without a sender is refused");
+    h.stop().await;
+    db.drop_database().await;
+}
+
+#[actix_web::test]
+async fn quiet_hours_hold_marketing_until_they_end_and_an_opt_out_meanwhile_is_skipped_and_refunded(
+) {
+    use chrono::TimeZone;
+    let db = TestDb::unique();
+    // 23:30 in Athens (UTC+2 in December): inside 22:00–09:00
+    let night = chrono::Utc
+        .with_ymd_and_hms(2026, 12, 1, 21, 30, 0)
+        .unwrap();
+    let clock = std::sync::Arc::new(campaignd::engine::clock::ManualClock::new(night));
+    let h = Harness::start_with_clock(&db, |_| {}, &[], clock.clone()).await;
+    let (tenant, token) = h.tenant("Shop", 10_000).await;
+    let rules = campaignd::store::tenants::MarketingRules {
+        time_zone: "Europe/Athens".into(),
+        quiet: Some((
+            chrono::NaiveTime::from_hms_opt(22, 0, 0).unwrap(),
+            chrono::NaiveTime::from_hms_opt(9, 0, 0).unwrap(),
+        )),
+        cap_24h: None,
+    };
+    let tenant_id = campaignd::domain::TenantId::new(tenant).unwrap();
+    campaignd::store::tenants::set_marketing_rules(&h.pool, tenant_id, &rules)
+        .await
+        .unwrap();
+    let marketing = campaign_of(&h, &token, 5, 0).await;
+    let (status, service) = h
+        .post(
+            &token,
+            "/api/v1/campaigns",
+            json!({ "name": "Receipts", "body": "Your order shipped", "sender": "Shop",
+                    "messageType": "service", "audience": { "phones": [phone(10), phone(11)] } }),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let service = service["id"].as_i64().unwrap();
+    for id in [marketing, service] {
+        assert_eq!(h.action(&token, id, "enqueue").await.0, 200);
+    }
+    // service messages ignore quiet hours; marketing ones wait
+    h.wait_for_status(
+        &token,
+        service,
+        "completed",
+        std::time::Duration::from_secs(30),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let held = h.stats(&token, marketing).await;
+    assert_eq!(
+        (held["status"].as_str(), held["queued"].as_i64()),
+        (Some("sending"), Some(5))
+    );
+    assert!(!h.sends().contains_key(&phone(0)), "nothing sent at night");
+    // one recipient opts out while the campaign waits (through its link)
+    let (phone0, code0) = codes(&h, marketing).await.remove(0);
+    let (_, html) = page(&h, reqwest::Method::GET, &format!("/s/{code0}"), BROWSER).await;
+    assert_eq!(
+        submit(&h, &format!("/s/{code0}"), &token_in(&html)).await.0,
+        200
+    );
+    let (balance_before, _) = h.credits(tenant).await;
+    // morning in Athens: the campaign resumes by itself
+    clock.set(chrono::Utc.with_ymd_and_hms(2026, 12, 2, 7, 0, 0).unwrap());
+    let done = h
+        .wait_for_status(
+            &token,
+            marketing,
+            "completed",
+            std::time::Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(
+        (done["skipped"].as_i64(), done["sent"].as_i64()),
+        (Some(1), Some(4))
+    );
+    let sends = h.sends();
+    assert!(
+        !sends.contains_key(&phone0),
+        "the opted-out phone was never messaged"
+    );
+    assert!((1..5).all(|i| sends.get(&phone(i)) == Some(&1)));
+    let reason: String = sqlx::query_scalar(
+        "SELECT error FROM campaign_recipients WHERE campaign_id = $1 AND phone_e164 = $2",
+    )
+    .bind(marketing)
+    .bind(&phone0)
+    .fetch_one(&h.pool)
+    .await
+    .unwrap();
+    assert_eq!(reason, "unsubscribed");
+    let (balance_after, _) = h.credits(tenant).await;
+    let segments: i64 = sqlx::query_scalar(
+        "SELECT segments::bigint FROM campaign_recipients WHERE campaign_id = $1 AND phone_e164 = $2",
+    )
+    .bind(marketing)
+    .bind(&phone0)
+    .fetch_one(&h.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        balance_after - balance_before,
+        segments,
+        "its credits came back"
+    );
+    h.settled_figures(&token, marketing).await;
     h.stop().await;
     db.drop_database().await;
 }

@@ -10,7 +10,7 @@ use common::{eventually, free_port, settings, TestDb};
 
 const BIN: &str = env!("CARGO_BIN_EXE_campaignd");
 
-const TABLES: [&str; 12] = [
+const TABLES: [&str; 13] = [
     "tenants",
     "api_keys",
     "contacts",
@@ -19,7 +19,8 @@ const TABLES: [&str; 12] = [
     "campaigns",
     "campaign_recipients",
     "credit_ledger",
-    "link_events",
+    "redemptions",
+    "app_secrets",
     "kafka_offsets",
     "dead_letters",
     "_sqlx_migrations",

@@ -154,8 +154,8 @@ impl Handler<ApplyTransitions> for CampaignActor {
     fn handle(&mut self, msg: ApplyTransitions, ctx: &mut Self::Context) {
         let id = self.id;
         match self.campaign() {
-            Some(c) => msg.0.iter().for_each(|t| {
-                c.apply(t);
+            Some(c) => msg.0.iter().for_each(|change| {
+                c.apply_change(change);
             }),
             None => {
                 tracing::error!(campaign_id = %id, "transitions for a campaign that does not exist")

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::campaign::CampaignActor;
 use super::campaign_messages::{Command, Lifecycle, LifecycleReply, LifecycleResult};
-use crate::domain::{CampaignStatus, MessageStatus};
+use crate::domain::{CampaignStatus, LinkWording, MessageStatus};
 use crate::engine::campaign::{Action, Counters};
 use crate::store::campaigns;
 use crate::store::enqueue::{self, EnqueueOutcome, StartError};
@@ -35,6 +35,10 @@ impl CampaignActor {
         let sizes = enqueue::Sizes {
             batch_size: self.sending.as_deref().map_or(500, |s| s.batch_size),
             max_segments: self.sending.as_deref().map_or(10, |s| s.max_segments),
+            links: self
+                .sending
+                .as_deref()
+                .map_or_else(LinkWording::unconfigured, |s| s.links.clone()),
         };
         let max_retries = self.sending.as_deref().map_or(1, |s| s.max_retries) as i32;
         Ok(match msg.command {
@@ -107,7 +111,13 @@ impl CampaignActor {
             let record = result?;
             if let Some(c) = act.campaign() {
                 let account = record.traffic_account_id;
-                c.edited(&record.name, &record.body, &record.sender, account);
+                c.edited(
+                    &record.name,
+                    &record.body,
+                    &record.sender,
+                    account,
+                    record.carried(),
+                );
                 c.status = to;
             }
             Ok(LifecycleReply::Edited(Box::new(record)))

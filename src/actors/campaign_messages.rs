@@ -1,5 +1,6 @@
 //! What a CampaignActor is asked, and what it shares with the other campaign actors.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -7,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::actors::sender::SenderPool;
 use crate::domain::{CampaignStatus, TenantId, TrafficAccountId};
-use crate::engine::campaign::{Stats, Transition};
+use crate::engine::campaign::{Change, Stats};
 use crate::pipeline::Replay;
 use crate::store::campaigns::{CampaignRecord, Definition};
 use crate::store::enqueue::{EnqueueOutcome, StartError};
@@ -29,12 +30,16 @@ pub struct SendingContext {
     pub max_segments: u32,
     /// For campaigns created without one.
     pub default_traffic_account: Option<TrafficAccountId>,
+    /// Where marketing links point and how they are worded.
+    pub links: crate::domain::LinkWording,
+    /// "Now" for quiet hours and caps.
+    pub clock: Arc<dyn crate::engine::clock::Clock>,
 }
 
 /// Applies transitions in the order given.
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
-pub struct ApplyTransitions(pub Vec<Transition>);
+pub struct ApplyTransitions(pub Vec<Change>);
 
 /// Asks the actor to take its next step (the stuck-campaign sweep): a sending campaign with
 /// nothing queued or out completes, one with queued messages claims its next batch.

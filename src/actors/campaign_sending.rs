@@ -5,12 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use actix::prelude::*;
 
 use super::campaign::{CampaignActor, Load};
 use super::campaign_messages::SendingContext;
 use crate::actors::sender::{events_for, Batch, BatchDone, BatchItem};
-use crate::domain::{CampaignStatus, MessageStatus, RecipientId};
+use crate::domain::{CampaignStatus, LinkCode, LinkPlan, MessageStatus, RecipientId};
 use crate::engine::campaign::Counters;
 use crate::engine::send_loop::Step;
 use crate::store::enqueue::{self, Claimed};
@@ -47,6 +49,18 @@ impl CampaignActor {
     }
 
     fn claim(&mut self, ctx: &mut Context<Self>, sending: Arc<SendingContext>) {
+        let now = sending.clock.now();
+        let Some(c) = self.campaign() else {
+            return;
+        };
+        if let Some(until) = c.quiet_until(now) {
+            return self.hold(ctx, until, now);
+        }
+        let rules = enqueue::ClaimRules {
+            tenant: c.tenant,
+            marketing: c.plan.carried != crate::domain::Carried::None,
+            now,
+        };
         let limits = &sending.senders.config.limits;
         let size = limits
             .batch_cap()
@@ -58,13 +72,31 @@ impl CampaignActor {
         );
         let claim = async move {
             until_ok("claiming a batch", || {
-                enqueue::claim_batch(&pool, id, &after, size.max(1) as i64)
+                enqueue::claim_batch(&pool, id, &after, size.max(1) as i64, rules)
             })
             .await
         };
-        ctx.spawn(claim.into_actor(self).map(move |(token, rows), act, ctx| {
+        ctx.spawn(claim.into_actor(self).map(move |claim, act, ctx| {
+            let enqueue::Claim {
+                token,
+                rows,
+                skipped,
+                last_phone,
+            } = claim;
             act.run
-                .claimed(token, rows.iter().map(|r| r.phone.as_str()));
+                .claimed(token, last_phone.iter().map(String::as_str));
+            if skipped > 0 {
+                if let Some(c) = act.campaign() {
+                    c.adjust(&Counters::moved(
+                        MessageStatus::Queued,
+                        MessageStatus::Skipped,
+                        skipped,
+                    ));
+                }
+            }
+            if rows.is_empty() && skipped > 0 {
+                return act.pump(ctx); // all of this batch opted out: on to the next
+            }
             if rows.is_empty() {
                 // counted as queued but none found after the cursor: look again shortly
                 ctx.run_later(Duration::from_millis(200), |act, ctx| act.pump(ctx));
@@ -88,10 +120,26 @@ impl CampaignActor {
         }));
     }
 
+    /// Quiet hours: no claim until `until`. The clock is asked again at least every second,
+    /// so a clock that is set (tests) or corrected is followed.
+    fn hold(&mut self, ctx: &mut Context<Self>, until: DateTime<Utc>, now: DateTime<Utc>) {
+        self.run.hold();
+        tracing::info!(campaign_id = %self.id, %until, "quiet hours: marketing messages wait");
+        let wait = (until - now)
+            .to_std()
+            .unwrap_or_default()
+            .min(QUIET_RECHECK);
+        ctx.run_later(wait, |act, ctx| {
+            act.run.resume();
+            act.pump(ctx);
+        });
+    }
+
     fn batch_of(&self, sending: &SendingContext, rows: Vec<Claimed>) -> Option<Batch> {
         let Load::Ready(c) = &self.state else {
             return None;
         };
+        let links = sending.links.plan(c.plan.carried);
         Some(Batch {
             campaign: c.id,
             tenant: c.tenant,
@@ -99,7 +147,7 @@ impl CampaignActor {
             sender: c.plan.sender.clone(),
             items: rows
                 .into_iter()
-                .filter_map(|r| item(r, &c.plan.body))
+                .filter_map(|r| item(r, &c.plan.body, &links))
                 .collect(),
         })
     }
@@ -173,6 +221,8 @@ impl CampaignActor {
         let Some(template) = self.batch_of(&sending, Vec::new()) else {
             return;
         };
+        // only identities matter to a lookup: the text is not sent again
+        let links = sending.links.plan(crate::domain::Carried::None);
         let settle = async move {
             sending.replay.caught_up().await;
             let orphans = until_ok("reading earlier claims", || {
@@ -184,7 +234,10 @@ impl CampaignActor {
             }
             tracing::warn!(campaign_id = %id, claims = orphans.len(), "settling claims left by an earlier run");
             let batch = Batch {
-                items: orphans.into_iter().filter_map(|r| item(r, "")).collect(),
+                items: orphans
+                    .into_iter()
+                    .filter_map(|r| item(r, "", &links))
+                    .collect(),
                 ..template
             };
             let config = &sending.senders.config;
@@ -203,17 +256,28 @@ impl CampaignActor {
     }
 }
 
+/// How often a campaign held by quiet hours looks at the clock again.
+const QUIET_RECHECK: Duration = Duration::from_secs(1);
+
 /// `n` queued recipients claimed.
 fn claimed_counts(n: i64) -> Counters {
     Counters::moved(MessageStatus::Queued, MessageStatus::Processing, n)
 }
 
-/// A claimed row as a sender's item; the text is the rendered one or the campaign body.
-fn item(row: Claimed, body: &str) -> Option<BatchItem> {
+/// A claimed row as a sender's item; the text is the rendered one or the campaign body, with
+/// the recipient's links.
+fn item(row: Claimed, body: &str, links: &LinkPlan) -> Option<BatchItem> {
+    let recipient = RecipientId::new(row.id).ok()?;
+    let code = row
+        .link_secret
+        .as_deref()
+        .and_then(|s| s.try_into().ok())
+        .map(|secret| LinkCode::new(recipient, secret));
+    let text = links.text(row.body.as_deref().unwrap_or(body), code.as_ref());
     Some(BatchItem {
-        recipient: RecipientId::new(row.id).ok()?,
+        recipient,
         phone: row.phone,
-        text: row.body.unwrap_or_else(|| body.to_owned()),
+        text,
         attempt: u32::try_from(row.attempt).ok()?,
         segments: u32::try_from(row.segments).ok()?,
     })

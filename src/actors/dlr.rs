@@ -10,6 +10,7 @@ use chrono::Utc;
 use sqlx::PgPool;
 
 use super::registry::CampaignRegistry;
+use crate::engine::engagement::EngagementRow;
 use crate::engine::ledger::MessageRow;
 pub use crate::engine::ledger::{
     Incoming, Ledger, LedgerCounts, LedgerLimits, Lookups, PartitionCheckpoint, Poison,
@@ -94,7 +95,7 @@ impl Actor for DlrActor {
 
 /// Loads what a batch needs, retrying while Postgres is unavailable: a batch is never applied
 /// on guesses.
-async fn load(pool: PgPool, lookups: Lookups) -> Vec<MessageRow> {
+async fn load(pool: PgPool, lookups: Lookups) -> (Vec<MessageRow>, Vec<EngagementRow>) {
     crate::store::until_ok("loading message state", || async {
         let mut rows = Vec::new();
         if !lookups.recipients.is_empty() {
@@ -103,7 +104,11 @@ async fn load(pool: PgPool, lookups: Lookups) -> Vec<MessageRow> {
         if !lookups.messages.is_empty() {
             rows.extend(messages::load_by_message_ids(&pool, &lookups.messages).await?);
         }
-        Ok::<_, crate::store::StoreError>(rows)
+        let engaged = match lookups.engaged.is_empty() {
+            true => Vec::new(),
+            false => messages::load_engagement(&pool, &lookups.engaged).await?,
+        };
+        Ok::<_, crate::store::StoreError>((rows, engaged))
     })
     .await
 }
@@ -117,14 +122,15 @@ impl Handler<Records> for DlrActor {
         AtomicResponse::new(Box::pin(
             async move {
                 if lookups == Lookups::default() {
-                    Vec::new()
+                    Default::default()
                 } else {
                     load(pool, lookups).await
                 }
             }
             .into_actor(self)
-            .then(move |rows, act, _| {
+            .then(move |(rows, engaged), act, _| {
                 act.ledger.absorb(rows);
+                act.ledger.absorb_engaged(engaged);
                 let n = msg.0.len() as u64;
                 let transitions = act.ledger.apply_batch(msg.0, Utc::now());
                 act.pending.fetch_add(n, Ordering::Relaxed);

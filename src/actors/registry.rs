@@ -15,7 +15,7 @@ use super::campaign::{
     LifecycleResult, Nudge, Passivate, PublishedStats, SendingContext,
 };
 use crate::domain::{CampaignId, TenantId};
-use crate::engine::campaign::{Stats, Transition};
+use crate::engine::campaign::{Change, Stats};
 
 /// Cheap to clone; every clone sees the same actors.
 #[derive(Clone)]
@@ -124,10 +124,10 @@ impl CampaignRegistry {
 
     /// Hands transitions to their campaigns (one message per campaign) and returns when all
     /// were applied.
-    pub async fn deliver(&self, transitions: Vec<Transition>) {
-        let mut by_campaign: HashMap<CampaignId, Vec<Transition>> = HashMap::new();
-        for t in transitions {
-            by_campaign.entry(t.campaign).or_default().push(t);
+    pub async fn deliver(&self, changes: Vec<Change>) {
+        let mut by_campaign: HashMap<CampaignId, Vec<Change>> = HashMap::new();
+        for c in changes {
+            by_campaign.entry(c.campaign()).or_default().push(c);
         }
         let sends = by_campaign
             .into_iter()

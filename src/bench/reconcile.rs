@@ -97,6 +97,8 @@ async fn service_run(
 async fn measure(app: &RunningApplication, n: u64, mode: Mode) -> anyhow::Result<Run> {
     let pool = &app.state.pool;
     let tenant = store::tenants::create(pool, "bench", n as i64 * 2).await?;
+    store::tenants::set_marketing_rules(pool, tenant, &store::tenants::MarketingRules::none())
+        .await?;
     let campaign =
         super::send::campaign_with_list(pool, tenant, n, crate::domain::MessageType::Service)
             .await?;

@@ -114,6 +114,8 @@ async fn measure_run(
 ) -> anyhow::Result<Run> {
     let pool = &app.state.pool;
     let tenant = store::tenants::create(pool, "bench", n as i64 * 2).await?;
+    store::tenants::set_marketing_rules(pool, tenant, &store::tenants::MarketingRules::none())
+        .await?;
     let campaign = campaign_with_list(pool, tenant, n, message_type).await?;
     let registry = &app.pipeline.handles.registry;
     eprintln!("enqueueing {n} recipients");
@@ -214,6 +216,7 @@ pub(crate) async fn campaign_with_list(
             audience: serde_json::json!({ "listIds": [list], "phones": [] }),
             scheduled_at: None,
             message_type,
+            offer: None,
         },
     )
     .await?;
@@ -246,6 +249,7 @@ async fn baseline_measure(pool: &sqlx::PgPool, n: u64) -> anyhow::Result<Baselin
             audience: serde_json::json!({}),
             scheduled_at: None,
             message_type: MessageType::Marketing,
+            offer: None,
         },
     )
     .await?;

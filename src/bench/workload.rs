@@ -126,7 +126,8 @@ fn truth(events: &[Event]) -> MessageStatus {
                 DeliveryOutcome::Failed => failed = true,
                 DeliveryOutcome::InFlight => {}
             },
-            Event::OutcomeUnknown { .. } => {} // the workload never gives up on a message
+            // the workload never gives up on a message and carries no engagement
+            Event::OutcomeUnknown { .. } | Event::Engaged { .. } => {}
         }
     }
     match (sent, delivered, failed) {

@@ -10,6 +10,17 @@ use super::{BulkId, CampaignId, DeliveryStatus, MessageId, RecipientId};
 /// The schema version this build writes and reads.
 pub const EVENT_VERSION: u32 = 1;
 
+/// What a recipient did with the links of a marketing message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EngagementKind {
+    /// Opened the offer page (`visit`).
+    Visit,
+    /// The offer was redeemed (`redemption`), by the shop or by the recipient.
+    Redemption,
+    /// Opted out (`unsubscribe`), by link or by an inbound STOP.
+    Unsubscribe,
+}
+
 /// One event about one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -47,6 +58,19 @@ pub enum Event {
     OutcomeUnknown {
         message_id: MessageId,
         reason: String,
+        at: DateTime<Utc>,
+    },
+    /// A recipient used a link of its message, or opted out. Keyed by the recipient (not by
+    /// messageId), so all of one recipient's engagement meets one DlrActor in order, whether
+    /// or not its `sent` is applied yet: counting once per recipient is a local decision.
+    Engaged {
+        kind: EngagementKind,
+        campaign_id: CampaignId,
+        recipient_id: RecipientId,
+        /// The message the link came in, when known (informational).
+        message_id: Option<MessageId>,
+        /// Redemption: `shop` or `self`; unsubscribe: `link` or `inbound`.
+        via: Option<String>,
         at: DateTime<Utc>,
     },
 }
@@ -107,6 +131,34 @@ enum Wire {
         reason: String,
         at: DateTime<Utc>,
     },
+    Visit(WireEngaged),
+    Redemption(WireEngaged),
+    Unsubscribe(WireEngaged),
+}
+
+/// The fields of `visit`, `redemption` and `unsubscribe`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireEngaged {
+    v: u32,
+    campaign_id: CampaignId,
+    recipient_id: RecipientId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    message_id: Option<MessageId>,
+    /// `by` on redemptions, `via` on unsubscribes.
+    #[serde(default, alias = "by", skip_serializing_if = "Option::is_none")]
+    via: Option<String>,
+    at: DateTime<Utc>,
+}
+
+/// The values `via` may take per kind (a closed set: they are stored under CHECK constraints).
+fn via_allowed(kind: EngagementKind, via: Option<&str>) -> bool {
+    matches!(
+        (kind, via),
+        (EngagementKind::Visit, None)
+            | (EngagementKind::Redemption, Some("shop" | "self"))
+            | (EngagementKind::Unsubscribe, Some("link" | "inbound"))
+    )
 }
 
 impl Wire {
@@ -132,6 +184,7 @@ impl Wire {
             .into_iter()
             .find_map(|(name, text)| has_nul(text).then_some(name)),
             Wire::OutcomeUnknown { reason, .. } => has_nul(Some(reason)).then_some("reason"),
+            Wire::Visit(_) | Wire::Redemption(_) | Wire::Unsubscribe(_) => None,
         };
         match field {
             Some(name) => Err(EventError::Malformed(format!("{name} contains a NUL byte"))),
@@ -152,7 +205,9 @@ impl Event {
             Self::Sent { message_id, .. }
             | Self::Dlr { message_id, .. }
             | Self::OutcomeUnknown { message_id, .. } => message_id.to_string(),
-            Self::SendFailed { recipient_id, .. } => format!("r:{recipient_id}"),
+            Self::SendFailed { recipient_id, .. } | Self::Engaged { recipient_id, .. } => {
+                format!("r:{recipient_id}")
+            }
         }
     }
 
@@ -216,6 +271,28 @@ impl Event {
                 reason,
                 at,
             },
+            Self::Engaged {
+                kind,
+                campaign_id,
+                recipient_id,
+                message_id,
+                via,
+                at,
+            } => {
+                let fields = WireEngaged {
+                    v: EVENT_VERSION,
+                    campaign_id,
+                    recipient_id,
+                    message_id,
+                    via,
+                    at,
+                };
+                match kind {
+                    EngagementKind::Visit => Wire::Visit(fields),
+                    EngagementKind::Redemption => Wire::Redemption(fields),
+                    EngagementKind::Unsubscribe => Wire::Unsubscribe(fields),
+                }
+            }
         };
         serde_json::to_vec(&wire).expect("events always serialise")
     }
@@ -228,6 +305,7 @@ impl Event {
             | Wire::SendFailed { v, .. }
             | Wire::Dlr { v, .. }
             | Wire::OutcomeUnknown { v, .. } => *v,
+            Wire::Visit(e) | Wire::Redemption(e) | Wire::Unsubscribe(e) => e.v,
         };
         if v != EVENT_VERSION {
             return Err(EventError::UnsupportedVersion(v));
@@ -292,6 +370,26 @@ impl Event {
                 reason,
                 at,
             },
+            Wire::Visit(e) => Self::engaged(EngagementKind::Visit, e)?,
+            Wire::Redemption(e) => Self::engaged(EngagementKind::Redemption, e)?,
+            Wire::Unsubscribe(e) => Self::engaged(EngagementKind::Unsubscribe, e)?,
+        })
+    }
+
+    fn engaged(kind: EngagementKind, e: WireEngaged) -> Result<Self, EventError> {
+        if !via_allowed(kind, e.via.as_deref()) {
+            return Err(EventError::Malformed(format!(
+                "{kind:?} cannot come via {:?}",
+                e.via
+            )));
+        }
+        Ok(Self::Engaged {
+            kind,
+            campaign_id: e.campaign_id,
+            recipient_id: e.recipient_id,
+            message_id: e.message_id,
+            via: e.via,
+            at: e.at,
         })
     }
 }
@@ -326,6 +424,20 @@ mod tests {
         assert_eq!(unknown.key(), "01KC69MT19BRK5MSXG1V95YPHX");
         assert_eq!(Event::parse(&unknown.to_json()).unwrap(), unknown);
         assert_eq!(Event::parse(&sent.to_json()).unwrap(), sent, "round trip");
+    }
+
+    #[test]
+    fn engagement_events_are_keyed_by_recipient_and_round_trip() {
+        let visit = br#"{"v":1,"type":"visit","campaignId":42,"recipientId":9001,"messageId":"01KC69MT19BRK5MSXG1V95YPHX","at":"2026-11-20T10:00:00Z"}"#;
+        let redeemed = br#"{"v":1,"type":"redemption","campaignId":42,"recipientId":9001,"by":"shop","at":"2026-11-20T10:00:00Z"}"#;
+        let stopped = br#"{"v":1,"type":"unsubscribe","campaignId":42,"recipientId":9001,"via":"inbound","at":"2026-11-20T10:00:00Z"}"#;
+        for bytes in [&visit[..], &redeemed[..], &stopped[..]] {
+            let event = Event::parse(bytes).unwrap();
+            assert_eq!(event.key(), "r:9001");
+            assert_eq!(Event::parse(&event.to_json()).unwrap(), event);
+        }
+        let odd = br#"{"v":1,"type":"unsubscribe","campaignId":42,"recipientId":9001,"via":"fax","at":"2026-11-20T10:00:00Z"}"#;
+        assert!(matches!(Event::parse(odd), Err(EventError::Malformed(_))));
     }
 
     #[test]

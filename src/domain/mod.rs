@@ -4,7 +4,9 @@
 mod delivery;
 mod event;
 mod ids;
+pub mod inbound;
 mod link_code;
+pub mod links;
 mod message_type;
 mod phone;
 mod segments;
@@ -13,9 +15,11 @@ mod template;
 mod token;
 
 pub use delivery::{DeliveryOutcome, DeliveryStatus};
-pub use event::{Event, EventError, EVENT_VERSION};
+pub use event::{EngagementKind, Event, EventError, EVENT_VERSION};
 pub use ids::{BulkId, CampaignId, IdError, MessageId, RecipientId, TenantId, TrafficAccountId};
+pub use inbound::{InboundError, InboundMessage, StopKeywords};
 pub use link_code::{secrets, LinkCode, LINK_CODE_LEN, SECRET_LEN};
+pub use links::{Carried, LinkPlan, LinkWording};
 pub use message_type::MessageType;
 pub use phone::{PhoneE164, PhoneError};
 pub use segments::{Encoding, Segments, TooLong};

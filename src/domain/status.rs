@@ -125,10 +125,13 @@ pub enum MessageStatus {
     /// give-up time: final for counting (neither delivered nor failed), though a report that
     /// does arrive later still settles it.
     Unknown,
+    /// Never sent: its contact opted out (or reached the tenant's marketing cap) after enqueue,
+    /// found when its batch was claimed; its credits are refunded.
+    Skipped,
 }
 
 impl MessageStatus {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Queued,
         Self::Processing,
         Self::Sent,
@@ -137,6 +140,7 @@ impl MessageStatus {
         Self::DeliveryFailed,
         Self::Cancelled,
         Self::Unknown,
+        Self::Skipped,
     ];
 
     /// The forward-only rule: `Some(to)` when moving to `to` is progress, `None` when the
@@ -146,8 +150,8 @@ impl MessageStatus {
         let allowed = matches!(
             (self, to),
             // a `sent` is a fact even when the claim was never seen (upstream producers)
-            (Queued, Processing | Sent | SendFailed | Cancelled)
-                | (Processing, Sent | SendFailed | Cancelled)
+            (Queued, Processing | Sent | SendFailed | Cancelled | Skipped)
+                | (Processing, Sent | SendFailed | Cancelled | Skipped)
                 | (Sent, Delivered | DeliveryFailed | Unknown)
                 | (Unknown, Delivered | DeliveryFailed)
                 | (DeliveryFailed, Delivered)
@@ -165,6 +169,7 @@ impl MessageStatus {
                 | Self::DeliveryFailed
                 | Self::Cancelled
                 | Self::Unknown
+                | Self::Skipped
         )
     }
 
@@ -178,6 +183,7 @@ impl MessageStatus {
             Self::SendFailed | Self::DeliveryFailed => "failed",
             Self::Cancelled => "cancelled",
             Self::Unknown => "unknown",
+            Self::Skipped => "skipped",
         }
     }
 
@@ -192,6 +198,7 @@ impl MessageStatus {
             "failed" => Self::SendFailed,
             "cancelled" => Self::Cancelled,
             "unknown" => Self::Unknown,
+            "skipped" => Self::Skipped,
             other => {
                 return Err(StatusError {
                     kind: "message",
@@ -215,7 +222,7 @@ mod tests {
             Processing => 1,
             Sent => 2,
             Unknown => 3,
-            SendFailed | DeliveryFailed | Cancelled => 4,
+            SendFailed | DeliveryFailed | Cancelled | Skipped => 4,
             Delivered => 5,
         }
     }
@@ -285,7 +292,7 @@ mod tests {
     fn both_failures_are_stored_as_failed_and_read_back_apart() {
         use MessageStatus::*;
         for s in MessageStatus::ALL {
-            let was_sent = !matches!(s, Queued | Processing | SendFailed | Cancelled);
+            let was_sent = !matches!(s, Queued | Processing | SendFailed | Cancelled | Skipped);
             assert_eq!(MessageStatus::from_db(s.as_db_str(), was_sent), Ok(s));
         }
         assert!(MessageStatus::from_db("bounced", true).is_err());

@@ -45,9 +45,13 @@ impl Template {
         Self { parts }
     }
 
-    /// Whether every recipient gets the same text.
+    /// Whether every recipient gets the same text (link markers aside: they are filled in per
+    /// recipient at send time, with links of one length).
     pub fn is_static(&self) -> bool {
-        self.parts.iter().all(|p| matches!(p, Part::Text(_)))
+        self.parts.iter().all(|p| match p {
+            Part::Text(_) => true,
+            Part::Field(name) => super::links::is_link_field(name),
+        })
     }
 
     pub fn render(&self, fields: &Fields<'_>) -> String {
@@ -64,6 +68,7 @@ impl Template {
 
 fn field(fields: &Fields<'_>, name: &str) -> String {
     match name {
+        link if super::links::is_link_field(link) => format!("{{{{{link}}}}}"),
         "firstName" | "first_name" => fields.first_name.unwrap_or_default().to_owned(),
         "lastName" | "last_name" => fields.last_name.unwrap_or_default().to_owned(),
         other => match fields.attributes.and_then(|a| a.get(other)) {
@@ -77,6 +82,16 @@ fn field(fields: &Fields<'_>, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_markers_survive_rendering_and_leave_a_body_static() {
+        let t = Template::parse("Sale {{ offerLink }} bye {{unsubscribeLink}}");
+        assert!(t.is_static());
+        assert_eq!(
+            t.render(&Fields::default()),
+            "Sale {{offerLink}} bye {{unsubscribeLink}}"
+        );
+    }
 
     #[test]
     fn placeholders_are_filled_and_unknown_ones_are_empty() {

@@ -17,7 +17,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde::Serialize;
 
-use crate::domain::{CampaignId, CampaignStatus, MessageStatus, TenantId, TrafficAccountId};
+use crate::domain::{
+    CampaignId, CampaignStatus, Carried, EngagementKind, MessageStatus, TenantId, TrafficAccountId,
+};
 
 /// A message's status change, as its DlrActor saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +34,66 @@ pub struct Transition {
     pub corrected_at: Option<DateTime<Utc>>,
     /// The checkpoint that commits the row change.
     pub epoch: u64,
+}
+
+/// A recipient did something with its links, as its DlrActor saw it. Only what counts is
+/// handed on: every counted offer visit (`first` for the recipient's first), a recipient's
+/// first redemption and first unsubscribe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Engaged {
+    pub campaign: CampaignId,
+    pub kind: EngagementKind,
+    pub first: bool,
+    pub at: DateTime<Utc>,
+    /// The checkpoint that commits the recipient's engagement row.
+    pub epoch: u64,
+}
+
+/// What a DlrActor hands to a campaign's actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Status(Transition),
+    Engaged(Engaged),
+}
+
+impl Change {
+    pub fn campaign(&self) -> CampaignId {
+        match self {
+            Change::Status(t) => t.campaign,
+            Change::Engaged(e) => e.campaign,
+        }
+    }
+}
+
+/// What recipients did with their links. Visits and the two rates' numerators count
+/// recipients (each at most once); clicks count every counted opening of an offer link.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EngagementCounts {
+    pub visits: i64,
+    pub clicks: i64,
+    pub redemptions: i64,
+    pub unsubscribes: i64,
+}
+
+impl EngagementCounts {
+    pub fn record(&mut self, e: &Engaged) {
+        match e.kind {
+            EngagementKind::Visit => {
+                self.clicks += 1;
+                self.visits += i64::from(e.first);
+            }
+            EngagementKind::Redemption => self.redemptions += i64::from(e.first),
+            EngagementKind::Unsubscribe => self.unsubscribes += i64::from(e.first),
+        }
+    }
+
+    pub fn merge(&mut self, other: &EngagementCounts) {
+        self.visits += other.visits;
+        self.clicks += other.clicks;
+        self.redemptions += other.redemptions;
+        self.unsubscribes += other.unsubscribes;
+    }
 }
 
 /// Messages per status, the one set of counters everything else is derived from. As a delta
@@ -49,6 +111,8 @@ pub struct Counters {
     pub cancelled: i64,
     /// Accepted, no final report, given up on by the reconciler.
     pub unknown: i64,
+    /// Never sent: opted out or over the tenant's cap when claimed.
+    pub skipped: i64,
 }
 
 impl Counters {
@@ -62,6 +126,7 @@ impl Counters {
             MessageStatus::DeliveryFailed => &mut self.delivery_failed,
             MessageStatus::Cancelled => &mut self.cancelled,
             MessageStatus::Unknown => &mut self.unknown,
+            MessageStatus::Skipped => &mut self.skipped,
         }
     }
 
@@ -104,6 +169,7 @@ impl Counters {
             + self.delivery_failed
             + self.cancelled
             + self.unknown
+            + self.skipped
     }
 
     /// Handed to Mitto and accepted: pending, delivered, failed by a report, or unknown.
@@ -146,6 +212,7 @@ pub fn minute(at: DateTime<Utc>) -> DateTime<Utc> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Figures {
     pub counters: Counters,
+    pub engaged: EngagementCounts,
     pub series: BTreeMap<DateTime<Utc>, MinuteCounts>,
     pub first_sent_at: Option<DateTime<Utc>>,
     pub last_event_at: Option<DateTime<Utc>>,
@@ -174,6 +241,19 @@ impl Figures {
         self.last_event_at = Some(self.last_event_at.map_or(t.at, |l| l.max(t.at)));
     }
 
+    /// Counts one engagement: the one rule for live figures and checkpoint deltas alike.
+    pub fn record_engaged(&mut self, e: &Engaged) {
+        self.engaged.record(e);
+    }
+
+    /// Counts what a DlrActor handed on.
+    pub fn record_change(&mut self, change: &Change) {
+        match change {
+            Change::Status(t) => self.record(t),
+            Change::Engaged(e) => self.record_engaged(e),
+        }
+    }
+
     pub fn add_series(&mut self, kind: SeriesKind, at: DateTime<Utc>, n: i64) {
         let m = self.series.entry(minute(at)).or_default();
         match kind {
@@ -186,6 +266,7 @@ impl Figures {
     /// Adds a later delta to this one.
     pub fn merge(&mut self, other: &Figures) {
         self.counters.merge(&other.counters);
+        self.engaged.merge(&other.engaged);
         for (at, m) in &other.series {
             let mine = self.series.entry(*at).or_default();
             mine.sent += m.sent;
@@ -253,6 +334,10 @@ pub struct SendPlan {
     pub body: String,
     pub sender: String,
     pub traffic_account: Option<TrafficAccountId>,
+    /// The links its messages carry (marketing: unsubscribe, and the offer when it has one).
+    pub carried: Carried,
+    /// The tenant's quiet hours (as of activation); only marketing messages wait them out.
+    pub quiet: Option<super::quiet_hours::QuietHours>,
 }
 
 /// What a tenant (or the scheduler) asks of a campaign.
@@ -334,8 +419,6 @@ pub struct Campaign {
     pub name: String,
     pub status: CampaignStatus,
     pub figures: Figures,
-    pub redemptions: i64,
-    pub unsubscribes: i64,
     /// What its messages say and who sends them.
     pub plan: SendPlan,
     /// Transitions of this epoch or older are already in the figures (from the snapshot).
@@ -352,11 +435,20 @@ impl Campaign {
 
     /// Applies a transition; `false` when its epoch was already in the snapshot.
     pub fn apply(&mut self, t: &Transition) -> bool {
-        if t.epoch <= self.loaded_epoch {
+        self.apply_change(&Change::Status(*t))
+    }
+
+    /// Applies what a DlrActor handed on; `false` when its epoch was already in the snapshot.
+    pub fn apply_change(&mut self, change: &Change) -> bool {
+        let epoch = match change {
+            Change::Status(t) => t.epoch,
+            Change::Engaged(e) => e.epoch,
+        };
+        if epoch <= self.loaded_epoch {
             return false;
         }
-        self.figures.record(t);
-        self.applied_epoch = self.applied_epoch.max(t.epoch);
+        self.figures.record_change(change);
+        self.applied_epoch = self.applied_epoch.max(epoch);
         true
     }
 
@@ -372,13 +464,25 @@ impl Campaign {
         body: &str,
         sender: &str,
         traffic_account: Option<uuid::Uuid>,
+        carried: Carried,
     ) {
         self.name = name.to_owned();
+        let quiet = self.plan.quiet;
         self.plan = SendPlan {
             body: body.to_owned(),
             sender: sender.to_owned(),
             traffic_account: traffic_account.map(TrafficAccountId::from_uuid),
+            carried,
+            quiet,
         };
+    }
+
+    /// Until when its messages must wait (quiet hours), if they must at `now`.
+    pub fn quiet_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if self.plan.carried == Carried::None {
+            return None;
+        }
+        self.plan.quiet.and_then(|q| q.quiet_until(now))
     }
 
     /// Where `action` leads from the current status.
@@ -410,15 +514,16 @@ impl Campaign {
             }
         };
         let total = c.total();
+        let e = &self.figures.engaged;
         Stats {
             campaign_id: self.id,
             sent: c.sent(),
             delivered: c.delivered,
             failed: c.failed(),
-            redemptions: self.redemptions,
-            unsubscribes: self.unsubscribes,
+            redemptions: e.redemptions,
+            unsubscribes: e.unsubscribes,
             delivered_rate: rate(c.delivered, c.sent()),
-            conversion_rate: rate(self.redemptions, c.delivered),
+            conversion_rate: rate(e.redemptions, c.delivered),
             first_sent_at: self.figures.first_sent_at,
             status: self.status,
             total,
@@ -429,6 +534,9 @@ impl Campaign {
             delivery_failed: c.delivery_failed,
             cancelled: c.cancelled,
             unknown: c.unknown,
+            skipped: c.skipped,
+            visits: e.visits,
+            clicks: e.clicks,
             awaiting_report: c.pending,
             last_refresh_at: None,
             progress: rate(total - c.queued - c.processing, total),
@@ -450,12 +558,12 @@ impl Campaign {
                 counters,
                 ..Figures::default()
             },
-            redemptions: 0,
-            unsubscribes: 0,
             plan: SendPlan {
                 body: "Hi".into(),
                 sender: "Shop".into(),
                 traffic_account: None,
+                carried: Carried::None,
+                quiet: None,
             },
             loaded_epoch: 0,
             applied_epoch: 0,
@@ -486,6 +594,12 @@ pub struct Stats {
     pub cancelled: i64,
     /// Accepted messages whose outcome stayed unknown (no report, Mitto could not tell).
     pub unknown: i64,
+    /// Recipients never sent: opted out or over the tenant's marketing cap when claimed.
+    pub skipped: i64,
+    /// Recipients who opened their offer link (at least once).
+    pub visits: i64,
+    /// Openings of offer links, every one counted (link previews and HEAD requests are not).
+    pub clicks: i64,
     /// Accepted messages still waiting for a final report (the same figure as `pending`).
     pub awaiting_report: i64,
     /// When the reconciler last asked Mitto about this campaign's messages; filled in by the

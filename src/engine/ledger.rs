@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::campaign::{Figures, Transition};
+use super::campaign::{Change, Figures, Transition};
+use super::engagement::{Engagement, EngagementBook, EngagementRow};
 use crate::domain::{
     BulkId, CampaignId, DeliveryOutcome, Event, MessageId, MessageStatus, RecipientId,
 };
@@ -102,6 +103,7 @@ struct Parked {
 pub struct PartitionCheckpoint {
     pub partition: i32,
     pub rows: Vec<MessageRow>,
+    pub engaged: Vec<EngagementRow>,
     pub dead_letters: Vec<DeadLetter>,
     /// The offset to resume from: the next unread one, or the oldest parked report.
     pub commit_offset: Option<i64>,
@@ -142,6 +144,7 @@ pub struct Ledger {
     limits: LedgerLimits,
     rows: HashMap<RecipientId, MessageRow>,
     by_message: HashMap<MessageId, RecipientId>,
+    engagement: EngagementBook,
     parked: HashMap<MessageId, Vec<Parked>>,
     parked_len: usize,
     dirty: HashSet<RecipientId>,
@@ -191,7 +194,7 @@ impl<'a> Report<'a> {
                 reason,
                 at: *at,
             }),
-            Event::Sent { .. } | Event::SendFailed { .. } => None,
+            Event::Sent { .. } | Event::SendFailed { .. } | Event::Engaged { .. } => None,
         }
     }
 }
@@ -204,6 +207,8 @@ type SendRef = (CampaignId, RecipientId, u32);
 pub struct Lookups {
     pub recipients: Vec<RecipientId>,
     pub messages: Vec<MessageId>,
+    /// Recipients whose engagement columns are needed.
+    pub engaged: Vec<RecipientId>,
 }
 
 impl Ledger {
@@ -215,6 +220,7 @@ impl Ledger {
             limits,
             rows: HashMap::new(),
             by_message: HashMap::new(),
+            engagement: EngagementBook::default(),
             parked: HashMap::new(),
             parked_len: 0,
             dirty: HashSet::new(),
@@ -232,6 +238,7 @@ impl Ledger {
     pub fn lookups(&self, batch: &[Incoming]) -> Lookups {
         let mut recipients = HashSet::new();
         let mut messages = HashSet::new();
+        let mut engaged = HashSet::new();
         let mut sent_here = HashSet::new();
         for event in batch.iter().filter_map(|i| i.event.as_ref().ok()) {
             match event {
@@ -255,12 +262,16 @@ impl Ledger {
                 {
                     messages.insert(message_id.clone());
                 }
+                Event::Engaged { recipient_id, .. } if !self.engagement.knows(*recipient_id) => {
+                    engaged.insert(*recipient_id);
+                }
                 _ => {}
             }
         }
         Lookups {
             recipients: recipients.into_iter().collect(),
             messages: messages.into_iter().collect(),
+            engaged: engaged.into_iter().collect(),
         }
     }
 
@@ -277,8 +288,13 @@ impl Ledger {
         }
     }
 
-    /// Applies a batch in partition order; returns the status changes for campaign actors.
-    pub fn apply_batch(&mut self, batch: Vec<Incoming>, now: DateTime<Utc>) -> Vec<Transition> {
+    /// Adds engagement rows loaded from Postgres; what memory already holds is newer.
+    pub fn absorb_engaged(&mut self, rows: Vec<EngagementRow>) {
+        self.engagement.absorb(rows);
+    }
+
+    /// Applies a batch in partition order; returns what changed for campaign actors.
+    pub fn apply_batch(&mut self, batch: Vec<Incoming>, now: DateTime<Utc>) -> Vec<Change> {
         let mut transitions = Vec::new();
         for incoming in batch {
             if self.next_offset.is_some_and(|next| incoming.offset < next) {
@@ -295,7 +311,7 @@ impl Ledger {
         transitions
     }
 
-    fn apply(&mut self, offset: i64, event: Event, now: DateTime<Utc>, out: &mut Vec<Transition>) {
+    fn apply(&mut self, offset: i64, event: Event, now: DateTime<Utc>, out: &mut Vec<Change>) {
         let result = match &event {
             Event::Sent {
                 message_id,
@@ -332,6 +348,23 @@ impl Ledger {
                 }
                 Ok(())
             }
+            Event::Engaged {
+                kind,
+                campaign_id,
+                recipient_id,
+                via,
+                at,
+                ..
+            } => self.apply_engaged(
+                Engagement {
+                    kind: *kind,
+                    campaign: *campaign_id,
+                    recipient: *recipient_id,
+                    via: via.as_deref(),
+                    at: *at,
+                },
+                out,
+            ),
         };
         if let Err(error) = result {
             self.dead_letter_event(offset, &event, error);
@@ -389,7 +422,7 @@ impl Ledger {
         send: SendRef,
         bulk_id: Option<BulkId>,
         at: DateTime<Utc>,
-        out: &mut Vec<Transition>,
+        out: &mut Vec<Change>,
     ) -> Result<(), String> {
         let (campaign, recipient, _) = send;
         let Some((row, from)) = self.advance_send(send, MessageStatus::Sent)? else {
@@ -408,13 +441,28 @@ impl Ledger {
         Ok(())
     }
 
+    fn apply_engaged(&mut self, e: Engagement<'_>, out: &mut Vec<Change>) -> Result<(), String> {
+        match self.engagement.apply(e, self.epoch)? {
+            Some(engaged) => {
+                self.figures
+                    .entry(engaged.campaign)
+                    .or_default()
+                    .record_engaged(&engaged);
+                out.push(Change::Engaged(engaged));
+                self.counts.applied += 1;
+            }
+            None => self.counts.ignored += 1,
+        }
+        Ok(())
+    }
+
     fn apply_send_failed(
         &mut self,
         send: SendRef,
         error: &str,
         retryable: bool,
         at: DateTime<Utc>,
-        out: &mut Vec<Transition>,
+        out: &mut Vec<Change>,
     ) -> Result<(), String> {
         let (campaign, recipient, _) = send;
         let Some((row, from)) = self.advance_send(send, MessageStatus::SendFailed)? else {
@@ -441,7 +489,7 @@ impl Ledger {
         to: MessageStatus,
         at: DateTime<Utc>,
         corrected_at: Option<DateTime<Utc>>,
-        out: &mut Vec<Transition>,
+        out: &mut Vec<Change>,
     ) {
         let transition = Transition {
             campaign,
@@ -455,12 +503,12 @@ impl Ledger {
             .entry(campaign)
             .or_default()
             .record(&transition);
-        out.push(transition);
+        out.push(Change::Status(transition));
         self.dirty.insert(recipient);
         self.counts.applied += 1;
     }
 
-    fn apply_report(&mut self, recipient: RecipientId, event: &Event, out: &mut Vec<Transition>) {
+    fn apply_report(&mut self, recipient: RecipientId, event: &Event, out: &mut Vec<Change>) {
         let Some(report) = Report::of(event) else {
             return;
         };
@@ -521,7 +569,7 @@ impl Ledger {
             });
     }
 
-    fn release_parked(&mut self, message_id: &MessageId, out: &mut Vec<Transition>) {
+    fn release_parked(&mut self, message_id: &MessageId, out: &mut Vec<Change>) {
         let Some(parked) = self.parked.remove(message_id) else {
             return;
         };
@@ -582,9 +630,13 @@ impl Ledger {
         };
         self.epoch = epoch + 1;
         self.evict();
+        let engaged = self
+            .engagement
+            .barrier(epoch, committed, self.limits.max_resident);
         PartitionCheckpoint {
             partition: self.partition,
             rows,
+            engaged,
             dead_letters: std::mem::take(&mut self.dead),
             commit_offset,
             credits: std::mem::take(&mut self.credits),
@@ -713,8 +765,13 @@ mod tests {
         l
     }
 
-    fn moves(ts: &[Transition]) -> Vec<(MessageStatus, MessageStatus)> {
-        ts.iter().map(|t| (t.from, t.to)).collect()
+    fn moves(ts: &[Change]) -> Vec<(MessageStatus, MessageStatus)> {
+        ts.iter()
+            .filter_map(|c| match c {
+                Change::Status(t) => Some((t.from, t.to)),
+                Change::Engaged(_) => None,
+            })
+            .collect()
     }
 
     fn unknown(offset: i64, r: i64) -> Incoming {
@@ -806,7 +863,7 @@ mod tests {
                 (DeliveryFailed, Delivered)
             ]
         );
-        assert_eq!(ts[2].corrected_at, Some(at(1)));
+        assert!(matches!(ts[2], Change::Status(t) if t.corrected_at == Some(at(1))));
     }
 
     #[test]
@@ -824,7 +881,10 @@ mod tests {
         );
         let ts = l.apply_batch(vec![sent(1, 1)], at(2));
         assert_eq!(moves(&ts), vec![(Processing, Sent), (Sent, Delivered)]);
-        assert_eq!(ts[0].epoch, 2, "after barrier 1, changes belong to epoch 2");
+        assert!(
+            matches!(ts[0], Change::Status(t) if t.epoch == 2),
+            "after barrier 1, changes belong to epoch 2"
+        );
         assert_eq!(l.barrier(2, 0, at(3)).commit_offset, Some(2));
     }
 

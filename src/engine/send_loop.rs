@@ -50,6 +50,8 @@ pub struct SendRun {
     /// return to the queue (released claims, retry-failed, another enqueue).
     claim_after: String,
     told_no_account: bool,
+    /// Marketing messages wait out the tenant's quiet hours: no claims until resumed.
+    held: bool,
 }
 
 impl SendRun {
@@ -85,7 +87,7 @@ impl SendRun {
             Settling::Running => return Step::Wait,
             Settling::Done => {}
         }
-        if self.claiming {
+        if self.claiming || self.held {
             return Step::Wait;
         }
         if let Some(end) = campaign.finished(self.batches_out) {
@@ -97,6 +99,16 @@ impl SendRun {
             return Step::Claim;
         }
         Step::Wait
+    }
+
+    /// A claim was not made: quiet hours hold the campaign until [`SendRun::resume`].
+    pub fn hold(&mut self) {
+        self.claiming = false;
+        self.held = true;
+    }
+
+    pub fn resume(&mut self) {
+        self.held = false;
     }
 
     /// Where the next claim starts.

@@ -15,7 +15,7 @@ use super::AppState;
 use crate::actors::campaign::{Command, LifecycleReply};
 use crate::domain::{CampaignId, CampaignStatus, MessageType, PhoneE164, TenantId};
 use crate::mitto::wire::valid_sender;
-use crate::store::campaigns::{self, CampaignRecord, Definition};
+use crate::store::campaigns::{self, CampaignRecord, Definition, Offer};
 use crate::store::enqueue::{EnqueueOutcome, StartError};
 
 /// Longest body accepted: ten concatenated GSM-7 parts.
@@ -131,6 +131,14 @@ struct CampaignInput {
     traffic_account_id: Option<uuid::Uuid>,
     /// `marketing` (default: offer and unsubscribe links) or `service`.
     message_type: Option<String>,
+    /// The offer the links open (marketing only); `null` in a PATCH removes it.
+    #[serde(default, with = "double_option")]
+    offer_title: Option<Option<String>>,
+    #[serde(default, with = "double_option")]
+    offer_text: Option<Option<String>>,
+    #[serde(default, with = "double_option")]
+    offer_expires_at: Option<Option<DateTime<Utc>>>,
+    offer_self_redeem: Option<bool>,
     audience: Option<AudienceInput>,
     /// `null` in a PATCH unschedules (back to draft).
     #[serde(default, with = "double_option")]
@@ -158,6 +166,12 @@ async fn definition(
     base: Option<&CampaignRecord>,
 ) -> Result<Definition, CampaignError> {
     reject_nul_in_input(&input)?;
+    let input_offer = OfferInput {
+        title: input.offer_title.clone(),
+        text: input.offer_text.clone(),
+        expires_at: input.offer_expires_at,
+        self_redeem: input.offer_self_redeem,
+    };
     let mut problems = Vec::new();
     let name = input
         .name
@@ -212,6 +226,7 @@ async fn definition(
             .and_then(|b| MessageType::parse(&b.message_type))
             .unwrap_or_default(),
     };
+    let offer = offer(&input_offer, base, message_type, &mut problems);
     if !problems.is_empty() {
         return Err(bad_request(problems.join("; ")));
     }
@@ -223,6 +238,58 @@ async fn definition(
         audience,
         scheduled_at,
         message_type,
+        offer,
+    })
+}
+
+/// The offer fields of an input (absent: as before; `null`: removed).
+struct OfferInput {
+    title: Option<Option<String>>,
+    text: Option<Option<String>>,
+    expires_at: Option<Option<DateTime<Utc>>>,
+    self_redeem: Option<bool>,
+}
+
+fn offer(
+    input: &OfferInput,
+    base: Option<&CampaignRecord>,
+    message_type: MessageType,
+    problems: &mut Vec<String>,
+) -> Option<Offer> {
+    let title = input
+        .title
+        .clone()
+        .unwrap_or_else(|| base.and_then(|b| b.offer_title.clone()));
+    let text = input
+        .text
+        .clone()
+        .unwrap_or_else(|| base.and_then(|b| b.offer_text.clone()));
+    let expires_at = input
+        .expires_at
+        .unwrap_or_else(|| base.and_then(|b| b.offer_expires_at));
+    let self_redeem = input
+        .self_redeem
+        .unwrap_or_else(|| base.is_some_and(|b| b.offer_self_redeem));
+    let Some(title) = title else {
+        if text.is_some() || expires_at.is_some() {
+            problems.push("offerText and offerExpiresAt need an offerTitle".into());
+        }
+        return None;
+    };
+    if title.trim().is_empty() || title.chars().count() > 200 {
+        problems.push("offerTitle must be 1 to 200 characters".into());
+    }
+    if text.as_ref().is_some_and(|t| t.chars().count() > 2000) {
+        problems.push("offerText must be at most 2000 characters".into());
+    }
+    if message_type != MessageType::Marketing {
+        problems.push("an offer needs a marketing campaign (messageType \"marketing\")".into());
+    }
+    Some(Offer {
+        title: title.trim().to_owned(),
+        text,
+        expires_at,
+        self_redeem,
     })
 }
 
@@ -232,6 +299,14 @@ fn reject_nul_in_input(input: &CampaignInput) -> Result<(), CampaignError> {
         ("name", input.name.as_deref()),
         ("body", input.body.as_deref()),
         ("sender", input.sender.as_deref()),
+        (
+            "offerTitle",
+            input.offer_title.as_ref().and_then(|t| t.as_deref()),
+        ),
+        (
+            "offerText",
+            input.offer_text.as_ref().and_then(|t| t.as_deref()),
+        ),
     ];
     for (field, value) in texts {
         reject_nul(field, value.unwrap_or_default())?;

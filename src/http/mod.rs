@@ -7,8 +7,10 @@ pub mod campaigns;
 pub mod contacts;
 pub mod error;
 pub mod health;
+pub mod inbound;
 pub mod input;
 pub mod keys;
+pub mod links;
 pub mod me;
 pub mod refresh;
 pub mod stats;
@@ -42,6 +44,10 @@ pub struct AppState {
     pub default_traffic_account: Option<crate::domain::TrafficAccountId>,
     /// Statuses fetched from Mitto: the refresh API, and each campaign's last refresh time.
     pub reconciler: crate::reconcile::Reconciler,
+    /// Recipients' link routes: form tokens and the per-address limit.
+    pub link_guard: Arc<links::LinkGuard>,
+    /// Inbound texts that opt a phone out.
+    pub stop_keywords: Arc<crate::domain::StopKeywords>,
 }
 
 /// Builds the server on an already bound listener (port 0 in tests).
@@ -57,6 +63,8 @@ pub fn server(state: AppState, listener: TcpListener) -> std::io::Result<Server>
             .app_data(error::path_config())
             .configure(health::routes)
             .configure(webhooks::routes)
+            .configure(inbound::routes)
+            .configure(links::public_routes)
             .service(
                 web::scope("/api")
                     .configure(me::routes)
@@ -64,7 +72,8 @@ pub fn server(state: AppState, listener: TcpListener) -> std::io::Result<Server>
                     .configure(stats::routes)
                     .configure(campaigns::routes)
                     .configure(contacts::routes)
-                    .configure(refresh::routes),
+                    .configure(refresh::routes)
+                    .configure(links::api_routes),
             )
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such route".into()))

@@ -34,6 +34,8 @@ pub enum WebhookError {
     Unauthorized(#[from] SignatureError),
     #[error("{0}")]
     BadReport(#[from] ReportError),
+    #[error("{0}")]
+    BadInbound(String),
     #[error("this request was already received")]
     Replayed,
     #[error("reports could not be stored, retry later: {0}")]
@@ -53,7 +55,7 @@ impl ResponseError for WebhookError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Body(_) | Self::BadReport(_) => StatusCode::BAD_REQUEST,
+            Self::Body(_) | Self::BadReport(_) | Self::BadInbound(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Replayed => StatusCode::CONFLICT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -66,6 +68,7 @@ impl ResponseError for WebhookError {
             Self::Body(_) => "BAD_REQUEST",
             Self::Unauthorized(_) => "INVALID_SIGNATURE",
             Self::BadReport(_) => "INVALID_REPORT",
+            Self::BadInbound(_) => "INVALID_MESSAGE",
             Self::Replayed => "REPLAYED",
             Self::Unavailable(e) => {
                 tracing::error!(error = %e, "webhook reports not stored");

@@ -67,7 +67,8 @@ pub async fn apply_event(pool: &PgPool, event: &Event) -> Result<(), StoreError>
             .await?;
         }
         // the replaced system had no such outcome; the workload never produces one
-        Event::OutcomeUnknown { .. } => {}
+        // the ingest workload carries no engagement and never gives up on a message
+        Event::OutcomeUnknown { .. } | Event::Engaged { .. } => {}
     }
     Ok(())
 }

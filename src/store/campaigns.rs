@@ -8,8 +8,13 @@ use sqlx::PgPool;
 
 use super::enqueue::{expect_status, lock_campaign, refused_now, StartError};
 use super::StoreError;
-use crate::domain::{CampaignId, CampaignStatus, MessageStatus, TenantId, TrafficAccountId};
-use crate::engine::campaign::{Campaign, Counters, Figures, MinuteCounts, SendPlan};
+use crate::domain::{
+    CampaignId, CampaignStatus, Carried, MessageStatus, MessageType, TenantId, TrafficAccountId,
+};
+use crate::engine::campaign::{
+    Campaign, Counters, EngagementCounts, Figures, MinuteCounts, SendPlan,
+};
+use crate::engine::quiet_hours::QuietHours;
 
 #[derive(sqlx::FromRow)]
 struct ActivationRow {
@@ -18,6 +23,14 @@ struct ActivationRow {
     status: String,
     redemptions: i64,
     unsubscribes: i64,
+    visits: i64,
+    clicks: i64,
+    skipped: i64,
+    message_type: String,
+    has_offer: bool,
+    time_zone: String,
+    quiet_start: chrono::NaiveTime,
+    quiet_end: chrono::NaiveTime,
     body: String,
     sender: String,
     traffic_account_id: Option<uuid::Uuid>,
@@ -59,12 +72,16 @@ pub async fn load_for_activation(
         status: CampaignStatus::parse(&row.status).map_err(|e| corrupt(e.to_string()))?,
         figures,
         name: row.name,
-        redemptions: row.redemptions,
-        unsubscribes: row.unsubscribes,
         plan: SendPlan {
             body: row.body,
             sender: row.sender,
             traffic_account: row.traffic_account_id.map(TrafficAccountId::from_uuid),
+            carried: Carried::of(
+                MessageType::parse(&row.message_type).unwrap_or_default(),
+                row.has_offer,
+            ),
+            quiet: quiet_hours(&row.time_zone, row.quiet_start, row.quiet_end)
+                .map_err(|e| corrupt(e.to_string()))?,
         },
         loaded_epoch: epoch as u64,
         applied_epoch: 0,
@@ -77,10 +94,12 @@ async fn snapshot(
     id: CampaignId,
 ) -> Result<Option<(ActivationRow, Figures)>, StoreError> {
     let row: Option<ActivationRow> = sqlx::query_as(
-        "SELECT tenant_id, name, status, redemptions, unsubscribes, body, sender,
+        "SELECT tenant_id, campaigns.name, status, redemptions, unsubscribes, visits, clicks, skipped,
+                message_type, offer_title IS NOT NULL AS has_offer, t.time_zone, t.quiet_start,
+                t.quiet_end, body, sender,
                 traffic_account_id, queued, processing, pending, delivered, send_failed,
                 delivery_failed, cancelled, unknown, first_sent_at, last_event_at
-         FROM campaigns WHERE id = $1",
+         FROM campaigns JOIN tenants t ON t.id = campaigns.tenant_id WHERE campaigns.id = $1",
     )
     .bind(id.get())
     .fetch_optional(&mut *conn)
@@ -98,6 +117,13 @@ async fn snapshot(
             delivery_failed: row.delivery_failed,
             cancelled: row.cancelled,
             unknown: row.unknown,
+            skipped: row.skipped,
+        },
+        engaged: EngagementCounts {
+            visits: row.visits,
+            clicks: row.clicks,
+            redemptions: row.redemptions,
+            unsubscribes: row.unsubscribes,
         },
         series: minutes(conn, id).await?,
         first_sent_at: row.first_sent_at,
@@ -242,6 +268,12 @@ pub struct CampaignRecord {
     pub traffic_account_id: Option<uuid::Uuid>,
     /// `marketing` or `service`.
     pub message_type: String,
+    /// The offer its links open (marketing only); no title, no offer.
+    pub offer_title: Option<String>,
+    pub offer_text: Option<String>,
+    pub offer_expires_at: Option<DateTime<Utc>>,
+    /// Whether the offer page shows recipients a button to redeem it themselves.
+    pub offer_self_redeem: bool,
     pub status: String,
     pub audience: serde_json::Value,
     pub scheduled_at: Option<DateTime<Utc>>,
@@ -253,7 +285,8 @@ pub struct CampaignRecord {
 }
 
 const RECORD: &str =
-    "id, name, body, sender, traffic_account_id, message_type, status, audience, scheduled_at, \
+    "id, name, body, sender, traffic_account_id, message_type, offer_title, offer_text, \
+     offer_expires_at, offer_self_redeem, status, audience, scheduled_at, \
                       started_at, finished_at, credits_reserved, created_at, updated_at";
 
 /// What creating or editing a campaign sets.
@@ -266,13 +299,25 @@ pub struct Definition {
     pub audience: serde_json::Value,
     pub scheduled_at: Option<DateTime<Utc>>,
     pub message_type: crate::domain::MessageType,
+    pub offer: Option<Offer>,
+}
+
+/// What a marketing campaign offers: shown on the offer page its links open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    pub title: String,
+    pub text: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub self_redeem: bool,
 }
 
 type PgQueryAs<'q, O> = sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>;
 
-/// Binds a definition as `$2`..`$8`: name, body, sender, traffic account, audience,
-/// scheduled_at, message type (after the one parameter the statement starts with).
+/// Binds a definition as `$2`..`$12`: name, body, sender, traffic account, audience,
+/// scheduled_at, message type, offer title, text, expiry, self-redeem (after the one parameter
+/// the statement starts with).
 fn bind_definition<'q, O>(query: PgQueryAs<'q, O>, def: &'q Definition) -> PgQueryAs<'q, O> {
+    let offer = def.offer.as_ref();
     query
         .bind(&def.name)
         .bind(&def.body)
@@ -281,6 +326,10 @@ fn bind_definition<'q, O>(query: PgQueryAs<'q, O>, def: &'q Definition) -> PgQue
         .bind(&def.audience)
         .bind(def.scheduled_at)
         .bind(def.message_type.as_str())
+        .bind(offer.map(|o| o.title.as_str()))
+        .bind(offer.and_then(|o| o.text.as_deref()))
+        .bind(offer.and_then(|o| o.expires_at))
+        .bind(offer.is_some_and(|o| o.self_redeem))
 }
 
 /// Creates a campaign: `scheduled` when it has a start time, else `draft`.
@@ -291,8 +340,9 @@ pub async fn create(
 ) -> Result<CampaignRecord, StoreError> {
     let sql = format!(
         "INSERT INTO campaigns (tenant_id, name, body, sender, traffic_account_id, audience,
-                                scheduled_at, message_type, status)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
+                                scheduled_at, message_type, offer_title, offer_text,
+                                offer_expires_at, offer_self_redeem, status)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
                  CASE WHEN $7 IS NULL THEN 'draft' ELSE 'scheduled' END)
          RETURNING {RECORD}"
     );
@@ -367,9 +417,10 @@ pub async fn update(
     expect_status(status, from)?;
     let sql = format!(
         "UPDATE campaigns SET name = $2, body = $3, sender = $4, traffic_account_id = $5,
-                audience = $6, scheduled_at = $7, message_type = $8, status = $9,
+                audience = $6, scheduled_at = $7, message_type = $8, offer_title = $9,
+                offer_text = $10, offer_expires_at = $11, offer_self_redeem = $12, status = $13,
                 updated_at = now()
-         WHERE id = $1 AND status = $10 RETURNING {RECORD}"
+         WHERE id = $1 AND status = $14 RETURNING {RECORD}"
     );
     let record = bind_definition(sqlx::query_as(&sql).bind(id.get()), def)
         .bind(to.as_str())
@@ -461,4 +512,27 @@ pub async fn sending(pool: &PgPool) -> Result<Vec<CampaignId>, StoreError> {
     ids.into_iter()
         .map(|id| CampaignId::new(id).map_err(|e| StoreError::Corrupt(e.to_string())))
         .collect()
+}
+
+impl CampaignRecord {
+    /// The links its messages carry.
+    pub fn carried(&self) -> Carried {
+        let message_type = MessageType::parse(&self.message_type).unwrap_or_default();
+        Carried::of(message_type, self.offer_title.is_some())
+    }
+}
+
+/// A tenant's quiet hours as stored; `None` when start and end are equal (no window).
+pub fn quiet_hours(
+    zone: &str,
+    start: chrono::NaiveTime,
+    end: chrono::NaiveTime,
+) -> Result<Option<QuietHours>, crate::engine::quiet_hours::QuietHoursError> {
+    if start == end {
+        return Ok(None);
+    }
+    let zone = zone
+        .parse()
+        .map_err(|_| crate::engine::quiet_hours::QuietHoursError::UnknownZone(zone.to_owned()))?;
+    Ok(Some(QuietHours { zone, start, end }))
 }

@@ -6,10 +6,12 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use super::messages::write_rows;
+use super::messages::{write_engagement, write_rows};
 use super::StoreError;
 use crate::domain::CampaignId;
+use crate::engine::campaign::EngagementCounts;
 use crate::engine::campaign::{Counters, Figures};
+use crate::engine::engagement::EngagementRow;
 use crate::engine::ledger::{CreditMoves, DeadLetter, MessageRow, PartitionCheckpoint};
 
 /// Where offsets are kept: the broker cluster, consumer group and topic.
@@ -25,6 +27,7 @@ pub struct OffsetScope {
 pub struct CheckpointWrite {
     pub epoch: u64,
     pub rows: Vec<MessageRow>,
+    pub engaged: Vec<EngagementRow>,
     pub dead_letters: Vec<DeadLetter>,
     /// Next offset to consume, per partition.
     pub offsets: HashMap<i32, i64>,
@@ -43,6 +46,7 @@ impl CheckpointWrite {
         };
         for part in parts {
             write.rows.extend(part.rows);
+            write.engaged.extend(part.engaged);
             write.dead_letters.extend(part.dead_letters);
             for (campaign, moves) in part.credits {
                 write.credits.entry(campaign).or_default().add(moves);
@@ -112,6 +116,7 @@ async fn apply(
     write: &CheckpointWrite,
 ) -> Result<(), StoreError> {
     write_rows(tx, &write.rows).await?;
+    write_engagement(tx, &write.engaged).await?;
     // campaign rows before tenant rows: the order the campaign's own writes lock them in
     add_to_snapshots(tx, &write.campaigns).await?;
     book_credits(tx, &write.credits).await?;
@@ -171,6 +176,12 @@ async fn add_to_snapshots(
     let first: Vec<_> = deltas.iter().map(|(_, d)| d.first_sent_at).collect();
     let last: Vec<_> = deltas.iter().map(|(_, d)| d.last_event_at).collect();
     add_counters(tx, &ids, &counters, &first, &last).await?;
+    let engaged: Vec<(i64, EngagementCounts)> = deltas
+        .iter()
+        .filter(|(_, d)| d.engaged != EngagementCounts::default())
+        .map(|(id, d)| (id.get(), d.engaged))
+        .collect();
+    add_engagement(tx, &engaged).await?;
     add_minutes(tx, &deltas).await
 }
 
@@ -192,13 +203,14 @@ pub(super) async fn add_counters(
              send_failed = c.send_failed + u.send_failed,
              delivery_failed = c.delivery_failed + u.delivery_failed,
              cancelled = c.cancelled + u.cancelled, unknown = c.unknown + u.unknown,
+             skipped = c.skipped + u.skipped,
              first_sent_at = LEAST(c.first_sent_at, u.first_sent_at),
              last_event_at = GREATEST(c.last_event_at, u.last_event_at)
          FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
                      $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::timestamptz[],
-                     $11::timestamptz[])
+                     $11::timestamptz[], $12::bigint[])
               AS u(id, queued, processing, pending, delivered, send_failed, delivery_failed,
-                   cancelled, unknown, first_sent_at, last_event_at)
+                   cancelled, unknown, first_sent_at, last_event_at, skipped)
          WHERE c.id = u.id",
     )
     .bind(ids)
@@ -212,7 +224,39 @@ pub(super) async fn add_counters(
     .bind(col(|c| c.unknown))
     .bind(first_sent_at)
     .bind(last_event_at)
+    .bind(col(|c| c.skipped))
     .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Adds engagement deltas (visits, clicks, redemptions, unsubscribes) to campaigns.
+async fn add_engagement(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    deltas: &[(i64, EngagementCounts)],
+) -> Result<(), StoreError> {
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let col = |f: fn(&EngagementCounts) -> i64| -> Vec<i64> {
+        deltas.iter().map(|(_, e)| f(e)).collect()
+    };
+    let ids: Vec<i64> = deltas.iter().map(|(id, _)| *id).collect();
+    sqlx::query(
+        "UPDATE campaigns AS c SET
+             visits = c.visits + u.visits, clicks = c.clicks + u.clicks,
+             redemptions = c.redemptions + u.redemptions,
+             unsubscribes = c.unsubscribes + u.unsubscribes
+         FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
+              AS u(id, visits, clicks, redemptions, unsubscribes)
+         WHERE c.id = u.id",
+    )
+    .bind(&ids)
+    .bind(col(|e| e.visits))
+    .bind(col(|e| e.clicks))
+    .bind(col(|e| e.redemptions))
+    .bind(col(|e| e.unsubscribes))
+    .execute(&mut **tx)
     .await?;
     Ok(())
 }

@@ -4,14 +4,15 @@
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::campaigns::add_counters;
 use super::StoreError;
 use crate::domain::{
-    secrets, CampaignId, CampaignStatus, Fields, MessageStatus, MessageType, PhoneE164,
-    RecipientId, Segments, Template, TenantId, TooLong,
+    secrets, CampaignId, CampaignStatus, Carried, Fields, LinkPlan, LinkWording, MessageStatus,
+    MessageType, PhoneE164, RecipientId, Segments, Template, TenantId, TooLong,
 };
 use crate::engine::campaign::{Counters, Refused};
 
@@ -82,12 +83,14 @@ struct Audience {
 }
 
 /// Sizes an enqueue works with.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Sizes {
     /// Recipients per Mitto bulk request (for the answer's job count).
     pub batch_size: usize,
     /// SMS parts one recipient's text may take (`sending.max_segments`).
     pub max_segments: u32,
+    /// Where marketing links point and how they are worded: texts are counted with them.
+    pub links: LinkWording,
 }
 
 /// Enqueues a campaign in one transaction (DESIGN.md section 5): idempotency key (a repeated
@@ -118,20 +121,20 @@ pub async fn enqueue(
     require_subscription(&mut tx, tenant).await?;
     let (status, body, audience) = lock_campaign(&mut tx, tenant, campaign).await?;
     expect_status(status, from)?;
-    let message_type: String =
-        sqlx::query_scalar("SELECT message_type FROM campaigns WHERE id = $1")
+    let (message_type, has_offer): (String, bool) =
+        sqlx::query_as("SELECT message_type, offer_title IS NOT NULL FROM campaigns WHERE id = $1")
             .bind(campaign.get())
             .fetch_one(&mut *tx)
             .await?;
-    let codes = MessageType::parse(&message_type)
-        .unwrap_or_default()
-        .has_links();
+    let message_type = MessageType::parse(&message_type).unwrap_or_default();
+    let links = sizes.links.plan(Carried::of(message_type, has_offer));
+    let codes = message_type.has_links();
     let (added, required, first, last) = insert_recipients(
         &mut tx,
         (tenant, campaign, codes),
-        &body,
+        &links.compose(&body),
         audience,
-        sizes.max_segments,
+        (sizes.max_segments, &links),
     )
     .await?;
     // a paused campaign may have queued recipients already; any other start has only the new
@@ -289,8 +292,9 @@ pub(super) async fn lock_campaign(
     Ok((status, body, audience))
 }
 
-/// Inserts the audience's recipients; returns (added, segments of the added). Refused when a
-/// text is longer than `max_segments` parts. With `codes`, each recipient gets the secret of
+/// Inserts the audience's recipients; returns (added, segments of the added). `body` is
+/// composed with its link markers, and parts are counted with the links in place. Refused
+/// when a text is longer than `max_segments` parts. With `codes`, each recipient gets the secret of
 /// its link code: 12 bytes sliced from one block of CSPRNG output sent with the statement
 /// (generating them in SQL, one `gen_random_uuid()` per row, cost 40 % of enqueue speed).
 async fn insert_recipients(
@@ -298,7 +302,7 @@ async fn insert_recipients(
     (tenant, campaign, codes): (TenantId, CampaignId, bool),
     body: &str,
     audience: serde_json::Value,
-    max_segments: u32,
+    (max_segments, links): (u32, &LinkPlan),
 ) -> Result<Inserted, StartError> {
     let audience: Audience = serde_json::from_value(audience)
         .map_err(|e| StoreError::Corrupt(format!("campaign {campaign} audience: {e}")))?;
@@ -309,11 +313,12 @@ async fn insert_recipients(
         .collect();
     let template = Template::parse(body);
     if template.is_static() {
-        let segments =
-            Segments::bounded(body, max_segments).map_err(|too_long| StartError::TextTooLong {
+        let segments = Segments::bounded(&links.sized(body), max_segments).map_err(|too_long| {
+            StartError::TextTooLong {
                 recipient: None,
                 too_long,
-            })?;
+            }
+        })?;
         let secrets = match codes {
             true => Some(secrets(
                 audience_bound(tx, tenant, &audience, phones.len()).await?,
@@ -348,7 +353,7 @@ async fn insert_recipients(
         (tenant, campaign, codes),
         &template,
         audience,
-        max_segments,
+        (max_segments, links),
     )
     .await
 }
@@ -403,7 +408,7 @@ async fn insert_rendered(
     (tenant, campaign, codes): (TenantId, CampaignId, bool),
     template: &Template,
     (lists, phones): (&[i64], &[String]),
-    max_segments: u32,
+    (max_segments, links): (u32, &LinkPlan),
 ) -> Result<Inserted, StartError> {
     let rows: Vec<AudienceRow> = sqlx::query_as(&format!(
         "WITH {AUDIENCE} SELECT phone, contact_id, first_name, last_name, attributes
@@ -424,11 +429,12 @@ async fn insert_rendered(
             last_name: last.as_deref(),
             attributes: Some(&attributes),
         });
-        let parts =
-            Segments::bounded(&text, max_segments).map_err(|too_long| StartError::TextTooLong {
+        let parts = Segments::bounded(&links.sized(&text), max_segments).map_err(|too_long| {
+            StartError::TextTooLong {
                 recipient: Some(phone.clone()),
                 too_long,
-            })?;
+            }
+        })?;
         segments.push(parts);
         texts.push(text);
     }
@@ -564,6 +570,28 @@ pub struct Claimed {
     pub body: Option<String>,
     pub attempt: i32,
     pub segments: i16,
+    /// The secret of its link code (marketing messages).
+    pub link_secret: Option<Vec<u8>>,
+}
+
+/// What a claim checks besides the queue: marketing recipients whose phone opted out of the
+/// tenant's marketing since enqueue, or got `tenants.marketing_cap_24h` marketing messages in
+/// the 24 hours before `now`, are skipped (never sent, refunded) instead of claimed.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRules {
+    pub tenant: TenantId,
+    pub marketing: bool,
+    pub now: DateTime<Utc>,
+}
+
+/// A claim: the batch (under `token`), how many were skipped, and the last phone looked at
+/// (where the next claim goes on from).
+#[derive(Debug)]
+pub struct Claim {
+    pub token: Uuid,
+    pub rows: Vec<Claimed>,
+    pub skipped: i64,
+    pub last_phone: Option<String>,
 }
 
 /// Claims up to `limit` queued recipients (`queued → processing` with a fresh claim token),
@@ -575,29 +603,136 @@ pub async fn claim_batch(
     campaign: CampaignId,
     after: &str,
     limit: i64,
-) -> Result<(Uuid, Vec<Claimed>), StoreError> {
+    rules: ClaimRules,
+) -> Result<Claim, StoreError> {
     let token = Uuid::new_v4();
-    let rows = sqlx::query_as(
-        "WITH claimed AS (
-             UPDATE campaign_recipients r SET status = 'processing', claim_token = $4
-             FROM (SELECT id FROM campaign_recipients
-                   WHERE campaign_id = $1 AND phone_e164 > $2 AND status = 'queued'
-                   ORDER BY phone_e164 LIMIT $3 FOR UPDATE SKIP LOCKED) q
-             WHERE r.id = q.id
-             RETURNING r.id, r.phone_e164 AS phone, r.body, r.retry_count AS attempt, r.segments
-         ), counted AS (
-             UPDATE campaigns SET queued = queued - n, processing = processing + n
-             FROM (SELECT count(*) AS n FROM claimed) c WHERE id = $1 AND n > 0
-         )
-         SELECT * FROM claimed",
+    if !rules.marketing {
+        let rows: Vec<Claimed> = sqlx::query_as(
+            "WITH claimed AS (
+                 UPDATE campaign_recipients r SET status = 'processing', claim_token = $4
+                 FROM (SELECT id FROM campaign_recipients
+                       WHERE campaign_id = $1 AND phone_e164 > $2 AND status = 'queued'
+                       ORDER BY phone_e164 LIMIT $3 FOR UPDATE SKIP LOCKED) q
+                 WHERE r.id = q.id
+                 RETURNING r.id, r.phone_e164 AS phone, r.body, r.retry_count AS attempt,
+                           r.segments, r.link_secret
+             ), counted AS (
+                 UPDATE campaigns SET queued = queued - n, processing = processing + n
+                 FROM (SELECT count(*) AS n FROM claimed) c WHERE id = $1 AND n > 0
+             )
+             SELECT * FROM claimed",
+        )
+        .bind(campaign.get())
+        .bind(after)
+        .bind(limit)
+        .bind(token)
+        .fetch_all(pool)
+        .await?;
+        let last_phone = rows.iter().map(|r| r.phone.clone()).max();
+        return Ok(Claim {
+            token,
+            rows,
+            skipped: 0,
+            last_phone,
+        });
+    }
+    claim_marketing(pool, (campaign, token), after, limit, rules).await
+}
+
+/// Why a picked recipient is skipped (`None`: claimed).
+type Verdict = (i64, String, Option<String>);
+
+async fn claim_marketing(
+    pool: &PgPool,
+    (campaign, token): (CampaignId, Uuid),
+    after: &str,
+    limit: i64,
+    rules: ClaimRules,
+) -> Result<Claim, StoreError> {
+    let mut tx = pool.begin().await?;
+    let picked: Vec<Verdict> = sqlx::query_as(
+        "SELECT p.id, p.phone_e164,
+                CASE
+                    WHEN EXISTS (SELECT 1 FROM contacts k
+                                 WHERE k.tenant_id = $4 AND k.phone_e164 = p.phone_e164
+                                   AND k.unsubscribed_at IS NOT NULL) THEN 'unsubscribed'
+                    WHEN t.marketing_cap_24h IS NOT NULL AND (
+                        SELECT count(*) FROM campaign_recipients o
+                        JOIN campaigns oc ON oc.id = o.campaign_id AND oc.message_type = 'marketing'
+                        WHERE o.phone_e164 = p.phone_e164 AND o.tenant_id = $4
+                          AND o.sent_at > $5 - interval '24 hours' AND o.sent_at <= $5
+                    ) >= t.marketing_cap_24h THEN 'marketing cap reached'
+                END
+         FROM (SELECT id, phone_e164 FROM campaign_recipients
+               WHERE campaign_id = $1 AND phone_e164 > $2 AND status = 'queued'
+               ORDER BY phone_e164 LIMIT $3 FOR UPDATE SKIP LOCKED) p
+         JOIN tenants t ON t.id = $4
+         ORDER BY p.phone_e164",
     )
     .bind(campaign.get())
     .bind(after)
     .bind(limit)
-    .bind(token)
-    .fetch_all(pool)
+    .bind(rules.tenant.get())
+    .bind(rules.now)
+    .fetch_all(&mut *tx)
     .await?;
-    Ok((token, rows))
+    let last_phone = picked.last().map(|p| p.1.clone());
+    let (skip, take): (Vec<&Verdict>, Vec<&Verdict>) = picked.iter().partition(|p| p.2.is_some());
+    let skipped = skip_recipients(&mut tx, (rules.tenant, campaign), &skip).await?;
+    let ids: Vec<i64> = take.iter().map(|p| p.0).collect();
+    let rows: Vec<Claimed> = sqlx::query_as(
+        "UPDATE campaign_recipients SET status = 'processing', claim_token = $2
+         WHERE id = ANY($1)
+         RETURNING id, phone_e164 AS phone, body, retry_count AS attempt, segments, link_secret",
+    )
+    .bind(&ids)
+    .bind(token)
+    .fetch_all(&mut *tx)
+    .await?;
+    let moved = Counters::moved(
+        MessageStatus::Queued,
+        MessageStatus::Processing,
+        rows.len() as i64,
+    );
+    add_counters(&mut tx, campaign, &moved).await?;
+    tx.commit().await?;
+    Ok(Claim {
+        token,
+        rows,
+        skipped,
+        last_phone,
+    })
+}
+
+/// Marks picked recipients `skipped` with their reason and refunds their credits.
+async fn skip_recipients(
+    tx: &mut Transaction<'_, Postgres>,
+    (tenant, campaign): (TenantId, CampaignId),
+    skip: &[&Verdict],
+) -> Result<i64, StoreError> {
+    if skip.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<i64> = skip.iter().map(|p| p.0).collect();
+    let reasons: Vec<&str> = skip.iter().map(|p| p.2.as_deref().unwrap_or("")).collect();
+    let (count, refund): (i64, i64) = sqlx::query_as(
+        "WITH s AS (
+             UPDATE campaign_recipients r SET status = 'skipped', error = u.reason,
+                    billing_status = 'refunded'
+             FROM UNNEST($1::bigint[], $2::text[]) AS u(id, reason)
+             WHERE r.id = u.id
+             RETURNING r.segments
+         )
+         SELECT count(*), COALESCE(sum(segments), 0)::bigint FROM s",
+    )
+    .bind(&ids)
+    .bind(&reasons)
+    .fetch_one(&mut **tx)
+    .await?;
+    let moved = Counters::moved(MessageStatus::Queued, MessageStatus::Skipped, count);
+    add_counters(tx, campaign, &moved).await?;
+    refund_credits(tx, tenant.get(), campaign, refund).await?;
+    Ok(count)
 }
 
 /// Recipients left in `processing` under claims other than `own` (claimed by a run that
@@ -608,7 +743,7 @@ pub async fn orphaned_claims(
     own: &[Uuid],
 ) -> Result<Vec<Claimed>, StoreError> {
     let rows = sqlx::query_as(
-        "SELECT id, phone_e164 AS phone, body, retry_count AS attempt, segments
+        "SELECT id, phone_e164 AS phone, body, retry_count AS attempt, segments, link_secret
          FROM campaign_recipients
          WHERE campaign_id = $1 AND status = 'processing' AND claim_token <> ALL($2) ORDER BY id",
     )

@@ -5,6 +5,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 
 use super::StoreError;
 use crate::domain::{BulkId, CampaignId, MessageId, MessageStatus, RecipientId};
+pub use crate::engine::engagement::EngagementRow;
 pub use crate::engine::ledger::MessageRow;
 
 #[derive(sqlx::FromRow)]
@@ -141,6 +142,88 @@ pub async fn write_rows(
     .bind(&delivered)
     .bind(&failed)
     .bind(&attempts)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct RawEngagement {
+    id: i64,
+    campaign_id: i64,
+    visited_at: Option<DateTime<Utc>>,
+    clicks: i32,
+    redeemed_at: Option<DateTime<Utc>>,
+    redeemed_by: Option<String>,
+    unsubscribed_at: Option<DateTime<Utc>>,
+    unsubscribed_via: Option<String>,
+}
+
+/// Engagement columns by recipient id, in one round trip (absent ids: no such recipient).
+pub async fn load_engagement(
+    pool: &PgPool,
+    ids: &[RecipientId],
+) -> Result<Vec<EngagementRow>, StoreError> {
+    let ids: Vec<i64> = ids.iter().map(|i| i.get()).collect();
+    let raws: Vec<RawEngagement> = sqlx::query_as(
+        "SELECT id, campaign_id, visited_at, clicks, redeemed_at, redeemed_by, unsubscribed_at,
+                unsubscribed_via
+         FROM campaign_recipients WHERE id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    raws.into_iter()
+        .map(|r| {
+            let corrupt =
+                |e: crate::domain::IdError| StoreError::Corrupt(format!("recipient {}: {e}", r.id));
+            Ok(EngagementRow {
+                recipient: RecipientId::new(r.id).map_err(corrupt)?,
+                campaign: CampaignId::new(r.campaign_id).map_err(corrupt)?,
+                visited_at: r.visited_at,
+                clicks: r.clicks,
+                redeemed_at: r.redeemed_at,
+                redeemed_by: r.redeemed_by,
+                unsubscribed_at: r.unsubscribed_at,
+                unsubscribed_via: r.unsubscribed_via,
+            })
+        })
+        .collect()
+}
+
+/// Writes engagement columns (and only those: the status columns have their own writer).
+pub async fn write_engagement(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[EngagementRow],
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = rows.iter().map(|r| r.recipient.get()).collect();
+    let visited: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.visited_at).collect();
+    let clicks: Vec<i32> = rows.iter().map(|r| r.clicks).collect();
+    let redeemed: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.redeemed_at).collect();
+    let by: Vec<Option<&str>> = rows.iter().map(|r| r.redeemed_by.as_deref()).collect();
+    let unsubscribed: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.unsubscribed_at).collect();
+    let via: Vec<Option<&str>> = rows.iter().map(|r| r.unsubscribed_via.as_deref()).collect();
+    sqlx::query(
+        "UPDATE campaign_recipients AS r SET
+             visited_at = u.visited_at, clicks = u.clicks, redeemed_at = u.redeemed_at,
+             redeemed_by = u.redeemed_by, unsubscribed_at = u.unsubscribed_at,
+             unsubscribed_via = u.unsubscribed_via
+         FROM UNNEST($1::bigint[], $2::timestamptz[], $3::int[], $4::timestamptz[], $5::text[],
+                     $6::timestamptz[], $7::text[])
+              AS u(id, visited_at, clicks, redeemed_at, redeemed_by, unsubscribed_at,
+                   unsubscribed_via)
+         WHERE r.id = u.id",
+    )
+    .bind(&ids)
+    .bind(&visited)
+    .bind(&clicks)
+    .bind(&redeemed)
+    .bind(&by)
+    .bind(&unsubscribed)
+    .bind(&via)
     .execute(&mut **tx)
     .await?;
     Ok(())

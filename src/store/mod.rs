@@ -9,6 +9,7 @@ pub mod checkpoints;
 pub mod contacts;
 pub mod enqueue;
 pub mod fixtures;
+pub mod links;
 pub mod messages;
 pub mod reconcile;
 pub mod tenants;

@@ -52,3 +52,46 @@ pub async fn find(pool: &PgPool, id: TenantId) -> Result<Option<Tenant>, StoreEr
     .await?;
     Ok(tenant)
 }
+
+/// A tenant's rules for marketing messages: quiet hours in its time zone (`None`: none) and
+/// the most marketing messages one contact may get in any 24 hours (`None`: no cap).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarketingRules {
+    pub time_zone: String,
+    pub quiet: Option<(chrono::NaiveTime, chrono::NaiveTime)>,
+    pub cap_24h: Option<i32>,
+}
+
+impl MarketingRules {
+    /// No quiet hours and no cap (tests, benches, the demo).
+    pub fn none() -> Self {
+        Self {
+            time_zone: "UTC".into(),
+            quiet: None,
+            cap_24h: None,
+        }
+    }
+}
+
+/// Sets a tenant's marketing rules (campaigns activated afterwards follow them).
+pub async fn set_marketing_rules(
+    pool: &PgPool,
+    tenant: TenantId,
+    rules: &MarketingRules,
+) -> Result<(), StoreError> {
+    let midnight = chrono::NaiveTime::MIN;
+    let (start, end) = rules.quiet.unwrap_or((midnight, midnight));
+    sqlx::query(
+        "UPDATE tenants SET time_zone = $2, quiet_start = $3, quiet_end = $4,
+                            marketing_cap_24h = $5
+         WHERE id = $1",
+    )
+    .bind(tenant.get())
+    .bind(&rules.time_zone)
+    .bind(start)
+    .bind(end)
+    .bind(rules.cap_24h)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

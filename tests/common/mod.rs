@@ -240,6 +240,11 @@ pub async fn funded_tenant(
     let id = campaignd::store::tenants::create(pool, name, credits)
         .await
         .unwrap();
+    // tests run at any hour: quiet hours are turned on only by the tests about them
+    let rules = campaignd::store::tenants::MarketingRules::none();
+    campaignd::store::tenants::set_marketing_rules(pool, id, &rules)
+        .await
+        .unwrap();
     let (_, token) = campaignd::store::api_keys::issue(pool, id, "test")
         .await
         .unwrap();

@@ -67,11 +67,23 @@ impl Harness {
         sim: impl FnOnce(&mut SimConfig),
         extra: &[(&str, Value)],
     ) -> Self {
+        let clock = std::sync::Arc::new(campaignd::engine::clock::SystemClock);
+        Self::start_with_clock(db, sim, extra, clock).await
+    }
+
+    /// Like [`Harness::start`], with the clock quiet hours and caps read.
+    pub async fn start_with_clock(
+        db: &TestDb,
+        sim: impl FnOnce(&mut SimConfig),
+        extra: &[(&str, Value)],
+        clock: std::sync::Arc<dyn campaignd::engine::clock::Clock>,
+    ) -> Self {
         let port = free_port();
         let mut config = sim_config(port);
         sim(&mut config);
         let sim = simulator::start(config).unwrap();
-        let app = Application::build(settings(db, port, &sim, extra))
+        let settings = settings(db, port, &sim, extra);
+        let app = Application::build_with_clock(settings, SimConfig::default(), clock)
             .await
             .unwrap()
             .spawn();
@@ -92,6 +104,11 @@ impl Harness {
     /// A tenant with credits and an API token.
     pub async fn tenant(&self, name: &str, credits: i64) -> (i64, String) {
         let id = campaignd::store::tenants::create(&self.pool, name, credits)
+            .await
+            .unwrap();
+        // tests run at any hour: quiet hours are turned on only by the tests about them
+        let rules = campaignd::store::tenants::MarketingRules::none();
+        campaignd::store::tenants::set_marketing_rules(&self.pool, id, &rules)
             .await
             .unwrap();
         let (_, token) = campaignd::store::api_keys::issue(&self.pool, id, "test")
@@ -191,6 +208,7 @@ impl Harness {
                     "deliveryFailed",
                     "cancelled",
                     "unknown",
+                    "skipped",
                 ];
                 let figures: HashMap<String, i64> = keys
                     .iter()

@@ -1,0 +1,154 @@
+//! `POST /webhooks/mitto/inbound`: mobile-originated messages. A STOP keyword (configurable;
+//! case, accents and full-width forms ignored) opts the phone out of the marketing of the
+//! tenant that messaged it, and counts as an `unsubscribe` of the latest campaign that messaged
+//! the phone within `links.attribution_days`.
+//!
+//! Signatures follow the DLR webhook's rules. Which tenant: the one whose campaign last
+//! messaged the phone from the sender the reply went to (`to`), else — a reply to a number the
+//! campaigns do not name, or without `to` — the one that last messaged the phone at all.
+//! Opting out twice changes nothing, so a replayed request is harmless and not refused.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
+use serde_json::json;
+
+use super::input::read_capped;
+use super::webhooks::WebhookError;
+use super::AppState;
+use crate::domain::inbound::{parse_inbound, InboundMessage};
+use crate::domain::{EngagementKind, Event, PhoneE164};
+use crate::mitto::signature::{Presented, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use crate::store::contacts::{self, NewContact};
+use crate::store::links::{self, LastMessage};
+use crate::store::StoreError;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/webhooks/mitto/inbound", web::post().to(receive_inbound));
+}
+
+fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// What became of one request's messages.
+#[derive(Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Outcome {
+    received: usize,
+    /// STOPs that opted a phone out (or found it opted out already).
+    unsubscribed: usize,
+    /// Of those, STOPs counted against a campaign.
+    attributed: usize,
+    /// Other texts, phones that are not E.164, and STOPs from phones no tenant messaged.
+    ignored: usize,
+}
+
+#[tracing::instrument(skip_all)]
+async fn receive_inbound(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, WebhookError> {
+    let webhook = &state.settings.webhook;
+    let body = read_capped(&req, payload, webhook.max_body_bytes).await?;
+    let presented = Presented {
+        signature: header(&req, SIGNATURE_HEADER),
+        timestamp: header(&req, TIMESTAMP_HEADER),
+        token: header(&req, &webhook.token_header),
+    };
+    state
+        .verifier
+        .verify(presented, &body, Utc::now().timestamp())?;
+    let messages = parse_inbound(&body).map_err(|e| WebhookError::BadInbound(e.to_string()))?;
+    let mut outcome = Outcome {
+        received: messages.len(),
+        ..Outcome::default()
+    };
+    for message in &messages {
+        match opt_out(&state, message).await {
+            Ok(Some(attributed)) => {
+                outcome.unsubscribed += 1;
+                outcome.attributed += usize::from(attributed);
+            }
+            Ok(None) => outcome.ignored += 1,
+            Err(e) => return Err(WebhookError::Unavailable(e)),
+        }
+    }
+    Ok(HttpResponse::Accepted().json(json!(outcome)))
+}
+
+/// Opts the sender of a STOP out; `Some(attributed)` when it did, `None` when the message is
+/// not a STOP or no tenant messaged the phone.
+async fn opt_out(state: &AppState, message: &InboundMessage) -> Result<Option<bool>, String> {
+    if !state.stop_keywords.is_stop(&message.text) {
+        return Ok(None);
+    }
+    let Ok(phone) = PhoneE164::parse(&message.from) else {
+        tracing::warn!("an inbound STOP from a number that is not E.164 was ignored");
+        return Ok(None);
+    };
+    let days = state.settings.links.attribution_days;
+    let to = message.to.as_deref();
+    let last = match links::last_message_to(&state.pool, phone.as_str(), to, days).await {
+        Ok(None) if to.is_some() => {
+            links::last_message_to(&state.pool, phone.as_str(), None, days).await
+        }
+        found => found,
+    }
+    .map_err(|e| e.to_string())?;
+    if let Some(last) = &last {
+        publish(state, last).await?;
+    }
+    let tenant = match &last {
+        Some(last) => crate::domain::TenantId::new(last.tenant_id).map_err(|e| e.to_string())?,
+        None => match tenant_of(state, phone.as_str(), to)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Some(tenant) => tenant,
+            None => return Ok(None),
+        },
+    };
+    let contact = NewContact {
+        phone: Some(phone),
+        unsubscribed: Some(true),
+        ..NewContact::default()
+    };
+    contacts::upsert(&state.pool, tenant, &[contact])
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Some(last.is_some()))
+}
+
+async fn tenant_of(
+    state: &AppState,
+    phone: &str,
+    to: Option<&str>,
+) -> Result<Option<crate::domain::TenantId>, StoreError> {
+    match links::tenant_of_sender(&state.pool, phone, to).await? {
+        None if to.is_some() => links::tenant_of_sender(&state.pool, phone, None).await,
+        found => Ok(found),
+    }
+}
+
+/// The `unsubscribe` event of the attributed recipient (counted once per recipient).
+async fn publish(state: &AppState, last: &LastMessage) -> Result<(), String> {
+    let event = Event::Engaged {
+        kind: EngagementKind::Unsubscribe,
+        campaign_id: crate::domain::CampaignId::new(last.campaign_id).map_err(|e| e.to_string())?,
+        recipient_id: crate::domain::RecipientId::new(last.recipient_id)
+            .map_err(|e| e.to_string())?,
+        message_id: last
+            .provider_message_id
+            .as_deref()
+            .and_then(|m| crate::domain::MessageId::parse(m).ok()),
+        via: Some("inbound".into()),
+        at: Utc::now(),
+    };
+    state
+        .events
+        .producer
+        .send(&[event])
+        .await
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,566 @@
+//! Recipients' links (public, HTML) and the shop's redemption API.
+//!
+//! - `GET /o/{code}`: the offer page; counts a `visit` unless the request is a HEAD or comes
+//!   from a link-preview fetcher. `POST /o/{code}/redeem`: self-redeem (when allowed).
+//! - `GET /s/{code}`: asks, changes nothing. `POST /s/{code}`: unsubscribes the phone for the
+//!   tenant; `POST /s/{code}/resubscribe` undoes the opt-out (the campaign's count stays).
+//! - `POST /api/v1/redemptions {code}`: the shop redeems; 409 `ALREADY_REDEEMED` the second time.
+//!
+//! What counts is an event on `message-events` (keyed by the recipient), produced before the
+//! answer: the DlrActor of that key counts it once per recipient. An event is produced before
+//! the row that answers "already redeemed" is written, so a crash in between loses nothing (a
+//! repeat is produced again and counted once). Forms carry a token bound to the code and the
+//! action (HMAC with a key kept in Postgres), so another site cannot post them. Requests are
+//! limited per client address.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use actix_web::http::{header, Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use chrono::{DateTime, Utc};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use serde_json::json;
+use sha2::Sha256;
+
+use super::auth::Authenticated;
+use super::error::{error_response, ApiError};
+use super::AppState;
+use crate::domain::{EngagementKind, Event, LinkCode, PhoneE164};
+use crate::store::contacts::{self, NewContact};
+use crate::store::links::{self, LinkTarget};
+use crate::web::links as pages;
+
+pub fn public_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/o/{code}", web::get().to(offer))
+        .route("/o/{code}", web::head().to(offer))
+        .route("/o/{code}/redeem", web::post().to(self_redeem))
+        .route("/s/{code}", web::get().to(opt_out_page))
+        .route("/s/{code}", web::head().to(opt_out_page))
+        .route("/s/{code}", web::post().to(unsubscribe))
+        .route("/s/{code}/resubscribe", web::post().to(resubscribe));
+}
+
+pub fn api_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/redemptions", web::post().to(redeem_by_shop));
+}
+
+/// What the link routes share: the form-token key and the per-address limiter.
+pub struct LinkGuard {
+    csrf_key: Vec<u8>,
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl LinkGuard {
+    pub fn new(csrf_key: Vec<u8>, per_minute: NonZeroU32) -> Self {
+        Self {
+            csrf_key,
+            limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
+        }
+    }
+
+    /// The token a form for `action` on `code` carries.
+    fn token(&self, action: &str, code: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.csrf_key).expect("any key length");
+        mac.update(action.as_bytes());
+        mac.update(b":");
+        mac.update(code.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    fn token_ok(&self, action: &str, code: &str, presented: &str) -> bool {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.csrf_key).expect("any key length");
+        mac.update(action.as_bytes());
+        mac.update(b":");
+        mac.update(code.as_bytes());
+        hex::decode(presented).is_ok_and(|raw| mac.verify_slice(&raw).is_ok())
+    }
+
+    /// Whether the client may make one more request now.
+    fn admit(&self, req: &HttpRequest) -> bool {
+        let Some(ip) = req.peer_addr().map(|a| a.ip()) else {
+            return true;
+        };
+        if self.limiter.len() > 100_000 {
+            self.limiter.retain_recent();
+        }
+        self.limiter.check_key(&ip).is_ok()
+    }
+}
+
+/// Fetchers that open links to show a preview (messengers, social networks, crawlers): they
+/// see the page but are not people, so they never count as visits.
+const PREVIEW_AGENTS: &[&str] = &[
+    "facebookexternalhit",
+    "facebot",
+    "twitterbot",
+    "slackbot",
+    "whatsapp",
+    "telegrambot",
+    "discordbot",
+    "linkedinbot",
+    "skypeuripreview",
+    "googlebot",
+    "google-inspectiontool",
+    "bingbot",
+    "applebot",
+    "pinterest",
+    "redditbot",
+    "embedly",
+    "iframely",
+    "vkshare",
+    "viber",
+    "snapchat",
+    "mattermost",
+    "yandexbot",
+    "duckduckbot",
+    "bitlybot",
+    "outbrain",
+    "quora link preview",
+    "preview",
+    "crawler",
+    "spider",
+];
+
+/// HEAD, prefetches and preview fetchers look at a link without a person opening it.
+fn is_preview(req: &HttpRequest) -> bool {
+    if req.method() == Method::HEAD {
+        return true;
+    }
+    let header_has = |name: &str, needle: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().contains(needle))
+    };
+    if header_has("sec-purpose", "prefetch")
+        || header_has("purpose", "prefetch")
+        || header_has("x-purpose", "preview")
+        || header_has("x-moz", "prefetch")
+    {
+        return true;
+    }
+    let agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    PREVIEW_AGENTS.iter().any(|bot| agent.contains(bot))
+}
+
+/// What a public route answers when it cannot go on: always a page, never a 500 body.
+#[derive(Debug, thiserror::Error)]
+enum PageError {
+    #[error("no such link")]
+    NotFound,
+    #[error("too many requests")]
+    TooMany,
+    #[error("form token missing or wrong")]
+    Refused,
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<crate::store::StoreError> for PageError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+impl ResponseError for PageError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::TooMany => StatusCode::TOO_MANY_REQUESTS,
+            Self::Refused => StatusCode::FORBIDDEN,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let page = match self {
+            Self::NotFound => pages::not_found(),
+            Self::TooMany => pages::slow_down(),
+            Self::Refused => pages::refused(),
+            Self::Unavailable(cause) => {
+                tracing::warn!(%cause, "a link request could not be completed");
+                pages::unavailable()
+            }
+        };
+        let mut response = html(self.status_code(), page);
+        if let Self::TooMany = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
+        }
+        response
+    }
+}
+
+fn html(status: StatusCode, page: maud::Markup) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+        ))
+        .body(page.into_string())
+}
+
+/// The recipient behind a code, or `NotFound` for anything that is not exactly one.
+async fn resolve(state: &AppState, raw: &str) -> Result<(LinkCode, LinkTarget), PageError> {
+    let code = LinkCode::parse(raw).ok_or(PageError::NotFound)?;
+    let target = links::target(&state.pool, code.recipient)
+        .await?
+        .filter(|t| t.link_secret.as_deref().is_some_and(|s| code.matches(s)))
+        .ok_or(PageError::NotFound)?;
+    Ok((code, target))
+}
+
+/// Admits the request (rate limit), then resolves its code.
+async fn guarded(
+    state: &AppState,
+    req: &HttpRequest,
+    raw: &str,
+) -> Result<(LinkCode, LinkTarget), PageError> {
+    if !state.link_guard.admit(req) {
+        return Err(PageError::TooMany);
+    }
+    resolve(state, raw).await
+}
+
+/// Produces an engagement event; returns once the broker has it.
+async fn publish(
+    state: &AppState,
+    target: &LinkTarget,
+    kind: EngagementKind,
+    via: Option<&str>,
+) -> Result<(), String> {
+    let event = Event::Engaged {
+        kind,
+        campaign_id: target.campaign().map_err(|e| e.to_string())?,
+        recipient_id: target.recipient().map_err(|e| e.to_string())?,
+        message_id: target.message_id(),
+        via: via.map(str::to_owned),
+        at: Utc::now(),
+    };
+    state
+        .events
+        .producer
+        .send(&[event])
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn expired(target: &LinkTarget, now: DateTime<Utc>) -> bool {
+    target.offer_expires_at.is_some_and(|at| at <= now)
+}
+
+#[derive(Deserialize)]
+struct Form {
+    #[serde(default)]
+    csrf: String,
+}
+
+fn offer_view<'a>(
+    state: &AppState,
+    raw: &'a str,
+    target: &'a LinkTarget,
+    title: &'a str,
+    message: Option<&'a str>,
+) -> pages::OfferView<'a> {
+    let can_redeem = target.offer_self_redeem && target.redeemed_at.is_none();
+    pages::OfferView {
+        shop: &target.shop_name,
+        title,
+        text: target.offer_text.as_deref(),
+        code: raw,
+        expires_at: target.offer_expires_at,
+        expired: expired(target, Utc::now()),
+        redeemed_at: target.redeemed_at,
+        redeem: can_redeem.then(|| {
+            let token = state.link_guard.token("redeem", raw);
+            (format!("/o/{raw}/redeem"), token)
+        }),
+        message,
+    }
+}
+
+async fn offer(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, PageError> {
+    let raw = path.into_inner();
+    let (_, target) = guarded(&state, &req, &raw).await?;
+    let Some(title) = target.offer_title.clone() else {
+        return Err(PageError::NotFound); // no offer: its messages carried no offer link
+    };
+    if !is_preview(&req) {
+        publish(&state, &target, EngagementKind::Visit, None)
+            .await
+            .map_err(PageError::Unavailable)?;
+    }
+    let page = pages::offer(&offer_view(&state, &raw, &target, &title, None));
+    Ok(html(StatusCode::OK, page))
+}
+
+async fn self_redeem(
+    req: HttpRequest,
+    path: web::Path<String>,
+    form: web::Form<Form>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, PageError> {
+    let raw = path.into_inner();
+    let (_, mut target) = guarded(&state, &req, &raw).await?;
+    if !state.link_guard.token_ok("redeem", &raw, &form.csrf) {
+        return Err(PageError::Refused);
+    }
+    let Some(title) = target.offer_title.clone() else {
+        return Err(PageError::NotFound);
+    };
+    if !target.offer_self_redeem {
+        return Err(PageError::Refused);
+    }
+    let message = match redeem(&state, &target, "self").await {
+        Ok(at) => {
+            target.redeemed_at = Some(at);
+            "Redeemed. Enjoy!"
+        }
+        Err(Redeem::Already(at)) => {
+            target.redeemed_at = Some(at);
+            "This offer was already redeemed."
+        }
+        Err(Redeem::Expired) => "This offer has expired.",
+        Err(Redeem::NoOffer) => return Err(PageError::NotFound),
+        Err(Redeem::Unavailable(cause)) => return Err(PageError::Unavailable(cause)),
+    };
+    let page = pages::offer(&offer_view(&state, &raw, &target, &title, Some(message)));
+    Ok(html(StatusCode::OK, page))
+}
+
+/// Why a redemption was not recorded.
+#[derive(Debug)]
+enum Redeem {
+    Already(DateTime<Utc>),
+    Expired,
+    NoOffer,
+    Unavailable(String),
+}
+
+/// Redeems a code once: the event first (so a crash after it loses nothing), then the row
+/// that answers "already redeemed" to every later attempt.
+async fn redeem(state: &AppState, target: &LinkTarget, by: &str) -> Result<DateTime<Utc>, Redeem> {
+    if target.offer_title.is_none() {
+        return Err(Redeem::NoOffer);
+    }
+    if let Some(at) = target.redeemed_at {
+        return Err(Redeem::Already(at));
+    }
+    if expired(target, Utc::now()) {
+        return Err(Redeem::Expired);
+    }
+    publish(state, target, EngagementKind::Redemption, Some(by))
+        .await
+        .map_err(Redeem::Unavailable)?;
+    match links::redeem(&state.pool, target, by).await {
+        Ok(Some(at)) => Ok(at),
+        Ok(None) => {
+            let now = links::target(
+                &state.pool,
+                target
+                    .recipient()
+                    .map_err(|e| Redeem::Unavailable(e.to_string()))?,
+            )
+            .await
+            .ok()
+            .flatten()
+            .and_then(|t| t.redeemed_at);
+            Err(Redeem::Already(now.unwrap_or_else(Utc::now)))
+        }
+        Err(e) => Err(Redeem::Unavailable(e.to_string())),
+    }
+}
+
+async fn opt_out_page(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, PageError> {
+    let raw = path.into_inner();
+    let (_, target) = guarded(&state, &req, &raw).await?;
+    Ok(opt_out_view(
+        &state,
+        &raw,
+        &target,
+        target.unsubscribed_at.is_some(),
+        None,
+    ))
+}
+
+fn opt_out_view(
+    state: &AppState,
+    raw: &str,
+    target: &LinkTarget,
+    unsubscribed: bool,
+    message: Option<&str>,
+) -> HttpResponse {
+    let form = match unsubscribed {
+        true => (
+            format!("/s/{raw}/resubscribe"),
+            state.link_guard.token("resubscribe", raw),
+        ),
+        false => (
+            format!("/s/{raw}"),
+            state.link_guard.token("unsubscribe", raw),
+        ),
+    };
+    let page = pages::opt_out(&pages::OptOutView {
+        shop: &target.shop_name,
+        unsubscribed,
+        message,
+        form,
+    });
+    html(StatusCode::OK, page)
+}
+
+async fn unsubscribe(
+    req: HttpRequest,
+    path: web::Path<String>,
+    form: web::Form<Form>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, PageError> {
+    let raw = path.into_inner();
+    let (_, target) = guarded(&state, &req, &raw).await?;
+    if !state.link_guard.token_ok("unsubscribe", &raw, &form.csrf) {
+        return Err(PageError::Refused);
+    }
+    publish(&state, &target, EngagementKind::Unsubscribe, Some("link"))
+        .await
+        .map_err(PageError::Unavailable)?;
+    set_opt_out(&state, &target, true).await?;
+    let message = "Done. You will not receive marketing messages from us any more.";
+    Ok(opt_out_view(&state, &raw, &target, true, Some(message)))
+}
+
+async fn resubscribe(
+    req: HttpRequest,
+    path: web::Path<String>,
+    form: web::Form<Form>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, PageError> {
+    let raw = path.into_inner();
+    let (_, target) = guarded(&state, &req, &raw).await?;
+    if !state.link_guard.token_ok("resubscribe", &raw, &form.csrf) {
+        return Err(PageError::Refused);
+    }
+    set_opt_out(&state, &target, false).await?;
+    let message = "Welcome back: you will receive our offers again.";
+    Ok(opt_out_view(&state, &raw, &target, false, Some(message)))
+}
+
+/// Opts the recipient's phone out of (or back into) the tenant's marketing.
+async fn set_opt_out(state: &AppState, target: &LinkTarget, out: bool) -> Result<(), PageError> {
+    let phone =
+        PhoneE164::parse(&target.phone).map_err(|e| PageError::Unavailable(e.to_string()))?;
+    let contact = NewContact {
+        phone: Some(phone),
+        unsubscribed: Some(out),
+        ..NewContact::default()
+    };
+    contacts::upsert(&state.pool, target.tenant()?, &[contact]).await?;
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedemptionInput {
+    code: String,
+}
+
+/// Errors of the redemption API.
+#[derive(Debug, thiserror::Error)]
+enum RedemptionError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error("this code was already redeemed")]
+    Already(DateTime<Utc>),
+    #[error("this offer has expired")]
+    Expired,
+    #[error("this code's campaign has no offer")]
+    NoOffer,
+}
+
+impl ResponseError for RedemptionError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Api(e) => e.status_code(),
+            Self::Already(_) => StatusCode::CONFLICT,
+            Self::Expired => StatusCode::GONE,
+            Self::NoOffer => StatusCode::UNPROCESSABLE_ENTITY,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let code = match self {
+            Self::Api(e) => return e.error_response(),
+            Self::Already(at) => {
+                let body = json!({"error": {"code": "ALREADY_REDEEMED", "message": self.to_string(), "redeemedAt": at}});
+                return HttpResponse::Conflict().json(body);
+            }
+            Self::Expired => "OFFER_EXPIRED",
+            Self::NoOffer => "NO_OFFER",
+        };
+        error_response(self.status_code(), code, self.to_string())
+    }
+}
+
+/// `POST /api/v1/redemptions {code}`: the shop redeems a recipient's offer at the till.
+async fn redeem_by_shop(
+    auth: Authenticated,
+    body: web::Json<RedemptionInput>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, RedemptionError> {
+    let raw = body.into_inner().code;
+    let not_found = || ApiError::NotFound("no such code".into());
+    let target = match resolve(&state, raw.trim()).await {
+        Ok((_, target)) => target,
+        Err(PageError::Unavailable(cause)) => {
+            return Err(ApiError::Unexpected(anyhow::anyhow!(cause)).into())
+        }
+        Err(_) => return Err(not_found().into()),
+    };
+    if target.tenant_id != auth.tenant.get() {
+        return Err(not_found().into());
+    }
+    match redeem(&state, &target, "shop").await {
+        Ok(at) => Ok(HttpResponse::Created().json(json!({
+            "campaignId": target.campaign_id,
+            "redeemedAt": at,
+            "by": "shop",
+            "offerTitle": target.offer_title,
+        }))),
+        Err(Redeem::Already(at)) => Err(RedemptionError::Already(at)),
+        Err(Redeem::Expired) => Err(RedemptionError::Expired),
+        Err(Redeem::NoOffer) => Err(RedemptionError::NoOffer),
+        Err(Redeem::Unavailable(cause)) => {
+            Err(ApiError::Unavailable(format!("the redemption was not recorded: {cause}")).into())
+        }
+    }
+}
+
+/// Builds the guard with the form-token key shared through Postgres.
+pub async fn guard(
+    pool: &sqlx::PgPool,
+    per_minute: NonZeroU32,
+) -> Result<Arc<LinkGuard>, crate::store::StoreError> {
+    let key = links::app_secret(pool, "link_forms").await?;
+    Ok(Arc::new(LinkGuard::new(key, per_minute)))
+}

@@ -1,0 +1,160 @@
+//! What the public link routes and the inbound opt-out read and write: the recipient behind a
+//! link code, redemptions (answered once), the phone's last campaign, and server secrets.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use super::StoreError;
+use crate::domain::{CampaignId, MessageId, RecipientId, TenantId};
+
+/// The recipient a link code names, with its campaign's offer and what it did already.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LinkTarget {
+    pub recipient_id: i64,
+    pub campaign_id: i64,
+    pub tenant_id: i64,
+    pub phone: String,
+    pub link_secret: Option<Vec<u8>>,
+    pub provider_message_id: Option<String>,
+    pub shop_name: String,
+    pub offer_title: Option<String>,
+    pub offer_text: Option<String>,
+    pub offer_expires_at: Option<DateTime<Utc>>,
+    pub offer_self_redeem: bool,
+    /// When the offer was redeemed (through the API or the offer page).
+    pub redeemed_at: Option<DateTime<Utc>>,
+    /// When the phone opted out of the tenant's marketing, if it has.
+    pub unsubscribed_at: Option<DateTime<Utc>>,
+}
+
+impl LinkTarget {
+    pub fn recipient(&self) -> Result<RecipientId, StoreError> {
+        RecipientId::new(self.recipient_id).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    pub fn campaign(&self) -> Result<CampaignId, StoreError> {
+        CampaignId::new(self.campaign_id).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    pub fn tenant(&self) -> Result<TenantId, StoreError> {
+        TenantId::new(self.tenant_id).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    /// The message its links came in, when it was sent.
+    pub fn message_id(&self) -> Option<MessageId> {
+        self.provider_message_id
+            .as_deref()
+            .and_then(|m| MessageId::parse(m).ok())
+    }
+}
+
+/// The recipient with this id, by primary key (the caller checks the code's secret).
+pub async fn target(
+    pool: &PgPool,
+    recipient: RecipientId,
+) -> Result<Option<LinkTarget>, StoreError> {
+    let found = sqlx::query_as(
+        "SELECT r.id AS recipient_id, r.campaign_id, r.tenant_id, r.phone_e164 AS phone,
+                r.link_secret, r.provider_message_id, t.name AS shop_name, c.offer_title,
+                c.offer_text, c.offer_expires_at, c.offer_self_redeem,
+                d.redeemed_at, k.unsubscribed_at
+         FROM campaign_recipients r
+         JOIN campaigns c ON c.id = r.campaign_id
+         JOIN tenants t ON t.id = r.tenant_id
+         LEFT JOIN redemptions d ON d.recipient_id = r.id
+         LEFT JOIN contacts k ON k.tenant_id = r.tenant_id AND k.phone_e164 = r.phone_e164
+         WHERE r.id = $1",
+    )
+    .bind(recipient.get())
+    .fetch_optional(pool)
+    .await?;
+    Ok(found)
+}
+
+/// Records a redemption unless the code was redeemed already; `None` when it was.
+pub async fn redeem(
+    pool: &PgPool,
+    target: &LinkTarget,
+    by: &str,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let at = sqlx::query_scalar(
+        "INSERT INTO redemptions (recipient_id, campaign_id, tenant_id, by) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (recipient_id) DO NOTHING RETURNING redeemed_at",
+    )
+    .bind(target.recipient_id)
+    .bind(target.campaign_id)
+    .bind(target.tenant_id)
+    .bind(by)
+    .fetch_optional(pool)
+    .await?;
+    Ok(at)
+}
+
+/// The latest message a phone got (from `sender`, when given), within `days`: the campaign an
+/// inbound opt-out is attributed to, and the tenant it opts out of.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LastMessage {
+    pub recipient_id: i64,
+    pub campaign_id: i64,
+    pub tenant_id: i64,
+    pub provider_message_id: Option<String>,
+    pub sent_at: DateTime<Utc>,
+}
+
+pub async fn last_message_to(
+    pool: &PgPool,
+    phone: &str,
+    sender: Option<&str>,
+    days: u32,
+) -> Result<Option<LastMessage>, StoreError> {
+    let found = sqlx::query_as(
+        "SELECT r.id AS recipient_id, r.campaign_id, r.tenant_id, r.provider_message_id, r.sent_at
+         FROM campaign_recipients r JOIN campaigns c ON c.id = r.campaign_id
+         WHERE r.phone_e164 = $1 AND r.sent_at >= now() - make_interval(days => $3)
+           AND ($2::text IS NULL OR lower(c.sender) = lower($2))
+         ORDER BY r.sent_at DESC LIMIT 1",
+    )
+    .bind(phone)
+    .bind(sender)
+    .bind(days as i32)
+    .fetch_optional(pool)
+    .await?;
+    Ok(found)
+}
+
+/// The tenant that last messaged a phone from `sender` (any time): whose contact a STOP opts
+/// out when no campaign is recent enough to be credited with it.
+pub async fn tenant_of_sender(
+    pool: &PgPool,
+    phone: &str,
+    sender: Option<&str>,
+) -> Result<Option<TenantId>, StoreError> {
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT r.tenant_id FROM campaign_recipients r JOIN campaigns c ON c.id = r.campaign_id
+         WHERE r.phone_e164 = $1 AND r.sent_at IS NOT NULL
+           AND ($2::text IS NULL OR lower(c.sender) = lower($2))
+         ORDER BY r.sent_at DESC LIMIT 1",
+    )
+    .bind(phone)
+    .bind(sender)
+    .fetch_optional(pool)
+    .await?;
+    found
+        .map(|t| TenantId::new(t).map_err(|e| StoreError::Corrupt(e.to_string())))
+        .transpose()
+}
+
+/// A server secret shared by every instance: generated once, then read.
+pub async fn app_secret(pool: &PgPool, name: &str) -> Result<Vec<u8>, StoreError> {
+    let fresh = crate::domain::secrets(3); // 36 bytes from the CSPRNG
+    sqlx::query("INSERT INTO app_secrets (name, secret) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(name)
+        .bind(&fresh)
+        .execute(pool)
+        .await?;
+    let secret = sqlx::query_scalar("SELECT secret FROM app_secrets WHERE name = $1")
+        .bind(name)
+        .fetch_one(pool)
+        .await?;
+    Ok(secret)
+}
