@@ -145,8 +145,11 @@ struct WireEngaged {
     recipient_id: RecipientId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     message_id: Option<MessageId>,
-    /// `by` on redemptions, `via` on unsubscribes.
-    #[serde(default, alias = "by", skip_serializing_if = "Option::is_none")]
+    /// Who redeemed: `shop` or `self`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    by: Option<String>,
+    /// How an unsubscribe came: `link` or `inbound`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     via: Option<String>,
     at: DateTime<Utc>,
 }
@@ -279,12 +282,14 @@ impl Event {
                 via,
                 at,
             } => {
+                let redemption = kind == EngagementKind::Redemption;
                 let fields = WireEngaged {
                     v: EVENT_VERSION,
                     campaign_id,
                     recipient_id,
                     message_id,
-                    via,
+                    by: via.clone().filter(|_| redemption),
+                    via: via.filter(|_| !redemption),
                     at,
                 };
                 match kind {
@@ -377,10 +382,13 @@ impl Event {
     }
 
     fn engaged(kind: EngagementKind, e: WireEngaged) -> Result<Self, EventError> {
-        if !via_allowed(kind, e.via.as_deref()) {
+        let via = match kind {
+            EngagementKind::Redemption => e.by,
+            _ => e.via,
+        };
+        if !via_allowed(kind, via.as_deref()) {
             return Err(EventError::Malformed(format!(
-                "{kind:?} cannot come via {:?}",
-                e.via
+                "{kind:?} cannot come by or via {via:?}"
             )));
         }
         Ok(Self::Engaged {
@@ -388,7 +396,7 @@ impl Event {
             campaign_id: e.campaign_id,
             recipient_id: e.recipient_id,
             message_id: e.message_id,
-            via: e.via,
+            via,
             at: e.at,
         })
     }
