@@ -447,18 +447,17 @@ async fn quiet_hours_hold_marketing_until_they_end_and_an_opt_out_meanwhile_is_s
     let clock = std::sync::Arc::new(campaignd::engine::clock::ManualClock::new(night));
     let h = Harness::start_with_clock(&db, |_| {}, &[], clock.clone()).await;
     let (tenant, token) = h.tenant("Shop", 10_000).await;
-    let rules = campaignd::store::tenants::MarketingRules {
-        time_zone: "Europe/Athens".into(),
-        quiet: Some((
-            chrono::NaiveTime::from_hms_opt(22, 0, 0).unwrap(),
-            chrono::NaiveTime::from_hms_opt(9, 0, 0).unwrap(),
-        )),
-        cap_24h: None,
-    };
-    let tenant_id = campaignd::domain::TenantId::new(tenant).unwrap();
-    campaignd::store::tenants::set_marketing_rules(&h.pool, tenant_id, &rules)
-        .await
-        .unwrap();
+    let (status, rules) = h
+        .call(
+            reqwest::Method::PUT,
+            &token,
+            "/api/v1/me/marketing-rules",
+            Some(json!({ "timeZone": "Europe/Athens",
+                         "quietHours": { "start": "22:00", "end": "09:00" },
+                         "marketingCap24h": null })),
+        )
+        .await;
+    assert_eq!(status, 200, "{rules}");
     let marketing = campaign_of(&h, &token, 5, 0).await;
     let (status, service) = h
         .post(
@@ -473,6 +472,26 @@ async fn quiet_hours_hold_marketing_until_they_end_and_an_opt_out_meanwhile_is_s
     for id in [marketing, service] {
         assert_eq!(h.action(&token, id, "enqueue").await.0, 200);
     }
+    // scheduling into the window is allowed: it starts on time and waits
+    let phones: Vec<String> = (20..23).map(phone).collect();
+    let soon = chrono::Utc::now() + chrono::Duration::milliseconds(500);
+    let (status, scheduled) = h
+        .post(
+            &token,
+            "/api/v1/campaigns",
+            json!({ "name": "Later", "body": "Sale tonight", "sender": "Shop",
+                    "scheduledAt": soon, "audience": { "phones": phones } }),
+        )
+        .await;
+    assert_eq!(status, 201, "{scheduled}");
+    let scheduled = scheduled["id"].as_i64().unwrap();
+    h.wait_for_status(
+        &token,
+        scheduled,
+        "sending",
+        std::time::Duration::from_secs(30),
+    )
+    .await;
     // service messages ignore quiet hours; marketing ones wait
     h.wait_for_status(
         &token,
@@ -488,6 +507,10 @@ async fn quiet_hours_hold_marketing_until_they_end_and_an_opt_out_meanwhile_is_s
         (Some("sending"), Some(5))
     );
     assert!(!h.sends().contains_key(&phone(0)), "nothing sent at night");
+    assert!(
+        !h.sends().contains_key(&phone(20)),
+        "the scheduled one waits too"
+    );
     // one recipient opts out while the campaign waits (through its link)
     let (phone0, code0) = codes(&h, marketing).await.remove(0);
     let (_, html) = page(&h, reqwest::Method::GET, &format!("/s/{code0}"), BROWSER).await;
@@ -539,7 +562,131 @@ async fn quiet_hours_hold_marketing_until_they_end_and_an_opt_out_meanwhile_is_s
         segments,
         "its credits came back"
     );
+    let later = h
+        .wait_for_status(
+            &token,
+            scheduled,
+            "completed",
+            std::time::Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(later["sent"].as_i64(), Some(3));
+    h.settled_figures(&token, scheduled).await;
     h.settled_figures(&token, marketing).await;
+    h.stop().await;
+    db.drop_database().await;
+}
+
+#[actix_web::test]
+async fn a_tenants_marketing_cap_skips_and_refunds_contacts_over_it() {
+    let db = TestDb::unique();
+    let h = Harness::start(&db, |_| {}, &[]).await;
+    let (tenant, token) = h.tenant("Shop", 10_000).await;
+    let set = |body: Value| {
+        h.call(
+            reqwest::Method::PUT,
+            &token,
+            "/api/v1/me/marketing-rules",
+            Some(body),
+        )
+    };
+    for bad in [
+        json!({ "timeZone": "Mars/Olympus", "quietHours": null, "marketingCap24h": null }),
+        json!({ "timeZone": "UTC", "quietHours": { "start": "25:00", "end": "09:00" },
+                "marketingCap24h": null }),
+        json!({ "timeZone": "UTC", "quietHours": null, "marketingCap24h": 0 }),
+    ] {
+        let (status, refused) = set(bad).await;
+        assert_eq!(status, 400, "{refused}");
+    }
+    let (status, _) =
+        set(json!({ "timeZone": "UTC", "quietHours": null, "marketingCap24h": 1 })).await;
+    assert_eq!(status, 200);
+    let (_, rules) = h.get(&token, "/api/v1/me/marketing-rules").await;
+    assert_eq!(
+        rules,
+        json!({ "timeZone": "UTC", "quietHours": null, "marketingCap24h": 1 })
+    );
+    let first = campaign_of(&h, &token, 3, 0).await;
+    assert_eq!(h.action(&token, first, "enqueue").await.0, 200);
+    h.wait_for_status(
+        &token,
+        first,
+        "completed",
+        std::time::Duration::from_secs(30),
+    )
+    .await;
+    h.settled_figures(&token, first).await; // the sends are in the rows
+                                            // phones 0 and 1 had their one marketing message today; phone 7 had none
+    let (status, second) = h
+        .post(
+            &token,
+            "/api/v1/campaigns",
+            json!({ "name": "Again", "body": "Sale again", "sender": "Shop",
+                    "audience": { "phones": [phone(0), phone(1), phone(7)] } }),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let second = second["id"].as_i64().unwrap();
+    let (before, _) = h.credits(tenant).await;
+    let (status, enqueued) = h.action(&token, second, "enqueue").await;
+    assert_eq!(status, 200, "{enqueued}");
+    let reserved = before - h.credits(tenant).await.0;
+    let done = h
+        .wait_for_status(
+            &token,
+            second,
+            "completed",
+            std::time::Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(
+        (done["skipped"].as_i64(), done["sent"].as_i64()),
+        (Some(2), Some(1))
+    );
+    let sends = h.sends();
+    assert_eq!(
+        (sends[&phone(0)], sends[&phone(1)], sends[&phone(7)]),
+        (1, 1, 1)
+    );
+    h.settled_figures(&token, second).await;
+    let reasons: Vec<String> = sqlx::query_scalar(
+        "SELECT error FROM campaign_recipients WHERE campaign_id = $1 AND status = 'skipped'",
+    )
+    .bind(second)
+    .fetch_all(&h.pool)
+    .await
+    .unwrap();
+    assert_eq!(reasons, vec!["marketing cap reached"; 2]);
+    let (after, _) = h.credits(tenant).await;
+    assert_eq!(
+        before - after,
+        reserved / 3,
+        "two of three recipients refunded"
+    );
+    h.stop().await;
+    db.drop_database().await;
+}
+
+#[actix_web::test]
+async fn link_pages_are_limited_per_client_address() {
+    let db = TestDb::unique();
+    let h = Harness::start(&db, |_| {}, &[("links.requests_per_minute", json!(5))]).await;
+    let (_, token) = h.tenant("Shop", 10_000).await;
+    let id = campaign_of(&h, &token, 1, 0).await;
+    assert_eq!(h.action(&token, id, "enqueue").await.0, 200);
+    let (_, code) = codes(&h, id).await.remove(0);
+    for _ in 0..5 {
+        assert_eq!(
+            page(&h, reqwest::Method::GET, &format!("/s/{code}"), BROWSER)
+                .await
+                .0,
+            200
+        );
+    }
+    let (status, html) = page(&h, reqwest::Method::GET, &format!("/s/{code}"), BROWSER).await;
+    assert_eq!(status, 429);
+    assert!(html.contains("Please wait"), "{html}");
     h.stop().await;
     db.drop_database().await;
 }

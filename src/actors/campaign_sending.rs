@@ -53,9 +53,6 @@ impl CampaignActor {
         let Some(c) = self.campaign() else {
             return;
         };
-        if let Some(until) = c.quiet_until(now) {
-            return self.hold(ctx, until, now);
-        }
         let rules = enqueue::ClaimRules {
             tenant: c.tenant,
             marketing: c.plan.carried != crate::domain::Carried::None,
@@ -82,7 +79,11 @@ impl CampaignActor {
                 rows,
                 skipped,
                 last_phone,
+                held_until,
             } = claim;
+            if let Some(until) = held_until {
+                return act.hold(ctx, until, now);
+            }
             act.run
                 .claimed(token, last_phone.iter().map(String::as_str));
             if skipped > 0 {

@@ -336,8 +336,6 @@ pub struct SendPlan {
     pub traffic_account: Option<TrafficAccountId>,
     /// The links its messages carry (marketing: unsubscribe, and the offer when it has one).
     pub carried: Carried,
-    /// The tenant's quiet hours (as of activation); only marketing messages wait them out.
-    pub quiet: Option<super::quiet_hours::QuietHours>,
 }
 
 /// What a tenant (or the scheduler) asks of a campaign.
@@ -467,22 +465,12 @@ impl Campaign {
         carried: Carried,
     ) {
         self.name = name.to_owned();
-        let quiet = self.plan.quiet;
         self.plan = SendPlan {
             body: body.to_owned(),
             sender: sender.to_owned(),
             traffic_account: traffic_account.map(TrafficAccountId::from_uuid),
             carried,
-            quiet,
         };
-    }
-
-    /// Until when its messages must wait (quiet hours), if they must at `now`.
-    pub fn quiet_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        if self.plan.carried == Carried::None {
-            return None;
-        }
-        self.plan.quiet.and_then(|q| q.quiet_until(now))
     }
 
     /// Where `action` leads from the current status.
@@ -563,7 +551,6 @@ impl Campaign {
                 sender: "Shop".into(),
                 traffic_account: None,
                 carried: Carried::None,
-                quiet: None,
             },
             loaded_epoch: 0,
             applied_epoch: 0,

@@ -1,19 +1,100 @@
-//! `GET /api/v1/me`: the authenticated tenant's own record.
+//! `GET /api/v1/me`: the authenticated tenant's own record, and its marketing rules:
+//! `GET|PUT /api/v1/me/marketing-rules` `{timeZone, quietHours: {start, end} | null,
+//! marketingCap24h: n | null}`.
 
 use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
 
 use super::auth::Authenticated;
 use super::error::ApiError;
 use super::AppState;
+use crate::engine::quiet_hours::QuietHours;
+use crate::store::tenants::{self, MarketingRules};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/me", web::get().to(me));
+    cfg.route("/v1/me", web::get().to(me))
+        .route("/v1/me/marketing-rules", web::get().to(rules))
+        .route("/v1/me/marketing-rules", web::put().to(set_rules));
 }
 
 async fn me(auth: Authenticated, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let tenant = crate::store::tenants::find(&state.pool, auth.tenant)
-        .await
-        .map_err(|e| ApiError::Unexpected(e.into()))?
+    let tenant = tenants::find(&state.pool, auth.tenant)
+        .await?
         .ok_or_else(|| ApiError::NotFound("tenant not found".into()))?;
     Ok(HttpResponse::Ok().json(tenant))
+}
+
+/// The rules as the API shows and takes them.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RulesBody {
+    /// IANA time zone the quiet hours are in.
+    time_zone: String,
+    /// `null`: no quiet hours.
+    quiet_hours: Option<Window>,
+    /// Marketing messages one contact may get in any 24 hours; `null`: no cap.
+    marketing_cap_24h: Option<i32>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Window {
+    /// `HH:MM`, local time.
+    start: String,
+    end: String,
+}
+
+impl From<MarketingRules> for RulesBody {
+    fn from(r: MarketingRules) -> Self {
+        Self {
+            time_zone: r.time_zone,
+            quiet_hours: r.quiet.map(|(start, end)| Window {
+                start: start.format("%H:%M").to_string(),
+                end: end.format("%H:%M").to_string(),
+            }),
+            marketing_cap_24h: r.cap_24h,
+        }
+    }
+}
+
+async fn rules(auth: Authenticated, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let rules = tenants::marketing_rules(&state.pool, auth.tenant).await?;
+    Ok(HttpResponse::Ok().json(RulesBody::from(rules)))
+}
+
+/// Replaces the rules; campaigns already sending follow them from their next batch.
+async fn set_rules(
+    auth: Authenticated,
+    body: web::Json<RulesBody>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let bad = |e: String| ApiError::BadRequest(e);
+    if body.time_zone.len() > 64 {
+        return Err(bad("timeZone must be an IANA zone name".into()));
+    }
+    let quiet = match &body.quiet_hours {
+        Some(w) => {
+            let q = QuietHours::parse(&body.time_zone, &w.start, &w.end)
+                .map_err(|e| bad(e.to_string()))?;
+            (q.start != q.end).then_some((q.start, q.end))
+        }
+        None => {
+            // the zone is still checked: it is what the rules will be read in
+            QuietHours::parse(&body.time_zone, "00:00", "00:00").map_err(|e| bad(e.to_string()))?;
+            None
+        }
+    };
+    if body.marketing_cap_24h.is_some_and(|n| n < 1) {
+        return Err(bad(
+            "marketingCap24h must be at least 1, or null for no cap".into(),
+        ));
+    }
+    let rules = MarketingRules {
+        time_zone: body.time_zone,
+        quiet,
+        cap_24h: body.marketing_cap_24h,
+    };
+    tenants::set_marketing_rules(&state.pool, auth.tenant, &rules).await?;
+    Ok(HttpResponse::Ok().json(RulesBody::from(rules)))
 }

@@ -28,9 +28,6 @@ struct ActivationRow {
     skipped: i64,
     message_type: String,
     has_offer: bool,
-    time_zone: String,
-    quiet_start: chrono::NaiveTime,
-    quiet_end: chrono::NaiveTime,
     body: String,
     sender: String,
     traffic_account_id: Option<uuid::Uuid>,
@@ -80,8 +77,6 @@ pub async fn load_for_activation(
                 MessageType::parse(&row.message_type).unwrap_or_default(),
                 row.has_offer,
             ),
-            quiet: quiet_hours(&row.time_zone, row.quiet_start, row.quiet_end)
-                .map_err(|e| corrupt(e.to_string()))?,
         },
         loaded_epoch: epoch as u64,
         applied_epoch: 0,
@@ -94,12 +89,11 @@ async fn snapshot(
     id: CampaignId,
 ) -> Result<Option<(ActivationRow, Figures)>, StoreError> {
     let row: Option<ActivationRow> = sqlx::query_as(
-        "SELECT tenant_id, campaigns.name, status, redemptions, unsubscribes, visits, clicks, skipped,
-                message_type, offer_title IS NOT NULL AS has_offer, t.time_zone, t.quiet_start,
-                t.quiet_end, body, sender,
+        "SELECT tenant_id, name, status, redemptions, unsubscribes, visits, clicks, skipped,
+                message_type, offer_title IS NOT NULL AS has_offer, body, sender,
                 traffic_account_id, queued, processing, pending, delivered, send_failed,
                 delivery_failed, cancelled, unknown, first_sent_at, last_event_at
-         FROM campaigns JOIN tenants t ON t.id = campaigns.tenant_id WHERE campaigns.id = $1",
+         FROM campaigns WHERE id = $1",
     )
     .bind(id.get())
     .fetch_optional(&mut *conn)

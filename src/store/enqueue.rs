@@ -585,13 +585,15 @@ pub struct ClaimRules {
 }
 
 /// A claim: the batch (under `token`), how many were skipped, and the last phone looked at
-/// (where the next claim goes on from).
+/// (where the next claim goes on from) — or nothing, because the tenant's quiet hours hold
+/// marketing messages until `held_until`.
 #[derive(Debug)]
 pub struct Claim {
     pub token: Uuid,
     pub rows: Vec<Claimed>,
     pub skipped: i64,
     pub last_phone: Option<String>,
+    pub held_until: Option<DateTime<Utc>>,
 }
 
 /// Claims up to `limit` queued recipients (`queued → processing` with a fresh claim token),
@@ -634,6 +636,7 @@ pub async fn claim_batch(
             rows,
             skipped: 0,
             last_phone,
+            held_until: None,
         });
     }
     claim_marketing(pool, (campaign, token), after, limit, rules).await
@@ -649,6 +652,15 @@ async fn claim_marketing(
     limit: i64,
     rules: ClaimRules,
 ) -> Result<Claim, StoreError> {
+    if let Some(until) = quiet_until(pool, rules.tenant, rules.now).await? {
+        return Ok(Claim {
+            token,
+            rows: Vec::new(),
+            skipped: 0,
+            last_phone: Some(after.to_owned()).filter(|a| !a.is_empty()),
+            held_until: Some(until),
+        });
+    }
     let mut tx = pool.begin().await?;
     let picked: Vec<Verdict> = sqlx::query_as(
         "SELECT p.id, p.phone_e164,
@@ -701,7 +713,22 @@ async fn claim_marketing(
         rows,
         skipped,
         last_phone,
+        held_until: None,
     })
+}
+
+/// When the tenant's quiet hours end, if `now` is inside them (read at every claim, so a
+/// change reaches campaigns already sending).
+async fn quiet_until(
+    pool: &PgPool,
+    tenant: TenantId,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let rules = super::tenants::marketing_rules(pool, tenant).await?;
+    let quiet = rules
+        .quiet_hours()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(quiet.and_then(|q| q.quiet_until(now)))
 }
 
 /// Marks picked recipients `skipped` with their reason and refunds their credits.

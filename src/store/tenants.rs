@@ -63,6 +63,19 @@ pub struct MarketingRules {
 }
 
 impl MarketingRules {
+    /// The quiet window in the tenant's zone (`None`: no quiet hours).
+    pub fn quiet_hours(
+        &self,
+    ) -> Result<
+        Option<crate::engine::quiet_hours::QuietHours>,
+        crate::engine::quiet_hours::QuietHoursError,
+    > {
+        let Some((start, end)) = self.quiet else {
+            return Ok(None);
+        };
+        super::campaigns::quiet_hours(&self.time_zone, start, end)
+    }
+
     /// No quiet hours and no cap (tests, benches, the demo).
     pub fn none() -> Self {
         Self {
@@ -94,4 +107,25 @@ pub async fn set_marketing_rules(
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// A tenant's marketing rules (defaults for a tenant that does not exist: none apply).
+pub async fn marketing_rules(
+    pool: &PgPool,
+    tenant: TenantId,
+) -> Result<MarketingRules, StoreError> {
+    let row: Option<(String, chrono::NaiveTime, chrono::NaiveTime, Option<i32>)> = sqlx::query_as(
+        "SELECT time_zone, quiet_start, quiet_end, marketing_cap_24h FROM tenants WHERE id = $1",
+    )
+    .bind(tenant.get())
+    .fetch_optional(pool)
+    .await?;
+    Ok(match row {
+        Some((time_zone, start, end, cap_24h)) => MarketingRules {
+            time_zone,
+            quiet: (start != end).then_some((start, end)),
+            cap_24h,
+        },
+        None => MarketingRules::none(),
+    })
 }
