@@ -642,9 +642,24 @@ pub async fn claim_batch(
     claim_marketing(pool, (campaign, token), after, limit, rules).await
 }
 
-/// Why a picked recipient is skipped (`None`: claimed).
-type Verdict = (i64, String, Option<String>);
+/// One picked recipient of a marketing claim: claimed (its columns) or skipped (`reason`);
+/// a single row of NULLs when nothing was picked, `quiet` saying whether quiet hours are why.
+#[derive(sqlx::FromRow)]
+struct Picked {
+    id: Option<i64>,
+    phone: Option<String>,
+    body: Option<String>,
+    attempt: Option<i32>,
+    segments: Option<i16>,
+    link_secret: Option<Vec<u8>>,
+    reason: Option<String>,
+    quiet: bool,
+}
 
+/// A marketing claim in one statement: inside the tenant's quiet hours nothing is picked;
+/// otherwise each picked recipient is claimed, or skipped (opted out, or over the tenant's
+/// cap in the 24 hours before `now`) and refunded, with the campaign's counters — one round
+/// trip, like a service claim.
 async fn claim_marketing(
     pool: &PgPool,
     (campaign, token): (CampaignId, Uuid),
@@ -652,33 +667,59 @@ async fn claim_marketing(
     limit: i64,
     rules: ClaimRules,
 ) -> Result<Claim, StoreError> {
-    if let Some(until) = quiet_until(pool, rules.tenant, rules.now).await? {
-        return Ok(Claim {
-            token,
-            rows: Vec::new(),
-            skipped: 0,
-            last_phone: Some(after.to_owned()).filter(|a| !a.is_empty()),
-            held_until: Some(until),
-        });
-    }
-    let mut tx = pool.begin().await?;
-    let picked: Vec<Verdict> = sqlx::query_as(
-        "SELECT p.id, p.phone_e164,
-                CASE
-                    WHEN EXISTS (SELECT 1 FROM contacts k
-                                 WHERE k.tenant_id = $4 AND k.phone_e164 = p.phone_e164
-                                   AND k.unsubscribed_at IS NOT NULL) THEN 'unsubscribed'
-                    WHEN t.marketing_cap_24h IS NOT NULL AND (
-                        SELECT count(*) FROM campaign_recipients o
-                        JOIN campaigns oc ON oc.id = o.campaign_id AND oc.message_type = 'marketing'
-                        WHERE o.phone_e164 = p.phone_e164 AND o.tenant_id = $4
-                          AND o.sent_at > $5 - interval '24 hours' AND o.sent_at <= $5
-                    ) >= t.marketing_cap_24h THEN 'marketing cap reached'
-                END
-         FROM (SELECT id, phone_e164 FROM campaign_recipients
-               WHERE campaign_id = $1 AND phone_e164 > $2 AND status = 'queued'
-               ORDER BY phone_e164 LIMIT $3 FOR UPDATE SKIP LOCKED) p
-         JOIN tenants t ON t.id = $4
+    let picked: Vec<Picked> = sqlx::query_as(
+        "WITH hold AS (
+             SELECT quiet_start <> quiet_end AND CASE
+                        WHEN quiet_start < quiet_end THEN local >= quiet_start AND local < quiet_end
+                        ELSE local >= quiet_start OR local < quiet_end END AS quiet,
+                    marketing_cap_24h AS cap
+             FROM tenants, LATERAL (SELECT ($5::timestamptz AT TIME ZONE time_zone)::time AS local) l
+             WHERE id = $4
+         ), picked AS (
+             SELECT q.id, q.phone_e164,
+                    CASE
+                        WHEN EXISTS (SELECT 1 FROM contacts k
+                                     WHERE k.tenant_id = $4 AND k.phone_e164 = q.phone_e164
+                                       AND k.unsubscribed_at IS NOT NULL) THEN 'unsubscribed'
+                        WHEN (SELECT cap FROM hold) IS NOT NULL AND (
+                            SELECT count(*) FROM campaigns oc
+                            JOIN campaign_recipients o ON o.campaign_id = oc.id
+                                                      AND o.phone_e164 = q.phone_e164
+                            WHERE oc.tenant_id = $4 AND oc.message_type = 'marketing'
+                              AND oc.started_at IS NOT NULL
+                              AND COALESCE(oc.finished_at, $5) > $5 - interval '24 hours'
+                              AND o.sent_at > $5 - interval '24 hours' AND o.sent_at <= $5
+                        ) >= (SELECT cap FROM hold) THEN 'marketing cap reached'
+                    END AS reason
+             FROM (SELECT id, phone_e164 FROM campaign_recipients
+                   WHERE campaign_id = $1 AND phone_e164 > $2 AND status = 'queued'
+                     AND NOT (SELECT quiet FROM hold)
+                   ORDER BY phone_e164 LIMIT $3 FOR UPDATE SKIP LOCKED) q
+         ), claimed AS (
+             UPDATE campaign_recipients r SET status = 'processing', claim_token = $6
+             FROM picked p WHERE r.id = p.id AND p.reason IS NULL
+             RETURNING r.id, r.body, r.retry_count, r.segments, r.link_secret
+         ), skipped AS (
+             UPDATE campaign_recipients r SET status = 'skipped', error = p.reason,
+                    billing_status = 'refunded'
+             FROM picked p WHERE r.id = p.id AND p.reason IS NOT NULL
+             RETURNING r.segments
+         ), counted AS (
+             UPDATE campaigns SET queued = queued - (SELECT count(*) FROM picked),
+                    processing = processing + (SELECT count(*) FROM claimed),
+                    skipped = skipped + (SELECT count(*) FROM skipped)
+             WHERE id = $1 AND EXISTS (SELECT 1 FROM picked)
+         ), refunded AS (
+             UPDATE tenants SET credit_balance = credit_balance + s.credits
+             FROM (SELECT sum(segments) AS credits FROM skipped) s
+             WHERE id = $4 AND s.credits > 0
+         ), booked AS (
+             INSERT INTO credit_ledger (tenant_id, campaign_id, delta, reason)
+             SELECT $4, $1, sum(segments), 'refund' FROM skipped HAVING sum(segments) > 0
+         )
+         SELECT p.id, p.phone_e164 AS phone, c.body, c.retry_count AS attempt, c.segments,
+                c.link_secret, p.reason, h.quiet
+         FROM hold h LEFT JOIN picked p ON true LEFT JOIN claimed c ON c.id = p.id
          ORDER BY p.phone_e164",
     )
     .bind(campaign.get())
@@ -686,39 +727,53 @@ async fn claim_marketing(
     .bind(limit)
     .bind(rules.tenant.get())
     .bind(rules.now)
-    .fetch_all(&mut *tx)
-    .await?;
-    let last_phone = picked.last().map(|p| p.1.clone());
-    let (skip, take): (Vec<&Verdict>, Vec<&Verdict>) = picked.iter().partition(|p| p.2.is_some());
-    let skipped = skip_recipients(&mut tx, (rules.tenant, campaign), &skip).await?;
-    let ids: Vec<i64> = take.iter().map(|p| p.0).collect();
-    let rows: Vec<Claimed> = sqlx::query_as(
-        "UPDATE campaign_recipients SET status = 'processing', claim_token = $2
-         WHERE id = ANY($1)
-         RETURNING id, phone_e164 AS phone, body, retry_count AS attempt, segments, link_secret",
-    )
-    .bind(&ids)
     .bind(token)
-    .fetch_all(&mut *tx)
+    .fetch_all(pool)
     .await?;
-    let moved = Counters::moved(
-        MessageStatus::Queued,
-        MessageStatus::Processing,
-        rows.len() as i64,
-    );
-    add_counters(&mut tx, campaign, &moved).await?;
-    tx.commit().await?;
-    Ok(Claim {
-        token,
-        rows,
-        skipped,
-        last_phone,
-        held_until: None,
-    })
+    if picked.first().is_some_and(|p| p.quiet) {
+        let held_until = quiet_until(pool, rules.tenant, rules.now).await?;
+        return Ok(Claim {
+            token,
+            rows: Vec::new(),
+            skipped: 0,
+            last_phone: None,
+            held_until: held_until.or(Some(rules.now)),
+        });
+    }
+    Ok(split(token, picked))
 }
 
-/// When the tenant's quiet hours end, if `now` is inside them (read at every claim, so a
-/// change reaches campaigns already sending).
+/// The claimed rows, the skipped count and the last phone of a marketing claim's answer.
+fn split(token: Uuid, picked: Vec<Picked>) -> Claim {
+    let mut claim = Claim {
+        token,
+        rows: Vec::with_capacity(picked.len()),
+        skipped: 0,
+        last_phone: None,
+        held_until: None,
+    };
+    for p in picked {
+        let (Some(id), Some(phone)) = (p.id, p.phone) else {
+            continue; // nothing was picked
+        };
+        claim.last_phone = Some(phone.clone());
+        match (p.reason, p.attempt, p.segments) {
+            (Some(_), _, _) => claim.skipped += 1,
+            (None, Some(attempt), Some(segments)) => claim.rows.push(Claimed {
+                id,
+                phone,
+                body: p.body,
+                attempt,
+                segments,
+                link_secret: p.link_secret,
+            }),
+            (None, _, _) => {} // unreachable: a picked row without a reason was claimed
+        }
+    }
+    claim
+}
+
+/// When the tenant's quiet hours end, if `now` is inside them (DST-correct, in Rust).
 async fn quiet_until(
     pool: &PgPool,
     tenant: TenantId,
@@ -729,37 +784,6 @@ async fn quiet_until(
         .quiet_hours()
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     Ok(quiet.and_then(|q| q.quiet_until(now)))
-}
-
-/// Marks picked recipients `skipped` with their reason and refunds their credits.
-async fn skip_recipients(
-    tx: &mut Transaction<'_, Postgres>,
-    (tenant, campaign): (TenantId, CampaignId),
-    skip: &[&Verdict],
-) -> Result<i64, StoreError> {
-    if skip.is_empty() {
-        return Ok(0);
-    }
-    let ids: Vec<i64> = skip.iter().map(|p| p.0).collect();
-    let reasons: Vec<&str> = skip.iter().map(|p| p.2.as_deref().unwrap_or("")).collect();
-    let (count, refund): (i64, i64) = sqlx::query_as(
-        "WITH s AS (
-             UPDATE campaign_recipients r SET status = 'skipped', error = u.reason,
-                    billing_status = 'refunded'
-             FROM UNNEST($1::bigint[], $2::text[]) AS u(id, reason)
-             WHERE r.id = u.id
-             RETURNING r.segments
-         )
-         SELECT count(*), COALESCE(sum(segments), 0)::bigint FROM s",
-    )
-    .bind(&ids)
-    .bind(&reasons)
-    .fetch_one(&mut **tx)
-    .await?;
-    let moved = Counters::moved(MessageStatus::Queued, MessageStatus::Skipped, count);
-    add_counters(tx, campaign, &moved).await?;
-    refund_credits(tx, tenant.get(), campaign, refund).await?;
-    Ok(count)
 }
 
 /// Recipients left in `processing` under claims other than `own` (claimed by a run that

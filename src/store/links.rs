@@ -91,7 +91,9 @@ pub async fn redeem(
 }
 
 /// The latest message a phone got (from `sender`, when given), within `days`: the campaign an
-/// inbound opt-out is attributed to, and the tenant it opts out of.
+/// inbound opt-out is attributed to, and the tenant it opts out of. Found through the
+/// campaigns active in the window, each probed on its (campaign, phone) index — no index on
+/// the phone alone, which would cost every enqueue and send.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct LastMessage {
     pub recipient_id: i64,
@@ -109,8 +111,11 @@ pub async fn last_message_to(
 ) -> Result<Option<LastMessage>, StoreError> {
     let found = sqlx::query_as(
         "SELECT r.id AS recipient_id, r.campaign_id, r.tenant_id, r.provider_message_id, r.sent_at
-         FROM campaign_recipients r JOIN campaigns c ON c.id = r.campaign_id
-         WHERE r.phone_e164 = $1 AND r.sent_at >= now() - make_interval(days => $3)
+         FROM campaigns c
+         JOIN campaign_recipients r ON r.campaign_id = c.id AND r.phone_e164 = $1
+         WHERE c.started_at IS NOT NULL
+           AND COALESCE(c.finished_at, now()) >= now() - make_interval(days => $3)
+           AND r.sent_at >= now() - make_interval(days => $3)
            AND ($2::text IS NULL OR lower(c.sender) = lower($2))
          ORDER BY r.sent_at DESC LIMIT 1",
     )
@@ -130,8 +135,9 @@ pub async fn tenant_of_sender(
     sender: Option<&str>,
 ) -> Result<Option<TenantId>, StoreError> {
     let found: Option<i64> = sqlx::query_scalar(
-        "SELECT r.tenant_id FROM campaign_recipients r JOIN campaigns c ON c.id = r.campaign_id
-         WHERE r.phone_e164 = $1 AND r.sent_at IS NOT NULL
+        "SELECT r.tenant_id FROM campaigns c
+         JOIN campaign_recipients r ON r.campaign_id = c.id AND r.phone_e164 = $1
+         WHERE c.started_at IS NOT NULL AND r.sent_at IS NOT NULL
            AND ($2::text IS NULL OR lower(c.sender) = lower($2))
          ORDER BY r.sent_at DESC LIMIT 1",
     )
