@@ -1,7 +1,8 @@
 //! `campaignd demo`: one campaign end to end on the embedded defaults — embedded broker, the
 //! built-in simulator with realistic delays, duplicate reports and some failures — through the
-//! public API: a tenant, a CSV import into a list, a personalised campaign, enqueue, progress
-//! bars for sent and delivered, and a final table.
+//! public API: a tenant, a CSV import into a list, a personalised campaign with an offer,
+//! enqueue, progress bars for sent and delivered, then recipients using their links (offer
+//! visits, redemptions at the till, unsubscribes) and a final table.
 //!
 //! It runs in a database of its own (dropped afterwards unless `--keep`), so nothing left from
 //! an earlier run or from `serve` mixes into its figures.
@@ -62,6 +63,8 @@ pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
     settings.mitto.base_url = None;
     settings.mitto.api_key = None;
     settings.rate_limits.traffic_account_per_second = NonZeroU32::new(args.rate);
+    // every simulated recipient taps its links from this one machine's address
+    settings.links.requests_per_minute = NonZeroU32::MAX;
     let app = Application::build_with_simulator(settings, realistic_simulator())
         .await
         .context("starting campaignd")?
@@ -146,6 +149,8 @@ async fn demo(app: &RunningApplication, args: &DemoArgs) -> anyhow::Result<Strin
             "/api/v1/campaigns",
             json!({ "name": "Spring sale", "sender": "DemoShop",
                     "body": "Hi {{firstName}}, spring sale: 20% off today with code {{code}}. Demo Shop",
+                    "offerTitle": "20% off everything", "offerText": "Show this page at the till.",
+                    "offerExpiresAt": chrono::Utc::now() + chrono::Duration::days(7),
                     "audience": { "listId": list_id } }),
         )
         .await?;
@@ -155,8 +160,141 @@ async fn demo(app: &RunningApplication, args: &DemoArgs) -> anyhow::Result<Strin
         .post(&format!("/api/campaigns/{id}/enqueue"), json!({}))
         .await?;
     let enqueue_time = started.elapsed();
-    let progress = follow(&api, id, args).await?;
-    Ok(report(args, &enqueued, enqueue_time, &progress))
+    let mut progress = follow(&api, id, args).await?;
+    let engaged = engage(&api, id).await?;
+    progress.stats = engaged.stats.clone();
+    Ok(report(args, &enqueued, enqueue_time, &progress) + &engaged.table())
+}
+
+/// What the simulated recipients did, and the stats that counted it.
+struct Engagement {
+    visitors: usize,
+    clicks: usize,
+    redeemed: usize,
+    unsubscribed: usize,
+    stats: Value,
+}
+
+impl Engagement {
+    fn table(&self) -> String {
+        let s = &self.stats;
+        let n = |k: &str| s[k].as_i64().unwrap_or(0);
+        let mut out = String::from("| engagement | done | counted |\n|---|---:|---:|\n");
+        let rows = [
+            ("offer visits (recipients)", self.visitors, n("visits")),
+            ("offer link clicks", self.clicks, n("clicks")),
+            ("redemptions", self.redeemed, n("redemptions")),
+            ("unsubscribes", self.unsubscribed, n("unsubscribes")),
+        ];
+        for (k, done, counted) in rows {
+            let _ = writeln!(out, "| {k} | {done} | {counted} |");
+        }
+        let rate = s["conversionRate"].as_f64().unwrap_or(0.0) * 100.0;
+        let _ = writeln!(
+            out,
+            "| conversion rate (redemptions / delivered) | | {rate:.2} % |"
+        );
+        let _ = writeln!(
+            out,
+            "RESULT visits={} clicks={} redemptions={} unsubscribes={} conversion_rate={:.4}",
+            n("visits"),
+            n("clicks"),
+            n("redemptions"),
+            n("unsubscribes"),
+            s["conversionRate"].as_f64().unwrap_or(0.0)
+        );
+        out
+    }
+}
+
+/// Recipients use their links over HTTP: one in 20 opens the offer (every third of them
+/// twice), one in 100 redeems at the till (the shop calls the API), one in 200 unsubscribes
+/// from the link's page. Waits until the stats count exactly that (an error after 30 s).
+async fn engage(api: &Api<'_>, id: i64) -> anyhow::Result<Engagement> {
+    use futures::StreamExt;
+    let codes = store::links::codes_of(&api.app.state.pool, id).await?;
+    let every = |k: usize| codes.iter().step_by(k).cloned().collect::<Vec<_>>();
+    let (visitors, redeemers, leavers) = (every(20), every(100), every(200));
+    eprintln!(
+        "{} recipients open the offer, {} redeem it, {} unsubscribe…",
+        visitors.len(),
+        redeemers.len(),
+        leavers.len()
+    );
+    let opens: Vec<String> = visitors
+        .iter()
+        .enumerate()
+        .flat_map(|(i, c)| std::iter::repeat_n(c.clone(), 1 + usize::from(i % 3 == 0)))
+        .collect();
+    let clicks = opens.len();
+    let http = &api.http;
+    let get = |code: String| async move {
+        let url = api.app.url(&format!("/o/{code}"));
+        http.get(url).send().await.map(|r| r.status().is_success())
+    };
+    let opened = futures::stream::iter(opens).map(get).buffer_unordered(16);
+    let ok = opened
+        .filter(|r| futures::future::ready(matches!(r, Ok(true))))
+        .count()
+        .await;
+    ensure!(
+        ok == clicks,
+        "{} of {clicks} offer pages failed to open",
+        clicks - ok
+    );
+    for code in &redeemers {
+        api.post("/api/v1/redemptions", json!({ "code": code }))
+            .await?;
+    }
+    for code in &leavers {
+        let page = http
+            .get(api.app.url(&format!("/s/{code}")))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let csrf = page
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .context("the unsubscribe page has a form")?;
+        let posted = http
+            .post(api.app.url(&format!("/s/{code}")))
+            .form(&[("csrf", csrf)])
+            .send()
+            .await?;
+        ensure!(
+            posted.status().is_success(),
+            "unsubscribe answered {}",
+            posted.status()
+        );
+    }
+    let want = (visitors.len(), clicks, redeemers.len(), leavers.len());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = api.get(&format!("/api/v1/campaigns/{id}/stats")).await?;
+        let got = |k: &str| stats[k].as_u64().unwrap_or(0) as usize;
+        let counted = (
+            got("visits"),
+            got("clicks"),
+            got("redemptions"),
+            got("unsubscribes"),
+        );
+        ensure!(
+            counted == want || Instant::now() < deadline,
+            "the stats counted {counted:?} of (visits, clicks, redemptions, unsubscribes) {want:?}"
+        );
+        if counted == want {
+            return Ok(Engagement {
+                visitors: want.0,
+                clicks: want.1,
+                redeemed: want.2,
+                unsubscribed: want.3,
+                stats,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 struct Progress {

@@ -42,4 +42,24 @@ fn the_demo_sends_a_campaign_to_completion_and_reports_it() {
     assert!(field("sent") > 1900, "{result}");
     assert!(field("delivered") <= field("sent"), "{result}");
     assert!(field("delivered") > 1700, "{result}");
+    // recipients used their links; the demo fails unless the stats counted exactly that
+    let engaged = stdout
+        .lines()
+        .find(|l| l.starts_with("RESULT visits="))
+        .expect("an engagement RESULT line");
+    let count = |name: &str| -> u64 {
+        engaged
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {engaged}"))
+    };
+    assert!(
+        count("visits") >= 90 && count("clicks") > count("visits"),
+        "{engaged}"
+    );
+    assert!(
+        count("redemptions") >= 18 && count("unsubscribes") >= 9,
+        "{engaged}"
+    );
 }

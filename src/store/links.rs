@@ -164,3 +164,24 @@ pub async fn app_secret(pool: &PgPool, name: &str) -> Result<Vec<u8>, StoreError
         .await?;
     Ok(secret)
 }
+
+/// The link codes of a campaign's recipients, in recipient order (the demo's recipients use
+/// them; a real recipient finds its own in its SMS).
+pub async fn codes_of(pool: &PgPool, campaign: i64) -> Result<Vec<String>, StoreError> {
+    let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT id, link_secret FROM campaign_recipients
+         WHERE campaign_id = $1 AND link_secret IS NOT NULL AND sent_at IS NOT NULL ORDER BY id",
+    )
+    .bind(campaign)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(id, secret)| {
+            let recipient = RecipientId::new(id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let secret = secret
+                .try_into()
+                .map_err(|_| StoreError::Corrupt(format!("recipient {id}: link secret length")))?;
+            Ok(crate::domain::LinkCode::new(recipient, secret).to_string())
+        })
+        .collect()
+}
