@@ -115,12 +115,28 @@ mod tests {
         assert_eq!(LinkCode::parse(&zero), None);
     }
 
+    /// A million codes as enqueue makes them (ids in sequence, one block of CSPRNG output
+    /// sliced per recipient): no two codes and no two secrets alike, every secret 96 bits, and
+    /// each code reads back to its own recipient and secret.
     #[test]
-    fn a_million_secrets_never_repeat() {
-        let bytes = secrets(1_000_000);
-        let mut seen = std::collections::HashSet::with_capacity(1_000_000);
-        for s in bytes.chunks(SECRET_LEN) {
-            assert!(seen.insert(s), "a secret repeated");
+    fn a_million_codes_never_collide_and_each_carries_96_secret_bits() {
+        const N: usize = 1_000_000;
+        let bytes = secrets(N);
+        assert_eq!(SECRET_LEN * 8, 96);
+        let mut seen_secrets = std::collections::HashSet::with_capacity(N);
+        let mut seen_codes = std::collections::HashSet::with_capacity(N);
+        for (i, s) in bytes.chunks(SECRET_LEN).enumerate() {
+            assert!(seen_secrets.insert(s), "a secret repeated");
+            let secret: [u8; SECRET_LEN] = s.try_into().unwrap();
+            let recipient = RecipientId::new(1_000_000_000 + i as i64).unwrap();
+            let code = LinkCode::new(recipient, secret).to_string();
+            assert_eq!(code.len(), LINK_CODE_LEN);
+            if i % 1000 == 0 {
+                let back = LinkCode::parse(&code).unwrap();
+                assert_eq!(back.recipient, recipient);
+                assert!(back.matches(&secret));
+            }
+            assert!(seen_codes.insert(code), "a code repeated");
         }
     }
 }
