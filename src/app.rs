@@ -126,7 +126,7 @@ impl Application {
             tokens: settings.webhook.tokens.clone(),
             tolerance_secs: settings.webhook.timestamp_tolerance_secs,
         };
-        let link_guard = http::links::guard(&pool, settings.links.requests_per_minute)
+        let link_guard = http::links::guard(&pool, &settings.links)
             .await
             .context("reading the link forms' key")?;
         let stop_keywords = Arc::new(crate::domain::StopKeywords::new(

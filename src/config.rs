@@ -72,6 +72,9 @@ pub struct LinkSettings {
     pub unsubscribe_wording: String,
     /// Requests per minute one client address may make to the public link routes.
     pub requests_per_minute: NonZeroU32,
+    /// Take the client address from `Forwarded` / `X-Forwarded-For` (set it only behind a
+    /// reverse proxy that writes them; otherwise clients could choose their own address).
+    pub client_address_from_proxy: bool,
     /// Inbound texts that opt a phone out (case, accents and full-width forms ignored).
     pub stop_keywords: Vec<String>,
     /// An inbound STOP counts against the latest campaign that messaged the phone this

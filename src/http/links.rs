@@ -52,14 +52,32 @@ pub fn api_routes(cfg: &mut web::ServiceConfig) {
 pub struct LinkGuard {
     csrf_key: Vec<u8>,
     limiter: DefaultKeyedRateLimiter<IpAddr>,
+    /// Whether the client address comes from the proxy's `Forwarded` headers.
+    from_proxy: bool,
 }
 
 impl LinkGuard {
-    pub fn new(csrf_key: Vec<u8>, per_minute: NonZeroU32) -> Self {
+    pub fn new(csrf_key: Vec<u8>, per_minute: NonZeroU32, from_proxy: bool) -> Self {
         Self {
             csrf_key,
             limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            from_proxy,
         }
+    }
+
+    fn client(&self, req: &HttpRequest) -> Option<IpAddr> {
+        if self.from_proxy {
+            let info = req.connection_info();
+            let forwarded = info.realip_remote_addr()?;
+            // "ip", "ip:port" or "[v6]:port"
+            return forwarded.parse::<IpAddr>().ok().or_else(|| {
+                forwarded
+                    .parse::<std::net::SocketAddr>()
+                    .ok()
+                    .map(|a| a.ip())
+            });
+        }
+        req.peer_addr().map(|a| a.ip())
     }
 
     /// The token a form for `action` on `code` carries.
@@ -81,7 +99,7 @@ impl LinkGuard {
 
     /// Whether the client may make one more request now.
     fn admit(&self, req: &HttpRequest) -> bool {
-        let Some(ip) = req.peer_addr().map(|a| a.ip()) else {
+        let Some(ip) = self.client(req) else {
             return true;
         };
         if self.limiter.len() > 100_000 {
@@ -559,8 +577,12 @@ async fn redeem_by_shop(
 /// Builds the guard with the form-token key shared through Postgres.
 pub async fn guard(
     pool: &sqlx::PgPool,
-    per_minute: NonZeroU32,
+    settings: &crate::config::LinkSettings,
 ) -> Result<Arc<LinkGuard>, crate::store::StoreError> {
     let key = links::app_secret(pool, "link_forms").await?;
-    Ok(Arc::new(LinkGuard::new(key, per_minute)))
+    let (per_minute, from_proxy) = (
+        settings.requests_per_minute,
+        settings.client_address_from_proxy,
+    );
+    Ok(Arc::new(LinkGuard::new(key, per_minute, from_proxy)))
 }
