@@ -23,8 +23,11 @@ ALTER TABLE campaigns
 -- A recipient whose contact opted out (or hit the tenant's cap) after enqueue is `skipped` when
 -- its batch is claimed: never sent, its credits refunded, the reason in `error`.
 ALTER TABLE campaign_recipients DROP CONSTRAINT campaign_recipients_status_check;
+-- added NOT VALID, then validated: the check of existing rows does not block writes
 ALTER TABLE campaign_recipients ADD CONSTRAINT campaign_recipients_status_check CHECK (status IN
-    ('queued', 'processing', 'sent', 'delivered', 'failed', 'cancelled', 'unknown', 'skipped'));
+    ('queued', 'processing', 'sent', 'delivered', 'failed', 'cancelled', 'unknown', 'skipped'))
+    NOT VALID;
+ALTER TABLE campaign_recipients VALIDATE CONSTRAINT campaign_recipients_status_check;
 
 -- What a recipient did with its links; written only by the DlrActor of the partition its
 -- engagement events are keyed to (r:<recipient id>), in checkpoints.
@@ -35,9 +38,6 @@ ALTER TABLE campaign_recipients
     ADD COLUMN redeemed_by      TEXT CHECK (redeemed_by IN ('shop', 'self')),
     ADD COLUMN unsubscribed_at  TIMESTAMPTZ,
     ADD COLUMN unsubscribed_via TEXT CHECK (unsubscribed_via IN ('link', 'inbound'));
-
--- Inbound STOP attribution and per-contact caps look up a phone's recent messages.
-CREATE INDEX recipients_phone ON campaign_recipients (phone_e164, sent_at);
 
 -- A redemption asked for through the API or the offer page: the once-only answer (409 for a
 -- second one). Counting is the event's, through the ledger.

@@ -40,6 +40,11 @@ async fn campaigns_are_marketing_unless_created_as_service() {
         assert_eq!(status, 200, "{edited}");
         assert_eq!(edited["messageType"], stored);
     }
+    let mut expired = body(None);
+    expired["offerTitle"] = json!("Old deal");
+    expired["offerExpiresAt"] = json!("2000-01-01T00:00:00Z");
+    let (status, refused) = h.post(&token, "/api/v1/campaigns", expired).await;
+    assert_eq!(status, 400, "{refused}");
     let (status, refused) = h
         .post(&token, "/api/v1/campaigns", body(Some("promo")))
         .await;
@@ -414,7 +419,8 @@ async fn inbound_stop_in_any_script_unsubscribes_and_is_attributed() {
     let batch = json!([
         { "msisdn": phone(1), "destination": "Shop", "message": "stop please" },
         { "from": phone(2), "to": "Shop", "text": "When does the sale end?" },
-        { "from": phone(0), "to": "Shop", "text": "STOP" },
+        // bare international digits, as a number: phone 0 again
+        { "msisdn": 306910000000_i64, "text": "STOP" },
     ]);
     let (status, outcome) = post(batch, true).await;
     assert_eq!(status, 202, "{outcome}");
@@ -548,6 +554,9 @@ async fn quiet_hours_hold_marketing_until_they_end_and_an_opt_out_meanwhile_is_s
     .await
     .unwrap();
     assert_eq!(reason, "unsubscribed");
+    // a skipped recipient's links lead nowhere: no SMS carried them
+    let (status, _) = page(&h, reqwest::Method::GET, &format!("/s/{code0}"), BROWSER).await;
+    assert_eq!(status, 404);
     let (balance_after, _) = h.credits(tenant).await;
     let segments: i64 = sqlx::query_scalar(
         "SELECT segments::bigint FROM campaign_recipients WHERE campaign_id = $1 AND phone_e164 = $2",
@@ -595,10 +604,20 @@ async fn a_tenants_marketing_cap_skips_and_refunds_contacts_over_it() {
         json!({ "timeZone": "UTC", "quietHours": { "start": "25:00", "end": "09:00" },
                 "marketingCap24h": null }),
         json!({ "timeZone": "UTC", "quietHours": null, "marketingCap24h": 0 }),
+        json!({ "timeZone": "UTC", "quietHours": { "start": "22:00", "end": "22:00" },
+                "marketingCap24h": null }),
     ] {
         let (status, refused) = set(bad).await;
         assert_eq!(status, 400, "{refused}");
     }
+    // a zone is stored by its canonical name, so Postgres reads it the same way
+    let (status, rules) = set(json!({ "timeZone": " Europe/Athens ", "quietHours": null,
+                                      "marketingCap24h": null }))
+    .await;
+    assert_eq!(
+        (status, rules["timeZone"].as_str()),
+        (200, Some("Europe/Athens"))
+    );
     let (status, _) =
         set(json!({ "timeZone": "UTC", "quietHours": null, "marketingCap24h": 1 })).await;
     assert_eq!(status, 200);

@@ -82,7 +82,7 @@ impl CampaignActor {
                 held_until,
             } = claim;
             if let Some(until) = held_until {
-                return act.hold(ctx, until, now);
+                return act.hold(ctx, until, now, sending.clock.recheck());
             }
             act.run
                 .claimed(token, last_phone.iter().map(String::as_str));
@@ -121,15 +121,23 @@ impl CampaignActor {
         }));
     }
 
-    /// Quiet hours: no claim until `until`. The clock is asked again at least every second,
-    /// so a clock that is set (tests) or corrected is followed.
-    fn hold(&mut self, ctx: &mut Context<Self>, until: DateTime<Utc>, now: DateTime<Utc>) {
-        self.run.hold();
-        tracing::info!(campaign_id = %self.id, %until, "quiet hours: marketing messages wait");
+    /// Quiet hours: no claim until `until`. The clock and the tenant's rules are read again at
+    /// least every `recheck` (a change of quiet hours, a corrected or set clock is followed),
+    /// and never sooner than 100 ms, so a disagreement at the window's edge cannot spin.
+    fn hold(
+        &mut self,
+        ctx: &mut Context<Self>,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+        recheck: Duration,
+    ) {
+        if self.run.hold() {
+            tracing::info!(campaign_id = %self.id, %until, "quiet hours: marketing messages wait");
+        }
         let wait = (until - now)
             .to_std()
             .unwrap_or_default()
-            .min(QUIET_RECHECK);
+            .clamp(QUIET_MIN_WAIT, recheck.max(QUIET_MIN_WAIT));
         ctx.run_later(wait, |act, ctx| {
             act.run.resume();
             act.pump(ctx);
@@ -257,8 +265,8 @@ impl CampaignActor {
     }
 }
 
-/// How often a campaign held by quiet hours looks at the clock again.
-const QUIET_RECHECK: Duration = Duration::from_secs(1);
+/// The shortest wait of a campaign held by quiet hours.
+const QUIET_MIN_WAIT: Duration = Duration::from_millis(100);
 
 /// `n` queued recipients claimed.
 fn claimed_counts(n: i64) -> Counters {

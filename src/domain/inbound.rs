@@ -49,6 +49,9 @@ fn strip_punctuation(text: &str) -> &str {
     text.trim_matches(|c: char| !c.is_alphanumeric())
 }
 
+/// Keywords (normalised) that opt out as the first word of a longer message.
+const LEADING_KEYWORDS: &[&str] = &["stop", "στοπ", "unsubscribe", "stopall"];
+
 /// A set of opt-out keywords, held in [`normalize`]d form so that matching a message is a
 /// set lookup. Entries that normalise to nothing are dropped, so a blank message is never a
 /// STOP.
@@ -68,13 +71,17 @@ impl StopKeywords {
     }
 
     /// Whether a message opts out: its whole normalised text is a keyword (`STOP ALL` when
-    /// that is configured), or its first word is (`Stop please`, `stop.`). A keyword inside a
-    /// longer word (`stopwatch`) or after another word (`don't stop`) is not an opt-out.
+    /// that is configured), or its first word is an unambiguous one — STOP, ΣΤΟΠ, UNSUBSCRIBE,
+    /// STOPALL — (`Stop please`, `stop.`). Everyday words in the list (CANCEL, END, QUIT) opt
+    /// out only as the whole message, so "Cancel my order" does not. A keyword inside a longer
+    /// word (`stopwatch`) or after another word (`don't stop`) is not an opt-out.
     pub fn is_stop(&self, text: &str) -> bool {
         let normalized = normalize(text);
         let first_word = normalized.split(' ').next().map(strip_punctuation);
         self.keywords.contains(&normalized)
-            || first_word.is_some_and(|word| self.keywords.contains(word))
+            || first_word.is_some_and(|word| {
+                self.keywords.contains(word) && LEADING_KEYWORDS.contains(&word)
+            })
     }
 }
 
@@ -392,6 +399,14 @@ mod tests {
         ] {
             assert!(k.is_stop(text), "{text:?} should be a STOP");
         }
+    }
+
+    #[test]
+    fn everyday_keywords_opt_out_only_as_the_whole_message() {
+        let k = StopKeywords::default();
+        assert!(k.is_stop("Cancel"));
+        assert!(!k.is_stop("Cancel my order please"));
+        assert!(!k.is_stop("End of sale?"));
     }
 
     #[test]

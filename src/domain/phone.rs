@@ -52,6 +52,20 @@ impl PhoneE164 {
         Ok(Self(format!("+{digits}")))
     }
 
+    /// A provider's report of a number: as [`PhoneE164::parse`], and also bare international
+    /// digits without `+` (`306984303406`), the usual MSISDN form in inbound messages.
+    pub fn parse_msisdn(input: &str) -> Result<Self, PhoneError> {
+        let trimmed = input.trim();
+        match Self::parse(trimmed) {
+            Err(PhoneError::MissingCountryCode(_))
+                if trimmed.bytes().all(|b| b.is_ascii_digit()) && !trimmed.starts_with('0') =>
+            {
+                Self::parse(&format!("+{trimmed}"))
+            }
+            other => other,
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -108,6 +122,26 @@ impl<'de> serde::Deserialize<'de> for PhoneE164 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn inbound_msisdns_without_a_plus_are_international() {
+        assert_eq!(
+            PhoneE164::parse_msisdn("306984303406").unwrap().as_str(),
+            "+306984303406"
+        );
+        assert_eq!(
+            PhoneE164::parse_msisdn("+30 698 430 3406")
+                .unwrap()
+                .as_str(),
+            "+306984303406"
+        );
+        assert!(
+            PhoneE164::parse_msisdn("06984303406").is_err(),
+            "national form"
+        );
+        assert!(PhoneE164::parse_msisdn("12345").is_err(), "a short code");
+    }
+
     use super::*;
 
     #[test]

@@ -7,6 +7,12 @@ use chrono::{DateTime, Utc};
 
 pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now(&self) -> DateTime<Utc>;
+
+    /// How long a wait for a time of day may last before the clock and the rules are read
+    /// again (a tenant's change of quiet hours, a corrected or — in tests — a set clock).
+    fn recheck(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(30)
+    }
 }
 
 /// The system's clock.
@@ -36,5 +42,10 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tests set the clock: look again soon.
+    fn recheck(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(200)
     }
 }

@@ -52,6 +52,8 @@ pub struct SendRun {
     told_no_account: bool,
     /// Marketing messages wait out the tenant's quiet hours: no claims until resumed.
     held: bool,
+    /// Held since the last claim that went through (one log line per quiet spell).
+    quiet: bool,
 }
 
 impl SendRun {
@@ -101,10 +103,12 @@ impl SendRun {
         Step::Wait
     }
 
-    /// A claim was not made: quiet hours hold the campaign until [`SendRun::resume`].
-    pub fn hold(&mut self) {
+    /// A claim was not made: quiet hours hold the campaign until [`SendRun::resume`]. `true`
+    /// when a quiet spell starts (the first hold since a claim went through).
+    pub fn hold(&mut self) -> bool {
         self.claiming = false;
         self.held = true;
+        !std::mem::replace(&mut self.quiet, true)
     }
 
     pub fn resume(&mut self) {
@@ -120,6 +124,7 @@ impl SendRun {
     /// after the cursor, so the next claim starts over from the first phone).
     pub fn claimed<'a>(&mut self, token: Uuid, phones: impl Iterator<Item = &'a str>) {
         self.claiming = false;
+        self.quiet = false;
         match phones.max() {
             Some(last) => {
                 self.claims.insert(token);

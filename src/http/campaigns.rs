@@ -279,6 +279,13 @@ fn offer(
     if title.trim().is_empty() || title.chars().count() > 200 {
         problems.push("offerTitle must be 1 to 200 characters".into());
     }
+    if input
+        .expires_at
+        .flatten()
+        .is_some_and(|at| at <= Utc::now())
+    {
+        problems.push("offerExpiresAt must be in the future".into());
+    }
     if text.as_ref().is_some_and(|t| t.chars().count() > 2000) {
         problems.push("offerText must be at most 2000 characters".into());
     }

@@ -4,8 +4,10 @@
 //! the phone within `links.attribution_days`.
 //!
 //! Signatures follow the DLR webhook's rules. Which tenant: the one whose campaign last
-//! messaged the phone from the sender the reply went to (`to`), else — a reply to a number the
-//! campaigns do not name, or without `to` — the one that last messaged the phone at all.
+//! messaged the phone from the sender the reply went to (`to`, at any time), else — a reply to
+//! a number the campaigns do not name, or without `to` — the one that last messaged the phone
+//! at all; the STOP is attributed only to that tenant's latest campaign within the window.
+//! Numbers may come as bare international digits (`306984303406`).
 //! Opting out twice changes nothing, so a replayed request is harmless and not refused.
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -37,7 +39,8 @@ struct Outcome {
     received: usize,
     /// STOPs that opted a phone out (or found it opted out already).
     unsubscribed: usize,
-    /// Of those, STOPs counted against a campaign.
+    /// Of those, STOPs attributed to a campaign (each recipient counts once in the campaign's
+    /// `unsubscribes`, however often it sends STOP).
     attributed: usize,
     /// Other texts, phones that are not E.164, and STOPs from phones no tenant messaged.
     ignored: usize,
@@ -83,32 +86,23 @@ async fn opt_out(state: &AppState, message: &InboundMessage) -> Result<Option<bo
     if !state.stop_keywords.is_stop(&message.text) {
         return Ok(None);
     }
-    let Ok(phone) = PhoneE164::parse(&message.from) else {
-        tracing::warn!("an inbound STOP from a number that is not E.164 was ignored");
+    let Ok(phone) = PhoneE164::parse_msisdn(&message.from) else {
+        tracing::warn!("an inbound STOP from a number that is not international was ignored");
+        return Ok(None);
+    };
+    let Some(tenant) = tenant_of(state, phone.as_str(), message.to.as_deref())
+        .await
+        .map_err(|e| e.to_string())?
+    else {
         return Ok(None);
     };
     let days = state.settings.links.attribution_days;
-    let to = message.to.as_deref();
-    let last = match links::last_message_to(&state.pool, phone.as_str(), to, days).await {
-        Ok(None) if to.is_some() => {
-            links::last_message_to(&state.pool, phone.as_str(), None, days).await
-        }
-        found => found,
-    }
-    .map_err(|e| e.to_string())?;
+    let last = links::last_message_to(&state.pool, phone.as_str(), tenant, days)
+        .await
+        .map_err(|e| e.to_string())?;
     if let Some(last) = &last {
         publish(state, last).await?;
     }
-    let tenant = match &last {
-        Some(last) => crate::domain::TenantId::new(last.tenant_id).map_err(|e| e.to_string())?,
-        None => match tenant_of(state, phone.as_str(), to)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            Some(tenant) => tenant,
-            None => return Ok(None),
-        },
-    };
     let contact = NewContact {
         phone: Some(phone),
         unsubscribed: Some(true),
@@ -120,15 +114,20 @@ async fn opt_out(state: &AppState, message: &InboundMessage) -> Result<Option<bo
     Ok(Some(last.is_some()))
 }
 
+/// The tenant a STOP opts out of: the one that last messaged the phone from the number the
+/// reply went to; when no campaign names that number (or the reply names none), the one that
+/// last messaged the phone at all.
 async fn tenant_of(
     state: &AppState,
     phone: &str,
     to: Option<&str>,
 ) -> Result<Option<crate::domain::TenantId>, StoreError> {
-    match links::tenant_of_sender(&state.pool, phone, to).await? {
-        None if to.is_some() => links::tenant_of_sender(&state.pool, phone, None).await,
-        found => Ok(found),
+    if let Some(to) = to {
+        if let Some(tenant) = links::tenant_of_sender(&state.pool, phone, Some(to)).await? {
+            return Ok(Some(tenant));
+        }
     }
+    links::tenant_of_sender(&state.pool, phone, None).await
 }
 
 /// The `unsubscribe` event of the attributed recipient (counted once per recipient).

@@ -15,6 +15,7 @@
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use actix_web::http::{header, Method, StatusCode};
@@ -52,8 +53,10 @@ pub fn api_routes(cfg: &mut web::ServiceConfig) {
 pub struct LinkGuard {
     csrf_key: Vec<u8>,
     limiter: DefaultKeyedRateLimiter<IpAddr>,
-    /// Whether the client address comes from the proxy's `Forwarded` headers.
+    /// Whether the client address comes from the proxy's `X-Forwarded-For`.
     from_proxy: bool,
+    /// When idle addresses were last forgotten (unix seconds).
+    last_sweep: AtomicI64,
 }
 
 impl LinkGuard {
@@ -62,22 +65,29 @@ impl LinkGuard {
             csrf_key,
             limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
             from_proxy,
+            last_sweep: AtomicI64::new(0),
         }
     }
 
+    /// The address a request is limited under: the last `X-Forwarded-For` hop (the one the
+    /// proxy itself appended; earlier ones are the client's to choose) when configured, else
+    /// — and whenever that is unreadable — the connection's peer. IPv6 clients are limited
+    /// per /64, the block one subscriber gets.
     fn client(&self, req: &HttpRequest) -> Option<IpAddr> {
-        if self.from_proxy {
-            let info = req.connection_info();
-            let forwarded = info.realip_remote_addr()?;
-            // "ip", "ip:port" or "[v6]:port"
-            return forwarded.parse::<IpAddr>().ok().or_else(|| {
-                forwarded
-                    .parse::<std::net::SocketAddr>()
-                    .ok()
-                    .map(|a| a.ip())
-            });
-        }
-        req.peer_addr().map(|a| a.ip())
+        let forwarded = self
+            .from_proxy
+            .then(|| req.headers().get("x-forwarded-for")?.to_str().ok())
+            .flatten()
+            .and_then(|list| list.rsplit(',').next())
+            .and_then(|hop| hop.trim().parse::<IpAddr>().ok());
+        let ip = forwarded.or_else(|| req.peer_addr().map(|a| a.ip()))?;
+        Some(match ip {
+            IpAddr::V6(v6) => {
+                let block = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(block))
+            }
+            v4 => v4,
+        })
     }
 
     /// The token a form for `action` on `code` carries.
@@ -102,7 +112,16 @@ impl LinkGuard {
         let Some(ip) = self.client(req) else {
             return true;
         };
-        if self.limiter.len() > 100_000 {
+        // forgetting idle addresses walks them all: at most once a minute
+        let now = Utc::now().timestamp();
+        let last = self.last_sweep.load(Ordering::Relaxed);
+        let due = self.limiter.len() > 100_000 && now - last >= 60;
+        if due
+            && self
+                .last_sweep
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
             self.limiter.retain_recent();
         }
         self.limiter.check_key(&ip).is_ok()
@@ -238,6 +257,7 @@ async fn resolve(state: &AppState, raw: &str) -> Result<(LinkCode, LinkTarget), 
     let target = links::target(&state.pool, code.recipient)
         .await?
         .filter(|t| t.link_secret.as_deref().is_some_and(|s| code.matches(s)))
+        .filter(|t| !t.never_sent)
         .ok_or(PageError::NotFound)?;
     Ok((code, target))
 }
@@ -569,7 +589,10 @@ async fn redeem_by_shop(
         Err(Redeem::Expired) => Err(RedemptionError::Expired),
         Err(Redeem::NoOffer) => Err(RedemptionError::NoOffer),
         Err(Redeem::Unavailable(cause)) => {
-            Err(ApiError::Unavailable(format!("the redemption was not recorded: {cause}")).into())
+            tracing::warn!(%cause, "a redemption could not be completed");
+            let message =
+                "the redemption could not be completed; retry (a retry never redeems twice)";
+            Err(ApiError::Unavailable(message.into()).into())
         }
     }
 }

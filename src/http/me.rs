@@ -62,7 +62,8 @@ async fn rules(auth: Authenticated, state: web::Data<AppState>) -> Result<HttpRe
     Ok(HttpResponse::Ok().json(RulesBody::from(rules)))
 }
 
-/// Replaces the rules; campaigns already sending follow them from their next batch.
+/// Replaces the rules (every field: an absent one means none); campaigns already sending
+/// follow them from their next batch.
 async fn set_rules(
     auth: Authenticated,
     body: web::Json<RulesBody>,
@@ -73,25 +74,26 @@ async fn set_rules(
     if body.time_zone.len() > 64 {
         return Err(bad("timeZone must be an IANA zone name".into()));
     }
-    let quiet = match &body.quiet_hours {
-        Some(w) => {
-            let q = QuietHours::parse(&body.time_zone, &w.start, &w.end)
-                .map_err(|e| bad(e.to_string()))?;
-            (q.start != q.end).then_some((q.start, q.end))
-        }
-        None => {
-            // the zone is still checked: it is what the rules will be read in
-            QuietHours::parse(&body.time_zone, "00:00", "00:00").map_err(|e| bad(e.to_string()))?;
-            None
-        }
-    };
+    let (start, end) = body
+        .quiet_hours
+        .as_ref()
+        .map_or(("00:00", "00:00"), |w| (w.start.as_str(), w.end.as_str()));
+    // the zone is checked (and stored by its canonical name) even without quiet hours: it is
+    // what the rules are read in, by this service and by Postgres at every claim
+    let q = QuietHours::parse(&body.time_zone, start, end).map_err(|e| bad(e.to_string()))?;
+    if body.quiet_hours.is_some() && q.start == q.end {
+        return Err(bad(
+            "quietHours start and end are equal: use null for no quiet hours".into(),
+        ));
+    }
+    let quiet = body.quiet_hours.as_ref().map(|_| (q.start, q.end));
     if body.marketing_cap_24h.is_some_and(|n| n < 1) {
         return Err(bad(
             "marketingCap24h must be at least 1, or null for no cap".into(),
         ));
     }
     let rules = MarketingRules {
-        time_zone: body.time_zone,
+        time_zone: q.zone.name().to_owned(),
         quiet,
         cap_24h: body.marketing_cap_24h,
     };

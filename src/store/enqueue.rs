@@ -688,7 +688,8 @@ async fn claim_marketing(
                             WHERE oc.tenant_id = $4 AND oc.message_type = 'marketing'
                               AND oc.started_at IS NOT NULL
                               AND COALESCE(oc.finished_at, $5) > $5 - interval '24 hours'
-                              AND o.sent_at > $5 - interval '24 hours' AND o.sent_at <= $5
+                              AND ((o.sent_at > $5 - interval '24 hours' AND o.sent_at <= $5)
+                                   OR o.status = 'processing')
                         ) >= (SELECT cap FROM hold) THEN 'marketing cap reached'
                     END AS reason
              FROM (SELECT id, phone_e164 FROM campaign_recipients

@@ -25,6 +25,8 @@ pub struct LinkTarget {
     pub redeemed_at: Option<DateTime<Utc>>,
     /// When the phone opted out of the tenant's marketing, if it has.
     pub unsubscribed_at: Option<DateTime<Utc>>,
+    /// Skipped, cancelled or refused before Mitto accepted it: no SMS carried its links.
+    pub never_sent: bool,
 }
 
 impl LinkTarget {
@@ -57,7 +59,9 @@ pub async fn target(
         "SELECT r.id AS recipient_id, r.campaign_id, r.tenant_id, r.phone_e164 AS phone,
                 r.link_secret, r.provider_message_id, t.name AS shop_name, c.offer_title,
                 c.offer_text, c.offer_expires_at, c.offer_self_redeem,
-                d.redeemed_at, k.unsubscribed_at
+                d.redeemed_at, k.unsubscribed_at,
+                r.status IN ('skipped', 'cancelled') OR (r.status = 'failed' AND r.sent_at IS NULL)
+                    AS never_sent
          FROM campaign_recipients r
          JOIN campaigns c ON c.id = r.campaign_id
          JOIN tenants t ON t.id = r.tenant_id
@@ -90,15 +94,14 @@ pub async fn redeem(
     Ok(at)
 }
 
-/// The latest message a phone got (from `sender`, when given), within `days`: the campaign an
-/// inbound opt-out is attributed to, and the tenant it opts out of. Found through the
-/// campaigns active in the window, each probed on its (campaign, phone) index — no index on
-/// the phone alone, which would cost every enqueue and send.
+/// The latest message of `tenant` a phone got within `days`: the campaign an inbound opt-out
+/// is attributed to. Found through the tenant's campaigns active in the window, each probed on
+/// its (campaign, phone) index — no index on the phone alone, which would cost every enqueue
+/// and send.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct LastMessage {
     pub recipient_id: i64,
     pub campaign_id: i64,
-    pub tenant_id: i64,
     pub provider_message_id: Option<String>,
     pub sent_at: DateTime<Utc>,
 }
@@ -106,39 +109,40 @@ pub struct LastMessage {
 pub async fn last_message_to(
     pool: &PgPool,
     phone: &str,
-    sender: Option<&str>,
+    tenant: TenantId,
     days: u32,
 ) -> Result<Option<LastMessage>, StoreError> {
     let found = sqlx::query_as(
-        "SELECT r.id AS recipient_id, r.campaign_id, r.tenant_id, r.provider_message_id, r.sent_at
+        "SELECT r.id AS recipient_id, r.campaign_id, r.provider_message_id, r.sent_at
          FROM campaigns c
          JOIN campaign_recipients r ON r.campaign_id = c.id AND r.phone_e164 = $1
-         WHERE c.started_at IS NOT NULL
+         WHERE c.tenant_id = $2 AND c.started_at IS NOT NULL
            AND COALESCE(c.finished_at, now()) >= now() - make_interval(days => $3)
            AND r.sent_at >= now() - make_interval(days => $3)
-           AND ($2::text IS NULL OR lower(c.sender) = lower($2))
          ORDER BY r.sent_at DESC LIMIT 1",
     )
     .bind(phone)
-    .bind(sender)
+    .bind(tenant.get())
     .bind(days as i32)
     .fetch_optional(pool)
     .await?;
     Ok(found)
 }
 
-/// The tenant that last messaged a phone from `sender` (any time): whose contact a STOP opts
-/// out when no campaign is recent enough to be credited with it.
+/// The tenant that last messaged a phone (at any time) from `sender` — a name compared without
+/// case, or a number compared by its digits — or from any sender when `sender` is `None`:
+/// whose contact an inbound STOP opts out.
 pub async fn tenant_of_sender(
     pool: &PgPool,
     phone: &str,
     sender: Option<&str>,
 ) -> Result<Option<TenantId>, StoreError> {
     let found: Option<i64> = sqlx::query_scalar(
-        "SELECT r.tenant_id FROM campaigns c
+        "SELECT c.tenant_id FROM campaigns c
          JOIN campaign_recipients r ON r.campaign_id = c.id AND r.phone_e164 = $1
          WHERE c.started_at IS NOT NULL AND r.sent_at IS NOT NULL
-           AND ($2::text IS NULL OR lower(c.sender) = lower($2))
+           AND ($2::text IS NULL OR lower(c.sender) = lower($2)
+                OR (c.sender ~ '^[0-9]+$' AND c.sender = regexp_replace($2, '[^0-9]', '', 'g')))
          ORDER BY r.sent_at DESC LIMIT 1",
     )
     .bind(phone)
