@@ -245,6 +245,21 @@ async fn kill_9_between_acknowledged_link_events_keeps_engagement_counts_exact()
         },
     )
     .await;
+    // and the snapshot in Postgres agrees with the recipient rows (what `campaignd verify` checks)
+    eventually(
+        Duration::from_secs(30),
+        "snapshot and rows to agree",
+        || async {
+            let recount = campaignd::store::campaigns::recount(&pool, None)
+                .await
+                .ok()?;
+            recount
+                .iter()
+                .all(|r| campaignd::engine::campaign::differences(&r.snapshot, &r.rows).is_empty())
+                .then_some(())
+        },
+    )
+    .await;
     eprintln!("visits {visits}, clicks {clicks}, redemptions {redemptions}, unsubscribes {unsubscribes}, delivered {delivered}");
     pool.close().await;
     db.drop_database().await;

@@ -406,7 +406,7 @@ async fn inbound_stop_in_any_script_unsubscribes_and_is_attributed() {
     let (status, _) = post(stop.clone(), false).await;
     assert_eq!(status, 401, "a bad signature changes nothing");
     assert!(!contact_unsubscribed(&h, &phone(0)).await);
-    let (status, outcome) = post(stop, true).await;
+    let (status, outcome) = post(stop.clone(), true).await;
     assert_eq!(status, 202, "{outcome}");
     assert_eq!(
         (
@@ -416,6 +416,8 @@ async fn inbound_stop_in_any_script_unsubscribes_and_is_attributed() {
         (Some(1), Some(1))
     );
     assert!(contact_unsubscribed(&h, &phone(0)).await);
+    let (status, _) = post(stop, true).await;
+    assert_eq!(status, 409, "a replayed request is refused");
     let batch = json!([
         { "msisdn": phone(1), "destination": "Shop", "message": "stop please" },
         { "from": phone(2), "to": "Shop", "text": "When does the sale end?" },

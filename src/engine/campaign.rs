@@ -283,7 +283,8 @@ impl Figures {
 }
 
 /// Where a snapshot and a recount from rows disagree, one line each (`campaignd verify`).
-/// Compared: every counter, the first send, and the sent and delivered series. Not compared:
+/// Compared: every counter, the engagement counts, the first send, and the sent and delivered
+/// series. Not compared:
 /// the failed series and the last event time, because retry-failed clears a row's failure
 /// while the snapshot keeps the minute it happened.
 pub fn differences(snapshot: &Figures, rows: &Figures) -> Vec<String> {
@@ -294,6 +295,12 @@ pub fn differences(snapshot: &Figures, rows: &Figures) -> Vec<String> {
         if x != y {
             out.push(format!("{status:?}: snapshot {x}, rows {y}"));
         }
+    }
+    if snapshot.engaged != rows.engaged {
+        out.push(format!(
+            "engagement: snapshot {:?}, rows {:?}",
+            snapshot.engaged, rows.engaged
+        ));
     }
     if snapshot.first_sent_at != rows.first_sent_at {
         out.push(format!(

@@ -4,7 +4,9 @@
 //! Events of one message share a key, hence a partition, hence an order, so deduplication and
 //! ordering are local decisions made by [`Ledger`] through `MessageStatus::advance`. The shell
 //! loads message state from Postgres lazily (what [`Ledger::lookups`] asks for), so memory
-//! stays bounded and nothing is hashed up front. Real status changes become [`Transition`]s
+//! stays bounded and nothing is hashed up front. Engagement (`visit`, `redemption`,
+//! `unsubscribe`) is kept apart in an [`EngagementBook`] with columns of its own. Real status
+//! changes become [`Transition`]s
 //! for the campaign's actor, and the same transitions, counted by [`Figures::record`], become
 //! the campaign deltas the next checkpoint commits.
 //!

@@ -8,14 +8,15 @@
 //! a number the campaigns do not name, or without `to` — the one that last messaged the phone
 //! at all; the STOP is attributed only to that tenant's latest campaign within the window.
 //! Numbers may come as bare international digits (`306984303406`).
-//! Opting out twice changes nothing, so a replayed request is harmless and not refused.
+//! A request accepted once is refused as a replay (409), as on the DLR webhook, so an old STOP
+//! replayed after the phone resubscribed cannot opt it out again.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde_json::json;
 
 use super::input::read_capped;
-use super::webhooks::WebhookError;
+use super::webhooks::{dedup_key, WebhookError};
 use super::AppState;
 use crate::domain::inbound::{parse_inbound, InboundMessage};
 use crate::domain::{EngagementKind, Event, PhoneE164};
@@ -23,6 +24,7 @@ use crate::mitto::signature::{Presented, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::store::contacts::{self, NewContact};
 use crate::store::links::{self, LastMessage};
 use crate::store::StoreError;
+use sha2::{Digest, Sha256};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/webhooks/mitto/inbound", web::post().to(receive_inbound));
@@ -63,21 +65,32 @@ async fn receive_inbound(
         .verifier
         .verify(presented, &body, Utc::now().timestamp())?;
     let messages = parse_inbound(&body).map_err(|e| WebhookError::BadInbound(e.to_string()))?;
-    let mut outcome = Outcome {
+    let outcome = std::cell::RefCell::new(Outcome {
         received: messages.len(),
         ..Outcome::default()
-    };
-    for message in &messages {
-        match opt_out(&state, message).await {
-            Ok(Some(attributed)) => {
-                outcome.unsubscribed += 1;
-                outcome.attributed += usize::from(attributed);
+    });
+    let work = async {
+        for message in &messages {
+            let done = opt_out(&state, message).await?;
+            let mut outcome = outcome.borrow_mut();
+            match done {
+                Some(attributed) => {
+                    outcome.unsubscribed += 1;
+                    outcome.attributed += usize::from(attributed);
+                }
+                None => outcome.ignored += 1,
             }
-            Ok(None) => outcome.ignored += 1,
-            Err(e) => return Err(WebhookError::Unavailable(e)),
         }
-    }
-    Ok(HttpResponse::Accepted().json(json!(outcome)))
+        Ok(())
+    };
+    // a replay (say, of a STOP sent before the phone resubscribed) is refused with 409
+    let key: [u8; 32] = Sha256::new()
+        .chain_update(b"inbound:")
+        .chain_update(dedup_key(presented, &body))
+        .finalize()
+        .into();
+    state.replays.accept_once(key, work).await?;
+    Ok(HttpResponse::Accepted().json(json!(outcome.into_inner())))
 }
 
 /// Opts the sender of a STOP out; `Some(attributed)` when it did, `None` when the message is

@@ -112,7 +112,7 @@ async fn receive_dlr(
 
 /// What identifies a request: a signature covers body and timestamp, so it names the request;
 /// a token-authenticated request is named by its body.
-fn dedup_key(presented: Presented<'_>, body: &[u8]) -> [u8; 32] {
+pub(super) fn dedup_key(presented: Presented<'_>, body: &[u8]) -> [u8; 32] {
     let mut key = Sha256::new();
     match presented.signature {
         Some(signature) => {

@@ -218,9 +218,23 @@ async fn count_rows(conn: &mut sqlx::PgConnection, id: CampaignId) -> Result<Fig
         .bind(id.get())
         .fetch_one(&mut *conn)
         .await?;
+    let (visits, clicks, redemptions, unsubscribes): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT count(visited_at), COALESCE(sum(clicks), 0)::bigint, count(redeemed_at),
+                count(unsubscribed_at)
+         FROM campaign_recipients WHERE campaign_id = $1",
+    )
+    .bind(id.get())
+    .fetch_one(&mut *conn)
+    .await?;
     let mut figures = Figures {
         first_sent_at,
         last_event_at,
+        engaged: EngagementCounts {
+            visits,
+            clicks,
+            redemptions,
+            unsubscribes,
+        },
         ..Figures::default()
     };
     for (status, was_sent, n) in groups {
