@@ -718,3 +718,61 @@ async fn link_pages_are_limited_per_client_address() {
     h.stop().await;
     db.drop_database().await;
 }
+
+#[actix_web::test]
+async fn concurrent_redemptions_of_one_code_redeem_it_once_and_agree_on_who() {
+    let db = TestDb::unique();
+    let h = Harness::start(&db, |_| {}, &[]).await;
+    let (_, token) = h.tenant("Shop", 10_000).await;
+    let (status, campaign) = h
+        .post(
+            &token,
+            "/api/v1/campaigns",
+            json!({ "name": "Sale", "body": "Sale", "sender": "Shop", "offerTitle": "20% off",
+                    "offerSelfRedeem": true, "audience": { "phones": [phone(0)] } }),
+        )
+        .await;
+    assert_eq!(status, 201, "{campaign}");
+    let id = campaign["id"].as_i64().unwrap();
+    assert_eq!(h.action(&token, id, "enqueue").await.0, 200);
+    h.wait_for_status(&token, id, "completed", std::time::Duration::from_secs(30))
+        .await;
+    h.settled_figures(&token, id).await;
+    let (_, code) = codes(&h, id).await.remove(0);
+    let (_, html) = page(&h, reqwest::Method::GET, &format!("/o/{code}"), BROWSER).await;
+    let csrf = token_in(&html);
+    let redeem_path = format!("/o/{code}/redeem");
+    let shop = (0..8).map(|_| h.post(&token, "/api/v1/redemptions", json!({ "code": code })));
+    let shop = futures::future::join_all(shop);
+    let customer = futures::future::join_all((0..8).map(|_| submit(&h, &redeem_path, &csrf)));
+    let (shop, customer) = futures::future::join(shop, customer).await;
+    let created = shop.iter().filter(|(s, _)| *s == 201).count();
+    let conflicts = shop.iter().filter(|(s, _)| *s == 409).count();
+    assert_eq!(created + conflicts, 8, "{shop:?}");
+    let self_redeemed = customer
+        .iter()
+        .filter(|(s, html)| *s == 200 && html.contains("Redeemed. Enjoy!"))
+        .count();
+    assert_eq!(created + self_redeemed, 1, "exactly one attempt redeems");
+    figures_become(&h, &token, id, &[("redemptions", 1)]).await;
+    let agree: (String, String, bool) = common::eventually(
+        std::time::Duration::from_secs(10),
+        "the ledger's row to be committed",
+        || async {
+            sqlx::query_as(
+                "SELECT d.by, r.redeemed_by, d.redeemed_at = r.redeemed_at
+                 FROM redemptions d JOIN campaign_recipients r ON r.id = d.recipient_id",
+            )
+            .fetch_optional(&h.pool)
+            .await
+            .unwrap()
+            .filter(|(_, by, _): &(String, Option<String>, Option<bool>)| by.is_some())
+            .map(|(a, b, same)| (a, b.unwrap(), same == Some(true)))
+        },
+    )
+    .await;
+    assert_eq!(agree.0, agree.1, "who redeemed");
+    assert!(agree.2, "when");
+    h.stop().await;
+    db.drop_database().await;
+}

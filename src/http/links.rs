@@ -7,9 +7,9 @@
 //! - `POST /api/v1/redemptions {code}`: the shop redeems; 409 `ALREADY_REDEEMED` the second time.
 //!
 //! What counts is an event on `message-events` (keyed by the recipient), produced before the
-//! answer: the DlrActor of that key counts it once per recipient. An event is produced before
-//! the row that answers "already redeemed" is written, so a crash in between loses nothing (a
-//! repeat is produced again and counted once). Forms carry a token bound to the code and the
+//! answer: the DlrActor of that key counts it once per recipient. A redemption's row (which
+//! answers "already redeemed") is committed only after its event is on the broker, and only the
+//! attempt that inserted it publishes (see [`redeem`]). Forms carry a token bound to the code and the
 //! action (HMAC with a key kept in Postgres), so another site cannot post them. Requests are
 //! limited per client address.
 
@@ -281,13 +281,23 @@ async fn publish(
     kind: EngagementKind,
     via: Option<&str>,
 ) -> Result<(), String> {
+    publish_at(state, target, kind, via, Utc::now()).await
+}
+
+async fn publish_at(
+    state: &AppState,
+    target: &LinkTarget,
+    kind: EngagementKind,
+    via: Option<&str>,
+    at: DateTime<Utc>,
+) -> Result<(), String> {
     let event = Event::Engaged {
         kind,
         campaign_id: target.campaign().map_err(|e| e.to_string())?,
         recipient_id: target.recipient().map_err(|e| e.to_string())?,
         message_id: target.message_id(),
         via: via.map(str::to_owned),
-        at: Utc::now(),
+        at,
     };
     state
         .events
@@ -393,8 +403,12 @@ enum Redeem {
     Unavailable(String),
 }
 
-/// Redeems a code once: the event first (so a crash after it loses nothing), then the row
-/// that answers "already redeemed" to every later attempt.
+/// Redeems a code once. The row that answers "already redeemed" is inserted in a
+/// transaction that stays open while the event is produced: a concurrent attempt waits on it
+/// and then finds the row (409), so exactly one attempt publishes, and the row and the counted
+/// event agree on who redeemed and when. The transaction commits only after the broker has the
+/// event; a crash in between leaves the event counted and no row, and a retry inserts the row
+/// and publishes again, which the ledger counts once.
 async fn redeem(state: &AppState, target: &LinkTarget, by: &str) -> Result<DateTime<Utc>, Redeem> {
     if target.offer_title.is_none() {
         return Err(Redeem::NoOffer);
@@ -402,29 +416,29 @@ async fn redeem(state: &AppState, target: &LinkTarget, by: &str) -> Result<DateT
     if let Some(at) = target.redeemed_at {
         return Err(Redeem::Already(at));
     }
-    if expired(target, Utc::now()) {
+    let now = Utc::now();
+    if expired(target, now) {
         return Err(Redeem::Expired);
     }
-    publish(state, target, EngagementKind::Redemption, Some(by))
+    let unavailable = |e: crate::store::StoreError| Redeem::Unavailable(e.to_string());
+    let mut tx = state
+        .pool
+        .begin()
+        .await
+        .map_err(|e| Redeem::Unavailable(e.to_string()))?;
+    if let Some(first) = links::insert_redemption(&mut tx, target, by, now)
+        .await
+        .map_err(unavailable)?
+    {
+        return Err(Redeem::Already(first));
+    }
+    publish_at(state, target, EngagementKind::Redemption, Some(by), now)
         .await
         .map_err(Redeem::Unavailable)?;
-    match links::redeem(&state.pool, target, by).await {
-        Ok(Some(at)) => Ok(at),
-        Ok(None) => {
-            let now = links::target(
-                &state.pool,
-                target
-                    .recipient()
-                    .map_err(|e| Redeem::Unavailable(e.to_string()))?,
-            )
-            .await
-            .ok()
-            .flatten()
-            .and_then(|t| t.redeemed_at);
-            Err(Redeem::Already(now.unwrap_or_else(Utc::now)))
-        }
-        Err(e) => Err(Redeem::Unavailable(e.to_string())),
-    }
+    tx.commit()
+        .await
+        .map_err(|e| Redeem::Unavailable(e.to_string()))?;
+    Ok(now)
 }
 
 async fn opt_out_page(

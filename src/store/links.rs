@@ -75,23 +75,34 @@ pub async fn target(
     Ok(found)
 }
 
-/// Records a redemption unless the code was redeemed already; `None` when it was.
-pub async fn redeem(
-    pool: &PgPool,
+/// Inserts the redemption row in the caller's transaction (which holds the row's key until
+/// it ends); `Some(first)` when the code was redeemed already, at `first`.
+pub async fn insert_redemption(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     target: &LinkTarget,
     by: &str,
+    at: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let at = sqlx::query_scalar(
-        "INSERT INTO redemptions (recipient_id, campaign_id, tenant_id, by) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (recipient_id) DO NOTHING RETURNING redeemed_at",
+    let inserted: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO redemptions (recipient_id, campaign_id, tenant_id, by, redeemed_at)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (recipient_id) DO NOTHING RETURNING recipient_id",
     )
     .bind(target.recipient_id)
     .bind(target.campaign_id)
     .bind(target.tenant_id)
     .bind(by)
-    .fetch_optional(pool)
+    .bind(at)
+    .fetch_optional(&mut **tx)
     .await?;
-    Ok(at)
+    if inserted.is_some() {
+        return Ok(None);
+    }
+    let first = sqlx::query_scalar("SELECT redeemed_at FROM redemptions WHERE recipient_id = $1")
+        .bind(target.recipient_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(Some(first))
 }
 
 /// The latest message of `tenant` a phone got within `days`: the campaign an inbound opt-out
