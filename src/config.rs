@@ -355,6 +355,15 @@ impl Settings {
         if self.auth.cache_ttl_secs == 0 {
             return invalid("auth.cache_ttl_secs", "must be greater than 0");
         }
+        if let Some(url) = &self.links.public_base_url {
+            let web = matches!(url.scheme(), "http" | "https") && url.host().is_some();
+            if !web || url.query().is_some() || url.fragment().is_some() {
+                return invalid(
+                    "links.public_base_url",
+                    "must be an http(s) URL with a host and no query or fragment",
+                );
+            }
+        }
         if !self
             .links
             .offer_wording

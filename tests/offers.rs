@@ -326,6 +326,16 @@ async fn offer_links_count_visits_redemptions_and_unsubscribes_once_per_recipien
     assert!(!contact_unsubscribed(&h, phone0).await);
     let path = format!("/s/{first}");
     assert_eq!(submit(&h, &path, "").await.0, 403, "no token, no change");
+    let odd = h
+        .http
+        .post(format!("{}{path}", base(&h)))
+        .header("Content-Type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(odd.status().as_u16(), 403, "not our form: the same page");
+    assert!(odd.text().await.unwrap().contains("Please try again"));
     assert!(!contact_unsubscribed(&h, phone0).await);
     let csrf = token_in(&html);
     let (status, html) = submit(&h, &path, &csrf).await;

@@ -36,7 +36,13 @@ use crate::store::links::{self, LinkTarget};
 use crate::web::links as pages;
 
 pub fn public_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/o/{code}", web::get().to(offer))
+    // a form post that is not one of our forms (wrong type, too large, odd fields) gets the
+    // same page as a missing token, not a bare text error
+    let forms = web::FormConfig::default()
+        .limit(4096)
+        .error_handler(|_, _| PageError::Refused.into());
+    cfg.app_data(forms)
+        .route("/o/{code}", web::get().to(offer))
         .route("/o/{code}", web::head().to(offer))
         .route("/o/{code}/redeem", web::post().to(self_redeem))
         .route("/s/{code}", web::get().to(opt_out_page))
