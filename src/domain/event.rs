@@ -381,6 +381,25 @@ impl Event {
         })
     }
 
+    /// An engagement event from stored ids (the link routes and the inbound webhook read them
+    /// from rows); a message id that does not parse is left out, it is informational.
+    pub fn engagement(
+        kind: EngagementKind,
+        (campaign, recipient): (i64, i64),
+        message_id: Option<&str>,
+        via: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<Self, super::IdError> {
+        Ok(Self::Engaged {
+            kind,
+            campaign_id: CampaignId::new(campaign)?,
+            recipient_id: RecipientId::new(recipient)?,
+            message_id: message_id.and_then(|m| MessageId::parse(m).ok()),
+            via: via.map(str::to_owned),
+            at,
+        })
+    }
+
     fn engaged(kind: EngagementKind, e: WireEngaged) -> Result<Self, EventError> {
         let via = match kind {
             EngagementKind::Redemption => e.by,

@@ -135,14 +135,6 @@ impl LinkPlan {
             .replace(OFFER_LINK, &format!("{}/o/{code}", self.base_url))
             .replace(UNSUBSCRIBE_LINK, &format!("{}/s/{code}", self.base_url))
     }
-
-    pub fn offer_url(&self, code: &LinkCode) -> String {
-        format!("{}/o/{code}", self.base_url)
-    }
-
-    pub fn unsubscribe_url(&self, code: &LinkCode) -> String {
-        format!("{}/s/{code}", self.base_url)
-    }
 }
 
 #[cfg(test)]

@@ -439,6 +439,7 @@ impl Campaign {
     }
 
     /// Applies a transition; `false` when its epoch was already in the snapshot.
+    #[cfg(test)]
     pub fn apply(&mut self, t: &Transition) -> bool {
         self.apply_change(&Change::Status(*t))
     }

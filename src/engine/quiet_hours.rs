@@ -27,6 +27,22 @@ pub struct QuietHours {
 }
 
 impl QuietHours {
+    /// Quiet hours as stored (a zone name and two times): `None` when start and end are equal,
+    /// which means no window.
+    pub fn from_stored(
+        zone: &str,
+        start: NaiveTime,
+        end: NaiveTime,
+    ) -> Result<Option<Self>, QuietHoursError> {
+        if start == end {
+            return Ok(None);
+        }
+        let zone = zone
+            .parse()
+            .map_err(|_| QuietHoursError::UnknownZone(zone.to_owned()))?;
+        Ok(Some(Self { zone, start, end }))
+    }
+
     /// Reads an IANA zone name and two `HH:MM` times.
     pub fn parse(zone: &str, start: &str, end: &str) -> Result<Self, QuietHoursError> {
         let zone = zone

@@ -15,12 +15,10 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde_json::json;
 
-use super::input::read_capped;
-use super::webhooks::{dedup_key, WebhookError};
+use super::webhooks::{verified, Verified, WebhookError};
 use super::AppState;
 use crate::domain::inbound::{parse_inbound, InboundMessage};
 use crate::domain::{EngagementKind, Event, PhoneE164};
-use crate::mitto::signature::{Presented, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::store::contacts::{self, NewContact};
 use crate::store::links::{self, LastMessage};
 use crate::store::StoreError;
@@ -28,10 +26,6 @@ use sha2::{Digest, Sha256};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/webhooks/mitto/inbound", web::post().to(receive_inbound));
-}
-
-fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
-    req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
 /// What became of one request's messages.
@@ -54,16 +48,7 @@ async fn receive_inbound(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WebhookError> {
-    let webhook = &state.settings.webhook;
-    let body = read_capped(&req, payload, webhook.max_body_bytes).await?;
-    let presented = Presented {
-        signature: header(&req, SIGNATURE_HEADER),
-        timestamp: header(&req, TIMESTAMP_HEADER),
-        token: header(&req, &webhook.token_header),
-    };
-    state
-        .verifier
-        .verify(presented, &body, Utc::now().timestamp())?;
+    let Verified { body, key, .. } = verified(&req, payload, &state).await?;
     let messages = parse_inbound(&body).map_err(|e| WebhookError::BadInbound(e.to_string()))?;
     let outcome = std::cell::RefCell::new(Outcome {
         received: messages.len(),
@@ -86,7 +71,7 @@ async fn receive_inbound(
     // a replay (say, of a STOP sent before the phone resubscribed) is refused with 409
     let key: [u8; 32] = Sha256::new()
         .chain_update(b"inbound:")
-        .chain_update(dedup_key(presented, &body))
+        .chain_update(key)
         .finalize()
         .into();
     state.replays.accept_once(key, work).await?;
@@ -145,22 +130,15 @@ async fn tenant_of(
 
 /// The `unsubscribe` event of the attributed recipient (counted once per recipient).
 async fn publish(state: &AppState, last: &LastMessage) -> Result<(), String> {
-    let event = Event::Engaged {
-        kind: EngagementKind::Unsubscribe,
-        campaign_id: crate::domain::CampaignId::new(last.campaign_id).map_err(|e| e.to_string())?,
-        recipient_id: crate::domain::RecipientId::new(last.recipient_id)
-            .map_err(|e| e.to_string())?,
-        message_id: last
-            .provider_message_id
-            .as_deref()
-            .and_then(|m| crate::domain::MessageId::parse(m).ok()),
-        via: Some("inbound".into()),
-        at: Utc::now(),
-    };
-    state
-        .events
-        .producer
-        .send(&[event])
-        .await
-        .map_err(|e| e.to_string())
+    let ids = (last.campaign_id, last.recipient_id);
+    let message = last.provider_message_id.as_deref();
+    let event = Event::engagement(
+        EngagementKind::Unsubscribe,
+        ids,
+        message,
+        Some("inbound"),
+        Utc::now(),
+    )
+    .map_err(|e| e.to_string())?;
+    super::links::publish_event(state, event).await
 }

@@ -297,14 +297,14 @@ async fn publish_at(
     via: Option<&str>,
     at: DateTime<Utc>,
 ) -> Result<(), String> {
-    let event = Event::Engaged {
-        kind,
-        campaign_id: target.campaign().map_err(|e| e.to_string())?,
-        recipient_id: target.recipient().map_err(|e| e.to_string())?,
-        message_id: target.message_id(),
-        via: via.map(str::to_owned),
-        at,
-    };
+    let ids = (target.campaign_id, target.recipient_id);
+    let message = target.provider_message_id.as_deref();
+    let event = Event::engagement(kind, ids, message, via, at).map_err(|e| e.to_string())?;
+    publish_event(state, event).await
+}
+
+/// Produces one engagement event; returns once the broker has it.
+pub(super) async fn publish_event(state: &AppState, event: Event) -> Result<(), String> {
     state
         .events
         .producer
@@ -495,17 +495,7 @@ async fn unsubscribe(
     form: web::Form<Form>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
-    let raw = path.into_inner();
-    let (_, target) = guarded(&state, &req, &raw).await?;
-    if !state.link_guard.token_ok("unsubscribe", &raw, &form.csrf) {
-        return Err(PageError::Refused);
-    }
-    publish(&state, &target, EngagementKind::Unsubscribe, Some("link"))
-        .await
-        .map_err(PageError::Unavailable)?;
-    set_opt_out(&state, &target, true).await?;
-    let message = "Done. You will not receive marketing messages from us any more.";
-    Ok(opt_out_view(&state, &raw, &target, true, Some(message)))
+    change_opt_out(&req, &path, &form, &state, true).await
 }
 
 async fn resubscribe(
@@ -514,14 +504,35 @@ async fn resubscribe(
     form: web::Form<Form>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
-    let raw = path.into_inner();
-    let (_, target) = guarded(&state, &req, &raw).await?;
-    if !state.link_guard.token_ok("resubscribe", &raw, &form.csrf) {
+    change_opt_out(&req, &path, &form, &state, false).await
+}
+
+/// The unsubscribe form (`out`) or the resubscribe form: its token checked, the change made,
+/// the page of the new state shown. Only an unsubscribe counts (once per recipient, by its
+/// event); resubscribing takes nothing back.
+async fn change_opt_out(
+    req: &HttpRequest,
+    raw: &str,
+    form: &Form,
+    state: &AppState,
+    out: bool,
+) -> Result<HttpResponse, PageError> {
+    let (_, target) = guarded(state, req, raw).await?;
+    let action = if out { "unsubscribe" } else { "resubscribe" };
+    if !state.link_guard.token_ok(action, raw, &form.csrf) {
         return Err(PageError::Refused);
     }
-    set_opt_out(&state, &target, false).await?;
-    let message = "Welcome back: you will receive our offers again.";
-    Ok(opt_out_view(&state, &raw, &target, false, Some(message)))
+    if out {
+        publish(state, &target, EngagementKind::Unsubscribe, Some("link"))
+            .await
+            .map_err(PageError::Unavailable)?;
+    }
+    set_opt_out(state, &target, out).await?;
+    let message = match out {
+        true => "Done. You will not receive marketing messages from us any more.",
+        false => "Welcome back: you will receive our offers again.",
+    };
+    Ok(opt_out_view(state, raw, &target, out, Some(message)))
 }
 
 /// Opts the recipient's phone out of (or back into) the tenant's marketing.

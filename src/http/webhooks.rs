@@ -83,36 +83,55 @@ fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
+/// A webhook request's body, capped and verified (signature, timestamp or token), with the key
+/// that names the request for replay refusal: what every webhook route does first.
+pub(super) struct Verified {
+    pub body: web::Bytes,
+    pub key: [u8; 32],
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+pub(super) async fn verified(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<Verified, WebhookError> {
+    let webhook = &state.settings.webhook;
+    let body = read_capped(req, payload, webhook.max_body_bytes).await?;
+    let presented = Presented {
+        signature: header(req, SIGNATURE_HEADER),
+        timestamp: header(req, TIMESTAMP_HEADER),
+        token: header(req, &webhook.token_header),
+    };
+    let at = chrono::Utc::now();
+    state.verifier.verify(presented, &body, at.timestamp())?;
+    let key = dedup_key(presented, &body);
+    Ok(Verified {
+        body: body.freeze(),
+        key,
+        at,
+    })
+}
+
 #[tracing::instrument(skip_all)]
 async fn receive_dlr(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, WebhookError> {
-    let webhook = &state.settings.webhook;
-    let body = read_capped(&req, payload, webhook.max_body_bytes).await?;
-    let presented = Presented {
-        signature: header(&req, SIGNATURE_HEADER),
-        timestamp: header(&req, TIMESTAMP_HEADER),
-        token: header(&req, &webhook.token_header),
-    };
-    let now = chrono::Utc::now();
-    state.verifier.verify(presented, &body, now.timestamp())?;
-    let events = parse_reports(&body, now)?;
+    let Verified { body, key, at } = verified(&req, payload, &state).await?;
+    let events = parse_reports(&body, at)?;
     let produce = async {
         let sent = state.events.producer.send(&events).await;
         sent.map_err(|e| e.to_string())
     };
-    state
-        .replays
-        .accept_once(dedup_key(presented, &body), produce)
-        .await?;
+    state.replays.accept_once(key, produce).await?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "accepted": events.len() })))
 }
 
 /// What identifies a request: a signature covers body and timestamp, so it names the request;
 /// a token-authenticated request is named by its body.
-pub(super) fn dedup_key(presented: Presented<'_>, body: &[u8]) -> [u8; 32] {
+fn dedup_key(presented: Presented<'_>, body: &[u8]) -> [u8; 32] {
     let mut key = Sha256::new();
     match presented.signature {
         Some(signature) => {

@@ -14,7 +14,6 @@ use crate::domain::{
 use crate::engine::campaign::{
     Campaign, Counters, EngagementCounts, Figures, MinuteCounts, SendPlan,
 };
-use crate::engine::quiet_hours::QuietHours;
 
 #[derive(sqlx::FromRow)]
 struct ActivationRow {
@@ -528,19 +527,4 @@ impl CampaignRecord {
         let message_type = MessageType::parse(&self.message_type).unwrap_or_default();
         Carried::of(message_type, self.offer_title.is_some())
     }
-}
-
-/// A tenant's quiet hours as stored; `None` when start and end are equal (no window).
-pub fn quiet_hours(
-    zone: &str,
-    start: chrono::NaiveTime,
-    end: chrono::NaiveTime,
-) -> Result<Option<QuietHours>, crate::engine::quiet_hours::QuietHoursError> {
-    if start == end {
-        return Ok(None);
-    }
-    let zone = zone
-        .parse()
-        .map_err(|_| crate::engine::quiet_hours::QuietHoursError::UnknownZone(zone.to_owned()))?;
-    Ok(Some(QuietHours { zone, start, end }))
 }

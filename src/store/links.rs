@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use super::StoreError;
-use crate::domain::{CampaignId, MessageId, RecipientId, TenantId};
+use crate::domain::{RecipientId, TenantId};
 
 /// The recipient a link code names, with its campaign's offer and what it did already.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -30,23 +30,8 @@ pub struct LinkTarget {
 }
 
 impl LinkTarget {
-    pub fn recipient(&self) -> Result<RecipientId, StoreError> {
-        RecipientId::new(self.recipient_id).map_err(|e| StoreError::Corrupt(e.to_string()))
-    }
-
-    pub fn campaign(&self) -> Result<CampaignId, StoreError> {
-        CampaignId::new(self.campaign_id).map_err(|e| StoreError::Corrupt(e.to_string()))
-    }
-
     pub fn tenant(&self) -> Result<TenantId, StoreError> {
         TenantId::new(self.tenant_id).map_err(|e| StoreError::Corrupt(e.to_string()))
-    }
-
-    /// The message its links came in, when it was sent.
-    pub fn message_id(&self) -> Option<MessageId> {
-        self.provider_message_id
-            .as_deref()
-            .and_then(|m| MessageId::parse(m).ok())
     }
 }
 
@@ -114,7 +99,6 @@ pub struct LastMessage {
     pub recipient_id: i64,
     pub campaign_id: i64,
     pub provider_message_id: Option<String>,
-    pub sent_at: DateTime<Utc>,
 }
 
 pub async fn last_message_to(
@@ -124,7 +108,7 @@ pub async fn last_message_to(
     days: u32,
 ) -> Result<Option<LastMessage>, StoreError> {
     let found = sqlx::query_as(
-        "SELECT r.id AS recipient_id, r.campaign_id, r.provider_message_id, r.sent_at
+        "SELECT r.id AS recipient_id, r.campaign_id, r.provider_message_id
          FROM campaigns c
          JOIN campaign_recipients r ON r.campaign_id = c.id AND r.phone_e164 = $1
          WHERE c.tenant_id = $2 AND c.started_at IS NOT NULL

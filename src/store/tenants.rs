@@ -73,7 +73,7 @@ impl MarketingRules {
         let Some((start, end)) = self.quiet else {
             return Ok(None);
         };
-        super::campaigns::quiet_hours(&self.time_zone, start, end)
+        crate::engine::quiet_hours::QuietHours::from_stored(&self.time_zone, start, end)
     }
 
     /// No quiet hours and no cap (tests, benches, the demo).
