@@ -8,11 +8,12 @@
 //! the checkpoint that covers the events' offsets, so a crash replays exactly what was not
 //! committed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
 use super::campaign::Engaged;
+use super::ledger::Changes;
 use crate::domain::{CampaignId, EngagementKind, RecipientId};
 
 /// The engagement columns of one `campaign_recipients` row.
@@ -43,8 +44,7 @@ pub struct Engagement<'a> {
 #[derive(Debug, Default)]
 pub struct EngagementBook {
     rows: HashMap<RecipientId, EngagementRow>,
-    dirty: HashSet<RecipientId>,
-    uncommitted: HashMap<RecipientId, u64>,
+    changes: Changes,
 }
 
 impl EngagementBook {
@@ -89,7 +89,7 @@ impl EngagementBook {
         if !first && e.kind != EngagementKind::Visit {
             return Ok(None);
         }
-        self.dirty.insert(e.recipient);
+        self.changes.mark(e.recipient);
         Ok(Some(Engaged {
             campaign: e.campaign,
             kind: e.kind,
@@ -108,17 +108,10 @@ impl EngagementBook {
         committed: u64,
         max_resident: usize,
     ) -> Vec<EngagementRow> {
-        let changed: Vec<RecipientId> = self.dirty.drain().collect();
-        let rows = changed
-            .iter()
-            .filter_map(|r| self.rows.get(r).cloned())
-            .collect();
-        self.uncommitted
-            .extend(changed.into_iter().map(|r| (r, epoch)));
-        self.uncommitted.retain(|_, e| *e > committed);
+        let rows = self.changes.hand_over(&self.rows, epoch, committed);
         if self.rows.len() > max_resident {
-            let uncommitted = &self.uncommitted;
-            self.rows.retain(|id, _| uncommitted.contains_key(id));
+            let changes = &self.changes;
+            self.rows.retain(|id, _| changes.uncommitted(id));
         }
         rows
     }

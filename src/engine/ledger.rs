@@ -115,6 +115,43 @@ pub struct PartitionCheckpoint {
     pub figures: HashMap<CampaignId, Figures>,
 }
 
+/// Which rows a single writer changed since the last barrier, and which stay in memory because
+/// their last handed-over change is not committed yet (Postgres still holds the state before it).
+#[derive(Debug, Default)]
+pub(super) struct Changes {
+    dirty: HashSet<RecipientId>,
+    uncommitted: HashMap<RecipientId, u64>,
+}
+
+impl Changes {
+    pub(super) fn mark(&mut self, recipient: RecipientId) {
+        self.dirty.insert(recipient);
+    }
+
+    /// The changed rows, handed over to the checkpoint of `epoch`; `committed` is the last
+    /// epoch known to be in Postgres.
+    pub(super) fn hand_over<R: Clone>(
+        &mut self,
+        rows: &HashMap<RecipientId, R>,
+        epoch: u64,
+        committed: u64,
+    ) -> Vec<R> {
+        let changed: Vec<RecipientId> = self.dirty.drain().collect();
+        let handed = changed
+            .iter()
+            .filter_map(|r| rows.get(r).cloned())
+            .collect();
+        self.uncommitted
+            .extend(changed.into_iter().map(|r| (r, epoch)));
+        self.uncommitted.retain(|_, e| *e > committed);
+        handed
+    }
+
+    pub(super) fn uncommitted(&self, recipient: &RecipientId) -> bool {
+        self.uncommitted.contains_key(recipient)
+    }
+}
+
 /// Credit movements a checkpoint books: reserved credits of accepted messages are charged,
 /// those of messages refused before acceptance are refunded.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -149,10 +186,7 @@ pub struct Ledger {
     engagement: EngagementBook,
     parked: HashMap<MessageId, Vec<Parked>>,
     parked_len: usize,
-    dirty: HashSet<RecipientId>,
-    /// The epoch of each row's last handed-over change, until that epoch is committed: such
-    /// a row must stay in memory (Postgres still holds its state before the change).
-    uncommitted: HashMap<RecipientId, u64>,
+    changes: Changes,
     dead: Vec<DeadLetter>,
     credits: HashMap<CampaignId, CreditMoves>,
     figures: HashMap<CampaignId, Figures>,
@@ -225,8 +259,7 @@ impl Ledger {
             engagement: EngagementBook::default(),
             parked: HashMap::new(),
             parked_len: 0,
-            dirty: HashSet::new(),
-            uncommitted: HashMap::new(),
+            changes: Changes::default(),
             dead: Vec::new(),
             credits: HashMap::new(),
             figures: HashMap::new(),
@@ -506,7 +539,7 @@ impl Ledger {
             .or_default()
             .record(&transition);
         out.push(Change::Status(transition));
-        self.dirty.insert(recipient);
+        self.changes.mark(recipient);
         self.counts.applied += 1;
     }
 
@@ -525,7 +558,7 @@ impl Ledger {
             {
                 if row.delivery_status.as_deref() != Some(raw) {
                     row.delivery_status = Some(raw.to_owned());
-                    self.dirty.insert(recipient);
+                    self.changes.mark(recipient);
                 }
             }
             self.counts.ignored += 1;
@@ -616,14 +649,7 @@ impl Ledger {
         now: DateTime<Utc>,
     ) -> PartitionCheckpoint {
         self.expire_parked(now);
-        let changed: Vec<RecipientId> = self.dirty.drain().collect();
-        let rows = changed
-            .iter()
-            .filter_map(|r| self.rows.get(r).cloned())
-            .collect();
-        self.uncommitted
-            .extend(changed.into_iter().map(|r| (r, epoch)));
-        self.uncommitted.retain(|_, e| *e > committed);
+        let rows = self.changes.hand_over(&self.rows, epoch, committed);
         let oldest_parked = self.parked.values().flatten().map(|p| p.offset).min();
         let commit_offset = match (self.next_offset, oldest_parked) {
             (Some(next), Some(parked)) => Some(next.min(parked)),
@@ -672,10 +698,10 @@ impl Ledger {
         if self.rows.len() <= self.limits.max_resident {
             return;
         }
-        let uncommitted = &self.uncommitted;
+        let changes = &self.changes;
         let by_message = &mut self.by_message;
         self.rows.retain(|id, row| {
-            let keep = !row.status.is_final() || uncommitted.contains_key(id);
+            let keep = !row.status.is_final() || changes.uncommitted(id);
             if !keep {
                 if let Some(m) = &row.message_id {
                     by_message.remove(m);
