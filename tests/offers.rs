@@ -380,6 +380,25 @@ async fn offer_links_count_visits_redemptions_and_unsubscribes_once_per_recipien
     )
     .await;
     assert_eq!(stored, (2, 4, 2, 1));
+    // the time series counts each recipient's first visit, redemption and unsubscribe once,
+    // and the minutes stored with the snapshot agree with the rows
+    let (_, series) = h
+        .get(
+            &token,
+            &format!("/api/v1/campaigns/{id}/timeseries?bucket=day"),
+        )
+        .await;
+    let totals = &series["totals"];
+    assert_eq!(
+        (
+            &totals["visits"],
+            &totals["redemptions"],
+            &totals["unsubscribes"]
+        ),
+        (&json!(2), &json!(2), &json!(1)),
+        "{series}"
+    );
+    h.assert_snapshots_match_rows().await;
     h.stop().await;
     db.drop_database().await;
 }

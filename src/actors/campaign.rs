@@ -181,6 +181,14 @@ impl Handler<GetStats> for CampaignActor {
     }
 }
 
+impl Handler<GetCampaign> for CampaignActor {
+    type Result = Option<Box<crate::engine::campaign::Campaign>>;
+
+    fn handle(&mut self, _: GetCampaign, _: &mut Self::Context) -> Self::Result {
+        self.campaign().map(|c| Box::new(c.clone()))
+    }
+}
+
 impl Handler<Passivate> for CampaignActor {
     type Result = bool;
 

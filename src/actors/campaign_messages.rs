@@ -52,6 +52,12 @@ pub struct Nudge;
 #[rtype(result = "Option<(TenantId, Stats)>")]
 pub struct GetStats;
 
+/// The campaign as the actor holds it (figures with their series, status, tenant), for
+/// reports; `None` when the campaign does not exist.
+#[derive(Message, Clone)]
+#[rtype(result = "Option<Box<crate::engine::campaign::Campaign>>")]
+pub struct GetCampaign;
+
 /// Stops the actor if it has been idle this long, is not sending, and everything it applied
 /// is committed.
 #[derive(Message)]

@@ -11,7 +11,7 @@ use dashmap::DashMap;
 use sqlx::PgPool;
 
 use super::campaign::{
-    ApplyTransitions, CampaignActor, Command, GetAppliedEpoch, GetStats, Lifecycle,
+    ApplyTransitions, CampaignActor, Command, GetAppliedEpoch, GetCampaign, GetStats, Lifecycle,
     LifecycleResult, Nudge, Passivate, PublishedStats, SendingContext,
 };
 use crate::domain::{CampaignId, TenantId};
@@ -142,6 +142,16 @@ impl CampaignRegistry {
             return Some(published.clone());
         }
         self.ask(id, GetStats).await.flatten()
+    }
+
+    /// The campaign as its actor holds it, if it has an active actor; `None` otherwise (the
+    /// snapshot in Postgres is then the whole truth). Never activates one.
+    pub async fn campaign_if_active(
+        &self,
+        id: CampaignId,
+    ) -> Option<Box<crate::engine::campaign::Campaign>> {
+        let addr = self.inner.actors.get(&id).map(|a| a.clone())?;
+        addr.send(GetCampaign).await.ok().flatten()
     }
 
     /// Runs a lifecycle command in the campaign's actor; `None` if it could not be reached.

@@ -9,6 +9,7 @@
 //! - [`engagement`] one partition's engagement rows (visits, redemptions, unsubscribes) and
 //!   what counts once per recipient.
 //! - [`ledger`]    one partition's per-message state and the forward-only rules applied to it.
+//! - [`reports`]   a campaign's series regrouped into minutes, hours or days of a time zone.
 //! - [`reconcile`] what a status lookup at Mitto becomes, and the periodic pass's cursors.
 
 pub mod batch;
@@ -18,4 +19,5 @@ pub mod engagement;
 pub mod ledger;
 pub mod quiet_hours;
 pub mod reconcile;
+pub mod reports;
 pub mod send_loop;

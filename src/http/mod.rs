@@ -13,6 +13,7 @@ pub mod keys;
 pub mod links;
 pub mod me;
 pub mod refresh;
+pub mod reports;
 pub mod stats;
 pub mod webhooks;
 
@@ -70,6 +71,7 @@ pub fn server(state: AppState, listener: TcpListener) -> std::io::Result<Server>
                     .configure(me::routes)
                     // before campaigns: /v1/campaigns/stats is not a campaign id
                     .configure(stats::routes)
+                    .configure(reports::routes)
                     .configure(campaigns::routes)
                     .configure(contacts::routes)
                     .configure(refresh::routes)

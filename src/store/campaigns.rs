@@ -128,24 +128,42 @@ async fn snapshot(
 type Series = BTreeMap<DateTime<Utc>, MinuteCounts>;
 
 async fn minutes(conn: &mut sqlx::PgConnection, id: CampaignId) -> Result<Series, StoreError> {
-    let rows: Vec<(DateTime<Utc>, i64, i64, i64)> = sqlx::query_as(
-        "SELECT minute, sent, delivered, failed FROM campaign_minutes
-         WHERE campaign_id = $1 AND (sent, delivered, failed) <> (0, 0, 0)",
+    let rows: Vec<MinuteRow> = sqlx::query_as(
+        "SELECT minute, sent, delivered, failed, visits, redemptions, unsubscribes
+         FROM campaign_minutes
+         WHERE campaign_id = $1
+           AND (sent, delivered, failed, visits, redemptions, unsubscribes) <> (0, 0, 0, 0, 0, 0)",
     )
     .bind(id.get())
     .fetch_all(&mut *conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(at, sent, delivered, failed)| {
-            let m = MinuteCounts {
-                sent,
-                delivered,
-                failed,
-            };
-            (at, m)
-        })
-        .collect())
+    Ok(rows.into_iter().map(MinuteRow::into_entry).collect())
+}
+
+/// One minute of a series as SQL returns it.
+#[derive(sqlx::FromRow)]
+struct MinuteRow {
+    minute: DateTime<Utc>,
+    sent: i64,
+    delivered: i64,
+    failed: i64,
+    visits: i64,
+    redemptions: i64,
+    unsubscribes: i64,
+}
+
+impl MinuteRow {
+    fn into_entry(self) -> (DateTime<Utc>, MinuteCounts) {
+        let m = MinuteCounts {
+            sent: self.sent,
+            delivered: self.delivered,
+            failed: self.failed,
+            visits: self.visits,
+            redemptions: self.redemptions,
+            unsubscribes: self.unsubscribes,
+        };
+        (self.minute, m)
+    }
 }
 
 /// A campaign's snapshot and its figures counted from the recipient rows, read in one
@@ -194,16 +212,29 @@ async fn count_rows(conn: &mut sqlx::PgConnection, id: CampaignId) -> Result<Fig
     .bind(id.get())
     .fetch_all(&mut *conn)
     .await?;
-    let series: Vec<(DateTime<Utc>, i64, i64, i64)> = sqlx::query_as(
-        "SELECT minute, sum(s)::bigint, sum(d)::bigint, sum(f)::bigint FROM (
-             SELECT date_trunc('minute', sent_at) AS minute, 1 AS s, 0 AS d, 0 AS f
+    let series: Vec<MinuteRow> = sqlx::query_as(
+        "SELECT minute, sum(s)::bigint AS sent, sum(d)::bigint AS delivered,
+                sum(f)::bigint AS failed, sum(v)::bigint AS visits,
+                sum(r)::bigint AS redemptions, sum(u)::bigint AS unsubscribes
+         FROM (
+             SELECT date_trunc('minute', sent_at) AS minute, 1 AS s, 0 AS d, 0 AS f,
+                    0 AS v, 0 AS r, 0 AS u
              FROM campaign_recipients WHERE campaign_id = $1 AND sent_at IS NOT NULL
              UNION ALL
-             SELECT date_trunc('minute', delivered_at), 0, 1, 0
+             SELECT date_trunc('minute', delivered_at), 0, 1, 0, 0, 0, 0
              FROM campaign_recipients WHERE campaign_id = $1 AND status = 'delivered'
              UNION ALL
-             SELECT date_trunc('minute', failed_at), 0, 0, 1
+             SELECT date_trunc('minute', failed_at), 0, 0, 1, 0, 0, 0
              FROM campaign_recipients WHERE campaign_id = $1 AND status = 'failed'
+             UNION ALL
+             SELECT date_trunc('minute', visited_at), 0, 0, 0, 1, 0, 0
+             FROM campaign_recipients WHERE campaign_id = $1 AND visited_at IS NOT NULL
+             UNION ALL
+             SELECT date_trunc('minute', redeemed_at), 0, 0, 0, 0, 1, 0
+             FROM campaign_recipients WHERE campaign_id = $1 AND redeemed_at IS NOT NULL
+             UNION ALL
+             SELECT date_trunc('minute', unsubscribed_at), 0, 0, 0, 0, 0, 1
+             FROM campaign_recipients WHERE campaign_id = $1 AND unsubscribed_at IS NOT NULL
          ) m GROUP BY minute",
     )
     .bind(id.get())
@@ -241,13 +272,9 @@ async fn count_rows(conn: &mut sqlx::PgConnection, id: CampaignId) -> Result<Fig
             .map_err(|e| StoreError::Corrupt(format!("campaign {id}: {e}")))?;
         figures.counters.add(status, n);
     }
-    for (at, sent, delivered, failed) in series {
-        let m = MinuteCounts {
-            sent,
-            delivered,
-            failed,
-        };
-        if m != MinuteCounts::default() {
+    for row in series {
+        let (at, m) = row.into_entry();
+        if !m.is_zero() {
             figures.series.insert(at, m);
         }
     }

@@ -277,19 +277,30 @@ async fn add_minutes(
     let sent: Vec<i64> = minutes.iter().map(|m| m.2.sent).collect();
     let delivered: Vec<i64> = minutes.iter().map(|m| m.2.delivered).collect();
     let failed: Vec<i64> = minutes.iter().map(|m| m.2.failed).collect();
+    let visits: Vec<i64> = minutes.iter().map(|m| m.2.visits).collect();
+    let redemptions: Vec<i64> = minutes.iter().map(|m| m.2.redemptions).collect();
+    let unsubscribes: Vec<i64> = minutes.iter().map(|m| m.2.unsubscribes).collect();
     sqlx::query(
-        "INSERT INTO campaign_minutes (campaign_id, minute, sent, delivered, failed)
-         SELECT * FROM UNNEST($1::bigint[], $2::timestamptz[], $3::bigint[], $4::bigint[], $5::bigint[])
+        "INSERT INTO campaign_minutes
+             (campaign_id, minute, sent, delivered, failed, visits, redemptions, unsubscribes)
+         SELECT * FROM UNNEST($1::bigint[], $2::timestamptz[], $3::bigint[], $4::bigint[],
+                              $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[])
          ON CONFLICT (campaign_id, minute) DO UPDATE SET
              sent = campaign_minutes.sent + EXCLUDED.sent,
              delivered = campaign_minutes.delivered + EXCLUDED.delivered,
-             failed = campaign_minutes.failed + EXCLUDED.failed",
+             failed = campaign_minutes.failed + EXCLUDED.failed,
+             visits = campaign_minutes.visits + EXCLUDED.visits,
+             redemptions = campaign_minutes.redemptions + EXCLUDED.redemptions,
+             unsubscribes = campaign_minutes.unsubscribes + EXCLUDED.unsubscribes",
     )
     .bind(&ids)
     .bind(&at)
     .bind(&sent)
     .bind(&delivered)
     .bind(&failed)
+    .bind(&visits)
+    .bind(&redemptions)
+    .bind(&unsubscribes)
     .execute(&mut **tx)
     .await?;
     Ok(())

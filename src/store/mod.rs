@@ -12,6 +12,7 @@ pub mod fixtures;
 pub mod links;
 pub mod messages;
 pub mod reconcile;
+pub mod reports;
 pub mod tenants;
 
 use std::str::FromStr;
