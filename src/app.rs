@@ -143,6 +143,7 @@ impl Application {
             verifier: Arc::new(verifier),
             default_traffic_account,
             reconciler,
+            stopping: http::Stopping::default(),
         };
         let server = http::server(state.clone(), listener).context("starting the HTTP server")?;
         tracing::info!(port, "campaignd listening");
@@ -163,6 +164,7 @@ impl Application {
         let server = actix_web::rt::spawn(self.server);
         shutdown_signal().await?;
         tracing::info!("shutting down: HTTP first, then a final checkpoint");
+        self.state.stopping.begin();
         handle.stop(true).await;
         let _ = server.await;
         self.pipeline.stop().await;
@@ -201,6 +203,7 @@ impl RunningApplication {
     }
 
     pub async fn stop(self) {
+        self.state.stopping.begin();
         self.handle.stop(true).await;
         self.pipeline.stop().await;
         if let Some(sim) = self.simulator {

@@ -69,13 +69,13 @@ impl CampaignActor {
     /// Makes the current stats what stats requests read.
     pub(super) fn publish(&self) {
         if let Load::Ready(c) = &self.state {
-            self.published.insert(self.id, (c.tenant, c.stats()));
+            self.published.publish(self.id, c.tenant, c.stats());
         }
     }
 
     /// Stops the actor, withdrawing its published stats first.
     fn stop(&mut self, ctx: &mut Context<Self>) {
-        self.published.remove(&self.id);
+        self.published.withdraw(self.id);
         ctx.stop();
     }
 

@@ -5,19 +5,98 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
+use tokio::sync::watch;
 
 use crate::actors::sender::SenderPool;
-use crate::domain::{CampaignStatus, TenantId, TrafficAccountId};
+use crate::domain::{CampaignId, CampaignStatus, TenantId, TrafficAccountId};
 use crate::engine::campaign::{Change, Stats};
 use crate::pipeline::Replay;
 use crate::store::campaigns::{CampaignRecord, Definition};
 use crate::store::enqueue::{EnqueueOutcome, StartError};
 
 /// The stats each active campaign's actor last published: what stats requests read, without
-/// a round trip through the actor's mailbox (which may be behind a batch of transitions).
-/// An actor publishes after every change it makes and withdraws its entry when it stops.
-pub type PublishedStats =
-    std::sync::Arc<dashmap::DashMap<crate::domain::CampaignId, (TenantId, Stats)>>;
+/// a round trip through the actor's mailbox (which may be behind a batch of transitions), and
+/// what live streams watch. An actor publishes after every change it makes and withdraws its
+/// entry when it stops; a watched campaign's channel outlives its actors, so a stream keeps
+/// its subscription across passivation and reactivation.
+#[derive(Clone, Default)]
+pub struct PublishedStats {
+    latest: Arc<dashmap::DashMap<CampaignId, (TenantId, Stats)>>,
+    watched: Arc<dashmap::DashMap<CampaignId, watch::Sender<Option<(TenantId, Stats)>>>>,
+}
+
+impl PublishedStats {
+    /// Makes `stats` what requests read and what watchers see next. Costs one map lookup
+    /// more when nobody watches; watchers are woken, never waited for.
+    pub fn publish(&self, id: CampaignId, tenant: TenantId, stats: Stats) {
+        if let Some(tx) = self.watched.get(&id) {
+            tx.send_replace(Some((tenant, stats.clone())));
+        }
+        self.latest.insert(id, (tenant, stats));
+    }
+
+    pub fn withdraw(&self, id: CampaignId) {
+        self.latest.remove(&id);
+    }
+
+    pub fn get(&self, id: CampaignId) -> Option<(TenantId, Stats)> {
+        self.latest.get(&id).map(|e| e.value().clone())
+    }
+
+    /// A receiver of the campaign's every publication from now on (its current value: the
+    /// last published, if its actor is active).
+    pub fn watch(&self, id: CampaignId) -> watch::Receiver<Option<(TenantId, Stats)>> {
+        self.watched
+            .entry(id)
+            .or_insert_with(|| watch::channel(self.get(id)).0)
+            .subscribe()
+    }
+
+    /// Drops the campaign's channel once nobody watches it.
+    pub fn unwatch(&self, id: CampaignId) {
+        self.watched
+            .remove_if(&id, |_, tx| tx.receiver_count() == 0);
+    }
+
+    /// Campaigns with at least one watcher, and watchers in all.
+    pub fn watchers(&self) -> (usize, usize) {
+        let campaigns = self.watched.len();
+        let watchers = self.watched.iter().map(|e| e.receiver_count()).sum();
+        (campaigns, watchers)
+    }
+}
+
+/// A subscription to one campaign's published stats; dropping it unsubscribes.
+pub struct StatsWatch {
+    id: CampaignId,
+    rx: Option<watch::Receiver<Option<(TenantId, Stats)>>>,
+    published: PublishedStats,
+}
+
+impl StatsWatch {
+    pub fn new(id: CampaignId, published: &PublishedStats) -> Self {
+        Self {
+            id,
+            rx: Some(published.watch(id)),
+            published: published.clone(),
+        }
+    }
+
+    /// Waits for the next publication, then answers the newest stats (publications made
+    /// meanwhile are coalesced into it).
+    pub async fn changed(&mut self) -> Option<(TenantId, Stats)> {
+        let rx = self.rx.as_mut()?;
+        rx.changed().await.ok()?;
+        rx.borrow_and_update().clone()
+    }
+}
+
+impl Drop for StatsWatch {
+    fn drop(&mut self) {
+        drop(self.rx.take());
+        self.published.unwatch(self.id);
+    }
+}
 
 /// What campaign actors share for sending.
 pub struct SendingContext {

@@ -12,7 +12,7 @@ use sqlx::PgPool;
 
 use super::campaign::{
     ApplyTransitions, CampaignActor, Command, GetAppliedEpoch, GetCampaign, GetStats, Lifecycle,
-    LifecycleResult, Nudge, Passivate, PublishedStats, SendingContext,
+    LifecycleResult, Nudge, Passivate, PublishedStats, SendingContext, StatsWatch,
 };
 use crate::domain::{CampaignId, TenantId};
 use crate::engine::campaign::{Change, Stats};
@@ -138,8 +138,8 @@ impl CampaignRegistry {
     /// The campaign's tenant and stats, from its actor's memory: what it last published, or
     /// (not active yet) asked of a fresh activation.
     pub async fn stats(&self, id: CampaignId) -> Option<(TenantId, Stats)> {
-        if let Some(published) = self.inner.published.get(&id) {
-            return Some(published.clone());
+        if let Some(published) = self.inner.published.get(id) {
+            return Some(published);
         }
         self.ask(id, GetStats).await.flatten()
     }
@@ -152,6 +152,15 @@ impl CampaignRegistry {
     ) -> Option<Box<crate::engine::campaign::Campaign>> {
         let addr = self.inner.actors.get(&id).map(|a| a.clone())?;
         addr.send(GetCampaign).await.ok().flatten()
+    }
+
+    /// A live view of the campaign's stats: its current stats (activating its actor, which
+    /// then publishes every change) and a subscription to every later publication. `None`
+    /// when the campaign does not exist. A watcher costs the actor one channel send per change.
+    pub async fn watch(&self, id: CampaignId) -> Option<((TenantId, Stats), StatsWatch)> {
+        let watch = StatsWatch::new(id, &self.inner.published);
+        let current = self.stats(id).await?;
+        Some((current, watch))
     }
 
     /// Runs a lifecycle command in the campaign's actor; `None` if it could not be reached.
@@ -210,6 +219,11 @@ impl CampaignRegistry {
             }
         }
         stopped
+    }
+
+    /// Campaigns watched by live streams, and streams in all.
+    pub fn watchers(&self) -> (usize, usize) {
+        self.inner.published.watchers()
     }
 
     pub fn active(&self) -> usize {

@@ -632,6 +632,19 @@ pub struct Stats {
     pub last_event_at: Option<DateTime<Utc>>,
 }
 
+impl Stats {
+    /// Nothing more will change by itself: the campaign is finished and no message waits to be
+    /// sent or for its report.
+    pub fn settled(&self) -> bool {
+        matches!(
+            self.status,
+            CampaignStatus::Completed | CampaignStatus::Failed | CampaignStatus::Cancelled
+        ) && self.queued == 0
+            && self.processing == 0
+            && self.pending == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

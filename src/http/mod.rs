@@ -11,6 +11,7 @@ pub mod inbound;
 pub mod input;
 pub mod keys;
 pub mod links;
+pub mod live;
 pub mod me;
 pub mod refresh;
 pub mod reports;
@@ -49,6 +50,31 @@ pub struct AppState {
     pub link_guard: Arc<links::LinkGuard>,
     /// Inbound texts that opt a phone out.
     pub stop_keywords: Arc<crate::domain::StopKeywords>,
+    /// Set when the service begins to stop: long-lived responses (live streams) end, so
+    /// that the graceful stop does not wait for them.
+    pub stopping: Stopping,
+}
+
+/// The service is stopping; cheap to clone, every clone sees the same signal.
+#[derive(Clone)]
+pub struct Stopping(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for Stopping {
+    fn default() -> Self {
+        Self(Arc::new(tokio::sync::watch::channel(false).0))
+    }
+}
+
+impl Stopping {
+    pub fn begin(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Resolves once the service begins to stop.
+    pub async fn wait(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|stopping| *stopping).await;
+    }
 }
 
 /// Builds the server on an already bound listener (port 0 in tests).
@@ -71,6 +97,7 @@ pub fn server(state: AppState, listener: TcpListener) -> std::io::Result<Server>
                     .configure(me::routes)
                     // before campaigns: /v1/campaigns/stats is not a campaign id
                     .configure(stats::routes)
+                    .configure(live::routes)
                     .configure(reports::routes)
                     .configure(campaigns::routes)
                     .configure(contacts::routes)

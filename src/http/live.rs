@@ -1,0 +1,130 @@
+//! Live stats: `GET /api/v1/campaigns/{id}/stats/stream`, Server-Sent Events fed by the
+//! campaign's actor (every publication it makes, through a watch channel; never a query). At
+//! most one event per [`MIN_GAP`], the newest figures at that moment; a comment line every
+//! [`KEEP_ALIVE`] when nothing changes; the stream ends after the figures of a finished,
+//! settled campaign.
+
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use tokio::time::Instant;
+
+use super::auth::Authenticated;
+use super::error::ApiError;
+use super::AppState;
+use crate::actors::campaign::StatsWatch;
+use crate::domain::{CampaignId, TenantId};
+use crate::engine::campaign::Stats;
+
+/// Events are coalesced to at most four a second.
+pub const MIN_GAP: Duration = Duration::from_millis(250);
+/// A comment line this often keeps proxies from closing a quiet stream.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// What `EventSource` clients wait before reconnecting, in milliseconds.
+const RETRY_MS: u32 = 3000;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/campaigns/{id}/stats/stream", web::get().to(stream));
+}
+
+async fn stream(
+    auth: Authenticated,
+    path: web::Path<String>,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let not_found = || ApiError::NotFound(format!("campaign {path} not found"));
+    let id: CampaignId = path.parse().map_err(|_| not_found())?;
+    // ownership first: another tenant's id activates nothing
+    let owned = crate::store::campaigns::owned(&state.pool, auth.tenant, &[id]).await?;
+    if owned.is_empty() {
+        return Err(not_found());
+    }
+    let ((tenant, stats), watch) = state
+        .events
+        .registry
+        .watch(id)
+        .await
+        .filter(|((tenant, _), _)| *tenant == auth.tenant)
+        .ok_or_else(not_found)?;
+    // a client reconnecting after the end of a finished campaign's stream: 204 tells
+    // `EventSource` not to come back
+    if req.headers().contains_key("Last-Event-ID") && stats.settled() {
+        return Ok(HttpResponse::NoContent().finish());
+    }
+    let live = Live {
+        watch,
+        tenant,
+        first: Some(stats),
+        last_sent: Instant::now(),
+        seq: 0,
+        done: false,
+        last_refresh_at: state.reconciler.clone(),
+        id,
+        stopping: state.stopping.clone(),
+    };
+    let events = futures::stream::unfold(live, |mut live| async move {
+        let chunk = live.next_chunk().await?;
+        Some((Ok::<_, std::convert::Infallible>(chunk), live))
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        // proxies such as nginx must pass events on as they come
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(events))
+}
+
+/// One subscriber's stream.
+struct Live {
+    watch: StatsWatch,
+    tenant: TenantId,
+    first: Option<Stats>,
+    last_sent: Instant,
+    seq: u64,
+    done: bool,
+    last_refresh_at: crate::reconcile::Reconciler,
+    id: CampaignId,
+    stopping: super::Stopping,
+}
+
+impl Live {
+    async fn next_chunk(&mut self) -> Option<web::Bytes> {
+        if self.done {
+            return None;
+        }
+        if let Some(stats) = self.first.take() {
+            let mut chunk = format!("retry: {RETRY_MS}\n").into_bytes();
+            chunk.extend_from_slice(&self.event(stats));
+            return Some(chunk.into());
+        }
+        let stopping = self.stopping.clone();
+        let next = async {
+            tokio::time::sleep_until(self.last_sent + MIN_GAP).await;
+            tokio::time::timeout(KEEP_ALIVE, self.watch.changed()).await
+        };
+        let next = tokio::select! {
+            next = next => next,
+            _ = stopping.wait() => return None,
+        };
+        match next {
+            Err(_) => Some(web::Bytes::from_static(b": keep-alive\n\n")),
+            Ok(Some((tenant, stats))) if tenant == self.tenant => Some(self.event(stats).into()),
+            // the campaign is gone (deleted)
+            Ok(_) => None,
+        }
+    }
+
+    fn event(&mut self, stats: Stats) -> Vec<u8> {
+        self.seq += 1;
+        self.last_sent = Instant::now();
+        self.done = stats.settled();
+        let stats = Stats {
+            last_refresh_at: self.last_refresh_at.last_refresh_at(self.id),
+            ..stats
+        };
+        let data = serde_json::to_string(&stats).unwrap_or_else(|_| "{}".into());
+        format!("id: {}\nevent: stats\ndata: {data}\n\n", self.seq).into_bytes()
+    }
+}
