@@ -22,8 +22,11 @@ use crate::store::enqueue::{EnqueueOutcome, StartError};
 #[derive(Clone, Default)]
 pub struct PublishedStats {
     latest: Arc<dashmap::DashMap<CampaignId, (TenantId, Stats)>>,
-    watched: Arc<dashmap::DashMap<CampaignId, watch::Sender<Option<(TenantId, Stats)>>>>,
+    watched: Arc<dashmap::DashMap<CampaignId, watch::Sender<Latest>>>,
 }
+
+/// A campaign's tenant and stats as last published (`None` before its first publication).
+type Latest = Option<(TenantId, Stats)>;
 
 impl PublishedStats {
     /// Makes `stats` what requests read and what watchers see next. Costs one map lookup
@@ -45,7 +48,7 @@ impl PublishedStats {
 
     /// A receiver of the campaign's every publication from now on (its current value: the
     /// last published, if its actor is active).
-    pub fn watch(&self, id: CampaignId) -> watch::Receiver<Option<(TenantId, Stats)>> {
+    pub fn watch(&self, id: CampaignId) -> watch::Receiver<Latest> {
         self.watched
             .entry(id)
             .or_insert_with(|| watch::channel(self.get(id)).0)
@@ -69,7 +72,7 @@ impl PublishedStats {
 /// A subscription to one campaign's published stats; dropping it unsubscribes.
 pub struct StatsWatch {
     id: CampaignId,
-    rx: Option<watch::Receiver<Option<(TenantId, Stats)>>>,
+    rx: Option<watch::Receiver<Latest>>,
     published: PublishedStats,
 }
 
