@@ -56,6 +56,8 @@ impl Application {
         simulator: SimConfig,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
+        // installed first, so that everything from start-up on is counted
+        crate::metrics::handle();
         let pool = crate::store::connect_and_migrate(settings.database_url.expose_secret())
             .await
             .context("connecting to Postgres")?;

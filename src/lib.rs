@@ -33,6 +33,7 @@ pub mod domain;
 pub mod engine;
 pub mod http;
 pub mod kafka;
+pub mod metrics;
 pub mod mitto;
 pub mod pipeline;
 pub mod reconcile;

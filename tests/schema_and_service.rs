@@ -261,3 +261,56 @@ async fn health_readiness_and_json_errors() {
     app.stop().await;
     db.drop_database().await;
 }
+
+#[actix_web::test]
+async fn every_response_carries_a_request_id_and_error_bodies_name_it() {
+    let db = TestDb::unique();
+    let app = Application::build(settings(&db)).await.unwrap().spawn();
+    let http = reqwest::Client::new();
+    let id_of = |r: &reqwest::Response| r.headers()["x-request-id"].to_str().unwrap().to_owned();
+
+    // a caller's id is kept, on success and on error
+    let health = http
+        .get(app.url("/healthz"))
+        .header("X-Request-Id", "trace-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(id_of(&health), "trace-42");
+    let refused = http
+        .get(app.url("/api/v1/me"))
+        .header("X-Request-Id", "trace-43")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (refused.status().as_u16(), id_of(&refused)),
+        (401, "trace-43".into())
+    );
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["requestId"], "trace-43");
+    assert_eq!(body["error"]["code"], "UNAUTHORIZED");
+
+    // without one (or with an unusable one), a fresh id per request, also in the error body
+    let mut seen = std::collections::HashSet::new();
+    for header in [None, Some("has spaces"), Some("")] {
+        let mut request = http.get(app.url("/no/such/route"));
+        if let Some(h) = header {
+            request = request.header("X-Request-Id", h);
+        }
+        let missing = request.send().await.unwrap();
+        let id = id_of(&missing);
+        assert_eq!(id.len(), 26, "a ULID: {id}");
+        let body: serde_json::Value = missing.json().await.unwrap();
+        assert_eq!(body["error"]["requestId"], id.as_str());
+        assert!(seen.insert(id));
+    }
+    // an error raised before routing (a NUL in the query) carries it too
+    let nul = http.get(app.url("/healthz?x=%00")).send().await.unwrap();
+    assert_eq!(nul.status(), 400);
+    let id = id_of(&nul);
+    let body: serde_json::Value = nul.json().await.unwrap();
+    assert_eq!(body["error"]["requestId"], id.as_str());
+    app.stop().await;
+    db.drop_database().await;
+}

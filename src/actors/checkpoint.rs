@@ -204,10 +204,15 @@ impl Handler<CheckpointNow> for Checkpointer {
                     writes.push(write);
                     let (pool, scope) = (act.config.pool.clone(), act.config.scope.clone());
                     async move {
+                        let started = Instant::now();
                         let result = match unchanged {
                             true => Ok(()),
                             false => checkpoints::commit(&pool, &scope, &writes).await,
                         };
+                        if !unchanged && result.is_ok() {
+                            let rows = writes.iter().map(|w| w.rows.len()).sum();
+                            crate::metrics::checkpoint(started.elapsed(), rows);
+                        }
                         (writes, result)
                     }
                     .into_actor(act)
@@ -217,6 +222,7 @@ impl Handler<CheckpointNow> for Checkpointer {
                     match result {
                         Ok(()) => Ok(act.committed(epoch, writes)),
                         Err(e) => {
+                            crate::metrics::checkpoint_failed();
                             tracing::error!(error = %e, epoch, "checkpoint failed; its data is kept for the next one");
                             act.unwritten = writes;
                             Err(e.to_string())

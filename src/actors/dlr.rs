@@ -13,7 +13,7 @@ use super::registry::CampaignRegistry;
 use crate::engine::engagement::EngagementRow;
 use crate::engine::ledger::MessageRow;
 pub use crate::engine::ledger::{
-    Incoming, Ledger, LedgerCounts, LedgerLimits, Lookups, PartitionCheckpoint, Poison,
+    Incoming, Ledger, LedgerLimits, Lookups, PartitionCheckpoint, Poison,
 };
 use crate::store::messages;
 
@@ -51,11 +51,6 @@ pub struct Applied {
     /// Everything applied so far is committed once this epoch is.
     pub epoch: u64,
 }
-
-/// Asks for the ledger's counters.
-#[derive(Message)]
-#[rtype(result = "LedgerCounts")]
-pub struct GetCounts;
 
 pub struct DlrActor {
     ledger: Ledger,
@@ -134,6 +129,9 @@ impl Handler<Records> for DlrActor {
                 let n = msg.0.len() as u64;
                 let transitions = act.ledger.apply_batch(msg.0, Utc::now());
                 act.pending.fetch_add(n, Ordering::Relaxed);
+                for (event_type, outcome, n) in std::mem::take(&mut act.ledger.counts).cells() {
+                    crate::metrics::events(event_type, outcome.as_str(), n);
+                }
                 let registry = act.registry.clone();
                 async move { registry.deliver(transitions).await }.into_actor(act)
             }),
@@ -165,13 +163,5 @@ impl Handler<GetApplied> for DlrActor {
             next_offset: self.ledger.next_offset(),
             epoch: self.ledger.epoch(),
         })
-    }
-}
-
-impl Handler<GetCounts> for DlrActor {
-    type Result = MessageResult<GetCounts>;
-
-    fn handle(&mut self, _: GetCounts, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.ledger.counts)
     }
 }

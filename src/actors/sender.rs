@@ -118,12 +118,15 @@ impl SenderConfig {
     #[tracing::instrument(skip_all, fields(campaign_id = %batch.campaign, messages = batch.items.len()))]
     pub async fn deliver(&self, batch: Batch) -> BatchDone {
         let segments = batch.items.iter().map(|i| i.segments).sum();
+        let waiting = std::time::Instant::now();
         self.limits
             .acquire(batch.traffic_account, batch.tenant, segments)
             .await;
+        crate::metrics::limiter_wait(waiting.elapsed());
         let resolution = self.send(&batch).await;
         let (events, done) = events_for(&batch, resolution);
         self.publish(&events).await;
+        count_sends(&events);
         done
     }
 
@@ -210,6 +213,22 @@ impl SenderConfig {
         }
         crate::store::until_ok("publishing send events", || self.producer.send(events)).await
     }
+}
+
+/// Counts a batch's published outcomes for the metrics.
+fn count_sends(events: &[Event]) {
+    let (mut accepted, mut retryable, mut failed) = (0, 0, 0);
+    for event in events {
+        match event {
+            Event::Sent { .. } => accepted += 1,
+            Event::SendFailed {
+                retryable: true, ..
+            } => retryable += 1,
+            Event::SendFailed { .. } => failed += 1,
+            _ => {}
+        }
+    }
+    crate::metrics::sends(accepted, retryable, failed);
 }
 
 /// Sends one batch; the reply comes once its events are on the topic.

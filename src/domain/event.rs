@@ -21,6 +21,17 @@ pub enum EngagementKind {
     Unsubscribe,
 }
 
+impl EngagementKind {
+    /// The event `type` on the wire.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            EngagementKind::Visit => "visit",
+            EngagementKind::Redemption => "redemption",
+            EngagementKind::Unsubscribe => "unsubscribe",
+        }
+    }
+}
+
 /// One event about one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -203,6 +214,17 @@ fn is_zero(n: &u32) -> bool {
 impl Event {
     /// The record key: the messageId, or `r:<recipientId>` for a message never accepted.
     /// All events of one message share a key, hence a partition, hence an order.
+    /// The event's `type` on the wire (`visit`, `redemption`, `unsubscribe` for engagement).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Event::Sent { .. } => "sent",
+            Event::SendFailed { .. } => "send_failed",
+            Event::Dlr { .. } => "dlr",
+            Event::OutcomeUnknown { .. } => "outcome_unknown",
+            Event::Engaged { kind, .. } => kind.type_name(),
+        }
+    }
+
     pub fn key(&self) -> String {
         match self {
             Self::Sent { message_id, .. }

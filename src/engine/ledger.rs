@@ -167,13 +167,89 @@ impl CreditMoves {
     }
 }
 
-/// Counts kept for metrics and tests.
+/// What became of an event. A parked report is counted once when parked and again when it is
+/// applied (or dead-lettered) later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It moved its message (or counted an engagement).
+    Applied,
+    /// Its message already had that status (or the engagement was already counted).
+    Duplicate,
+    /// It would have moved its message backwards or out of a final status: dropped.
+    Regression,
+    /// A report ahead of its message's `sent`: waits for it.
+    Parked,
+    DeadLettered,
+}
+
+impl Outcome {
+    pub const ALL: [Self; 5] = [
+        Self::Applied,
+        Self::Duplicate,
+        Self::Regression,
+        Self::Parked,
+        Self::DeadLettered,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Duplicate => "duplicate",
+            Self::Regression => "regression",
+            Self::Parked => "parked",
+            Self::DeadLettered => "dead_lettered",
+        }
+    }
+}
+
+/// Event types as on the wire, and `malformed` for records that are no event.
+pub const EVENT_TYPES: [&str; 8] = [
+    "sent",
+    "send_failed",
+    "dlr",
+    "outcome_unknown",
+    "visit",
+    "redemption",
+    "unsubscribe",
+    "malformed",
+];
+
+/// Events per type and outcome, for metrics and tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct LedgerCounts {
-    pub applied: u64,
-    pub ignored: u64,
-    pub parked: u64,
-    pub dead: u64,
+    table: [[u64; Outcome::ALL.len()]; EVENT_TYPES.len()],
+}
+
+impl LedgerCounts {
+    pub fn add(&mut self, event_type: &str, outcome: Outcome) {
+        let row = EVENT_TYPES
+            .iter()
+            .position(|t| *t == event_type)
+            .unwrap_or(EVENT_TYPES.len() - 1);
+        self.table[row][outcome as usize] += 1;
+    }
+
+    pub fn get(&self, event_type: &str, outcome: Outcome) -> u64 {
+        EVENT_TYPES
+            .iter()
+            .position(|t| *t == event_type)
+            .map_or(0, |row| self.table[row][outcome as usize])
+    }
+
+    /// Events of every type with this outcome.
+    pub fn total(&self, outcome: Outcome) -> u64 {
+        self.table.iter().map(|row| row[outcome as usize]).sum()
+    }
+
+    /// The non-zero cells: (type, outcome, count).
+    pub fn cells(&self) -> impl Iterator<Item = (&'static str, Outcome, u64)> + '_ {
+        EVENT_TYPES.iter().enumerate().flat_map(move |(row, t)| {
+            Outcome::ALL
+                .into_iter()
+                .map(move |o| (*t, o, self.table[row][o as usize]))
+                .filter(|(_, _, n)| *n > 0)
+        })
+    }
 }
 
 /// Per-message state of one partition and the rules applied to it.
@@ -339,7 +415,8 @@ impl Ledger {
             match incoming.event {
                 Ok(event) => self.apply(incoming.offset, event, now, &mut transitions),
                 Err(poison) => {
-                    self.dead_letter(incoming.offset, poison.key, poison.payload, poison.error)
+                    let (key, payload, error) = (poison.key, poison.payload, poison.error);
+                    self.dead_letter("malformed", incoming.offset, key, payload, error)
                 }
             }
         }
@@ -461,7 +538,7 @@ impl Ledger {
     ) -> Result<(), String> {
         let (campaign, recipient, _) = send;
         let Some((row, from)) = self.advance_send(send, MessageStatus::Sent)? else {
-            self.counts.ignored += 1;
+            self.ignored("sent", recipient, MessageStatus::Sent);
             return Ok(());
         };
         let to = row.status;
@@ -472,11 +549,13 @@ impl Ledger {
         self.credits.entry(campaign).or_default().charged += charged;
         self.by_message.insert(message_id.clone(), recipient);
         self.changed(recipient, campaign, from, to, at, None, out);
+        self.counts.add("sent", Outcome::Applied);
         self.release_parked(message_id, out);
         Ok(())
     }
 
     fn apply_engaged(&mut self, e: Engagement<'_>, out: &mut Vec<Change>) -> Result<(), String> {
+        let event_type = e.kind.type_name();
         match self.engagement.apply(e, self.epoch)? {
             Some(engaged) => {
                 self.figures
@@ -484,9 +563,9 @@ impl Ledger {
                     .or_default()
                     .record_engaged(&engaged);
                 out.push(Change::Engaged(engaged));
-                self.counts.applied += 1;
+                self.counts.add(event_type, Outcome::Applied);
             }
-            None => self.counts.ignored += 1,
+            None => self.counts.add(event_type, Outcome::Duplicate),
         }
         Ok(())
     }
@@ -501,7 +580,7 @@ impl Ledger {
     ) -> Result<(), String> {
         let (campaign, recipient, _) = send;
         let Some((row, from)) = self.advance_send(send, MessageStatus::SendFailed)? else {
-            self.counts.ignored += 1;
+            self.ignored("send_failed", recipient, MessageStatus::SendFailed);
             return Ok(());
         };
         let to = row.status;
@@ -511,7 +590,19 @@ impl Ledger {
         let refunded = i64::from(row.segments);
         self.credits.entry(campaign).or_default().refunded += refunded;
         self.changed(recipient, campaign, from, to, at, None, out);
+        self.counts.add("send_failed", Outcome::Applied);
         Ok(())
+    }
+
+    /// Counts an event the forward-only rule dropped: a duplicate if its message already has
+    /// the status it names, a regression otherwise.
+    fn ignored(&mut self, event_type: &str, recipient: RecipientId, target: MessageStatus) {
+        let current = self.rows.get(&recipient).map(|r| r.status);
+        let outcome = match current == Some(target) {
+            true => Outcome::Duplicate,
+            false => Outcome::Regression,
+        };
+        self.counts.add(event_type, outcome);
     }
 
     /// Records a real status change: the row is dirty, the campaign hears of it.
@@ -540,7 +631,6 @@ impl Ledger {
             .record(&transition);
         out.push(Change::Status(transition));
         self.changes.mark(recipient);
-        self.counts.applied += 1;
     }
 
     fn apply_report(&mut self, recipient: RecipientId, event: &Event, out: &mut Vec<Change>) {
@@ -561,7 +651,7 @@ impl Ledger {
                     self.changes.mark(recipient);
                 }
             }
-            self.counts.ignored += 1;
+            self.ignored(event.type_name(), recipient, report.target);
             return;
         };
         let corrected_at = (from == MessageStatus::DeliveryFailed)
@@ -581,6 +671,7 @@ impl Ledger {
         }
         let campaign = row.campaign;
         self.changed(recipient, campaign, from, to, report.at, corrected_at, out);
+        self.counts.add(event.type_name(), Outcome::Applied);
     }
 
     fn park(&mut self, offset: i64, event: Event, now: DateTime<Utc>) {
@@ -592,7 +683,7 @@ impl Ledger {
             let error = format!("no sent event for message {message_id} and the park is full");
             return self.dead_letter_event(offset, &event, error);
         }
-        self.counts.parked += 1;
+        self.counts.add(event.type_name(), Outcome::Parked);
         self.parked_len += 1;
         self.parked
             .entry(message_id.clone())
@@ -620,6 +711,7 @@ impl Ledger {
     /// A parsed event that cannot be applied, kept with its key and canonical JSON.
     fn dead_letter_event(&mut self, offset: i64, event: &Event, error: String) {
         self.dead_letter(
+            event.type_name(),
             offset,
             Some(event.key().into_bytes()),
             event.to_json(),
@@ -627,8 +719,15 @@ impl Ledger {
         );
     }
 
-    fn dead_letter(&mut self, offset: i64, key: Option<Vec<u8>>, payload: Vec<u8>, error: String) {
-        self.counts.dead += 1;
+    fn dead_letter(
+        &mut self,
+        event_type: &str,
+        offset: i64,
+        key: Option<Vec<u8>>,
+        payload: Vec<u8>,
+        error: String,
+    ) {
+        self.counts.add(event_type, Outcome::DeadLettered);
         tracing::warn!(partition = self.partition, offset, %error, "record sent to dead_letters");
         self.dead.push(DeadLetter {
             source: "message-events".into(),
@@ -867,7 +966,10 @@ mod tests {
             at(9),
         );
         assert_eq!(moves(&ts), vec![(Processing, Sent), (Sent, Delivered)]);
-        assert_eq!(l.counts.ignored, 3);
+        assert_eq!(l.counts.total(Outcome::Applied), 2);
+        assert_eq!(l.counts.get("dlr", Outcome::Duplicate), 1);
+        assert_eq!(l.counts.get("dlr", Outcome::Regression), 1);
+        assert_eq!(l.counts.get("sent", Outcome::Regression), 1);
         let cp = l.barrier(1, 0, at(9));
         assert_eq!(cp.rows.len(), 1);
         assert_eq!(cp.rows[0].status, Delivered);

@@ -1,4 +1,5 @@
-//! `GET /healthz` (the process is up) and `GET /readyz` (the database answers).
+//! `GET /healthz` (the process is up), `GET /readyz` (the database answers) and `GET /metrics`
+//! (Prometheus text format; operational figures only, no tenant's data).
 
 use std::time::Duration;
 
@@ -9,7 +10,17 @@ use super::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz));
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let registry = &state.events.registry;
+    crate::metrics::campaign_actors(registry.active());
+    crate::metrics::stream_subscribers(registry.watchers().1);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(crate::metrics::render())
 }
 
 async fn healthz() -> HttpResponse {

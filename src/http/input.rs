@@ -3,7 +3,7 @@
 //! Postgres refuses NUL (U+0000) in `text` and `jsonb`, so a NUL that got through would be a
 //! 500 far from its cause. Each check here answers 400 naming the field instead.
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest};
@@ -50,16 +50,20 @@ fn nul_in(field: &str) -> ApiError {
 
 /// Middleware: 400 for a request whose query string holds a NUL byte in any parameter (name
 /// or decoded value) or whose path holds an encoded one, before any route sees it.
-pub async fn reject_nul_in_request(
+pub async fn reject_nul_in_request<B: MessageBody>(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    check_query(req.query_string())?;
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    let mut refused = check_query(req.query_string()).err();
     // the raw path: a `%00` in it decodes to NUL in any path parameter
     if req.path().to_ascii_lowercase().contains("%00") {
-        return Err(nul_in("the path").into());
+        refused = Some(nul_in("the path"));
     }
-    next.call(req).await
+    // answered here rather than as an `Err`, so the outer middleware sees a response
+    match refused {
+        Some(e) => Ok(req.error_response(e).map_into_right_body()),
+        None => Ok(next.call(req).await?.map_into_left_body()),
+    }
 }
 
 /// Decodes the query string the way `web::Query` does and checks every name and value.

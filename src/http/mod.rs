@@ -13,6 +13,7 @@ pub mod keys;
 pub mod links;
 pub mod live;
 pub mod me;
+pub mod observe;
 pub mod refresh;
 pub mod reports;
 pub mod stats;
@@ -24,7 +25,6 @@ use std::sync::Arc;
 use actix_web::dev::Server;
 use actix_web::{middleware, web, App, HttpServer};
 use sqlx::PgPool;
-use tracing_actix_web::TracingLogger;
 
 use crate::config::Settings;
 use crate::mitto::signature::Verifier;
@@ -83,7 +83,7 @@ pub fn server(state: AppState, listener: TcpListener) -> std::io::Result<Server>
     let server = HttpServer::new(move || {
         App::new()
             .wrap(middleware::from_fn(input::reject_nul_in_request))
-            .wrap(TracingLogger::default())
+            .wrap(middleware::from_fn(observe::observe))
             .app_data(data.clone())
             .app_data(error::json_config())
             .app_data(error::query_config())

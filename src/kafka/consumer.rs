@@ -55,7 +55,23 @@ struct Rebalancer {
     stop: Arc<AtomicBool>,
 }
 
-impl ClientContext for Rebalancer {}
+/// How often librdkafka reports its statistics (consumer lag per partition, for metrics).
+const STATISTICS_INTERVAL_MS: u32 = 5000;
+
+impl ClientContext for Rebalancer {
+    /// Consumer lag per assigned partition (-1, unknown, is left out).
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        let assigned = self.partitions.assigned();
+        for (partition, p) in &topic.partitions {
+            if assigned.contains(partition) && p.consumer_lag >= 0 {
+                crate::metrics::consumer_lag(*partition, p.consumer_lag);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for Rebalancer {
     fn rebalance(
@@ -187,6 +203,7 @@ pub fn start(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS.to_string())
         .set("session.timeout.ms", config.session_timeout_ms.to_string())
         .set(
             "heartbeat.interval.ms",

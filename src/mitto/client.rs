@@ -120,6 +120,15 @@ enum CallKind {
     Send,
 }
 
+impl CallKind {
+    fn endpoint(self) -> &'static str {
+        match self {
+            CallKind::Lookup => "status",
+            CallKind::Send => "send",
+        }
+    }
+}
+
 impl MittoClient {
     pub fn new(config: ClientConfig) -> Result<Self, MittoError> {
         let http = reqwest::Client::builder()
@@ -257,7 +266,10 @@ impl MittoClient {
             pace.until_ready().await;
         }
         let request = build().header(API_KEY_HEADER, self.api_key.expose_secret());
-        let response = request.send().await.map_err(|e| transport_error(kind, e))?;
+        let started = std::time::Instant::now();
+        let sent = request.send().await;
+        crate::metrics::mitto_call(kind.endpoint(), call_outcome(&sent), started.elapsed());
+        let response = sent.map_err(|e| transport_error(kind, e))?;
         let status = response.status();
         if status.is_success() {
             let body = response
@@ -292,6 +304,19 @@ fn lookup_quota(rate: NonZeroU32) -> Quota {
     let steady = NonZeroU32::new(steady).unwrap_or(NonZeroU32::MIN);
     let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
     Quota::per_second(steady).allow_burst(burst)
+}
+
+/// A call's outcome as the metrics name it.
+fn call_outcome(sent: &Result<Response, reqwest::Error>) -> &'static str {
+    match sent {
+        Ok(r) if r.status().is_success() => "ok",
+        Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        Ok(r) if r.status().is_server_error() => "server_error",
+        Ok(_) => "client_error",
+        Err(e) if e.is_timeout() => "timeout",
+        Err(e) if e.is_connect() => "connection",
+        Err(_) => "transport",
+    }
 }
 
 fn ambiguous(message: String) -> MittoError {
