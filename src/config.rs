@@ -57,6 +57,13 @@ pub struct Settings {
     pub links: LinkSettings,
 }
 
+impl Settings {
+    /// What enqueue, preview and the senders put in marketing texts: one source for all.
+    pub fn link_wording(&self) -> crate::domain::LinkWording {
+        self.links.wording(self.http.bind)
+    }
+}
+
 /// Offer and unsubscribe links, inbound opt-outs, quiet hours (issue "offers and opt-outs").
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -263,7 +263,7 @@ impl Pipeline {
                 max_retries: s.max_retries,
                 max_segments: s.max_segments,
                 default_traffic_account: setup.default_traffic_account,
-                links: settings.links.wording(settings.http.bind),
+                links: settings.link_wording(),
                 clock: setup.clock,
             }));
         Ok(())

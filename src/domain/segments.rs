@@ -75,6 +75,18 @@ impl Segments {
         }
     }
 
+    /// The characters (each once, in order of appearance) that GSM-7 cannot carry: those that
+    /// make a text UCS-2.
+    pub fn ucs2_characters(text: &str) -> Vec<char> {
+        let mut found = Vec::new();
+        for c in text.chars().filter(|c| gsm7_cost(*c).is_none()) {
+            if !found.contains(&c) {
+                found.push(c);
+            }
+        }
+        found
+    }
+
     fn pack(encoding: Encoding, costs: &[usize], single: usize, per_part: usize) -> Self {
         let units: usize = costs.iter().sum();
         let parts = if units <= single {
@@ -106,6 +118,15 @@ mod tests {
 
     fn parts(text: &str) -> u32 {
         Segments::count(text).parts
+    }
+
+    #[test]
+    fn the_characters_that_force_ucs2_are_named_once_each() {
+        assert_eq!(Segments::ucs2_characters("Hi {€} [ok]"), Vec::<char>::new());
+        assert_eq!(
+            Segments::ucs2_characters("Γειά σου 😀 σου"),
+            vec!['ε', 'ι', 'ά', 'σ', 'ο', 'υ', '😀']
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub const MAX_INLINE_PHONES: usize = 100_000;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/campaigns", web::post().to(create))
+        .route("/v1/campaigns/preview", web::post().to(preview_unsaved))
         .route("/v1/campaigns", web::get().to(list))
         .route("/v1/campaigns/{id}", web::get().to(get))
         .route("/v1/campaigns/{id}", web::patch().to(update))
@@ -514,6 +515,7 @@ async fn action(
     let id = campaign_id(&raw_id)?;
     let command = match action.as_str() {
         "enqueue" => return enqueue(&state, auth, id, &req).await,
+        "preview" => return preview_saved(&state, auth, id, &req).await,
         "schedule" => {
             let input: ScheduleInput = serde_json::from_slice(&body)
                 .map_err(|e| bad_request(format!("expected {{\"scheduledAt\": RFC 3339}}: {e}")))?;
@@ -601,4 +603,78 @@ async fn seed_enqueue(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, CampaignError> {
     enqueue(&state, auth, campaign_id(&path)?, &req).await
+}
+
+/// Recipients whose texts a preview shows unless `?samples=` says otherwise, and the most.
+pub const DEFAULT_SAMPLES: usize = 3;
+pub const MAX_SAMPLES: usize = 20;
+
+fn samples(req: &HttpRequest) -> Result<usize, CampaignError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Query {
+        samples: Option<usize>,
+    }
+    let query = web::Query::<Query>::from_query(req.query_string())
+        .map_err(|e| bad_request(format!("invalid query: {e}")))?;
+    let n = query.samples.unwrap_or(DEFAULT_SAMPLES);
+    if n > MAX_SAMPLES {
+        return Err(bad_request(format!("samples must be 0 to {MAX_SAMPLES}")));
+    }
+    Ok(n)
+}
+
+/// Previews an enqueue through the enqueue's own audience query and part counting.
+async fn previewed(
+    state: &AppState,
+    input: crate::store::preview::PreviewInput,
+) -> Result<HttpResponse, CampaignError> {
+    let links = state.settings.link_wording();
+    let max_segments = state.settings.sending.max_segments;
+    let preview = crate::store::preview::preview(&state.pool, &input, &links, max_segments).await?;
+    Ok(HttpResponse::Ok().json(preview))
+}
+
+/// `POST /api/v1/campaigns/{id}/preview?samples=`: the saved campaign as an enqueue now would
+/// send it.
+async fn preview_saved(
+    state: &AppState,
+    auth: Authenticated,
+    id: CampaignId,
+    req: &HttpRequest,
+) -> Result<HttpResponse, CampaignError> {
+    let samples = samples(req)?;
+    let record = find(state, auth.tenant, id).await?;
+    let input = crate::store::preview::PreviewInput {
+        tenant: auth.tenant,
+        campaign: Some(id),
+        carried: record.carried(),
+        body: record.body,
+        audience: record.audience,
+        samples,
+    };
+    previewed(state, input).await
+}
+
+/// `POST /api/v1/campaigns/preview?samples=`: a definition (as for create; `name` may be left
+/// out) as an enqueue would send it, without saving anything.
+async fn preview_unsaved(
+    auth: Authenticated,
+    req: HttpRequest,
+    body: web::Json<CampaignInput>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, CampaignError> {
+    let samples = samples(&req)?;
+    let mut input = body.into_inner();
+    input.name.get_or_insert_with(|| "preview".into());
+    let def = definition(&state, auth.tenant, input, None).await?;
+    let input = crate::store::preview::PreviewInput {
+        tenant: auth.tenant,
+        campaign: None,
+        carried: crate::domain::Carried::of(def.message_type, def.offer.is_some()),
+        body: def.body,
+        audience: def.audience,
+        samples,
+    };
+    previewed(&state, input).await
 }

@@ -77,9 +77,24 @@ pub enum EnqueueOutcome {
 
 #[derive(Debug, serde::Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
-struct Audience {
-    list_ids: Vec<i64>,
-    phones: Vec<String>,
+pub(super) struct Audience {
+    pub(super) list_ids: Vec<i64>,
+    pub(super) phones: Vec<String>,
+}
+
+impl Audience {
+    pub(super) fn of(campaign: CampaignId, stored: serde_json::Value) -> Result<Self, StoreError> {
+        serde_json::from_value(stored)
+            .map_err(|e| StoreError::Corrupt(format!("campaign {campaign} audience: {e}")))
+    }
+
+    /// The inline phones in E.164 (they were validated when saved).
+    pub(super) fn inline_phones(&self) -> Vec<String> {
+        self.phones
+            .iter()
+            .filter_map(|p| PhoneE164::parse(p).ok().map(|p| p.as_str().to_owned()))
+            .collect()
+    }
 }
 
 /// Sizes an enqueue works with.
@@ -304,21 +319,11 @@ async fn insert_recipients(
     audience: serde_json::Value,
     (max_segments, links): (u32, &LinkPlan),
 ) -> Result<Inserted, StartError> {
-    let audience: Audience = serde_json::from_value(audience)
-        .map_err(|e| StoreError::Corrupt(format!("campaign {campaign} audience: {e}")))?;
-    let phones: Vec<String> = audience
-        .phones
-        .iter()
-        .filter_map(|p| PhoneE164::parse(p).ok().map(|p| p.as_str().to_owned()))
-        .collect();
+    let audience = Audience::of(campaign, audience)?;
+    let phones = audience.inline_phones();
     let template = Template::parse(body);
     if template.is_static() {
-        let segments = Segments::bounded(&links.sized(body), max_segments).map_err(|too_long| {
-            StartError::TextTooLong {
-                recipient: None,
-                too_long,
-            }
-        })?;
+        let segments = static_parts(body, links, max_segments)?;
         let secrets = match codes {
             true => Some(secrets(
                 audience_bound(tx, tenant, &audience, phones.len()).await?,
@@ -360,7 +365,7 @@ async fn insert_recipients(
 
 /// At least as many recipients as the audience holds (before deduplication): what the block
 /// of link secrets must cover.
-async fn audience_bound(
+pub(super) async fn audience_bound(
     tx: &mut Transaction<'_, Postgres>,
     tenant: TenantId,
     audience: &Audience,
@@ -380,7 +385,7 @@ async fn audience_bound(
 /// The audience as (phone, contact_id, first_name, last_name, attributes): list members and
 /// inline phones, each phone once, unsubscribed contacts left out. Binds: $1 tenant,
 /// $2 list ids, $3 inline phones.
-const AUDIENCE: &str = "audience AS (
+pub(super) const AUDIENCE: &str = "audience AS (
     SELECT DISTINCT ON (phone) phone, contact_id, first_name, last_name, attributes FROM (
         SELECT c.phone_e164 AS phone, c.id AS contact_id, c.first_name, c.last_name, c.attributes
         FROM list_members m
@@ -395,7 +400,7 @@ const AUDIENCE: &str = "audience AS (
     ) a ORDER BY phone, contact_id NULLS LAST
 )";
 
-type AudienceRow = (
+pub(super) type AudienceRow = (
     String,
     Option<i64>,
     Option<String>,
@@ -421,20 +426,8 @@ async fn insert_rendered(
     .await?;
     let mut texts = Vec::with_capacity(rows.len());
     let mut segments = Vec::with_capacity(rows.len());
-    for (phone, _, first, last, attributes) in &rows {
-        let attributes: HashMap<String, serde_json::Value> =
-            serde_json::from_value(attributes.clone()).unwrap_or_default();
-        let text = template.render(&Fields {
-            first_name: first.as_deref(),
-            last_name: last.as_deref(),
-            attributes: Some(&attributes),
-        });
-        let parts = Segments::bounded(&links.sized(&text), max_segments).map_err(|too_long| {
-            StartError::TextTooLong {
-                recipient: Some(phone.clone()),
-                too_long,
-            }
-        })?;
+    for row in &rows {
+        let (text, parts) = recipient_text(template, links, row, max_segments)?;
         segments.push(parts);
         texts.push(text);
     }
@@ -463,6 +456,45 @@ async fn insert_rendered(
     .fetch_one(&mut **tx)
     .await?;
     Ok(inserted)
+}
+
+/// One recipient's text as enqueue stores it (rendered, link markers kept) and its SMS parts
+/// counted with links of the real length; refused above `max_segments`. Enqueue and preview
+/// both count through here.
+pub(super) fn recipient_text(
+    template: &Template,
+    links: &LinkPlan,
+    (phone, _, first, last, attributes): &AudienceRow,
+    max_segments: u32,
+) -> Result<(String, i16), StartError> {
+    let attributes: HashMap<String, serde_json::Value> =
+        serde_json::from_value(attributes.clone()).unwrap_or_default();
+    let text = template.render(&Fields {
+        first_name: first.as_deref(),
+        last_name: last.as_deref(),
+        attributes: Some(&attributes),
+    });
+    let parts = Segments::bounded(&links.sized(&text), max_segments).map_err(|too_long| {
+        StartError::TextTooLong {
+            recipient: Some(phone.clone()),
+            too_long,
+        }
+    })?;
+    Ok((text, parts))
+}
+
+/// The SMS parts of a template without placeholders: the same for every recipient.
+pub(super) fn static_parts(
+    composed: &str,
+    links: &LinkPlan,
+    max_segments: u32,
+) -> Result<i16, StartError> {
+    Segments::bounded(&links.sized(composed), max_segments).map_err(|too_long| {
+        StartError::TextTooLong {
+            recipient: None,
+            too_long,
+        }
+    })
 }
 
 /// What an enqueue's insert added: recipients, the credits they need, and their id range.

@@ -11,6 +11,7 @@ pub mod enqueue;
 pub mod fixtures;
 pub mod links;
 pub mod messages;
+pub mod preview;
 pub mod reconcile;
 pub mod reports;
 pub mod tenants;
