@@ -111,8 +111,7 @@ impl fmt::Display for CampaignStatus {
 /// Failures keep their origin: a send refused before Mitto accepted it is final, while a
 /// failure that came from a delivery report may still be corrected by a later `Delivered`
 /// report (providers do this). Both are stored as `failed`; `sent_at` tells them apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MessageStatus {
     Queued,
     Processing,
@@ -128,6 +127,12 @@ pub enum MessageStatus {
     /// Never sent: its contact opted out (or reached the tenant's marketing cap) after enqueue,
     /// found when its batch was claimed; its credits are refunded.
     Skipped,
+}
+
+impl serde::Serialize for MessageStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
 }
 
 impl MessageStatus {
@@ -171,6 +176,21 @@ impl MessageStatus {
                 | Self::Unknown
                 | Self::Skipped
         )
+    }
+
+    /// The name the API gives it (the same as its JSON form): failures are told apart.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Processing => "processing",
+            Self::Sent => "sent",
+            Self::Delivered => "delivered",
+            Self::SendFailed => "send_failed",
+            Self::DeliveryFailed => "delivery_failed",
+            Self::Cancelled => "cancelled",
+            Self::Unknown => "unknown",
+            Self::Skipped => "skipped",
+        }
     }
 
     /// The value stored in `campaign_recipients.status`.

@@ -60,8 +60,15 @@ pub async fn observe(
     if let Some(webhook) = route.strip_prefix("/webhooks/mitto/") {
         crate::metrics::webhook(webhook_name(webhook), webhook_outcome(status.as_u16()));
     }
+    // one line per request only where it helps: server errors always, the rest at debug (a
+    // provider posting thousands of reports a second must not become thousands of lines)
     span.in_scope(|| {
-        tracing::info!(status = status.as_u16(), %route, ms = took.as_millis() as u64, "request")
+        let (code, ms) = (status.as_u16(), took.as_millis() as u64);
+        if status.is_server_error() {
+            tracing::warn!(status = code, %route, ms, "request failed");
+        } else {
+            tracing::debug!(status = code, %route, ms, "request");
+        }
     });
     Ok(with_request_id(response, &id).await)
 }

@@ -74,11 +74,15 @@ async fn figures(
     Ok((campaign, source))
 }
 
-async fn scope(state: &AppState, tenant: TenantId, raw: &str) -> Result<ReportScope, ApiError> {
+/// The tenant's campaign named in the path and where its rows are, or a 404.
+async fn scope(
+    state: &AppState,
+    tenant: TenantId,
+    raw: &str,
+) -> Result<(CampaignId, ReportScope), ApiError> {
     let id = campaign_id(raw)?;
-    reports::scope(&state.pool, tenant, id)
-        .await?
-        .ok_or_else(|| not_found(id))
+    let scope = reports::scope(&state.pool, tenant, id).await?;
+    Ok((id, scope.ok_or_else(|| not_found(id))?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,8 +105,7 @@ async fn series(
     query: web::Query<SeriesQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let scope = scope(&state, auth.tenant, &path).await?;
-    let id = campaign_id(&path)?;
+    let (id, scope) = scope(&state, auth.tenant, &path).await?;
     let (campaign, source) = figures(&state, auth.tenant, id).await?;
     let zone: chrono_tz::Tz = scope.time_zone.parse().unwrap_or(chrono_tz::UTC);
     let q = query.into_inner();
@@ -127,8 +130,7 @@ async fn breakdown(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let scope = scope(&state, auth.tenant, &path).await?;
-    let id = campaign_id(&path)?;
+    let (id, scope) = scope(&state, auth.tenant, &path).await?;
     let (campaign, source) = figures(&state, auth.tenant, id).await?;
     let (statuses, errors) = reports::breakdown(&state.pool, &scope).await?;
     Ok(HttpResponse::Ok().json(json!({
@@ -168,32 +170,20 @@ fn status_filter(raw: Option<&str>) -> Result<RecipientFilter, ApiError> {
     let wanted = raw.replace('_', "").to_ascii_lowercase();
     MessageStatus::ALL
         .into_iter()
-        .find(|s| status_name(*s).replace('_', "") == wanted)
+        .find(|s| s.name().replace('_', "") == wanted)
         .map(|s| RecipientFilter {
             status: Some(StatusFilter::of(s)),
         })
         .ok_or_else(|| {
-            let names: Vec<&str> = MessageStatus::ALL.into_iter().map(status_name).collect();
+            let names: Vec<&str> = MessageStatus::ALL
+                .into_iter()
+                .map(MessageStatus::name)
+                .collect();
             ApiError::BadRequest(format!(
                 "status {raw:?} must be failed or one of {}",
                 names.join(", ")
             ))
         })
-}
-
-/// The name a message status has in JSON and CSV.
-fn status_name(status: MessageStatus) -> &'static str {
-    match status {
-        MessageStatus::Queued => "queued",
-        MessageStatus::Processing => "processing",
-        MessageStatus::Sent => "sent",
-        MessageStatus::Delivered => "delivered",
-        MessageStatus::SendFailed => "send_failed",
-        MessageStatus::DeliveryFailed => "delivery_failed",
-        MessageStatus::Cancelled => "cancelled",
-        MessageStatus::Unknown => "unknown",
-        MessageStatus::Skipped => "skipped",
-    }
 }
 
 /// One recipient in a page.
@@ -254,7 +244,7 @@ async fn recipients(
         ),
         None => None,
     };
-    let scope = scope(&state, auth.tenant, &path).await?;
+    let (_, scope) = scope(&state, auth.tenant, &path).await?;
     let rows = reports::recipients_page(&state.pool, &scope, filter, after, limit).await?;
     let next = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|r| r.id.to_string()))
@@ -301,7 +291,7 @@ async fn recipients_csv(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let filter = status_filter(query.status.as_deref())?;
-    let scope = scope(&state, auth.tenant, &path).await?;
+    let (_, scope) = scope(&state, auth.tenant, &path).await?;
     let name = format!("campaign-{}-recipients.csv", scope.campaign_id);
     let rows = reports::stream_recipients(state.pool.clone(), scope, filter);
     Ok(csv_response(
@@ -321,7 +311,7 @@ async fn report_csv(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let filter = status_filter(query.status.as_deref())?;
-    let scope = scope(&state, auth.tenant, &path).await?;
+    let (_, scope) = scope(&state, auth.tenant, &path).await?;
     let name = format!("campaign-{}-report.csv", scope.campaign_id);
     let rows = reports::stream_report(state.pool.clone(), scope, filter);
     let header: Vec<&str> = RECIPIENT_HEADER
@@ -351,7 +341,7 @@ fn text(value: Option<&str>) -> String {
 fn recipient_record(row: &RecipientRow) -> Vec<String> {
     let status = row
         .message_status()
-        .map(status_name)
+        .map(MessageStatus::name)
         .unwrap_or("unreadable");
     vec![
         row.id.to_string(),

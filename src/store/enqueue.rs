@@ -83,9 +83,15 @@ pub(super) struct Audience {
 }
 
 impl Audience {
-    pub(super) fn of(campaign: CampaignId, stored: serde_json::Value) -> Result<Self, StoreError> {
-        serde_json::from_value(stored)
-            .map_err(|e| StoreError::Corrupt(format!("campaign {campaign} audience: {e}")))
+    /// A stored (or just validated) audience; `campaign` names it in the error.
+    pub(super) fn of(
+        campaign: Option<CampaignId>,
+        stored: serde_json::Value,
+    ) -> Result<Self, StoreError> {
+        serde_json::from_value(stored).map_err(|e| {
+            let whose = campaign.map_or_else(String::new, |c| format!("campaign {c} "));
+            StoreError::Corrupt(format!("{whose}audience: {e}"))
+        })
     }
 
     /// The inline phones in E.164 (they were validated when saved).
@@ -319,7 +325,7 @@ async fn insert_recipients(
     audience: serde_json::Value,
     (max_segments, links): (u32, &LinkPlan),
 ) -> Result<Inserted, StartError> {
-    let audience = Audience::of(campaign, audience)?;
+    let audience = Audience::of(Some(campaign), audience)?;
     let phones = audience.inline_phones();
     let template = Template::parse(body);
     if template.is_static() {

@@ -10,7 +10,6 @@ use sqlx::PgPool;
 use super::enqueue::{
     audience_bound, recipient_text, static_parts, Audience, AudienceRow, StartError, AUDIENCE,
 };
-use super::StoreError;
 use crate::domain::{CampaignId, Carried, Encoding, LinkWording, Segments, Template, TenantId};
 
 /// What to preview: a saved campaign (its id: phones it already holds are not counted again)
@@ -91,8 +90,7 @@ pub async fn preview(
         .execute(&mut *tx)
         .await?;
     let campaign = input.campaign.map_or(0, |c| c.get());
-    let audience: Audience = serde_json::from_value(input.audience.clone())
-        .map_err(|e| StoreError::Corrupt(format!("audience: {e}")))?;
+    let audience = Audience::of(input.campaign, input.audience.clone())?;
     let phones = audience.inline_phones();
     let entries = audience_bound(&mut tx, input.tenant, &audience, phones.len()).await? as i64;
     let (distinct, opted_out): (i64, i64) = sqlx::query_as(DISTINCT_AND_OPTED_OUT)
