@@ -9,7 +9,7 @@
 //! such character straddles a part boundary, and is one more part when one does.
 
 /// Which alphabet a text is sent in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Encoding {
     #[serde(rename = "GSM-7")]
@@ -19,7 +19,7 @@ pub enum Encoding {
 }
 
 /// The on-air size of one text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Segments {
     pub encoding: Encoding,

@@ -27,7 +27,9 @@ pub struct TransitionRefused {
 ///                └─► cancelled ◄┴─────◄──┘     │ retry-failed
 ///                               └─► failed ────┴──► sending
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum CampaignStatus {
     Draft,
@@ -111,7 +113,9 @@ impl fmt::Display for CampaignStatus {
 /// Failures keep their origin: a send refused before Mitto accepted it is final, while a
 /// failure that came from a delivery report may still be corrected by a later `Delivered`
 /// report (providers do this). Both are stored as `failed`; `sent_at` tells them apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, utoipa::ToSchema)]
+// the schema's names are `MessageStatus::name`, which serialises it
+#[schema(rename_all = "snake_case")]
 pub enum MessageStatus {
     Queued,
     Processing,

@@ -67,7 +67,7 @@ impl Change {
 
 /// What recipients did with their links. Visits and the two rates' numerators count
 /// recipients (each at most once); clicks count every counted opening of an offer link.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EngagementCounts {
     pub visits: i64,
@@ -98,7 +98,7 @@ impl EngagementCounts {
 
 /// Messages per status, the one set of counters everything else is derived from. As a delta
 /// (a checkpoint's or a lifecycle write's) the fields may be negative.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Counters {
     pub queued: i64,
@@ -188,7 +188,7 @@ impl Counters {
 
 /// What happened in one minute: messages sent, delivered and failed, and recipients' first
 /// visits, redemptions and unsubscribes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct MinuteCounts {
     pub sent: i64,
     pub delivered: i64,
@@ -595,7 +595,7 @@ impl Campaign {
 }
 
 /// The public stats shape (DESIGN.md section 3): the replaced system's fields first.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Stats {
     pub campaign_id: CampaignId,

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::campaign::MinuteCounts;
 
 /// The width of a time-series point.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Bucket {
     Minute,
@@ -24,7 +24,7 @@ pub enum Bucket {
 pub const MAX_POINTS: usize = 10_080;
 
 /// One point of a time series: what happened from `start` until the next point's start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Point {
     /// In the tenant's time zone, with its offset at that moment.
     pub start: DateTime<FixedOffset>,

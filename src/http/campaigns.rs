@@ -5,7 +5,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::auth::Authenticated;
@@ -16,7 +16,7 @@ use crate::actors::campaign::{Command, LifecycleReply};
 use crate::domain::{CampaignId, CampaignStatus, MessageType, PhoneE164, TenantId};
 use crate::mitto::wire::valid_sender;
 use crate::store::campaigns::{self, CampaignRecord, Definition, Offer};
-use crate::store::enqueue::{EnqueueOutcome, StartError};
+use crate::store::enqueue::{EnqueueOutcome, Enqueued, StartError};
 
 /// Longest body accepted: ten concatenated GSM-7 parts.
 pub const MAX_BODY_CHARS: usize = 1530;
@@ -30,7 +30,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/campaigns/{id}", web::get().to(get))
         .route("/v1/campaigns/{id}", web::patch().to(update))
         .route("/v1/campaigns/{id}", web::delete().to(delete))
-        .route("/v1/campaigns/{id}/{action}", web::post().to(action))
+        .route("/v1/campaigns/{id}/enqueue", web::post().to(enqueue))
+        .route("/v1/campaigns/{id}/preview", web::post().to(preview_saved))
+        .route("/v1/campaigns/{id}/schedule", web::post().to(schedule))
+        .route("/v1/campaigns/{id}/unschedule", web::post().to(unschedule))
+        .route("/v1/campaigns/{id}/pause", web::post().to(pause))
+        .route("/v1/campaigns/{id}/resume", web::post().to(resume))
+        .route("/v1/campaigns/{id}/cancel", web::post().to(cancel))
+        .route(
+            "/v1/campaigns/{id}/retry-failed",
+            web::post().to(retry_failed),
+        )
         .route("/campaigns/{id}/enqueue", web::post().to(seed_enqueue));
 }
 
@@ -112,9 +122,10 @@ fn campaign_id(raw: &str) -> Result<CampaignId, CampaignError> {
         .map_err(|_| CampaignError::Start(StartError::NotFound))
 }
 
-#[derive(Debug, Deserialize, Default, Clone)]
+/// Who gets the campaign: the members of lists and phones given inline, de-duplicated.
+#[derive(Debug, Deserialize, Default, Clone, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct AudienceInput {
+pub(super) struct AudienceInput {
     #[serde(default)]
     list_id: Option<i64>,
     #[serde(default)]
@@ -123,26 +134,35 @@ struct AudienceInput {
     phones: Vec<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+/// A campaign's definition. Create needs `name` and `body`; an edit changes the fields given.
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CampaignInput {
+pub(super) struct CampaignInput {
+    /// 1 to 200 characters.
     name: Option<String>,
+    /// 1 to 1530 characters; placeholders `{firstName}`, `{lastName}`, `{offerLink}`,
+    /// `{unsubscribeLink}` and contact attributes.
     body: Option<String>,
+    /// 1-16 digits or 1-11 letters, digits, space, '.', '_', '-'.
     sender: Option<String>,
     traffic_account_id: Option<uuid::Uuid>,
     /// `marketing` (default: offer and unsubscribe links) or `service`.
     message_type: Option<String>,
     /// The offer the links open (marketing only); `null` in a PATCH removes it.
     #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<String>)]
     offer_title: Option<Option<String>>,
     #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<String>)]
     offer_text: Option<Option<String>>,
     #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
     offer_expires_at: Option<Option<DateTime<Utc>>>,
     offer_self_redeem: Option<bool>,
     audience: Option<AudienceInput>,
     /// `null` in a PATCH unschedules (back to draft).
     #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
     scheduled_at: Option<Option<DateTime<Utc>>>,
 }
 
@@ -359,7 +379,9 @@ async fn audience(
     Ok(json!({ "listIds": lists, "phones": phones }))
 }
 
-async fn create(
+#[utoipa::path(post, path = "/api/v1/campaigns", tag = "campaigns", request_body = CampaignInput,
+    responses((status = 201, description = "Created as a draft (or scheduled with `scheduledAt`)", body = CampaignRecord)))]
+pub(super) async fn create(
     auth: Authenticated,
     body: web::Json<CampaignInput>,
     state: web::Data<AppState>,
@@ -382,30 +404,35 @@ async fn find(
         .ok_or(CampaignError::Start(StartError::NotFound))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
-struct ShowQuery {
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
+pub(super) struct ShowQuery {
+    /// Adds `stats`, from the campaign's actor.
     #[serde(default)]
     with_stats: bool,
 }
 
-/// A campaign as JSON, with its stats from the actor when asked.
-async fn view(state: &AppState, record: CampaignRecord, with_stats: bool) -> Value {
+/// A campaign, with its figures when asked for.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct CampaignView {
+    #[serde(flatten)]
+    record: CampaignRecord,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stats: Option<crate::engine::campaign::Stats>,
+}
+
+async fn view(state: &AppState, record: CampaignRecord, with_stats: bool) -> CampaignView {
     let stats = match (with_stats, CampaignId::new(record.id)) {
         (true, Ok(id)) => state.events.registry.stats(id).await.map(|(_, s)| s),
         _ => None,
     };
-    let mut value = serde_json::to_value(&record).unwrap_or(Value::Null);
-    if let (Value::Object(map), Some(stats)) = (&mut value, stats) {
-        map.insert(
-            "stats".into(),
-            serde_json::to_value(stats).unwrap_or(Value::Null),
-        );
-    }
-    value
+    CampaignView { record, stats }
 }
 
-async fn get(
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}", tag = "campaigns", params(("id" = i64, Path, description = "Campaign id"), ShowQuery),
+    responses((status = 200, description = "The campaign", body = CampaignView), (status = 404, description = "No such campaign of this tenant", body = super::openapi::ErrorBody)))]
+pub(super) async fn get(
     auth: Authenticated,
     path: web::Path<String>,
     query: web::Query<ShowQuery>,
@@ -415,17 +442,35 @@ async fn get(
     Ok(HttpResponse::Ok().json(view(&state, record, query.with_stats).await))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
-struct ListQuery {
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
+pub(super) struct ListQuery {
     #[serde(default = "one")]
+    #[param(minimum = 1, default = 1)]
     page: i64,
     #[serde(default = "ten")]
+    #[param(minimum = 1, maximum = 100, default = 10)]
     page_size: i64,
+    /// Only campaigns in this status.
+    #[param(value_type = Option<CampaignStatus>)]
     status: Option<String>,
+    /// Part of the name, any case.
     search: Option<String>,
+    /// Adds each campaign's `stats`.
     #[serde(default)]
     with_stats: bool,
+}
+
+/// One page of campaigns, newest first.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct CampaignPage {
+    items: Vec<CampaignView>,
+    page: i64,
+    page_size: i64,
+    /// Campaigns matching the filters, on all pages.
+    total: i64,
 }
 
 fn one() -> i64 {
@@ -436,7 +481,9 @@ fn ten() -> i64 {
     10
 }
 
-async fn list(
+#[utoipa::path(get, path = "/api/v1/campaigns", tag = "campaigns", params(ListQuery),
+    responses((status = 200, description = "A page of the tenant's campaigns", body = CampaignPage)))]
+pub(super) async fn list(
     auth: Authenticated,
     query: web::Query<ListQuery>,
     state: web::Data<AppState>,
@@ -465,12 +512,19 @@ async fn list(
     // each campaign's actor answers on its own; ask them all at once
     let views = records.into_iter().map(|r| view(&state, r, q.with_stats));
     let items = futures::future::join_all(views).await;
-    Ok(HttpResponse::Ok().json(json!({
-        "items": items, "page": q.page, "pageSize": q.page_size, "total": total
-    })))
+    Ok(HttpResponse::Ok().json(CampaignPage {
+        items,
+        page: q.page,
+        page_size: q.page_size,
+        total,
+    }))
 }
 
-async fn update(
+#[utoipa::path(patch, path = "/api/v1/campaigns/{id}", tag = "campaigns", params(("id" = i64, Path, description = "Campaign id")),
+    request_body = CampaignInput,
+    responses((status = 200, description = "The edited campaign (draft or scheduled only)", body = CampaignRecord),
+        (status = 404, description = "No such campaign of this tenant", body = super::openapi::ErrorBody), (status = 409, description = "`INVALID_STATE`: the campaign's status does not allow it (`status` names it)", body = super::openapi::ErrorBody), (status = 503, description = "The campaign's actor is not reachable; try again", body = super::openapi::ErrorBody)))]
+pub(super) async fn update(
     auth: Authenticated,
     path: web::Path<String>,
     body: web::Json<CampaignInput>,
@@ -485,7 +539,10 @@ async fn update(
     }
 }
 
-async fn delete(
+#[utoipa::path(delete, path = "/api/v1/campaigns/{id}", tag = "campaigns", params(("id" = i64, Path, description = "Campaign id")),
+    responses((status = 204, description = "Deleted (draft, scheduled or cancelled before sending)"),
+        (status = 404, description = "No such campaign of this tenant", body = super::openapi::ErrorBody), (status = 409, description = "`INVALID_STATE`: the campaign's status does not allow it (`status` names it)", body = super::openapi::ErrorBody), (status = 503, description = "The campaign's actor is not reachable; try again", body = super::openapi::ErrorBody)))]
+pub(super) async fn delete(
     auth: Authenticated,
     path: web::Path<String>,
     state: web::Data<AppState>,
@@ -497,46 +554,107 @@ async fn delete(
     }
 }
 
-#[derive(Debug, Deserialize, Default)]
+/// The new time of a scheduled send.
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ScheduleInput {
+pub(super) struct ScheduleInput {
+    /// RFC 3339; the send starts then.
     scheduled_at: DateTime<Utc>,
 }
 
-/// `POST /api/v1/campaigns/{id}/{action}`.
-async fn action(
+/// A lifecycle command's answer.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Changed {
+    campaign_id: CampaignId,
+    status: CampaignStatus,
+    /// Recipients the change touched (cancelled, queued again, …).
+    affected: i64,
+}
+
+/// Runs a lifecycle command in the campaign's actor.
+async fn change(
+    state: &AppState,
     auth: Authenticated,
-    path: web::Path<(String, String)>,
-    req: HttpRequest,
+    raw_id: &str,
+    command: Command,
+) -> Result<HttpResponse, CampaignError> {
+    let id = campaign_id(raw_id)?;
+    match run(state, auth, id, command).await? {
+        LifecycleReply::Changed { status, affected } => Ok(HttpResponse::Ok().json(Changed {
+            campaign_id: id,
+            status,
+            affected,
+        })),
+        _ => Err(unexpected(anyhow::anyhow!(
+            "unexpected reply to a lifecycle command"
+        ))),
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/campaigns/{id}/schedule", tag = "campaigns", params(("id" = i64, Path, description = "Campaign id")),
+    request_body = ScheduleInput,
+    responses((status = 200, description = "Scheduled (draft or scheduled campaigns)", body = Changed),
+        (status = 404, description = "No such campaign of this tenant", body = super::openapi::ErrorBody), (status = 409, description = "`INVALID_STATE`: the campaign's status does not allow it (`status` names it)", body = super::openapi::ErrorBody), (status = 503, description = "The campaign's actor is not reachable; try again", body = super::openapi::ErrorBody)))]
+pub(super) async fn schedule(
+    auth: Authenticated,
+    path: web::Path<String>,
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, CampaignError> {
-    let (raw_id, action) = path.into_inner();
-    let id = campaign_id(&raw_id)?;
-    let command = match action.as_str() {
-        "enqueue" => return enqueue(&state, auth, id, &req).await,
-        "preview" => return preview_saved(&state, auth, id, &req).await,
-        "schedule" => {
-            let input: ScheduleInput = serde_json::from_slice(&body)
-                .map_err(|e| bad_request(format!("expected {{\"scheduledAt\": RFC 3339}}: {e}")))?;
-            Command::Schedule(input.scheduled_at)
-        }
-        "unschedule" => Command::Unschedule,
-        "pause" => Command::Pause,
-        "resume" => Command::Resume,
-        "cancel" => Command::Cancel,
-        "retry-failed" => Command::RetryFailed,
-        other => {
-            return Err(CampaignError::Api(ApiError::NotFound(format!(
-                "no campaign action {other:?}"
-            ))))
-        }
-    };
-    match run(&state, auth, id, command).await? {
-        LifecycleReply::Changed { status, affected } => Ok(HttpResponse::Ok()
-            .json(json!({ "campaignId": id, "status": status, "affected": affected }))),
-        _ => Err(unexpected(anyhow::anyhow!("unexpected reply to {action}"))),
-    }
+    let input: ScheduleInput = serde_json::from_slice(&body)
+        .map_err(|e| bad_request(format!("expected {{\"scheduledAt\": RFC 3339}}: {e}")))?;
+    change(&state, auth, &path, Command::Schedule(input.scheduled_at)).await
+}
+
+#[utoipa::path(post, path = "/api/v1/campaigns/{id}/unschedule", tag = "campaigns", params(("id" = i64, Path, description = "Campaign id")),
+    responses((status = 200, description = "Back to draft (scheduled only)", body = Changed), (status = 404, description = "No such campaign of this tenant", body = super::openapi::ErrorBody), (status = 409, description = "`INVALID_STATE`: the campaign's status does not allow it (`status` names it)", body = super::openapi::ErrorBody), (status = 503, description = "The campaign's actor is not reachable; try again", body = super::openapi::ErrorBody)))]
+pub(super) async fn unschedule(
+    auth: Authenticated,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, CampaignError> {
+    change(&state, auth, &path, Command::Unschedule).await
+}
+
+#[utoipa::path(post, path = "/api/v1/campaigns/{id}/pause", tag = "campaigns", params(("id" = i64, Path, description = "Campaign id")),
+    responses((status = 200, description = "Stops claiming batches; batches in flight finish", body = Changed), (status = 404, description = "No such campaign of this tenant", body = super::openapi::ErrorBody), (status = 409, description = "`INVALID_STATE`: the campaign's status does not allow it (`status` names it)", body = super::openapi::ErrorBody), (status = 503, description = "The campaign's actor is not reachable; try again", body = super::openapi::ErrorBody)))]
+pub(super) async fn pause(
+    auth: Authenticated,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, CampaignError> {
+    change(&state, auth, &path, Command::Pause).await
+}
+
+#[utoipa::path(post, path = "/api/v1/campaigns/{id}/resume", tag = "campaigns", params(("id" = i64, Path, description = "Campaign id")),
+    responses((status = 200, description = "Sending again (paused only)", body = Changed), (status = 404, description = "No such campaign of this tenant", body = super::openapi::ErrorBody), (status = 409, description = "`INVALID_STATE`: the campaign's status does not allow it (`status` names it)", body = super::openapi::ErrorBody), (status = 503, description = "The campaign's actor is not reachable; try again", body = super::openapi::ErrorBody)))]
+pub(super) async fn resume(
+    auth: Authenticated,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, CampaignError> {
+    change(&state, auth, &path, Command::Resume).await
+}
+
+#[utoipa::path(post, path = "/api/v1/campaigns/{id}/cancel", tag = "campaigns", params(("id" = i64, Path, description = "Campaign id")),
+    responses((status = 200, description = "Queued recipients are cancelled and their credits refunded", body = Changed), (status = 404, description = "No such campaign of this tenant", body = super::openapi::ErrorBody), (status = 409, description = "`INVALID_STATE`: the campaign's status does not allow it (`status` names it)", body = super::openapi::ErrorBody), (status = 503, description = "The campaign's actor is not reachable; try again", body = super::openapi::ErrorBody)))]
+pub(super) async fn cancel(
+    auth: Authenticated,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, CampaignError> {
+    change(&state, auth, &path, Command::Cancel).await
+}
+
+#[utoipa::path(post, path = "/api/v1/campaigns/{id}/retry-failed", tag = "campaigns", params(("id" = i64, Path, description = "Campaign id")),
+    responses((status = 200, description = "Failed recipients are queued again (completed or failed campaigns)", body = Changed), (status = 404, description = "No such campaign of this tenant", body = super::openapi::ErrorBody), (status = 409, description = "`INVALID_STATE`: the campaign's status does not allow it (`status` names it)", body = super::openapi::ErrorBody), (status = 503, description = "The campaign's actor is not reachable; try again", body = super::openapi::ErrorBody)))]
+pub(super) async fn retry_failed(
+    auth: Authenticated,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, CampaignError> {
+    change(&state, auth, &path, Command::RetryFailed).await
 }
 
 async fn run(
@@ -558,8 +676,28 @@ async fn run(
     Ok(reply?)
 }
 
+/// `POST /api/v1/campaigns/{id}/enqueue`: starts sending now.
+#[utoipa::path(post, path = "/api/v1/campaigns/{id}/enqueue", tag = "campaigns",
+    params(("id" = i64, Path, description = "Campaign id"), ("Idempotency-Key" = Option<String>, Header, description = "A repeated call with the same key answers the first call's answer and does nothing")),
+    responses(
+        (status = 200, description = "Recipients queued and credits reserved; `Idempotent-Replayed: true` on a replay", body = Enqueued),
+        (status = 402, description = "`INSUFFICIENT_CREDITS` with `required` and `available`", body = super::openapi::ErrorBody),
+        (status = 403, description = "`SUBSCRIPTION_REQUIRED`", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such campaign of this tenant", body = super::openapi::ErrorBody), (status = 409, description = "`INVALID_STATE`: the campaign's status does not allow it (`status` names it)", body = super::openapi::ErrorBody),
+        (status = 422, description = "`IDEMPOTENCY_KEY_REUSED` for another campaign or request", body = super::openapi::ErrorBody),
+        (status = 503, description = "The campaign's actor is not reachable; try again", body = super::openapi::ErrorBody),
+    ))]
+pub(super) async fn enqueue(
+    auth: Authenticated,
+    path: web::Path<String>,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, CampaignError> {
+    enqueued(&state, auth, campaign_id(&path)?, &req).await
+}
+
 /// Enqueue: `Idempotency-Key` makes a repeated call return the first answer and do nothing.
-async fn enqueue(
+async fn enqueued(
     state: &AppState,
     auth: Authenticated,
     id: CampaignId,
@@ -596,26 +734,40 @@ async fn enqueue(
 }
 
 /// `POST /api/campaigns/{id}/enqueue`, the replaced system's path.
-async fn seed_enqueue(
+#[utoipa::path(post, path = "/api/campaigns/{id}/enqueue", tag = "campaigns",
+    params(("id" = i64, Path, description = "Campaign id"), ("Idempotency-Key" = Option<String>, Header, description = "A repeated call with the same key answers the first call's answer and does nothing")),
+    responses(
+        (status = 200, description = "Recipients queued and credits reserved; `Idempotent-Replayed: true` on a replay", body = Enqueued),
+        (status = 402, description = "`INSUFFICIENT_CREDITS` with `required` and `available`", body = super::openapi::ErrorBody),
+        (status = 403, description = "`SUBSCRIPTION_REQUIRED`", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such campaign of this tenant", body = super::openapi::ErrorBody), (status = 409, description = "`INVALID_STATE`: the campaign's status does not allow it (`status` names it)", body = super::openapi::ErrorBody),
+        (status = 422, description = "`IDEMPOTENCY_KEY_REUSED` for another campaign or request", body = super::openapi::ErrorBody),
+        (status = 503, description = "The campaign's actor is not reachable; try again", body = super::openapi::ErrorBody),
+    ))]
+pub(super) async fn seed_enqueue(
     auth: Authenticated,
     path: web::Path<String>,
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, CampaignError> {
-    enqueue(&state, auth, campaign_id(&path)?, &req).await
+    enqueued(&state, auth, campaign_id(&path)?, &req).await
 }
 
 /// Recipients whose texts a preview shows unless `?samples=` says otherwise, and the most.
 pub const DEFAULT_SAMPLES: usize = 3;
 pub const MAX_SAMPLES: usize = 20;
 
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct SamplesQuery {
+    /// Recipients whose rendered texts are shown: 0 to 20, 3 when left out.
+    #[param(minimum = 0, maximum = 20)]
+    samples: Option<usize>,
+}
+
 fn samples(req: &HttpRequest) -> Result<usize, CampaignError> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Query {
-        samples: Option<usize>,
-    }
-    let query = web::Query::<Query>::from_query(req.query_string())
+    let query = web::Query::<SamplesQuery>::from_query(req.query_string())
         .map_err(|e| bad_request(format!("invalid query: {e}")))?;
     let n = query.samples.unwrap_or(DEFAULT_SAMPLES);
     if n > MAX_SAMPLES {
@@ -637,14 +789,17 @@ async fn previewed(
 
 /// `POST /api/v1/campaigns/{id}/preview?samples=`: the saved campaign as an enqueue now would
 /// send it.
-async fn preview_saved(
-    state: &AppState,
+#[utoipa::path(post, path = "/api/v1/campaigns/{id}/preview", tag = "campaigns", params(("id" = i64, Path, description = "Campaign id"), SamplesQuery),
+    responses((status = 200, description = "Recipients after de-duplication and opt-outs, encodings, parts, credits against the balance: the numbers enqueue would use", body = crate::store::preview::Preview), (status = 404, description = "No such campaign of this tenant", body = super::openapi::ErrorBody)))]
+pub(super) async fn preview_saved(
     auth: Authenticated,
-    id: CampaignId,
-    req: &HttpRequest,
+    path: web::Path<String>,
+    req: HttpRequest,
+    state: web::Data<AppState>,
 ) -> Result<HttpResponse, CampaignError> {
-    let samples = samples(req)?;
-    let record = find(state, auth.tenant, id).await?;
+    let id = campaign_id(&path)?;
+    let samples = samples(&req)?;
+    let record = find(&state, auth.tenant, id).await?;
     let input = crate::store::preview::PreviewInput {
         tenant: auth.tenant,
         campaign: Some(id),
@@ -653,12 +808,14 @@ async fn preview_saved(
         audience: record.audience,
         samples,
     };
-    previewed(state, input).await
+    previewed(&state, input).await
 }
 
 /// `POST /api/v1/campaigns/preview?samples=`: a definition (as for create; `name` may be left
 /// out) as an enqueue would send it, without saving anything.
-async fn preview_unsaved(
+#[utoipa::path(post, path = "/api/v1/campaigns/preview", tag = "campaigns", params(SamplesQuery),
+    request_body = CampaignInput, responses((status = 200, description = "Recipients after de-duplication and opt-outs, encodings, parts, credits against the balance: the numbers enqueue would use", body = crate::store::preview::Preview)))]
+pub(super) async fn preview_unsaved(
     auth: Authenticated,
     req: HttpRequest,
     body: web::Json<CampaignInput>,

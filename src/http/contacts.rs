@@ -3,7 +3,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::auth::Authenticated;
 use super::error::ApiError;
@@ -24,23 +24,56 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/lists/{id}/members", web::delete().to(remove_members));
 }
 
-#[derive(Debug, Deserialize)]
+/// A contact; saving one whose phone exists updates it.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ContactInput {
+pub(super) struct ContactInput {
+    /// E.164, or a number with a country code (`00…`, spaces and dashes allowed).
     phone: String,
     #[serde(default)]
     first_name: Option<String>,
     #[serde(default)]
     last_name: Option<String>,
+    /// Placeholders for texts (`{city}`).
     #[serde(default)]
+    #[schema(value_type = Object)]
     attributes: Map<String, Value>,
+    /// `true` opts the phone out of marketing, `false` back in.
     #[serde(default)]
     unsubscribed: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Contacts saved.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Saved {
+    saved: usize,
+    contacts: Vec<contacts::Contact>,
+}
+
+/// A CSV import's result: rows imported, and each refused row with its line.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Imported {
+    imported: usize,
+    failed: usize,
+    errors: Vec<RowError>,
+}
+
+/// Members added to a list (already members not counted).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Added {
+    added: u64,
+}
+
+/// Members removed from a list.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Removed {
+    removed: u64,
+}
+
+/// One contact or an array of them.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
-enum OneOrMany {
+pub(super) enum OneOrMany {
     Many(Vec<ContactInput>),
     One(ContactInput),
 }
@@ -67,7 +100,9 @@ impl ContactInput {
 }
 
 /// `POST /api/v1/contacts`: one object or an array; all valid or nothing stored.
-async fn create(
+#[utoipa::path(post, path = "/api/v1/contacts", tag = "contacts", request_body = OneOrMany,
+    responses((status = 201, description = "Saved (inserted or updated by phone)", body = Saved)))]
+pub(super) async fn create(
     auth: Authenticated,
     body: web::Json<OneOrMany>,
     state: web::Data<AppState>,
@@ -95,11 +130,14 @@ async fn create(
         let rows = contacts::upsert(&state.pool, auth.tenant, chunk).await?;
         saved.extend(rows);
     }
-    Ok(HttpResponse::Created().json(json!({ "saved": saved.len(), "contacts": saved })))
+    Ok(HttpResponse::Created().json(Saved {
+        saved: saved.len(),
+        contacts: saved,
+    }))
 }
 
 /// One CSV line that could not be imported.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct RowError {
     pub line: u64,
     pub error: String,
@@ -195,16 +233,22 @@ fn nul_column<'h>(record: &csv::StringRecord, headers: &'h [String]) -> Option<&
     )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
-struct ImportQuery {
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
+pub(super) struct ImportQuery {
     /// A list of the tenant's that every imported contact joins.
     list_id: Option<String>,
 }
 
 /// `POST /api/v1/contacts/import[?listId=N]` (text/csv): good rows kept (and added to the
 /// list), bad rows reported by line. Bodies above `contacts.max_import_bytes` are 413.
-async fn import(
+#[utoipa::path(post, path = "/api/v1/contacts/import", tag = "contacts", params(ImportQuery),
+    request_body(content = String, content_type = "text/csv",
+        description = "A header row with `phone` and optionally `first_name`, `last_name`; other columns become attributes"),
+    responses((status = 200, description = "Rows imported; refused rows with their line numbers", body = Imported),
+        (status = 404, description = "No such list of this tenant", body = super::openapi::ErrorBody)))]
+pub(super) async fn import(
     auth: Authenticated,
     query: web::Query<ImportQuery>,
     req: HttpRequest,
@@ -227,19 +271,27 @@ async fn import(
             contacts::add_members(&state.pool, auth.tenant, list, &ids).await?;
         }
     }
-    let answer = json!({ "imported": imported, "failed": bad.len(), "errors": bad });
-    Ok(HttpResponse::Ok().json(answer))
+    Ok(HttpResponse::Ok().json(Imported {
+        imported,
+        failed: bad.len(),
+        errors: bad,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+/// A new list, optionally with its first members.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ListInput {
+pub(super) struct ListInput {
     name: String,
     #[serde(default)]
     contact_ids: Vec<i64>,
 }
 
-async fn create_list(
+#[utoipa::path(post, path = "/api/v1/lists", tag = "contacts", request_body = ListInput,
+    responses((status = 201, description = "Created", body = contacts::List),
+        (status = 404, description = "No such list of this tenant, or unknown contacts", body = super::openapi::ErrorBody),
+        (status = 409, description = "A list of this name exists", body = super::openapi::ErrorBody)))]
+pub(super) async fn create_list(
     auth: Authenticated,
     body: web::Json<ListInput>,
     state: web::Data<AppState>,
@@ -304,7 +356,9 @@ async fn owned_list(
         .ok_or_else(not_found)
 }
 
-async fn get_list(
+#[utoipa::path(get, path = "/api/v1/lists/{id}", tag = "contacts", params(("id" = i64, Path, description = "List id")),
+    responses((status = 200, description = "The list and its member count", body = contacts::List), (status = 404, description = "No such list of this tenant, or unknown contacts", body = super::openapi::ErrorBody)))]
+pub(super) async fn get_list(
     auth: Authenticated,
     path: web::Path<String>,
     state: web::Data<AppState>,
@@ -312,13 +366,16 @@ async fn get_list(
     Ok(HttpResponse::Ok().json(owned_list(&state, auth, &path).await?))
 }
 
-#[derive(Debug, Deserialize)]
+/// Contacts to add or remove.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct Members {
+pub(super) struct Members {
     contact_ids: Vec<i64>,
 }
 
-async fn add_members(
+#[utoipa::path(post, path = "/api/v1/lists/{id}/members", tag = "contacts", params(("id" = i64, Path, description = "List id")),
+    request_body = Members, responses((status = 200, description = "Added", body = Added), (status = 404, description = "No such list of this tenant, or unknown contacts", body = super::openapi::ErrorBody)))]
+pub(super) async fn add_members(
     auth: Authenticated,
     path: web::Path<String>,
     body: web::Json<Members>,
@@ -326,10 +383,12 @@ async fn add_members(
 ) -> Result<HttpResponse, ApiError> {
     let id = owned_list(&state, auth, &path).await?.id;
     let added = contacts::add_members(&state.pool, auth.tenant, id, &body.contact_ids).await?;
-    Ok(HttpResponse::Ok().json(json!({ "added": added })))
+    Ok(HttpResponse::Ok().json(Added { added }))
 }
 
-async fn remove_members(
+#[utoipa::path(delete, path = "/api/v1/lists/{id}/members", tag = "contacts", params(("id" = i64, Path, description = "List id")),
+    request_body = Members, responses((status = 200, description = "Removed", body = Removed), (status = 404, description = "No such list of this tenant, or unknown contacts", body = super::openapi::ErrorBody)))]
+pub(super) async fn remove_members(
     auth: Authenticated,
     path: web::Path<String>,
     body: web::Json<Members>,
@@ -337,7 +396,7 @@ async fn remove_members(
 ) -> Result<HttpResponse, ApiError> {
     let id = owned_list(&state, auth, &path).await?.id;
     let removed = contacts::remove_members(&state.pool, auth.tenant, id, &body.contact_ids).await?;
-    Ok(HttpResponse::Ok().json(json!({ "removed": removed })))
+    Ok(HttpResponse::Ok().json(Removed { removed }))
 }
 
 #[cfg(test)]

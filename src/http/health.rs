@@ -14,7 +14,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics));
 }
 
-async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
+    responses((status = 200, description = "Prometheus text exposition format (see the README's table)",
+        body = String, content_type = "text/plain; version=0.0.4")))]
+pub(super) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let registry = &state.events.registry;
     crate::metrics::campaign_actors(registry.active());
     crate::metrics::stream_subscribers(registry.watchers().1);
@@ -23,16 +26,40 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .body(crate::metrics::render())
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+/// `healthz`: the process answers.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Health {
+    /// `ok`
+    status: &'static str,
 }
 
-async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// `readyz`: the database answers too.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Ready {
+    /// `ready`
+    status: &'static str,
+    /// `ok`
+    database: &'static str,
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "The process is up", body = Health)))]
+pub(super) async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Health { status: "ok" })
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses(
+        (status = 200, description = "Ready to serve", body = Ready),
+        (status = 503, description = "The database does not answer", body = super::openapi::ErrorBody),
+    ))]
+pub(super) async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let ping = tokio::time::timeout(Duration::from_secs(2), crate::store::ping(&state.pool)).await;
     match ping {
-        Ok(Ok(())) => {
-            Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready", "database": "ok" })))
-        }
+        Ok(Ok(())) => Ok(HttpResponse::Ok().json(Ready {
+            status: "ready",
+            database: "ok",
+        })),
         Ok(Err(e)) => Err(ApiError::Unavailable(format!("database unreachable: {e}"))),
         Err(_) => Err(ApiError::Unavailable(
             "database did not answer within 2 s".into(),

@@ -13,7 +13,6 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
-use serde_json::json;
 
 use super::webhooks::{verified, Verified, WebhookError};
 use super::AppState;
@@ -29,9 +28,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// What became of one request's messages.
-#[derive(Default, serde::Serialize)]
+#[derive(Default, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct Outcome {
+pub(super) struct Outcome {
     received: usize,
     /// STOPs that opted a phone out (or found it opted out already).
     unsubscribed: usize,
@@ -42,8 +41,33 @@ struct Outcome {
     ignored: usize,
 }
 
+/// One mobile-originated message. Also accepted: the aliases integrations use (`sender`,
+/// `msisdn`, `destination`, `message`, `body`, `sms.text`, …) and one object instead of an
+/// array.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "camelCase")]
+#[allow(dead_code)] // documentation: messages are read field by field, by alias
+pub(super) struct InboundText {
+    /// The subscriber's number.
+    from: String,
+    /// Our sender the reply went to.
+    to: Option<String>,
+    text: String,
+    message_id: Option<String>,
+    received_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[utoipa::path(post, path = "/webhooks/mitto/inbound", tag = "webhooks", security(()),
+    params(super::webhooks::WebhookHeaders),
+    request_body(content = Vec<InboundText>, description = "One message or an array"),
+    responses((status = 202, description = "Handled: STOP keywords opted their phones out", body = Outcome),
+        (status = 400, description = "`INVALID_MESSAGE` or `BAD_REQUEST`", body = super::openapi::ErrorBody),
+        (status = 401, description = "`INVALID_SIGNATURE`", body = super::openapi::ErrorBody),
+        (status = 409, description = "`REPLAYED`", body = super::openapi::ErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = super::openapi::ErrorBody),
+        (status = 503, description = "Not stored; retry", body = super::openapi::ErrorBody)))]
 #[tracing::instrument(skip_all)]
-async fn receive_inbound(
+pub(super) async fn receive_inbound(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
@@ -75,7 +99,7 @@ async fn receive_inbound(
         .finalize()
         .into();
     state.replays.accept_once(key, work).await?;
-    Ok(HttpResponse::Accepted().json(json!(outcome.into_inner())))
+    Ok(HttpResponse::Accepted().json(outcome.into_inner()))
 }
 
 /// Opts the sender of a STOP out; `Some(attributed)` when it did, `None` when the message is

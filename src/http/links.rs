@@ -197,7 +197,7 @@ fn is_preview(req: &HttpRequest) -> bool {
 
 /// What a public route answers when it cannot go on: always a page, never a 500 body.
 #[derive(Debug, thiserror::Error)]
-enum PageError {
+pub(super) enum PageError {
     #[error("no such link")]
     NotFound,
     #[error("too many requests")]
@@ -317,8 +317,9 @@ fn expired(target: &LinkTarget, now: DateTime<Utc>) -> bool {
     target.offer_expires_at.is_some_and(|at| at <= now)
 }
 
-#[derive(Deserialize)]
-struct Form {
+/// The link pages' forms carry the token their page gave them.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(super) struct Form {
     #[serde(default)]
     csrf: String,
 }
@@ -347,7 +348,12 @@ fn offer_view<'a>(
     }
 }
 
-async fn offer(
+#[utoipa::path(method(get, head), path = "/o/{code}", tag = "links", security(()), params(("code" = String, Path, description = "The recipient's link code (from its SMS)")),
+    responses((status = 200, description = "The offer page (a visit is counted; link previews are not)", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 404, description = "No such link", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 429, description = "Too many requests from this address (`Retry-After`)", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 503, description = "Could not be recorded now; try again", body = String, content_type = "text/html; charset=utf-8")))]
+pub(super) async fn offer(
     req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
@@ -366,7 +372,13 @@ async fn offer(
     Ok(html(StatusCode::OK, page))
 }
 
-async fn self_redeem(
+#[utoipa::path(post, path = "/o/{code}/redeem", tag = "links", security(()), params(("code" = String, Path, description = "The recipient's link code (from its SMS)")),
+    request_body(content = Form, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "The offer page saying whether it was redeemed", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 403, description = "The form token is missing or wrong", body = String, content_type = "text/html; charset=utf-8"), (status = 404, description = "No such link", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 429, description = "Too many requests from this address (`Retry-After`)", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 503, description = "Could not be recorded now; try again", body = String, content_type = "text/html; charset=utf-8")))]
+pub(super) async fn self_redeem(
     req: HttpRequest,
     path: web::Path<String>,
     form: web::Form<Form>,
@@ -447,7 +459,12 @@ async fn redeem(state: &AppState, target: &LinkTarget, by: &str) -> Result<DateT
     Ok(now)
 }
 
-async fn opt_out_page(
+#[utoipa::path(method(get, head), path = "/s/{code}", tag = "links", security(()), params(("code" = String, Path, description = "The recipient's link code (from its SMS)")),
+    responses((status = 200, description = "The unsubscribe confirmation page (changes nothing)", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 404, description = "No such link", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 429, description = "Too many requests from this address (`Retry-After`)", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 503, description = "Could not be recorded now; try again", body = String, content_type = "text/html; charset=utf-8")))]
+pub(super) async fn opt_out_page(
     req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
@@ -489,7 +506,13 @@ fn opt_out_view(
     html(StatusCode::OK, page)
 }
 
-async fn unsubscribe(
+#[utoipa::path(post, path = "/s/{code}", tag = "links", security(()), params(("code" = String, Path, description = "The recipient's link code (from its SMS)")),
+    request_body(content = Form, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "Unsubscribed from the tenant's marketing", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 403, description = "The form token is missing or wrong", body = String, content_type = "text/html; charset=utf-8"), (status = 404, description = "No such link", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 429, description = "Too many requests from this address (`Retry-After`)", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 503, description = "Could not be recorded now; try again", body = String, content_type = "text/html; charset=utf-8")))]
+pub(super) async fn unsubscribe(
     req: HttpRequest,
     path: web::Path<String>,
     form: web::Form<Form>,
@@ -498,7 +521,13 @@ async fn unsubscribe(
     change_opt_out(&req, &path, &form, &state, true).await
 }
 
-async fn resubscribe(
+#[utoipa::path(post, path = "/s/{code}/resubscribe", tag = "links", security(()), params(("code" = String, Path, description = "The recipient's link code (from its SMS)")),
+    request_body(content = Form, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "Subscribed again", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 403, description = "The form token is missing or wrong", body = String, content_type = "text/html; charset=utf-8"), (status = 404, description = "No such link", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 429, description = "Too many requests from this address (`Retry-After`)", body = String, content_type = "text/html; charset=utf-8"),
+        (status = 503, description = "Could not be recorded now; try again", body = String, content_type = "text/html; charset=utf-8")))]
+pub(super) async fn resubscribe(
     req: HttpRequest,
     path: web::Path<String>,
     form: web::Form<Form>,
@@ -548,15 +577,16 @@ async fn set_opt_out(state: &AppState, target: &LinkTarget, out: bool) -> Result
     Ok(())
 }
 
-#[derive(Deserialize)]
+/// A recipient's code, shown at the till (the offer page shows it).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RedemptionInput {
+pub(super) struct RedemptionInput {
     code: String,
 }
 
 /// Errors of the redemption API.
 #[derive(Debug, thiserror::Error)]
-enum RedemptionError {
+pub(super) enum RedemptionError {
     #[error(transparent)]
     Api(#[from] ApiError),
     #[error("this code was already redeemed")]
@@ -591,8 +621,26 @@ impl ResponseError for RedemptionError {
     }
 }
 
+/// A redemption recorded.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Redeemed {
+    campaign_id: i64,
+    redeemed_at: DateTime<Utc>,
+    /// `shop`
+    by: &'static str,
+    offer_title: Option<String>,
+}
+
 /// `POST /api/v1/redemptions {code}`: the shop redeems a recipient's offer at the till.
-async fn redeem_by_shop(
+#[utoipa::path(post, path = "/api/v1/redemptions", tag = "links", request_body = RedemptionInput,
+    responses((status = 201, description = "Redeemed; counted once in the campaign's redemptions", body = Redeemed),
+        (status = 404, description = "No such code of this tenant", body = super::openapi::ErrorBody),
+        (status = 409, description = "`ALREADY_REDEEMED` with `redeemedAt`", body = super::openapi::ErrorBody),
+        (status = 410, description = "`OFFER_EXPIRED`", body = super::openapi::ErrorBody),
+        (status = 422, description = "`NO_OFFER`: the code's campaign has no offer", body = super::openapi::ErrorBody),
+        (status = 503, description = "Not recorded; a retry never redeems twice", body = super::openapi::ErrorBody)))]
+pub(super) async fn redeem_by_shop(
     auth: Authenticated,
     body: web::Json<RedemptionInput>,
     state: web::Data<AppState>,
@@ -610,12 +658,12 @@ async fn redeem_by_shop(
         return Err(not_found().into());
     }
     match redeem(&state, &target, "shop").await {
-        Ok(at) => Ok(HttpResponse::Created().json(json!({
-            "campaignId": target.campaign_id,
-            "redeemedAt": at,
-            "by": "shop",
-            "offerTitle": target.offer_title,
-        }))),
+        Ok(at) => Ok(HttpResponse::Created().json(Redeemed {
+            campaign_id: target.campaign_id,
+            redeemed_at: at,
+            by: "shop",
+            offer_title: target.offer_title,
+        })),
         Err(Redeem::Already(at)) => Err(RedemptionError::Already(at)),
         Err(Redeem::Expired) => Err(RedemptionError::Expired),
         Err(Redeem::NoOffer) => Err(RedemptionError::NoOffer),

@@ -28,7 +28,29 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/campaigns/{id}/stats/stream", web::get().to(stream));
 }
 
-async fn stream(
+/// One Server-Sent Event of the stream (documentation of the wire format): `id` counts up,
+/// `event` is `stats`, `data` is the campaign's [`Stats`] as JSON. The first event is
+/// preceded by `retry: 3000`; comment lines (`: keep-alive`) come when nothing changes.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct StatsEvent {
+    id: u64,
+    /// `stats`
+    event: String,
+    data: Stats,
+}
+
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}/stats/stream", tag = "stats",
+    params(
+        ("id" = i64, Path, description = "Campaign id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Sent by reconnecting `EventSource` clients"),
+    ),
+    responses(
+        (status = 200, description = "`text/event-stream`: an event on every change, at most four a second; \
+            ends after the figures of a finished, settled campaign", body = StatsEvent, content_type = "text/event-stream"),
+        (status = 204, description = "A reconnecting client of a settled campaign: nothing more will come"),
+        (status = 404, description = "No such campaign of this tenant", body = super::openapi::ErrorBody),
+    ))]
+pub(super) async fn stream(
     auth: Authenticated,
     path: web::Path<String>,
     req: HttpRequest,

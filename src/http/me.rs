@@ -17,7 +17,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/me/marketing-rules", web::put().to(set_rules));
 }
 
-async fn me(auth: Authenticated, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(get, path = "/api/v1/me", tag = "account",
+    responses((status = 200, description = "The tenant of the token: subscription and credit balance", body = tenants::Tenant)))]
+pub(super) async fn me(
+    auth: Authenticated,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let tenant = tenants::find(&state.pool, auth.tenant)
         .await?
         .ok_or_else(|| ApiError::NotFound("tenant not found".into()))?;
@@ -25,9 +30,9 @@ async fn me(auth: Authenticated, state: web::Data<AppState>) -> Result<HttpRespo
 }
 
 /// The rules as the API shows and takes them.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RulesBody {
+pub(super) struct RulesBody {
     /// IANA time zone the quiet hours are in.
     time_zone: String,
     /// `null`: no quiet hours.
@@ -36,11 +41,14 @@ struct RulesBody {
     marketing_cap_24h: Option<i32>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// A window may cross midnight (`21:00`–`09:00`).
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Window {
+pub(super) struct Window {
     /// `HH:MM`, local time.
+    #[schema(example = "21:00")]
     start: String,
+    #[schema(example = "09:00")]
     end: String,
 }
 
@@ -57,14 +65,21 @@ impl From<MarketingRules> for RulesBody {
     }
 }
 
-async fn rules(auth: Authenticated, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(get, path = "/api/v1/me/marketing-rules", tag = "account",
+    responses((status = 200, description = "The rules in force", body = RulesBody)))]
+pub(super) async fn rules(
+    auth: Authenticated,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let rules = tenants::marketing_rules(&state.pool, auth.tenant).await?;
     Ok(HttpResponse::Ok().json(RulesBody::from(rules)))
 }
 
 /// Replaces the rules (every field: an absent one means none); campaigns already sending
 /// follow them from their next batch.
-async fn set_rules(
+#[utoipa::path(put, path = "/api/v1/me/marketing-rules", tag = "account", request_body = RulesBody,
+    responses((status = 200, description = "The rules now in force", body = RulesBody)))]
+pub(super) async fn set_rules(
     auth: Authenticated,
     body: web::Json<RulesBody>,
     state: web::Data<AppState>,

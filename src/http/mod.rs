@@ -14,6 +14,7 @@ pub mod links;
 pub mod live;
 pub mod me;
 pub mod observe;
+pub mod openapi;
 pub mod refresh;
 pub mod reports;
 pub mod stats;
@@ -92,6 +93,7 @@ pub fn server(state: AppState, listener: TcpListener) -> std::io::Result<Server>
             .configure(webhooks::routes)
             .configure(inbound::routes)
             .configure(links::public_routes)
+            .configure(openapi::routes)
             .service(
                 web::scope("/api")
                     .configure(me::routes)

@@ -76,13 +76,21 @@ impl ResponseError for RefreshApiError {
     }
 }
 
-#[derive(Deserialize)]
+/// One message to ask Mitto about.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct OneRequest {
+pub(super) struct OneRequest {
+    /// Mitto's messageId.
     provider_message_id: String,
 }
 
-async fn refresh_one(
+#[utoipa::path(post, path = "/api/mitto/refresh-status", tag = "refresh", request_body = OneRequest,
+    responses((status = 200, description = "The message's status after asking Mitto", body = crate::reconcile::Refreshed),
+        (status = 404, description = "No such message of this tenant", body = super::openapi::ErrorBody),
+        (status = 502, description = "`PROVIDER_ERROR`", body = super::openapi::ErrorBody),
+        (status = 503, description = "`PROVIDER_UNAVAILABLE`, `BROKER_UNAVAILABLE` or `UNAVAILABLE` (catching up after a start)", body = super::openapi::ErrorBody),
+        (status = 504, description = "`PROVIDER_TIMEOUT` or `NOT_APPLIED_YET`", body = super::openapi::ErrorBody)))]
+pub(super) async fn refresh_one(
     auth: Authenticated,
     body: web::Json<OneRequest>,
     state: web::Data<AppState>,
@@ -102,11 +110,23 @@ async fn refresh_one(
 }
 
 /// `{"campaignId": N}` or `{"bulkId": "…"}`, exactly one.
-#[derive(Deserialize)]
+/// Exactly one of the two.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct BulkRequest {
+pub(super) struct BulkRequest {
+    /// A campaign id, as a number or a numeric string.
+    #[schema(value_type = Option<i64>)]
     campaign_id: Option<serde_json::Value>,
+    /// Mitto's bulk id (a UUID).
     bulk_id: Option<String>,
+}
+
+/// A refresh too large to answer at once: it runs on; follow it at `refresh-jobs/{jobId}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Started {
+    job_id: uuid::Uuid,
+    total: u64,
 }
 
 impl BulkRequest {
@@ -134,7 +154,15 @@ impl BulkRequest {
     }
 }
 
-async fn refresh_bulk(
+#[utoipa::path(post, path = "/api/mitto/refresh-status-bulk", tag = "refresh", request_body = BulkRequest,
+    responses((status = 200, description = "Every waiting message refreshed: `{total, updated, failed, results}`", body = crate::reconcile::BulkReport),
+        (status = 202, description = "Running in the background", body = Started),
+        (status = 404, description = "No such campaign or bulk of this tenant", body = super::openapi::ErrorBody),
+        (status = 409, description = "`REFRESH_IN_PROGRESS` for this campaign", body = super::openapi::ErrorBody),
+        (status = 502, description = "`PROVIDER_ERROR`", body = super::openapi::ErrorBody),
+        (status = 503, description = "`PROVIDER_UNAVAILABLE`, `BROKER_UNAVAILABLE` or `UNAVAILABLE` (catching up after a start)", body = super::openapi::ErrorBody),
+        (status = 504, description = "`PROVIDER_TIMEOUT` or `NOT_APPLIED_YET`", body = super::openapi::ErrorBody)))]
+pub(super) async fn refresh_bulk(
     auth: Authenticated,
     body: web::Json<BulkRequest>,
     state: web::Data<AppState>,
@@ -148,12 +176,16 @@ async fn refresh_bulk(
     Ok(match started {
         BulkStart::Done(report) => HttpResponse::Ok().json(report),
         BulkStart::Started { job_id, total } => {
-            HttpResponse::Accepted().json(serde_json::json!({ "jobId": job_id, "total": total }))
+            HttpResponse::Accepted().json(Started { job_id, total })
         }
     })
 }
 
-async fn job(
+#[utoipa::path(get, path = "/api/mitto/refresh-jobs/{id}", tag = "refresh",
+    params(("id" = uuid::Uuid, Path, description = "The job id a 202 answered")),
+    responses((status = 200, description = "The job's progress", body = crate::store::reconcile::Job),
+        (status = 404, description = "No such job of this tenant", body = super::openapi::ErrorBody)))]
+pub(super) async fn job(
     auth: Authenticated,
     path: web::Path<String>,
     state: web::Data<AppState>,

@@ -9,7 +9,6 @@ use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::auth::Authenticated;
 use super::error::ApiError;
@@ -46,7 +45,7 @@ fn not_found(id: CampaignId) -> ApiError {
 }
 
 /// Where a report's figures came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     /// The active campaign actor's memory: up to the last event applied.
@@ -85,13 +84,53 @@ async fn scope(
     Ok((id, scope.ok_or_else(|| not_found(id))?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct SeriesQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct SeriesQuery {
+    /// `day` buckets are calendar days of the tenant's time zone.
     #[serde(default = "minute")]
+    #[param(inline, default = "minute")]
     bucket: Bucket,
+    /// First point at or after this instant (RFC 3339).
     from: Option<DateTime<Utc>>,
+    /// Points before this instant (RFC 3339).
     to: Option<DateTime<Utc>>,
+}
+
+/// A campaign's time series.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Timeseries {
+    campaign_id: CampaignId,
+    bucket: Bucket,
+    /// The tenant's IANA time zone; points carry its offset.
+    time_zone: String,
+    /// `memory`: the active actor's figures; `snapshot`: the last checkpoint's.
+    source: Source,
+    points: Vec<crate::engine::reports::Point>,
+    totals: MinuteCounts,
+}
+
+/// Counts by our status, by Mitto's raw status and by error.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Breakdown {
+    campaign_id: CampaignId,
+    source: Source,
+    by_status: crate::engine::campaign::Counters,
+    by_delivery_status: Vec<reports::DeliveryStatusCount>,
+    /// The most frequent errors of failed messages (at most 100).
+    errors: Vec<reports::ErrorCount>,
+}
+
+/// One page of recipients, in id order.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RecipientsPage {
+    items: Vec<RecipientView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    next_cursor: Option<String>,
 }
 
 fn minute() -> Bucket {
@@ -99,7 +138,13 @@ fn minute() -> Bucket {
 }
 
 /// `GET /api/v1/campaigns/{id}/timeseries?bucket=minute|hour|day&from=&to=`.
-async fn series(
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}/timeseries", tag = "reports",
+    params(("id" = i64, Path, description = "Campaign id"), SeriesQuery),
+    responses(
+        (status = 200, description = "Sent, delivered, failed, visits, redemptions and unsubscribes per bucket", body = Timeseries),
+        (status = 404, description = "No such campaign of this tenant", body = super::openapi::ErrorBody),
+    ))]
+pub(super) async fn series(
     auth: Authenticated,
     path: web::Path<String>,
     query: web::Query<SeriesQuery>,
@@ -113,19 +158,22 @@ async fn series(
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let mut totals = MinuteCounts::default();
     points.iter().for_each(|p| totals.merge(&p.counts));
-    Ok(HttpResponse::Ok().json(json!({
-        "campaignId": id,
-        "bucket": q.bucket,
-        "timeZone": zone.name(),
-        "source": source,
-        "points": points,
-        "totals": totals,
-    })))
+    Ok(HttpResponse::Ok().json(Timeseries {
+        campaign_id: id,
+        bucket: q.bucket,
+        time_zone: zone.name().to_owned(),
+        source,
+        points,
+        totals,
+    }))
 }
 
 /// `GET /api/v1/campaigns/{id}/breakdown`: by status (the figures), by raw delivery status
 /// and by failure text (the rows).
-async fn breakdown(
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}/breakdown", tag = "reports",
+    params(("id" = i64, Path, description = "Campaign id")),
+    responses((status = 200, description = "Counts by status, raw delivery status and error", body = Breakdown), (status = 404, description = "No such campaign of this tenant", body = super::openapi::ErrorBody)))]
+pub(super) async fn breakdown(
     auth: Authenticated,
     path: web::Path<String>,
     state: web::Data<AppState>,
@@ -133,26 +181,34 @@ async fn breakdown(
     let (id, scope) = scope(&state, auth.tenant, &path).await?;
     let (campaign, source) = figures(&state, auth.tenant, id).await?;
     let (statuses, errors) = reports::breakdown(&state.pool, &scope).await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "campaignId": id,
-        "source": source,
-        "byStatus": campaign.figures.counters,
-        "byDeliveryStatus": statuses,
-        "errors": errors,
-    })))
+    Ok(HttpResponse::Ok().json(Breakdown {
+        campaign_id: id,
+        source,
+        by_status: campaign.figures.counters,
+        by_delivery_status: statuses,
+        errors,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct RecipientsQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct RecipientsQuery {
+    /// `failed` (both kinds) or one status: queued, processing, sent, delivered, send_failed,
+    /// delivery_failed, cancelled, unknown, skipped.
     status: Option<String>,
+    /// `nextCursor` of the previous page.
     cursor: Option<String>,
+    /// 1 to 1000; 50 when left out.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ExportQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct ExportQuery {
+    /// As for `recipients`: `failed` or one status.
     status: Option<String>,
 }
 
@@ -187,9 +243,9 @@ fn status_filter(raw: Option<&str>) -> Result<RecipientFilter, ApiError> {
 }
 
 /// One recipient in a page.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct RecipientView {
+pub(super) struct RecipientView {
     id: i64,
     phone: String,
     status: MessageStatus,
@@ -221,7 +277,10 @@ impl RecipientView {
 
 /// `GET /api/v1/campaigns/{id}/recipients?status=&cursor=&limit=`: keyset pages in id order;
 /// `nextCursor` is `null` on the last page.
-async fn recipients(
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}/recipients", tag = "reports",
+    params(("id" = i64, Path, description = "Campaign id"), RecipientsQuery),
+    responses((status = 200, description = "A page of recipients (keyset pagination)", body = RecipientsPage), (status = 404, description = "No such campaign of this tenant", body = super::openapi::ErrorBody)))]
+pub(super) async fn recipients(
     auth: Authenticated,
     path: web::Path<String>,
     query: web::Query<RecipientsQuery>,
@@ -253,7 +312,10 @@ async fn recipients(
         .into_iter()
         .map(RecipientView::of)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(HttpResponse::Ok().json(json!({ "items": items, "nextCursor": next })))
+    Ok(HttpResponse::Ok().json(RecipientsPage {
+        items,
+        next_cursor: next,
+    }))
 }
 
 /// Rows per chunk of a CSV body.
@@ -284,7 +346,12 @@ const REPORT_EXTRA_HEADER: [&str; 8] = [
 ];
 
 /// `GET /api/v1/campaigns/{id}/recipients.csv?status=`: every recipient, streamed.
-async fn recipients_csv(
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}/recipients.csv", tag = "reports",
+    params(("id" = i64, Path, description = "Campaign id"), ExportQuery),
+    responses((status = 200, description = "UTF-8 with BOM, CRLF, RFC 4180 quoting; columns: recipient_id, phone, \
+        status, delivery_status, provider_message_id, sent_at, delivered_at, failed_at, error, retry_count",
+        body = String, content_type = "text/csv; charset=utf-8"), (status = 404, description = "No such campaign of this tenant", body = super::openapi::ErrorBody)))]
+pub(super) async fn recipients_csv(
     auth: Authenticated,
     path: web::Path<String>,
     query: web::Query<ExportQuery>,
@@ -304,7 +371,11 @@ async fn recipients_csv(
 
 /// `GET /api/v1/campaigns/{id}/report.csv?status=`: every recipient with its outcome, what it
 /// did with its links and its contact's name, streamed.
-async fn report_csv(
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}/report.csv", tag = "reports",
+    params(("id" = i64, Path, description = "Campaign id"), ExportQuery),
+    responses((status = 200, description = "The recipients' columns and first_name, last_name, visited_at, clicks, \
+        redeemed_at, redeemed_by, unsubscribed_at, unsubscribed_via", body = String, content_type = "text/csv; charset=utf-8"), (status = 404, description = "No such campaign of this tenant", body = super::openapi::ErrorBody)))]
+pub(super) async fn report_csv(
     auth: Authenticated,
     path: web::Path<String>,
     query: web::Query<ExportQuery>,

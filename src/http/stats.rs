@@ -2,7 +2,7 @@
 //! Another tenant's campaign is a 404, exactly like a campaign that does not exist.
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::auth::Authenticated;
 use super::error::ApiError;
@@ -35,7 +35,13 @@ async fn stats_for(state: &AppState, auth: Authenticated, id: CampaignId) -> Opt
     }
 }
 
-async fn one(
+#[utoipa::path(get, path = "/api/v1/campaigns/{id}/stats", tag = "stats",
+    params(("id" = i64, Path, description = "Campaign id")),
+    responses(
+        (status = 200, description = "The campaign's figures, from its actor's memory", body = Stats),
+        (status = 404, description = "No such campaign of this tenant", body = super::openapi::ErrorBody),
+    ))]
+pub(super) async fn one(
     auth: Authenticated,
     path: web::Path<String>,
     state: web::Data<AppState>,
@@ -55,13 +61,18 @@ async fn owned_stats(
         .ok_or_else(|| ApiError::NotFound(format!("campaign {id} not found")))
 }
 
-#[derive(Deserialize)]
-struct Ids {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct Ids {
+    /// Comma-separated campaign ids, at most 100.
+    #[param(example = "1,2,3")]
     ids: String,
 }
 
 /// `?ids=1,2,3`: the stats of those the tenant owns, in the order asked; others are left out.
-async fn many(
+#[utoipa::path(get, path = "/api/v1/campaigns/stats", tag = "stats", params(Ids),
+    responses((status = 200, description = "The figures of each campaign found", body = Vec<Stats>)))]
+pub(super) async fn many(
     auth: Authenticated,
     query: web::Query<Ids>,
     state: web::Data<AppState>,
@@ -88,28 +99,82 @@ async fn many(
 }
 
 /// The replaced system's status shape: campaign, totals and a per-status breakdown.
-async fn status(
+/// `GET /api/campaigns/{id}/status`, the replaced system's shape.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct StatusView {
+    campaign: CampaignSummary,
+    total: i64,
+    sent: i64,
+    failed: i64,
+    /// Recipients no longer queued or being sent.
+    processed: i64,
+    breakdown: Breakdown,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct CampaignSummary {
+    id: CampaignId,
+    status: crate::domain::CampaignStatus,
+    first_sent_at: Option<chrono::DateTime<chrono::Utc>>,
+    last_event_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Breakdown {
+    queued: i64,
+    processing: i64,
+    /// Accepted by Mitto, no final report yet.
+    sent: i64,
+    delivered: i64,
+    failed: i64,
+    send_failed: i64,
+    delivery_failed: i64,
+    cancelled: i64,
+    unknown: i64,
+}
+
+impl From<&Stats> for StatusView {
+    fn from(s: &Stats) -> Self {
+        Self {
+            campaign: CampaignSummary {
+                id: s.campaign_id,
+                status: s.status,
+                first_sent_at: s.first_sent_at,
+                last_event_at: s.last_event_at,
+            },
+            total: s.total,
+            sent: s.sent,
+            failed: s.failed,
+            processed: s.total - s.queued - s.processing,
+            breakdown: Breakdown {
+                queued: s.queued,
+                processing: s.processing,
+                sent: s.pending,
+                delivered: s.delivered,
+                failed: s.failed,
+                send_failed: s.send_failed,
+                delivery_failed: s.delivery_failed,
+                cancelled: s.cancelled,
+                unknown: s.unknown,
+            },
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/api/campaigns/{id}/status", tag = "stats",
+    params(("id" = i64, Path, description = "Campaign id")),
+    responses(
+        (status = 200, description = "Status and counters in the replaced system's shape", body = StatusView),
+        (status = 404, description = "No such campaign of this tenant", body = super::openapi::ErrorBody),
+    ))]
+pub(super) async fn status(
     auth: Authenticated,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let s = owned_stats(&state, auth, &path).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "campaign": { "id": s.campaign_id, "status": s.status, "firstSentAt": s.first_sent_at, "lastEventAt": s.last_event_at },
-        "total": s.total,
-        "sent": s.sent,
-        "failed": s.failed,
-        "processed": s.total - s.queued - s.processing,
-        "breakdown": {
-            "queued": s.queued,
-            "processing": s.processing,
-            "sent": s.pending,
-            "delivered": s.delivered,
-            "failed": s.failed,
-            "sendFailed": s.send_failed,
-            "deliveryFailed": s.delivery_failed,
-            "cancelled": s.cancelled,
-            "unknown": s.unknown,
-        },
-    })))
+    Ok(HttpResponse::Ok().json(StatusView::from(&s)))
 }

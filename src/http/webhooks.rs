@@ -113,8 +113,54 @@ pub(super) async fn verified(
     })
 }
 
+/// One delivery report as Mitto's status lookup writes it. Also accepted: the aliases
+/// integrations use (`message_id`, `id`, `status`, `dlr_status`, `timestamp`, `description`,
+/// …; see the README) and one object instead of an array.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "camelCase")]
+#[allow(dead_code)] // documentation: reports are read field by field, by alias
+pub(super) struct DeliveryReport {
+    message_id: String,
+    /// Mitto's status, e.g. `Delivered`, `Undelivered`, `Expired`, `Sent`.
+    delivery_status: String,
+    updated_at: Option<chrono::DateTime<chrono::Utc>>,
+    error: Option<String>,
+    /// The sender's id for the report, to drop duplicates.
+    event_id: Option<String>,
+}
+
+/// How many reports the request carried, now on the event topic.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Accepted {
+    accepted: usize,
+}
+
+/// The headers that authenticate a webhook: a signature (HMAC-SHA256, hex) over the raw
+/// body, or over `"{timestamp}.{body}"` with the timestamp header, or the static token
+/// header configured as `webhook.token_header` (default `X-Webhook-Token`).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // documentation: `verified` reads the headers
+pub(super) struct WebhookHeaders {
+    #[param(rename = "X-Webhook-Signature")]
+    signature: Option<String>,
+    /// Unix seconds; requests older than the tolerance (300 s) are refused.
+    #[param(rename = "X-Webhook-Timestamp")]
+    timestamp: Option<i64>,
+    #[param(rename = "X-Webhook-Token")]
+    token: Option<String>,
+}
+
+#[utoipa::path(post, path = "/webhooks/mitto/dlr", tag = "webhooks", security(()), params(WebhookHeaders),
+    request_body(content = Vec<DeliveryReport>, description = "One report or an array (at most 1,000)"),
+    responses((status = 202, description = "On the event topic (acknowledged by the broker)", body = Accepted),
+        (status = 400, description = "`INVALID_REPORT` or `BAD_REQUEST`: nothing was stored", body = super::openapi::ErrorBody),
+        (status = 401, description = "`INVALID_SIGNATURE`: nothing was stored", body = super::openapi::ErrorBody),
+        (status = 409, description = "`REPLAYED`: this request was already received", body = super::openapi::ErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = super::openapi::ErrorBody),
+        (status = 503, description = "The broker did not take the reports; retry", body = super::openapi::ErrorBody)))]
 #[tracing::instrument(skip_all)]
-async fn receive_dlr(
+pub(super) async fn receive_dlr(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
@@ -126,7 +172,9 @@ async fn receive_dlr(
         sent.map_err(|e| e.to_string())
     };
     state.replays.accept_once(key, produce).await?;
-    Ok(HttpResponse::Accepted().json(serde_json::json!({ "accepted": events.len() })))
+    Ok(HttpResponse::Accepted().json(Accepted {
+        accepted: events.len(),
+    }))
 }
 
 /// What identifies a request: a signature covers body and timestamp, so it names the request;

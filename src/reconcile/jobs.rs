@@ -24,7 +24,7 @@ pub enum BulkTarget {
 }
 
 /// One message's refresh, in the replaced system's shape.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BulkResult {
     pub provider_message_id: String,
@@ -35,7 +35,7 @@ pub struct BulkResult {
 }
 
 /// The answer of a refresh that ran to its end: `{total, updated, failed, results}`.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BulkReport {
     pub job_id: uuid::Uuid,

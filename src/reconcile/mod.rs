@@ -65,7 +65,7 @@ pub enum RefreshError {
 }
 
 /// What `POST /api/mitto/refresh-status` answers.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Refreshed {
     pub provider_message_id: String,

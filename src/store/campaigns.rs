@@ -292,7 +292,7 @@ pub async fn add_counters(
 }
 
 /// A campaign's definition and lifecycle fields, as the API shows them.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CampaignRecord {
     pub id: i64,
@@ -301,6 +301,7 @@ pub struct CampaignRecord {
     pub sender: String,
     pub traffic_account_id: Option<uuid::Uuid>,
     /// `marketing` or `service`.
+    #[schema(value_type = crate::domain::MessageType)]
     pub message_type: String,
     /// The offer its links open (marketing only); no title, no offer.
     pub offer_title: Option<String>,
@@ -308,7 +309,9 @@ pub struct CampaignRecord {
     pub offer_expires_at: Option<DateTime<Utc>>,
     /// Whether the offer page shows recipients a button to redeem it themselves.
     pub offer_self_redeem: bool,
+    #[schema(value_type = crate::domain::CampaignStatus)]
     pub status: String,
+    #[schema(value_type = super::enqueue::Audience)]
     pub audience: serde_json::Value,
     pub scheduled_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,

@@ -17,13 +17,14 @@ pub struct NewContact {
     pub unsubscribed: Option<bool>,
 }
 
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Contact {
     pub id: i64,
     pub phone: String,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
+    #[schema(value_type = Object)]
     pub attributes: serde_json::Value,
     pub unsubscribed_at: Option<DateTime<Utc>>,
 }
@@ -126,7 +127,7 @@ pub async fn create_list(
     Ok(id)
 }
 
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct List {
     pub id: i64,

@@ -54,7 +54,7 @@ impl From<sqlx::Error> for StartError {
 }
 
 /// A successful enqueue, as the seed's endpoint answers it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Enqueued {
     pub ok: bool,
@@ -75,7 +75,7 @@ pub enum EnqueueOutcome {
     Replayed(serde_json::Value),
 }
 
-#[derive(Debug, serde::Deserialize, Default)]
+#[derive(Debug, serde::Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub(super) struct Audience {
     pub(super) list_ids: Vec<i64>,

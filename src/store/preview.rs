@@ -28,7 +28,7 @@ pub struct PreviewInput {
 
 /// One recipient's message as it would be sent (links with a stand-in code of the real
 /// length).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SampleMessage {
     pub phone: String,
@@ -41,7 +41,7 @@ pub struct SampleMessage {
     pub ucs2_characters: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AudienceCounts {
     /// Entries of the lists and inline phones, before anything is removed.
@@ -56,7 +56,7 @@ pub struct AudienceCounts {
     pub recipients: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Credits {
     /// One credit per SMS part: what the enqueue would reserve.
@@ -65,7 +65,7 @@ pub struct Credits {
     pub sufficient: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Preview {
     pub audience: AudienceCounts,

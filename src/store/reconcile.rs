@@ -238,7 +238,7 @@ pub async fn last_refreshes(pool: &PgPool) -> Result<Vec<(CampaignId, DateTime<U
 }
 
 /// A bulk refresh as `GET /api/mitto/refresh-jobs/{id}` shows it.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Job {
     #[serde(rename = "jobId")]
@@ -251,6 +251,7 @@ pub struct Job {
     pub updated: i64,
     pub failed: i64,
     /// The first refreshes that failed, with their errors.
+    #[schema(value_type = Vec<Object>)]
     pub failures: serde_json::Value,
     pub error: Option<String>,
     pub started_at: DateTime<Utc>,

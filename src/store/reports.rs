@@ -49,7 +49,7 @@ pub async fn scope(
 }
 
 /// How many messages carry each raw `deliveryStatus` Mitto reported.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryStatusCount {
     pub delivery_status: String,
@@ -58,7 +58,7 @@ pub struct DeliveryStatusCount {
 
 /// How many failures share an error text; `kind` tells refusals before acceptance (`send`)
 /// from failed delivery reports (`delivery`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ErrorCount {
     pub kind: String,

@@ -7,7 +7,7 @@ use crate::domain::TenantId;
 use super::StoreError;
 
 /// What an authenticated request may show about its own tenant.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Tenant {
     pub id: i64,

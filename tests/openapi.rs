@@ -1,0 +1,219 @@
+//! The OpenAPI document and Swagger UI: every route the service answers is in the document,
+//! with its error shape and security, and real answers carry what their schemas require.
+
+mod common;
+#[path = "support/harness.rs"]
+mod harness;
+
+use common::TestDb;
+use harness::*;
+use serde_json::{json, Value};
+
+/// Every operation the service routes, as `(method, path)`.
+const OPERATIONS: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/api/v1/campaigns/stats"),
+    ("get", "/api/v1/campaigns/{id}/stats"),
+    ("get", "/api/campaigns/{id}/status"),
+    ("get", "/api/v1/campaigns/{id}/stats/stream"),
+    ("get", "/api/v1/campaigns/{id}/timeseries"),
+    ("get", "/api/v1/campaigns/{id}/breakdown"),
+    ("get", "/api/v1/campaigns/{id}/recipients"),
+    ("get", "/api/v1/campaigns/{id}/recipients.csv"),
+    ("get", "/api/v1/campaigns/{id}/report.csv"),
+    ("post", "/api/v1/campaigns"),
+    ("get", "/api/v1/campaigns"),
+    ("post", "/api/v1/campaigns/preview"),
+    ("get", "/api/v1/campaigns/{id}"),
+    ("patch", "/api/v1/campaigns/{id}"),
+    ("delete", "/api/v1/campaigns/{id}"),
+    ("post", "/api/v1/campaigns/{id}/enqueue"),
+    ("post", "/api/v1/campaigns/{id}/preview"),
+    ("post", "/api/v1/campaigns/{id}/schedule"),
+    ("post", "/api/v1/campaigns/{id}/unschedule"),
+    ("post", "/api/v1/campaigns/{id}/pause"),
+    ("post", "/api/v1/campaigns/{id}/resume"),
+    ("post", "/api/v1/campaigns/{id}/cancel"),
+    ("post", "/api/v1/campaigns/{id}/retry-failed"),
+    ("post", "/api/campaigns/{id}/enqueue"),
+    ("post", "/api/v1/contacts"),
+    ("post", "/api/v1/contacts/import"),
+    ("post", "/api/v1/lists"),
+    ("get", "/api/v1/lists/{id}"),
+    ("post", "/api/v1/lists/{id}/members"),
+    ("delete", "/api/v1/lists/{id}/members"),
+    ("get", "/api/v1/me"),
+    ("get", "/api/v1/me/marketing-rules"),
+    ("put", "/api/v1/me/marketing-rules"),
+    ("post", "/api/mitto/refresh-status"),
+    ("post", "/api/mitto/refresh-status-bulk"),
+    ("get", "/api/mitto/refresh-jobs/{id}"),
+    ("post", "/api/v1/redemptions"),
+    ("get", "/o/{code}"),
+    ("head", "/o/{code}"),
+    ("post", "/o/{code}/redeem"),
+    ("get", "/s/{code}"),
+    ("head", "/s/{code}"),
+    ("post", "/s/{code}"),
+    ("post", "/s/{code}/resubscribe"),
+    ("post", "/webhooks/mitto/dlr"),
+    ("post", "/webhooks/mitto/inbound"),
+];
+
+/// Follows a `$ref` within the document.
+fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(r) => {
+            let name = r.trim_start_matches("#/components/schemas/");
+            resolve(doc, &doc["components"]["schemas"][name])
+        }
+        None => schema,
+    }
+}
+
+/// The fields the 200 answer of an operation must have, by its schema.
+fn required(doc: &Value, method: &str, path: &str, status: &str) -> Vec<String> {
+    let content = &doc["paths"][path][method]["responses"][status]["content"];
+    let schema = resolve(doc, &content["application/json"]["schema"]);
+    // a flattened record is an `allOf` of its parts
+    let parts = schema["allOf"].as_array().into_iter().flatten();
+    std::iter::once(schema)
+        .chain(parts.map(|part| resolve(doc, part)))
+        .flat_map(|s| s["required"].as_array().cloned().unwrap_or_default())
+        .map(|f| f.as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn assert_has(answer: &Value, fields: &[String], what: &str) {
+    assert!(!fields.is_empty(), "{what}: the schema requires nothing");
+    for field in fields {
+        assert!(
+            answer.get(field).is_some(),
+            "{what}: {field} missing in {answer}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn the_document_lists_every_route_and_answers_carry_what_their_schemas_require() {
+    let db = TestDb::unique();
+    let h = Harness::start(&db, |_| {}, &[]).await;
+    let response = h
+        .http
+        .get(h.app.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "the document needs no token");
+    let doc: Value = response.json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc["security"], json!([{ "bearer": [] }]));
+    let documented: usize = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|item| item.as_object().unwrap().len())
+        .sum();
+    for (method, path) in OPERATIONS {
+        let operation = &doc["paths"][path][method];
+        assert!(operation.is_object(), "{method} {path} is not documented");
+        let public = !path.starts_with("/api");
+        let security = &operation["security"];
+        if public {
+            assert_eq!(security, &json!([{}]), "{method} {path} needs no token");
+        } else {
+            assert!(security.is_null(), "{method} {path} uses the bearer token");
+            let unauthorized = &operation["responses"]["401"]["content"]["application/json"];
+            assert_eq!(
+                unauthorized["schema"]["$ref"],
+                "#/components/schemas/ErrorBody"
+            );
+        }
+    }
+    assert_eq!(
+        documented,
+        OPERATIONS.len(),
+        "an operation the test does not know"
+    );
+    let codes = &doc["components"]["schemas"]["ErrorCode"]["enum"];
+    for code in [
+        "INVALID_STATE",
+        "INSUFFICIENT_CREDITS",
+        "TEXT_TOO_LONG",
+        "REPLAYED",
+    ] {
+        assert!(codes.as_array().unwrap().contains(&json!(code)), "{code}");
+    }
+
+    let (_, token) = h.tenant("Shop", 10_000).await;
+    let campaign = campaign_of(&h, &token, 3, 0).await;
+    let checks = [
+        (
+            "/api/v1/campaigns/{id}/stats",
+            format!("/api/v1/campaigns/{campaign}/stats"),
+        ),
+        (
+            "/api/campaigns/{id}/status",
+            format!("/api/campaigns/{campaign}/status"),
+        ),
+        (
+            "/api/v1/campaigns/{id}",
+            format!("/api/v1/campaigns/{campaign}?withStats=true"),
+        ),
+        (
+            "/api/v1/campaigns",
+            "/api/v1/campaigns?withStats=true".to_owned(),
+        ),
+        (
+            "/api/v1/campaigns/{id}/breakdown",
+            format!("/api/v1/campaigns/{campaign}/breakdown"),
+        ),
+        (
+            "/api/v1/campaigns/{id}/timeseries",
+            format!("/api/v1/campaigns/{campaign}/timeseries"),
+        ),
+        ("/api/v1/me", "/api/v1/me".to_owned()),
+    ];
+    for (path, url) in checks {
+        let (status, answer) = h.get(&token, &url).await;
+        assert_eq!(status, 200, "{url}: {answer}");
+        assert_has(&answer, &required(&doc, "get", path, "200"), &url);
+    }
+    let (status, answer) = h.get(&token, "/api/v1/campaigns/999999/stats").await;
+    assert_eq!(status, 404);
+    let error_fields = required(&doc, "get", "/api/v1/campaigns/{id}/stats", "404");
+    assert_has(&answer, &error_fields, "404");
+    let detail = resolve(&doc, &doc["components"]["schemas"]["ErrorDetail"]);
+    let detail_fields: Vec<String> = serde_json::from_value(detail["required"].clone()).unwrap();
+    assert_has(&answer["error"], &detail_fields, "error detail");
+    h.stop().await;
+}
+
+#[actix_web::test]
+async fn swagger_ui_is_served_from_the_binary() {
+    let db = TestDb::unique();
+    let h = Harness::start(&db, |_| {}, &[]).await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let docs = no_redirects.get(h.app.url("/docs")).send().await.unwrap();
+    assert_eq!(docs.status(), 308);
+    assert_eq!(docs.headers()["location"], "/docs/");
+    let page = h.http.get(h.app.url("/docs/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("swagger-ui"), "{html}");
+    let script = h
+        .http
+        .get(h.app.url("/docs/swagger-initializer.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(script.status(), 200);
+    let script = script.text().await.unwrap();
+    assert!(script.contains("/api/openapi.json"), "{script}");
+    h.stop().await;
+}
