@@ -86,6 +86,11 @@ pub enum BenchCommand {
     /// a bulk refresh job and the periodic refresher until every message is final, and the
     /// client's lookups per second, 32 in flight versus one at a time.
     Reconcile(crate::bench::reconcile::ReconcileArgs),
+    /// The CSV exports (`recipients.csv`, `report.csv`) of one large completed campaign
+    /// downloaded over HTTP as they stream: rows/s and the process's memory growth, versus
+    /// building the whole CSV in memory from one fetch of every row. A fresh database on
+    /// DATABASE_URL's server.
+    Export(crate::bench::export::ExportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,6 +148,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Webhook(args)) => {
             crate::bench::webhook::run(settings, args).await?
+        }
+        Command::Bench(BenchCommand::Export(args)) => {
+            crate::bench::export::run(settings, args).await?
         }
         Command::DevBroker => {
             let broker = crate::kafka::EmbeddedBroker::start(

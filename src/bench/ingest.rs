@@ -8,6 +8,9 @@
 //! 4. Baseline: a sample of the same kind of events applied as the replaced system did (one
 //!    committed UPDATE per event on 4 connections), on separate campaigns.
 //! 5. Stats latency: from memory over HTTP, versus the COUNT query on the same data.
+//! 6. With `--stats-clients`, the ingest again while wrk asks for the first campaign's stats;
+//!    with `--sse-subscribers`, again while clients hold its live stats stream open, each
+//!    counting the events it receives.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -16,10 +19,13 @@ use anyhow::Context;
 use secrecy::ExposeSecret;
 
 use super::load::{Wrk, WrkFigures};
+/// Kept here too: other benches read it as `ingest::peak_rss_mb`.
+pub use super::peak_rss_mb;
 use super::workload::{generate, WorkloadSpec};
 use crate::app::Application;
 use crate::config::Settings;
 use crate::domain::CampaignId;
+use crate::engine::campaign::Counters;
 use crate::store::checkpoints::OffsetScope;
 use crate::store::{self, fixtures::claimed_campaign};
 
@@ -52,14 +58,50 @@ pub struct IngestArgs {
     /// between its requests); 0 asks as fast as answers come.
     #[arg(long, default_value_t = 20_000)]
     pub stats_rate: usize,
+    /// Clients holding the first campaign's live stats stream (SSE) open during one more
+    /// ingest run, to show what they cost the ingest; 0 skips that run. Each takes two open
+    /// files in this process (its socket and the service's end).
+    #[arg(long, default_value_t = 0)]
+    pub sse_subscribers: usize,
     /// Keep the bench database afterwards.
     #[arg(long)]
     pub keep: bool,
 }
 
-struct Figures {
+/// What else asks the service about the first campaign while an ingest runs.
+#[derive(Debug, Clone, Copy)]
+enum Load {
+    Quiet,
+    /// wrk connections asking for its stats.
+    Stats(usize),
+    /// Clients holding its live stats stream open.
+    Subscribers(usize),
+}
+
+/// One ingest run: its events, the time until all were durably applied, whether the counters
+/// then equal the ground truth, and what the load saw meanwhile.
+struct Ingest {
     events: usize,
-    ingest: Duration,
+    took: Duration,
+    exact: bool,
+    seen: Seen,
+}
+
+impl Ingest {
+    fn rate(&self) -> f64 {
+        self.events as f64 / self.took.as_secs_f64()
+    }
+}
+
+/// What the load saw during an ingest.
+enum Seen {
+    Nothing,
+    Stats(WrkFigures),
+    Live(live::LiveFigures),
+}
+
+/// Figures measured after the quiet run only: the replaced design, stats latency, activation.
+struct Extras {
     baseline_events: usize,
     baseline: Duration,
     stats_http: Vec<Duration>,
@@ -69,46 +111,56 @@ struct Figures {
     activation: Vec<Duration>,
     recount: Vec<Duration>,
     recipients: i64,
-    exact: bool,
-    /// The same ingest again while `--stats-clients` connections ask for stats.
-    loaded: Option<Loaded>,
 }
 
-/// An ingest run under concurrent stats requests.
-struct Loaded {
-    events: usize,
-    ingest: Duration,
-    stats: WrkFigures,
-    exact: bool,
+struct Figures {
+    quiet: Ingest,
+    extras: Extras,
+    /// The same ingest again while `--stats-clients` connections ask for stats.
+    loaded: Option<Ingest>,
+    /// The same ingest again while `--sse-subscribers` clients hold the live stats stream.
+    subscribed: Option<Ingest>,
 }
 
 pub async fn run(settings: Settings, args: IngestArgs) -> anyhow::Result<()> {
-    let mut figures = measure_once(settings.clone(), &args, 0).await?;
+    if args.sse_subscribers > 0 {
+        live::ensure_open_files(args.sse_subscribers)?;
+    }
+    let (quiet, extras) = measure_once(settings.clone(), &args, Load::Quiet).await?;
+    let mut figures = Figures {
+        quiet,
+        extras: extras.context("the quiet run measures the baseline and latencies")?,
+        loaded: None,
+        subscribed: None,
+    };
     if args.stats_clients > 0 {
         eprintln!(
             "again, with {} connections asking for stats",
             args.stats_clients
         );
-        let loaded = measure_once(settings, &args, args.stats_clients).await?;
-        figures.loaded = Some(Loaded {
-            events: loaded.events,
-            ingest: loaded.ingest,
-            stats: loaded.loaded.map(|l| l.stats).unwrap_or_default(),
-            exact: loaded.exact,
-        });
+        let load = Load::Stats(args.stats_clients);
+        figures.loaded = Some(measure_once(settings.clone(), &args, load).await?.0);
+    }
+    if args.sse_subscribers > 0 {
+        eprintln!(
+            "again, with {} clients holding the live stats stream",
+            args.sse_subscribers
+        );
+        let load = Load::Subscribers(args.sse_subscribers);
+        figures.subscribed = Some(measure_once(settings, &args, load).await?.0);
     }
     print_table(&args, &figures);
     Ok(())
 }
 
-/// One ingest run on its own scratch database.
+/// One ingest run on its own scratch database; the quiet run measures the extras too.
 async fn measure_once(
     mut settings: Settings,
     args: &IngestArgs,
-    stats_clients: usize,
-) -> anyhow::Result<Figures> {
+    load: Load,
+) -> anyhow::Result<(Ingest, Option<Extras>)> {
     let url = super::scratch_database(&mut settings, "campaignd_bench")?;
-    let result = measure(settings, args, stats_clients).await;
+    let result = measure(settings, args, load).await;
     if !args.keep {
         store::drop_database(&url).await?;
     }
@@ -118,8 +170,8 @@ async fn measure_once(
 async fn measure(
     settings: Settings,
     args: &IngestArgs,
-    stats_clients: usize,
-) -> anyhow::Result<Figures> {
+    load: Load,
+) -> anyhow::Result<(Ingest, Option<Extras>)> {
     let pool = store::connect_and_migrate(settings.database_url.expose_secret()).await?;
     let tenant = store::tenants::create(&pool, "bench", 0).await?;
     let (_, token) = store::api_keys::issue(&pool, tenant, "bench").await?;
@@ -179,52 +231,108 @@ async fn measure(
         consumer_group: settings.kafka.consumer_group.clone(),
         topic: settings.kafka.topic.clone(),
     };
-    let stats_load = match stats_clients {
-        0 => None,
-        clients => {
-            let url = app.url(&format!("/api/v1/campaigns/{}/stats", campaigns[0].0));
-            let auth = format!("Authorization: Bearer {}", token.reveal());
-            let pace = match args.stats_rate {
-                0 => None,
-                rate => {
-                    let script = std::env::temp_dir()
-                        .join(format!("campaignd-paced-{}.lua", uuid::Uuid::new_v4()));
-                    std::fs::write(&script, super::load::PACED_SCRIPT)?;
-                    let pause_ms = (clients * 1000 / rate).max(1);
-                    Some((script, vec![pause_ms.to_string()]))
-                }
-            };
-            let script = pace
-                .as_ref()
-                .map(|(path, args)| (path.as_path(), args.as_slice()));
-            Some(Wrk::start(&url, clients, 600, &[auth], script)?)
-        }
-    };
-    wait_until_committed(&pool, &scope, &ends).await?;
-    let ingest = started.elapsed();
-    let stats = match stats_load {
-        Some(wrk) => Some(tokio::task::spawn_blocking(move || wrk.stop()).await??),
-        None => None,
-    };
-    let exact = counters_match(&app, &campaigns, &workload.expected).await;
-
-    let (baseline_events, baseline) = baseline(&pool, tenant, args).await?;
     let first = campaigns[0].0;
-    let stats_http = time_stats_http(
-        &app.url(&format!("/api/v1/campaigns/{first}/stats")),
-        token.reveal(),
-        args.stats_queries,
-    )
-    .await?;
-    let stats_actor = time_stats_actor(&app, first, args.stats_queries).await;
-    let count_query = time_count_query(&pool, first, (args.stats_queries / 20).max(20)).await?;
-    let (activation, recount, recipients) = time_activation(&pool, first, 20).await?;
+    let running = start_load(&app, first, token.reveal(), args, load)?;
+    wait_until_committed(&pool, &scope, &ends).await?;
+    let took = started.elapsed();
+    let seen = running.stop(&workload.expected[&first]).await?;
+    let exact = counters_match(&app, &campaigns, &workload.expected).await;
+    let ingest = Ingest {
+        events: workload.events.len(),
+        took,
+        exact,
+        seen,
+    };
+    let extras = match load {
+        Load::Quiet => Some(extras(&app, &pool, tenant, first, token.reveal(), args).await?),
+        Load::Stats(_) | Load::Subscribers(_) => None,
+    };
     app.stop().await;
     pool.close().await;
     drop(embedded);
-    Ok(Figures {
-        events: workload.events.len(),
-        ingest,
+    Ok((ingest, extras))
+}
+
+/// A load running against a campaign during an ingest.
+enum Running {
+    Nothing,
+    Wrk(Wrk),
+    Subscribers(live::Subscribers),
+}
+
+impl Running {
+    /// Stops the load and reads what it saw; subscribers are first given the time to receive
+    /// the campaign's final figures, `expected`.
+    async fn stop(self, expected: &Counters) -> anyhow::Result<Seen> {
+        Ok(match self {
+            Running::Nothing => Seen::Nothing,
+            Running::Wrk(wrk) => {
+                Seen::Stats(tokio::task::spawn_blocking(move || wrk.stop()).await??)
+            }
+            Running::Subscribers(subscribers) => Seen::Live(subscribers.stop(expected).await?),
+        })
+    }
+}
+
+fn start_load(
+    app: &crate::app::RunningApplication,
+    campaign: CampaignId,
+    token: &str,
+    args: &IngestArgs,
+    load: Load,
+) -> anyhow::Result<Running> {
+    let url = app.url(&format!("/api/v1/campaigns/{campaign}/stats"));
+    Ok(match load {
+        Load::Quiet => Running::Nothing,
+        Load::Stats(clients) => Running::Wrk(start_wrk(&url, token, clients, args.stats_rate)?),
+        Load::Subscribers(clients) => Running::Subscribers(live::Subscribers::start(
+            format!("{url}/stream"),
+            token,
+            clients,
+        )?),
+    })
+}
+
+/// wrk asking for `url` on `clients` keep-alive connections, `rate` requests a second in all
+/// (each connection pausing between its requests), or as fast as answered for 0.
+fn start_wrk(url: &str, token: &str, clients: usize, rate: usize) -> anyhow::Result<Wrk> {
+    let auth = format!("Authorization: Bearer {token}");
+    let pace = match rate {
+        0 => None,
+        rate => {
+            let script =
+                std::env::temp_dir().join(format!("campaignd-paced-{}.lua", uuid::Uuid::new_v4()));
+            std::fs::write(&script, super::load::PACED_SCRIPT)?;
+            let pause_ms = (clients * 1000 / rate).max(1);
+            Some((script, vec![pause_ms.to_string()]))
+        }
+    };
+    let script = pace
+        .as_ref()
+        .map(|(path, args)| (path.as_path(), args.as_slice()));
+    Wrk::start(url, clients, 600, &[auth], script)
+}
+
+/// The replaced design's ingest, then stats latency and activation on `campaign`.
+async fn extras(
+    app: &crate::app::RunningApplication,
+    pool: &sqlx::PgPool,
+    tenant: crate::domain::TenantId,
+    campaign: CampaignId,
+    token: &str,
+    args: &IngestArgs,
+) -> anyhow::Result<Extras> {
+    let (baseline_events, baseline) = baseline(pool, tenant, args).await?;
+    let stats_http = time_stats_http(
+        &app.url(&format!("/api/v1/campaigns/{campaign}/stats")),
+        token,
+        args.stats_queries,
+    )
+    .await?;
+    let stats_actor = time_stats_actor(app, campaign, args.stats_queries).await;
+    let count_query = time_count_query(pool, campaign, (args.stats_queries / 20).max(20)).await?;
+    let (activation, recount, recipients) = time_activation(pool, campaign, 20).await?;
+    Ok(Extras {
         baseline_events,
         baseline,
         stats_http,
@@ -233,13 +341,6 @@ async fn measure(
         activation,
         recount,
         recipients,
-        exact,
-        loaded: stats.map(|stats| Loaded {
-            events: workload.events.len(),
-            ingest,
-            stats,
-            exact,
-        }),
     })
 }
 
@@ -385,31 +486,23 @@ fn percentile(times: &[Duration], p: f64) -> f64 {
     sorted.get(index).copied().unwrap_or(0.0)
 }
 
-/// Peak resident memory of this process (which hosts the embedded broker too), in MiB.
-pub fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(str::to_owned)
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+fn yes_no(ok: bool) -> &'static str {
+    if ok {
+        "yes"
+    } else {
+        "NO"
+    }
 }
 
 fn print_table(args: &IngestArgs, f: &Figures) {
-    let rate = f.events as f64 / f.ingest.as_secs_f64();
-    let baseline_rate = f.baseline_events as f64 / f.baseline.as_secs_f64();
+    let (q, e) = (&f.quiet, &f.extras);
+    let rate = q.rate();
+    let baseline_rate = e.baseline_events as f64 / e.baseline.as_secs_f64();
     let rss = peak_rss_mb();
     println!();
     println!(
         "campaignd bench ingest — {} events, {} campaigns, dup ratio {}",
-        f.events, args.campaigns, args.dup_ratio
+        q.events, args.campaigns, args.dup_ratio
     );
     println!("| measure | campaignd | replaced design | ratio |");
     println!("|---|---:|---:|---:|");
@@ -419,35 +512,41 @@ fn print_table(args: &IngestArgs, f: &Figures) {
     );
     println!(
         "| events applied | {} in {:.2?} | {} in {:.2?} | |",
-        f.events, f.ingest, f.baseline_events, f.baseline
+        q.events, q.took, e.baseline_events, e.baseline
     );
     println!(
         "| stats latency p50 / p99, ms | {:.3} / {:.3} (HTTP) | {:.3} / {:.3} (COUNT query) | |",
-        percentile(&f.stats_http, 0.5),
-        percentile(&f.stats_http, 0.99),
-        percentile(&f.count_query, 0.5),
-        percentile(&f.count_query, 0.99)
+        percentile(&e.stats_http, 0.5),
+        percentile(&e.stats_http, 0.99),
+        percentile(&e.count_query, 0.5),
+        percentile(&e.count_query, 0.99)
     );
     println!(
         "| stats from actor memory p50 / p99, ms | {:.3} / {:.3} | | |",
-        percentile(&f.stats_actor, 0.5),
-        percentile(&f.stats_actor, 0.99)
+        percentile(&e.stats_actor, 0.5),
+        percentile(&e.stats_actor, 0.99)
     );
     println!(
         "| campaign activation ({} recipients) p50 / p99, ms | {:.3} / {:.3} (snapshot) | {:.3} / {:.3} (recount of rows) | {:.0}x |",
-        f.recipients,
-        percentile(&f.activation, 0.5),
-        percentile(&f.activation, 0.99),
-        percentile(&f.recount, 0.5),
-        percentile(&f.recount, 0.99),
-        percentile(&f.recount, 0.5) / percentile(&f.activation, 0.5).max(1e-9)
+        e.recipients,
+        percentile(&e.activation, 0.5),
+        percentile(&e.activation, 0.99),
+        percentile(&e.recount, 0.5),
+        percentile(&e.recount, 0.99),
+        percentile(&e.recount, 0.5) / percentile(&e.activation, 0.5).max(1e-9)
     );
-    if let Some(l) = &f.loaded {
-        let loaded_rate = l.events as f64 / l.ingest.as_secs_f64();
+    if let Some(
+        l @ Ingest {
+            seen: Seen::Stats(stats),
+            ..
+        },
+    ) = &f.loaded
+    {
         println!(
-            "| durable ingest while {} connections ask for stats, events/s | {loaded_rate:.0} ({:+.1} % vs quiet) | | |",
+            "| durable ingest while {} connections ask for stats, events/s | {:.0} ({:+.1} % vs quiet) | | |",
             args.stats_clients,
-            (loaded_rate / rate - 1.0) * 100.0
+            l.rate(),
+            (l.rate() / rate - 1.0) * 100.0
         );
         println!(
             "| stats requests during that ingest ({}): requests/s, p50 / p99 ms | {:.0}, {:.3} / {:.3} | | |",
@@ -455,41 +554,340 @@ fn print_table(args: &IngestArgs, f: &Figures) {
                 0 => "as fast as answered".to_owned(),
                 rate => format!("paced at {rate}/s"),
             },
-            l.stats.requests_per_s,
-            l.stats.p50_ms,
-            l.stats.p99_ms
+            stats.requests_per_s,
+            stats.p50_ms,
+            stats.p99_ms
         );
         println!(
             "| stats answers other than 200 / socket errors | {} / {} | | |",
-            l.stats.non_2xx, l.stats.errors
+            stats.non_2xx, stats.errors
         );
         println!(
             "| counters equal the ground truth (loaded run) | {} | | |",
-            if l.exact { "yes" } else { "NO" }
+            yes_no(l.exact)
         );
+    }
+    if let Some(
+        s @ Ingest {
+            seen: Seen::Live(live),
+            ..
+        },
+    ) = &f.subscribed
+    {
+        print_subscribed_rows(rate, s, live);
     }
     println!(
         "| counters equal the ground truth | {} | | |",
-        if f.exact { "yes" } else { "NO" }
+        yes_no(q.exact)
     );
     println!("| peak RSS (process incl. embedded broker), MiB | {rss:.0} | | |");
     println!(
         "RESULT events_per_s={rate:.0} baseline_events_per_s={baseline_rate:.0} ratio={:.1} stats_p99_ms={:.3} count_query_p99_ms={:.3} activation_p99_ms={:.3} recount_p99_ms={:.3} peak_rss_mb={rss:.0} exact={}",
         rate / baseline_rate,
-        percentile(&f.stats_http, 0.99),
-        percentile(&f.count_query, 0.99),
-        percentile(&f.activation, 0.99),
-        percentile(&f.recount, 0.99),
-        f.exact
+        percentile(&e.stats_http, 0.99),
+        percentile(&e.count_query, 0.99),
+        percentile(&e.activation, 0.99),
+        percentile(&e.recount, 0.99),
+        q.exact
     );
-    if let Some(l) = &f.loaded {
+    if let Some(
+        l @ Ingest {
+            seen: Seen::Stats(stats),
+            ..
+        },
+    ) = &f.loaded
+    {
         println!(
             "RESULT loaded_events_per_s={:.0} concurrent_stats_per_s={:.0} concurrent_stats_p50_ms={:.3} concurrent_stats_p99_ms={:.3} loaded_exact={}",
-            l.events as f64 / l.ingest.as_secs_f64(),
-            l.stats.requests_per_s,
-            l.stats.p50_ms,
-            l.stats.p99_ms,
+            l.rate(),
+            stats.requests_per_s,
+            stats.p50_ms,
+            stats.p99_ms,
             l.exact
         );
+    }
+    if let Some(
+        s @ Ingest {
+            seen: Seen::Live(live),
+            ..
+        },
+    ) = &f.subscribed
+    {
+        println!(
+            "RESULT sse_subscribers={} quiet_events_per_s={rate:.0} sse_events_per_s={:.0} sse_slowdown_pct={:.1} sse_events_received={} sse_fewest_per_subscriber={} sse_all_received={} sse_final_figures={} sse_exact={}",
+            live.subscribers,
+            s.rate(),
+            (1.0 - s.rate() / rate) * 100.0,
+            live.events,
+            live.fewest,
+            live.fewest > 0,
+            live.final_figures,
+            s.exact
+        );
+    }
+}
+
+/// The rows of the run with `--sse-subscribers` clients on the live stats stream.
+fn print_subscribed_rows(quiet_rate: f64, s: &Ingest, live: &live::LiveFigures) {
+    println!(
+        "| durable ingest while {} clients hold the live stats stream (SSE), events/s | {:.0} ({:+.1} % vs quiet) | | |",
+        live.subscribers,
+        s.rate(),
+        (s.rate() / quiet_rate - 1.0) * 100.0
+    );
+    println!(
+        "| slowdown from the subscribers | {:.1} % | | |",
+        (1.0 - s.rate() / quiet_rate) * 100.0
+    );
+    println!(
+        "| live stats events received: in all / fewest by one subscriber | {} / {} | | |",
+        live.events, live.fewest
+    );
+    println!(
+        "| every subscriber received an event / all streams open after | {} / {:.2?} | | |",
+        yes_no(live.fewest > 0),
+        live.connected_in
+    );
+    println!(
+        "| subscribers whose last event showed the final figures | {} of {} | | |",
+        live.final_figures, live.subscribers
+    );
+    println!(
+        "| counters equal the ground truth (subscribed run) | {} | | |",
+        yes_no(s.exact)
+    );
+}
+
+/// Clients of the live stats stream (`GET …/stats/stream`, Server-Sent Events) for the
+/// `--sse-subscribers` run.
+mod live {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex, PoisonError};
+    use std::time::{Duration, Instant};
+
+    use anyhow::Context;
+    use futures::{StreamExt, TryStreamExt};
+    use tokio::sync::watch;
+
+    use crate::engine::campaign::Counters;
+
+    /// Streams opened at once: the service listens with std's backlog of 128, and a burst of
+    /// a thousand connections past it would see SYNs dropped and retried a second later.
+    const OPENING_AT_ONCE: usize = 64;
+    /// How long subscribers get, once the ingest is durable, to receive the final figures
+    /// (the stream sends at most one event per 250 ms).
+    const FINAL_FIGURES_WITHIN: Duration = Duration::from_secs(5);
+
+    /// Fails with what to do when this process may not open files enough for `subscribers`:
+    /// each takes two here (its socket and the service's end), and the service, the broker and
+    /// the pools need some more. The soft limit is not raised here: no crate for it is a
+    /// dependency, and `ulimit -n` does it.
+    pub fn ensure_open_files(subscribers: usize) -> anyhow::Result<()> {
+        let needed = subscribers * 2 + 1024;
+        let soft = std::fs::read_to_string("/proc/self/limits")
+            .ok()
+            .and_then(|limits| {
+                let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+                line.split_whitespace().nth(3)?.parse::<usize>().ok()
+            });
+        match soft {
+            Some(soft) if soft < needed => anyhow::bail!(
+                "--sse-subscribers {subscribers} needs about {needed} open files and this process may open {soft}: run `ulimit -n {}` in this shell first",
+                needed.max(4096)
+            ),
+            // enough, unlimited, or not Linux
+            _ => Ok(()),
+        }
+    }
+
+    /// What the subscribers saw.
+    #[derive(Debug, Clone, Copy)]
+    pub struct LiveFigures {
+        pub subscribers: usize,
+        /// From the service's start until every stream was open.
+        pub connected_in: Duration,
+        pub events: u64,
+        /// Events received by the subscriber that received the fewest.
+        pub fewest: u64,
+        /// Subscribers whose last event showed the campaign's final figures.
+        pub final_figures: usize,
+    }
+
+    /// The figures of a stats event that are compared with the ground truth.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+    struct Figures {
+        sent: i64,
+        delivered: i64,
+        failed: i64,
+        pending: i64,
+    }
+
+    impl Figures {
+        fn of(c: &Counters) -> Self {
+            Self {
+                sent: c.sent(),
+                delivered: c.delivered,
+                failed: c.failed(),
+                pending: c.pending,
+            }
+        }
+    }
+
+    /// What one subscriber has received so far.
+    #[derive(Default)]
+    struct Received {
+        events: AtomicU64,
+        last: Mutex<Option<Figures>>,
+    }
+
+    impl Received {
+        /// Takes one line of the stream; every event has exactly one `data:` line.
+        fn line(&self, line: &[u8]) {
+            let Some(data) = line.strip_prefix(b"data:") else {
+                return;
+            };
+            self.events.fetch_add(1, Ordering::Relaxed);
+            let figures = serde_json::from_slice(data.trim_ascii()).ok();
+            *self.last.lock().unwrap_or_else(PoisonError::into_inner) = figures;
+        }
+
+        fn last(&self) -> Option<Figures> {
+            *self.last.lock().unwrap_or_else(PoisonError::into_inner)
+        }
+    }
+
+    /// Subscribers holding one stream each, on a thread and runtime of their own: their
+    /// reading competes with the service for the cores, not for the thread the campaign
+    /// actors run on.
+    pub struct Subscribers {
+        received: Arc<Vec<Received>>,
+        stop: watch::Sender<bool>,
+        thread: std::thread::JoinHandle<anyhow::Result<Duration>>,
+    }
+
+    impl Subscribers {
+        /// Opens `n` streams of `url` with the bearer `token` and reads them until stopped.
+        pub fn start(url: String, token: &str, n: usize) -> anyhow::Result<Self> {
+            let received: Arc<Vec<Received>> =
+                Arc::new((0..n).map(|_| Received::default()).collect());
+            let (stop, stopped) = watch::channel(false);
+            let (token, counting) = (token.to_owned(), received.clone());
+            let thread = std::thread::Builder::new()
+                .name("sse-subscribers".into())
+                .spawn(move || {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?
+                        .block_on(subscribe(&url, &token, &counting, stopped))
+                })
+                .context("starting the subscribers' thread")?;
+            Ok(Self {
+                received,
+                stop,
+                thread,
+            })
+        }
+
+        /// Waits until every subscriber's last event shows `expected` (at most
+        /// [`FINAL_FIGURES_WITHIN`]), then closes the streams and sums up what they saw.
+        pub async fn stop(self, expected: &Counters) -> anyhow::Result<LiveFigures> {
+            let expected = Figures::of(expected);
+            let deadline = Instant::now() + FINAL_FIGURES_WITHIN;
+            while Instant::now() < deadline
+                && !self.thread.is_finished()
+                && self.showing(expected) < self.received.len()
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let final_figures = self.showing(expected);
+            let Self {
+                received,
+                stop,
+                thread,
+            } = self;
+            let _ = stop.send(true);
+            let connected_in = tokio::task::spawn_blocking(move || thread.join())
+                .await?
+                .map_err(|_| anyhow::anyhow!("the subscribers' thread panicked"))??;
+            let events = received.iter().map(|r| r.events.load(Ordering::Relaxed));
+            Ok(LiveFigures {
+                subscribers: received.len(),
+                connected_in,
+                events: events.clone().sum(),
+                fewest: events.min().unwrap_or(0),
+                final_figures,
+            })
+        }
+
+        /// Subscribers whose last event shows `figures`.
+        fn showing(&self, figures: Figures) -> usize {
+            self.received
+                .iter()
+                .filter(|r| r.last() == Some(figures))
+                .count()
+        }
+    }
+
+    /// Opens a stream per subscriber, a few at a time, then reads them all until `stopped`;
+    /// returns how long opening took.
+    async fn subscribe(
+        url: &str,
+        token: &str,
+        received: &[Received],
+        mut stopped: watch::Receiver<bool>,
+    ) -> anyhow::Result<Duration> {
+        // one client for all: without reqwest's http2 feature every stream in flight has an
+        // HTTP/1.1 connection of its own, and the pool does not cap connections in use
+        let http = reqwest::Client::new();
+        let started = Instant::now();
+        let streams: Vec<reqwest::Response> = futures::stream::iter(received)
+            .map(|_| open(&http, url, token))
+            .buffer_unordered(OPENING_AT_ONCE)
+            .try_collect()
+            .await?;
+        let connected_in = started.elapsed();
+        let reading = streams.into_iter().zip(received).map(|(s, r)| read(s, r));
+        tokio::select! {
+            read = futures::future::try_join_all(reading) => { read?; }
+            _ = stopped.wait_for(|stop| *stop) => {}
+        }
+        Ok(connected_in)
+    }
+
+    async fn open(
+        http: &reqwest::Client,
+        url: &str,
+        token: &str,
+    ) -> anyhow::Result<reqwest::Response> {
+        let response = http
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .context("opening a live stats stream")?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "the live stats stream answered {}",
+            response.status()
+        );
+        Ok(response)
+    }
+
+    /// Reads one stream line by line until it ends. (reqwest's `stream` feature is not
+    /// enabled; `chunk` reads the body as it arrives all the same.)
+    async fn read(mut stream: reqwest::Response, received: &Received) -> anyhow::Result<()> {
+        let mut partial = Vec::new();
+        while let Some(chunk) = stream
+            .chunk()
+            .await
+            .context("reading a live stats stream")?
+        {
+            partial.extend_from_slice(&chunk);
+            while let Some(end) = partial.iter().position(|b| *b == b'\n') {
+                received.line(&partial[..end]);
+                partial.drain(..=end);
+            }
+        }
+        Ok(())
     }
 }
