@@ -139,11 +139,18 @@ pub(super) struct AudienceInput {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(super) struct CampaignInput {
     /// 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200, example = "Winter sale")]
     name: Option<String>,
-    /// 1 to 1530 characters; placeholders `{firstName}`, `{lastName}`, `{offerLink}`,
-    /// `{unsubscribeLink}` and contact attributes.
+    /// 1 to 1530 characters; placeholders `{{firstName}}`, `{{lastName}}` and contact
+    /// attributes (`{{city}}`). Marketing texts get their offer and unsubscribe links added.
+    #[schema(
+        min_length = 1,
+        max_length = 1530,
+        example = "Hi {{firstName}}, 20% off today"
+    )]
     body: Option<String>,
     /// 1-16 digits or 1-11 letters, digits, space, '.', '_', '-'.
+    #[schema(pattern = r"^([0-9]{1,16}|[A-Za-z0-9 ._-]{1,11})$", example = "MyShop")]
     sender: Option<String>,
     traffic_account_id: Option<uuid::Uuid>,
     /// `marketing` (default: offer and unsubscribe links) or `service`.
@@ -491,6 +498,9 @@ pub(super) async fn list(
     let q = query.into_inner();
     if q.page < 1 || !(1..=100).contains(&q.page_size) {
         return Err(bad_request("page must be >= 1 and pageSize 1 to 100"));
+    }
+    if q.page.checked_mul(q.page_size).is_none() {
+        return Err(bad_request("page is past any campaign there can be"));
     }
     let status = q
         .status

@@ -29,12 +29,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(super) struct ContactInput {
     /// E.164, or a number with a country code (`00…`, spaces and dashes allowed).
+    #[schema(example = "+306984303406")]
     phone: String,
     #[serde(default)]
     first_name: Option<String>,
     #[serde(default)]
     last_name: Option<String>,
-    /// Placeholders for texts (`{city}`).
+    /// Placeholders for texts (`{{city}}`).
     #[serde(default)]
     #[schema(value_type = Object)]
     attributes: Map<String, Value>,

@@ -81,6 +81,7 @@ impl ResponseError for RefreshApiError {
 #[serde(rename_all = "camelCase")]
 pub(super) struct OneRequest {
     /// Mitto's messageId.
+    #[schema(pattern = "^[!-~]{1,64}$", example = "01KC69MT19BRK5MSXG1V95YPHX")]
     provider_message_id: String,
 }
 

@@ -109,7 +109,7 @@ pub(super) struct StatusView {
     failed: i64,
     /// Recipients no longer queued or being sent.
     processed: i64,
-    breakdown: Breakdown,
+    breakdown: StatusBreakdown,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -123,7 +123,7 @@ pub(super) struct CampaignSummary {
 
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct Breakdown {
+pub(super) struct StatusBreakdown {
     queued: i64,
     processing: i64,
     /// Accepted by Mitto, no final report yet.
@@ -149,7 +149,7 @@ impl From<&Stats> for StatusView {
             sent: s.sent,
             failed: s.failed,
             processed: s.total - s.queued - s.processing,
-            breakdown: Breakdown {
+            breakdown: StatusBreakdown {
                 queued: s.queued,
                 processing: s.processing,
                 sent: s.pending,

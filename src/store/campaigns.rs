@@ -429,7 +429,7 @@ pub async fn list(
         .bind(status.map(CampaignStatus::as_str))
         .bind(&search)
         .bind(page_size)
-        .bind((page - 1) * page_size)
+        .bind((page - 1).saturating_mul(page_size))
         .fetch_all(pool)
         .await?;
     let total = sqlx::query_scalar(&format!("SELECT count(*) FROM campaigns WHERE {filter}"))
