@@ -83,13 +83,38 @@ enum Load {
 struct Ingest {
     events: usize,
     took: Duration,
+    /// Events committed over time, from the service's start (sampled every 20 ms).
+    timeline: Vec<(Duration, i64)>,
     exact: bool,
     seen: Seen,
 }
 
+/// The share of the events that bounds the steady-state window at each end: start-up
+/// (activation, a load connecting) and the last checkpoint stay out of it.
+const STEADY: (f64, f64) = (0.25, 0.95);
+
 impl Ingest {
     fn rate(&self) -> f64 {
         self.events as f64 / self.took.as_secs_f64()
+    }
+
+    /// When the window of [`STEADY`] began and ended, and the events committed within it.
+    fn window(&self) -> Option<(Duration, Duration, i64)> {
+        let total = self.timeline.last()?.1 as f64;
+        let at = |share: f64| {
+            self.timeline
+                .iter()
+                .find(|(_, committed)| *committed as f64 >= share * total)
+                .copied()
+        };
+        let ((from, first), (to, last)) = (at(STEADY.0)?, at(STEADY.1)?);
+        (to > from).then_some((from, to, last - first))
+    }
+
+    /// Events per second committed within the steady-state window.
+    fn steady_rate(&self) -> f64 {
+        self.window()
+            .map_or(0.0, |(from, to, n)| n as f64 / (to - from).as_secs_f64())
     }
 }
 
@@ -233,13 +258,14 @@ async fn measure(
     };
     let first = campaigns[0].0;
     let running = start_load(&app, first, token.reveal(), args, load)?;
-    wait_until_committed(&pool, &scope, &ends).await?;
+    let timeline = follow_commits(&pool, &scope, &ends, started).await?;
     let took = started.elapsed();
     let seen = running.stop(&workload.expected[&first]).await?;
     let exact = counters_match(&app, &campaigns, &workload.expected).await;
     let ingest = Ingest {
         events: workload.events.len(),
         took,
+        timeline,
         exact,
         seen,
     };
@@ -379,6 +405,28 @@ pub(super) async fn wait_until_committed(
             .all(|(p, end)| *end == 0 || stored.get(p) == Some(end))
         {
             return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits like [`wait_until_committed`], recording the events committed over time.
+async fn follow_commits(
+    pool: &sqlx::PgPool,
+    scope: &OffsetScope,
+    ends: &HashMap<i32, i64>,
+    started: Instant,
+) -> anyhow::Result<Vec<(Duration, i64)>> {
+    let partitions: Vec<i32> = ends.keys().copied().collect();
+    let mut timeline = Vec::new();
+    loop {
+        let stored = store::checkpoints::load_offsets(pool, scope, &partitions).await?;
+        timeline.push((started.elapsed(), stored.values().sum()));
+        if ends
+            .iter()
+            .all(|(p, end)| *end == 0 || stored.get(p) == Some(end))
+        {
+            return Ok(timeline);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -574,7 +622,7 @@ fn print_table(args: &IngestArgs, f: &Figures) {
         },
     ) = &f.subscribed
     {
-        print_subscribed_rows(rate, s, live);
+        print_subscribed_rows(q, s, live);
     }
     println!(
         "| counters equal the ground truth | {} | | |",
@@ -614,10 +662,12 @@ fn print_table(args: &IngestArgs, f: &Figures) {
     ) = &f.subscribed
     {
         println!(
-            "RESULT sse_subscribers={} quiet_events_per_s={rate:.0} sse_events_per_s={:.0} sse_slowdown_pct={:.1} sse_events_received={} sse_fewest_per_subscriber={} sse_all_received={} sse_final_figures={} sse_exact={}",
+            "RESULT sse_subscribers={} quiet_events_per_s={rate:.0} sse_events_per_s={:.0} quiet_steady_events_per_s={:.0} sse_steady_events_per_s={:.0} sse_steady_slowdown_pct={:.1} sse_events_received={} sse_fewest_per_subscriber={} sse_all_received={} sse_final_figures={} sse_exact={}",
             live.subscribers,
             s.rate(),
-            (1.0 - s.rate() / rate) * 100.0,
+            q.steady_rate(),
+            s.steady_rate(),
+            (1.0 - s.steady_rate() / q.steady_rate()) * 100.0,
             live.events,
             live.fewest,
             live.fewest > 0,
@@ -628,16 +678,29 @@ fn print_table(args: &IngestArgs, f: &Figures) {
 }
 
 /// The rows of the run with `--sse-subscribers` clients on the live stats stream.
-fn print_subscribed_rows(quiet_rate: f64, s: &Ingest, live: &live::LiveFigures) {
+fn print_subscribed_rows(quiet: &Ingest, s: &Ingest, live: &live::LiveFigures) {
+    let (from, to) = (STEADY.0 * 100.0, STEADY.1 * 100.0);
     println!(
         "| durable ingest while {} clients hold the live stats stream (SSE), events/s | {:.0} ({:+.1} % vs quiet) | | |",
         live.subscribers,
         s.rate(),
-        (s.rate() / quiet_rate - 1.0) * 100.0
+        (s.rate() / quiet.rate() - 1.0) * 100.0
     );
     println!(
-        "| slowdown from the subscribers | {:.1} % | | |",
-        (1.0 - s.rate() / quiet_rate) * 100.0
+        "| steady state ({from:.0}-{to:.0} % of the events committed): quiet / with {} streams, events/s | {:.0} / {:.0} | | |",
+        live.subscribers,
+        quiet.steady_rate(),
+        s.steady_rate()
+    );
+    println!(
+        "| slowdown from the subscribers, steady state | {:.1} % | | |",
+        (1.0 - s.steady_rate() / quiet.steady_rate()) * 100.0
+    );
+    let window_from = s.window().map_or(Duration::ZERO, |(from, _, _)| from);
+    println!(
+        "| every stream open before the steady state began | {} ({:.2?} vs {window_from:.2?}) | | |",
+        yes_no(live.connected_in <= window_from),
+        live.connected_in
     );
     println!(
         "| live stats events received: in all / fewest by one subscriber | {} / {} | | |",
