@@ -83,38 +83,21 @@ enum Load {
 struct Ingest {
     events: usize,
     took: Duration,
-    /// Events committed over time, from the service's start (sampled every 20 ms).
-    timeline: Vec<(Duration, i64)>,
+    /// CPU time of this process from the service's start until every event was committed.
+    cpu: Duration,
     exact: bool,
     seen: Seen,
 }
-
-/// The share of the events that bounds the steady-state window at each end: start-up
-/// (activation, a load connecting) and the last checkpoint stay out of it.
-const STEADY: (f64, f64) = (0.25, 0.95);
 
 impl Ingest {
     fn rate(&self) -> f64 {
         self.events as f64 / self.took.as_secs_f64()
     }
 
-    /// When the window of [`STEADY`] began and ended, and the events committed within it.
-    fn window(&self) -> Option<(Duration, Duration, i64)> {
-        let total = self.timeline.last()?.1 as f64;
-        let at = |share: f64| {
-            self.timeline
-                .iter()
-                .find(|(_, committed)| *committed as f64 >= share * total)
-                .copied()
-        };
-        let ((from, first), (to, last)) = (at(STEADY.0)?, at(STEADY.1)?);
-        (to > from).then_some((from, to, last - first))
-    }
-
-    /// Events per second committed within the steady-state window.
-    fn steady_rate(&self) -> f64 {
-        self.window()
-            .map_or(0.0, |(from, to, n)| n as f64 / (to - from).as_secs_f64())
+    /// CPU seconds this process (service, embedded broker and any load) spent per million
+    /// events: steadier than the wall clock, which moves in whole checkpoints.
+    fn cpu_per_million(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.events as f64
     }
 }
 
@@ -250,6 +233,7 @@ async fn measure(
         produced.elapsed()
     );
     let started = Instant::now();
+    let cpu_at_start = super::process_cpu();
     let app = Application::build(settings.clone()).await?.spawn();
     let scope = OffsetScope {
         cluster_id: app.pipeline.broker.cluster_id.clone(),
@@ -260,12 +244,14 @@ async fn measure(
     let running = start_load(&app, first, token.reveal(), args, load)?;
     let timeline = follow_commits(&pool, &scope, &ends, started).await?;
     let took = started.elapsed();
+    let cpu = super::process_cpu().saturating_sub(cpu_at_start);
+    eprintln!("committed over time: {}", progress(&timeline));
     let seen = running.stop(&workload.expected[&first]).await?;
     let exact = counters_match(&app, &campaigns, &workload.expected).await;
     let ingest = Ingest {
         events: workload.events.len(),
         took,
-        timeline,
+        cpu,
         exact,
         seen,
     };
@@ -408,6 +394,19 @@ pub(super) async fn wait_until_committed(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// When each tenth of the events was committed: where an ingest spent its time.
+fn progress(timeline: &[(Duration, i64)]) -> String {
+    let total = timeline.last().map_or(0, |(_, n)| *n) as f64;
+    (1..=10)
+        .filter_map(|tenth| {
+            let share = f64::from(tenth) / 10.0;
+            let (at, _) = timeline.iter().find(|(_, n)| *n as f64 >= share * total)?;
+            Some(format!("{}0 % {:.1}s", tenth, at.as_secs_f64()))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Waits like [`wait_until_committed`], recording the events committed over time.
@@ -662,12 +661,12 @@ fn print_table(args: &IngestArgs, f: &Figures) {
     ) = &f.subscribed
     {
         println!(
-            "RESULT sse_subscribers={} quiet_events_per_s={rate:.0} sse_events_per_s={:.0} quiet_steady_events_per_s={:.0} sse_steady_events_per_s={:.0} sse_steady_slowdown_pct={:.1} sse_events_received={} sse_fewest_per_subscriber={} sse_all_received={} sse_final_figures={} sse_exact={}",
+            "RESULT sse_subscribers={} quiet_events_per_s={rate:.0} sse_events_per_s={:.0} quiet_cpu_s_per_m={:.2} sse_cpu_s_per_m={:.2} sse_cpu_overhead_pct={:.1} sse_events_received={} sse_fewest_per_subscriber={} sse_all_received={} sse_final_figures={} sse_exact={}",
             live.subscribers,
             s.rate(),
-            q.steady_rate(),
-            s.steady_rate(),
-            (1.0 - s.steady_rate() / q.steady_rate()) * 100.0,
+            q.cpu_per_million(),
+            s.cpu_per_million(),
+            (s.cpu_per_million() / q.cpu_per_million() - 1.0) * 100.0,
             live.events,
             live.fewest,
             live.fewest > 0,
@@ -679,7 +678,6 @@ fn print_table(args: &IngestArgs, f: &Figures) {
 
 /// The rows of the run with `--sse-subscribers` clients on the live stats stream.
 fn print_subscribed_rows(quiet: &Ingest, s: &Ingest, live: &live::LiveFigures) {
-    let (from, to) = (STEADY.0 * 100.0, STEADY.1 * 100.0);
     println!(
         "| durable ingest while {} clients hold the live stats stream (SSE), events/s | {:.0} ({:+.1} % vs quiet) | | |",
         live.subscribers,
@@ -687,20 +685,11 @@ fn print_subscribed_rows(quiet: &Ingest, s: &Ingest, live: &live::LiveFigures) {
         (s.rate() / quiet.rate() - 1.0) * 100.0
     );
     println!(
-        "| steady state ({from:.0}-{to:.0} % of the events committed): quiet / with {} streams, events/s | {:.0} / {:.0} | | |",
+        "| CPU seconds per million events (process: service, broker, clients): quiet / with {} streams | {:.2} / {:.2} ({:+.1} %) | | |",
         live.subscribers,
-        quiet.steady_rate(),
-        s.steady_rate()
-    );
-    println!(
-        "| slowdown from the subscribers, steady state | {:.1} % | | |",
-        (1.0 - s.steady_rate() / quiet.steady_rate()) * 100.0
-    );
-    let window_from = s.window().map_or(Duration::ZERO, |(from, _, _)| from);
-    println!(
-        "| every stream open before the steady state began | {} ({:.2?} vs {window_from:.2?}) | | |",
-        yes_no(live.connected_in <= window_from),
-        live.connected_in
+        quiet.cpu_per_million(),
+        s.cpu_per_million(),
+        (s.cpu_per_million() / quiet.cpu_per_million() - 1.0) * 100.0
     );
     println!(
         "| live stats events received: in all / fewest by one subscriber | {} / {} | | |",

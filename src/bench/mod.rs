@@ -54,6 +54,22 @@ pub fn rss_mb() -> f64 {
     status_mb("VmRSS:")
 }
 
+/// CPU time (user and system) this process has used so far.
+pub fn process_cpu() -> Duration {
+    // /proc/self/stat: fields 14 and 15 (utime, stime) in clock ticks, after the `(comm)`
+    // field, which may itself hold spaces
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = after_comm
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    // /proc counts in USER_HZ, which Linux fixes at 100 for user space on every architecture
+    Duration::from_millis(ticks * 10)
+}
+
 /// Peak resident memory of this process since it started, in MiB.
 pub fn peak_rss_mb() -> f64 {
     status_mb("VmHWM:")

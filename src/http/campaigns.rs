@@ -533,7 +533,7 @@ pub(super) async fn list(
 #[utoipa::path(patch, path = "/api/v1/campaigns/{id}", tag = "campaigns", params(("id" = i64, Path, description = "Campaign id")),
     request_body = CampaignInput,
     responses((status = 200, description = "The edited campaign (draft or scheduled only)", body = CampaignRecord),
-        (status = 404, description = "No such campaign of this tenant", body = super::openapi::ErrorBody), (status = 409, description = "`INVALID_STATE`: the campaign's status does not allow it (`status` names it)", body = super::openapi::ErrorBody), (status = 503, description = "The campaign's actor is not reachable; try again", body = super::openapi::ErrorBody)))]
+        LifecycleErrors))]
 pub(super) async fn update(
     auth: Authenticated,
     path: web::Path<String>,
@@ -551,7 +551,7 @@ pub(super) async fn update(
 
 #[utoipa::path(delete, path = "/api/v1/campaigns/{id}", tag = "campaigns", params(("id" = i64, Path, description = "Campaign id")),
     responses((status = 204, description = "Deleted (draft, scheduled or cancelled before sending)"),
-        (status = 404, description = "No such campaign of this tenant", body = super::openapi::ErrorBody), (status = 409, description = "`INVALID_STATE`: the campaign's status does not allow it (`status` names it)", body = super::openapi::ErrorBody), (status = 503, description = "The campaign's actor is not reachable; try again", body = super::openapi::ErrorBody)))]
+        LifecycleErrors))]
 pub(super) async fn delete(
     auth: Authenticated,
     path: web::Path<String>,
@@ -605,7 +605,7 @@ async fn change(
 #[utoipa::path(post, path = "/api/v1/campaigns/{id}/schedule", tag = "campaigns", params(("id" = i64, Path, description = "Campaign id")),
     request_body = ScheduleInput,
     responses((status = 200, description = "Scheduled (draft or scheduled campaigns)", body = Changed),
-        (status = 404, description = "No such campaign of this tenant", body = super::openapi::ErrorBody), (status = 409, description = "`INVALID_STATE`: the campaign's status does not allow it (`status` names it)", body = super::openapi::ErrorBody), (status = 503, description = "The campaign's actor is not reachable; try again", body = super::openapi::ErrorBody)))]
+        LifecycleErrors))]
 pub(super) async fn schedule(
     auth: Authenticated,
     path: web::Path<String>,
@@ -617,55 +617,72 @@ pub(super) async fn schedule(
     change(&state, auth, &path, Command::Schedule(input.scheduled_at)).await
 }
 
-#[utoipa::path(post, path = "/api/v1/campaigns/{id}/unschedule", tag = "campaigns", params(("id" = i64, Path, description = "Campaign id")),
-    responses((status = 200, description = "Back to draft (scheduled only)", body = Changed), (status = 404, description = "No such campaign of this tenant", body = super::openapi::ErrorBody), (status = 409, description = "`INVALID_STATE`: the campaign's status does not allow it (`status` names it)", body = super::openapi::ErrorBody), (status = 503, description = "The campaign's actor is not reachable; try again", body = super::openapi::ErrorBody)))]
-pub(super) async fn unschedule(
-    auth: Authenticated,
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, CampaignError> {
-    change(&state, auth, &path, Command::Unschedule).await
+/// The answers a lifecycle command may give besides its 200.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // documentation: `CampaignError` writes these
+pub(super) enum LifecycleErrors {
+    #[response(status = 404, description = "No such campaign of this tenant")]
+    NotFound(super::openapi::ErrorBody),
+    #[response(
+        status = 409,
+        description = "`INVALID_STATE`: the campaign's status does not allow it (`status` names it)"
+    )]
+    Refused(super::openapi::ErrorBody),
+    #[response(
+        status = 503,
+        description = "The campaign's actor is not reachable; try again"
+    )]
+    Unreachable(super::openapi::ErrorBody),
 }
 
-#[utoipa::path(post, path = "/api/v1/campaigns/{id}/pause", tag = "campaigns", params(("id" = i64, Path, description = "Campaign id")),
-    responses((status = 200, description = "Stops claiming batches; batches in flight finish", body = Changed), (status = 404, description = "No such campaign of this tenant", body = super::openapi::ErrorBody), (status = 409, description = "`INVALID_STATE`: the campaign's status does not allow it (`status` names it)", body = super::openapi::ErrorBody), (status = 503, description = "The campaign's actor is not reachable; try again", body = super::openapi::ErrorBody)))]
-pub(super) async fn pause(
-    auth: Authenticated,
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, CampaignError> {
-    change(&state, auth, &path, Command::Pause).await
+/// A lifecycle command without a body: its own route, documented as its own operation.
+macro_rules! lifecycle_command {
+    ($(#[doc = $doc:literal])* $handler:ident, $path:literal, $command:ident) => {
+        $(#[doc = $doc])*
+        #[utoipa::path(post, path = $path, tag = "campaigns",
+            params(("id" = i64, Path, description = "Campaign id")),
+            responses((status = 200, description = "The campaign's new status", body = Changed),
+                LifecycleErrors))]
+        pub(super) async fn $handler(
+            auth: Authenticated,
+            path: web::Path<String>,
+            state: web::Data<AppState>,
+        ) -> Result<HttpResponse, CampaignError> {
+            change(&state, auth, &path, Command::$command).await
+        }
+    };
 }
 
-#[utoipa::path(post, path = "/api/v1/campaigns/{id}/resume", tag = "campaigns", params(("id" = i64, Path, description = "Campaign id")),
-    responses((status = 200, description = "Sending again (paused only)", body = Changed), (status = 404, description = "No such campaign of this tenant", body = super::openapi::ErrorBody), (status = 409, description = "`INVALID_STATE`: the campaign's status does not allow it (`status` names it)", body = super::openapi::ErrorBody), (status = 503, description = "The campaign's actor is not reachable; try again", body = super::openapi::ErrorBody)))]
-pub(super) async fn resume(
-    auth: Authenticated,
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, CampaignError> {
-    change(&state, auth, &path, Command::Resume).await
-}
-
-#[utoipa::path(post, path = "/api/v1/campaigns/{id}/cancel", tag = "campaigns", params(("id" = i64, Path, description = "Campaign id")),
-    responses((status = 200, description = "Queued recipients are cancelled and their credits refunded", body = Changed), (status = 404, description = "No such campaign of this tenant", body = super::openapi::ErrorBody), (status = 409, description = "`INVALID_STATE`: the campaign's status does not allow it (`status` names it)", body = super::openapi::ErrorBody), (status = 503, description = "The campaign's actor is not reachable; try again", body = super::openapi::ErrorBody)))]
-pub(super) async fn cancel(
-    auth: Authenticated,
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, CampaignError> {
-    change(&state, auth, &path, Command::Cancel).await
-}
-
-#[utoipa::path(post, path = "/api/v1/campaigns/{id}/retry-failed", tag = "campaigns", params(("id" = i64, Path, description = "Campaign id")),
-    responses((status = 200, description = "Failed recipients are queued again (completed or failed campaigns)", body = Changed), (status = 404, description = "No such campaign of this tenant", body = super::openapi::ErrorBody), (status = 409, description = "`INVALID_STATE`: the campaign's status does not allow it (`status` names it)", body = super::openapi::ErrorBody), (status = 503, description = "The campaign's actor is not reachable; try again", body = super::openapi::ErrorBody)))]
-pub(super) async fn retry_failed(
-    auth: Authenticated,
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, CampaignError> {
-    change(&state, auth, &path, Command::RetryFailed).await
-}
+lifecycle_command!(
+    /// Back to draft (scheduled campaigns).
+    unschedule,
+    "/api/v1/campaigns/{id}/unschedule",
+    Unschedule
+);
+lifecycle_command!(
+    /// Stops claiming batches; batches already out finish.
+    pause,
+    "/api/v1/campaigns/{id}/pause",
+    Pause
+);
+lifecycle_command!(
+    /// Sends again (paused campaigns).
+    resume,
+    "/api/v1/campaigns/{id}/resume",
+    Resume
+);
+lifecycle_command!(
+    /// Cancels the queued recipients and refunds their credits.
+    cancel,
+    "/api/v1/campaigns/{id}/cancel",
+    Cancel
+);
+lifecycle_command!(
+    /// Queues the retryable failed recipients again (completed or failed campaigns).
+    retry_failed,
+    "/api/v1/campaigns/{id}/retry-failed",
+    RetryFailed
+);
 
 async fn run(
     state: &AppState,
