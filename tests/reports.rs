@@ -22,6 +22,16 @@ async fn finished_campaign(h: &Harness, token: &str) -> i64 {
     assert_eq!(status, 200, "{body}");
     h.wait_for_status(token, campaign, "completed", Duration::from_secs(60))
         .await;
+    // finished means every report is in, not only every message sent
+    eventually(
+        Duration::from_secs(60),
+        "every report to arrive",
+        || async {
+            let stats = h.stats(token, campaign).await;
+            (stats["pending"] == 0).then_some(())
+        },
+    )
+    .await;
     h.settled_figures(token, campaign).await;
     campaign
 }
