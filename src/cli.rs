@@ -50,6 +50,9 @@ pub enum Command {
     /// Manage tenants and their API keys.
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Manage the people who sign in to a tenant's dashboard.
+    #[command(subcommand)]
+    User(UserCommand),
     /// Run the embedded Kafka-protocol broker in its own process (in memory), with the
     /// `message-events` topic created; prints BOOTSTRAP=host:port. For crash tests, benches
     /// and upstream producers on a development machine — not for production.
@@ -118,6 +121,19 @@ pub enum TenantCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a dashboard user. The password is read from CAMPAIGND_USER_PASSWORD when set,
+    /// else from the first line of standard input (prompted for on a terminal); only its
+    /// argon2id hash is stored.
+    Create {
+        #[arg(long)]
+        tenant_id: TenantId,
+        #[arg(long)]
+        email: String,
+    },
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::MittoSim(config) = cli.command {
         return run_simulator(*config).await;
@@ -138,6 +154,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo(args) => crate::demo::run(settings, args).await?,
         Command::Tenant(command) => run_tenant(&settings, command).await?,
+        Command::User(command) => run_user(&settings, command).await?,
         Command::Verify { campaign } => verify(&settings, campaign).await?,
         Command::Bench(BenchCommand::Ingest(args)) => {
             crate::bench::ingest::run(settings, args).await?
@@ -201,6 +218,37 @@ async fn run_simulator(config: SimConfig) -> anyhow::Result<()> {
     tokio::signal::ctrl_c().await?;
     sim.stop().await;
     Ok(())
+}
+
+async fn run_user(settings: &Settings, command: UserCommand) -> anyhow::Result<()> {
+    let UserCommand::Create { tenant_id, email } = command;
+    let email = crate::domain::Email::parse(&email)?;
+    let password = read_password()?;
+    let digest = crate::domain::PasswordDigest::of(&password)?;
+    let pool = store::connect_and_migrate(settings.database_url.expose_secret())
+        .await
+        .context("connecting to Postgres")?;
+    let id = store::users::create(&pool, tenant_id, &email, &digest).await?;
+    println!("user_id={id}\ntenant_id={tenant_id}\nemail={email}");
+    Ok(())
+}
+
+/// The new user's password: from the environment, or one line of standard input.
+fn read_password() -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if let Ok(password) = std::env::var("CAMPAIGND_USER_PASSWORD") {
+        return Ok(password);
+    }
+    if std::io::stdin().is_terminal() {
+        eprint!(
+            "password (at least {} characters): ",
+            crate::domain::MIN_PASSWORD_CHARS
+        );
+        std::io::stderr().flush()?;
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 async fn run_tenant(settings: &Settings, command: TenantCommand) -> anyhow::Result<()> {

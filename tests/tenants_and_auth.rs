@@ -260,3 +260,55 @@ async fn a_lost_revocation_listener_empties_the_cache_and_revocations_still_reac
     app.stop().await;
     db.drop_database().await;
 }
+
+/// Runs `campaignd user create` with the password on standard input.
+fn create_user(db: &TestDb, tenant: &str, email: &str, password: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(["user", "create", "--tenant-id", tenant, "--email", email])
+        .env("DATABASE_URL", &db.url)
+        .env_remove("CAMPAIGND_USER_PASSWORD")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[actix_web::test]
+async fn a_dashboard_user_is_created_with_only_a_hash_of_the_password() {
+    let db = TestDb::unique();
+    let tenant = &cli(&db, &["tenant", "create", "--name", "Shop"])["tenant_id"];
+    let created = create_user(&db, tenant, " Ann@Shop.Example ", "correct horse battery");
+    assert!(created.status.success(), "{created:?}");
+    let stdout = String::from_utf8(created.stdout).unwrap();
+    assert!(stdout.contains("email=ann@shop.example"), "{stdout}");
+
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let email = campaignd::domain::Email::parse("ann@shop.example").unwrap();
+    let user = campaignd::store::users::find_by_email(&pool, &email)
+        .await
+        .unwrap()
+        .expect("the user is stored");
+    assert_eq!(user.tenant.to_string(), *tenant);
+    assert!(user.password.as_str().starts_with("$argon2id$"));
+    assert!(!user.password.as_str().contains("correct horse"));
+    assert!(user.password.verify("correct horse battery"));
+    assert!(!user.password.verify("wrong horse battery"));
+
+    let again = create_user(&db, tenant, "ann@shop.example", "another password!");
+    assert!(!again.status.success(), "one account per address");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+    let short = create_user(&db, tenant, "bob@shop.example", "short");
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("10 to 256 characters"));
+    let nobody = create_user(&db, "999999", "eve@shop.example", "long enough password");
+    assert!(!nobody.status.success());
+    assert!(String::from_utf8_lossy(&nobody.stderr).contains("does not exist"));
+    let bad = create_user(&db, tenant, "not an address", "long enough password");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not an e-mail address"));
+    pool.close().await;
+}

@@ -1,6 +1,7 @@
 //! Value types parsed at the boundary. Anything past the boundary holds one of these, so an
 //! invalid phone, id or status cannot travel further into the system.
 
+mod credentials;
 mod delivery;
 mod event;
 mod ids;
@@ -14,6 +15,7 @@ mod status;
 mod template;
 mod token;
 
+pub use credentials::{CredentialError, Email, PasswordDigest, MIN_PASSWORD_CHARS};
 pub use delivery::{DeliveryOutcome, DeliveryStatus};
 pub use event::{EngagementKind, Event, EventError, EVENT_VERSION};
 pub use ids::{BulkId, CampaignId, IdError, MessageId, RecipientId, TenantId, TrafficAccountId};

@@ -15,6 +15,7 @@ pub mod preview;
 pub mod reconcile;
 pub mod reports;
 pub mod tenants;
+pub mod users;
 
 use std::str::FromStr;
 use std::time::Duration;
