@@ -200,18 +200,7 @@ fn csv_in_memory(rows: &[RecipientRow]) -> anyhow::Result<String> {
     let mut writer = csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
         .from_writer(b"\xEF\xBB\xBF".to_vec());
-    writer.write_record([
-        "recipient_id",
-        "phone",
-        "status",
-        "delivery_status",
-        "provider_message_id",
-        "sent_at",
-        "delivered_at",
-        "failed_at",
-        "error",
-        "retry_count",
-    ])?;
+    writer.write_record(crate::http::reports::RECIPIENT_HEADER)?;
     for row in rows {
         let status = row.message_status().map_or("unreadable", |s| s.name());
         writer.write_record([

@@ -703,16 +703,42 @@ async fn run(
     Ok(reply?)
 }
 
+/// The answers an enqueue may give besides its 200 (both enqueue paths).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // documentation: `CampaignError` writes these
+pub(super) enum EnqueueErrors {
+    #[response(
+        status = 402,
+        description = "`INSUFFICIENT_CREDITS` with `required` and `available`"
+    )]
+    InsufficientCredits(super::openapi::ErrorBody),
+    #[response(status = 403, description = "`SUBSCRIPTION_REQUIRED`")]
+    SubscriptionRequired(super::openapi::ErrorBody),
+    #[response(status = 404, description = "No such campaign of this tenant")]
+    NotFound(super::openapi::ErrorBody),
+    #[response(
+        status = 409,
+        description = "`INVALID_STATE`: the campaign's status does not allow it (`status` names it)"
+    )]
+    Refused(super::openapi::ErrorBody),
+    #[response(
+        status = 422,
+        description = "`IDEMPOTENCY_KEY_REUSED` for another campaign or request"
+    )]
+    KeyReused(super::openapi::ErrorBody),
+    #[response(
+        status = 503,
+        description = "The campaign's actor is not reachable; try again"
+    )]
+    Unreachable(super::openapi::ErrorBody),
+}
+
 /// `POST /api/v1/campaigns/{id}/enqueue`: starts sending now.
 #[utoipa::path(post, path = "/api/v1/campaigns/{id}/enqueue", tag = "campaigns",
     params(("id" = i64, Path, description = "Campaign id"), ("Idempotency-Key" = Option<String>, Header, description = "A repeated call with the same key answers the first call's answer and does nothing")),
     responses(
         (status = 200, description = "Recipients queued and credits reserved; `Idempotent-Replayed: true` on a replay", body = Enqueued),
-        (status = 402, description = "`INSUFFICIENT_CREDITS` with `required` and `available`", body = super::openapi::ErrorBody),
-        (status = 403, description = "`SUBSCRIPTION_REQUIRED`", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such campaign of this tenant", body = super::openapi::ErrorBody), (status = 409, description = "`INVALID_STATE`: the campaign's status does not allow it (`status` names it)", body = super::openapi::ErrorBody),
-        (status = 422, description = "`IDEMPOTENCY_KEY_REUSED` for another campaign or request", body = super::openapi::ErrorBody),
-        (status = 503, description = "The campaign's actor is not reachable; try again", body = super::openapi::ErrorBody),
+        EnqueueErrors,
     ))]
 pub(super) async fn enqueue(
     auth: Authenticated,
@@ -765,11 +791,7 @@ async fn enqueued(
     params(("id" = i64, Path, description = "Campaign id"), ("Idempotency-Key" = Option<String>, Header, description = "A repeated call with the same key answers the first call's answer and does nothing")),
     responses(
         (status = 200, description = "Recipients queued and credits reserved; `Idempotent-Replayed: true` on a replay", body = Enqueued),
-        (status = 402, description = "`INSUFFICIENT_CREDITS` with `required` and `available`", body = super::openapi::ErrorBody),
-        (status = 403, description = "`SUBSCRIPTION_REQUIRED`", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such campaign of this tenant", body = super::openapi::ErrorBody), (status = 409, description = "`INVALID_STATE`: the campaign's status does not allow it (`status` names it)", body = super::openapi::ErrorBody),
-        (status = 422, description = "`IDEMPOTENCY_KEY_REUSED` for another campaign or request", body = super::openapi::ErrorBody),
-        (status = 503, description = "The campaign's actor is not reachable; try again", body = super::openapi::ErrorBody),
+        EnqueueErrors,
     ))]
 pub(super) async fn seed_enqueue(
     auth: Authenticated,

@@ -321,7 +321,8 @@ pub(super) async fn recipients(
 /// Rows per chunk of a CSV body.
 const CSV_CHUNK_ROWS: usize = 512;
 
-const RECIPIENT_HEADER: [&str; 10] = [
+/// The columns of `recipients.csv` (and the first of `report.csv`).
+pub const RECIPIENT_HEADER: [&str; 10] = [
     "recipient_id",
     "phone",
     "status",
