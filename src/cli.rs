@@ -127,7 +127,7 @@ pub enum UserCommand {
     /// else from the first line of standard input (prompted for on a terminal); only its
     /// argon2id hash is stored.
     Create {
-        #[arg(long)]
+        #[arg(long, visible_alias = "tenant")]
         tenant_id: TenantId,
         #[arg(long)]
         email: String,
@@ -235,16 +235,17 @@ async fn run_user(settings: &Settings, command: UserCommand) -> anyhow::Result<(
 
 /// The new user's password: from the environment, or one line of standard input.
 fn read_password() -> anyhow::Result<String> {
-    use std::io::{BufRead, IsTerminal, Write};
+    use std::io::{BufRead, IsTerminal};
     if let Ok(password) = std::env::var("CAMPAIGND_USER_PASSWORD") {
         return Ok(password);
     }
     if std::io::stdin().is_terminal() {
-        eprint!(
+        // typed without echo
+        let prompt = format!(
             "password (at least {} characters): ",
             crate::domain::MIN_PASSWORD_CHARS
         );
-        std::io::stderr().flush()?;
+        return Ok(rpassword::prompt_password(prompt)?);
     }
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;

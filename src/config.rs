@@ -169,6 +169,13 @@ pub struct AuthSettings {
     pub cache_ttl_secs: u64,
     /// Verified API keys kept in memory at most.
     pub cache_max_entries: u64,
+    /// How long a dashboard session lasts.
+    pub session_hours: u32,
+    /// Wrong passwords in a row before a dashboard account is locked.
+    pub max_failed_sign_ins: u32,
+    /// The first lock's length; each further failure doubles it, up to `lockout_max_secs`.
+    pub lockout_secs: u64,
+    pub lockout_max_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -281,7 +288,12 @@ impl Settings {
         Figment::from(Toml::string(DEFAULTS))
             .merge(Toml::file(file))
             .merge(conventional_env())
-            .merge(Env::prefixed("CAMPAIGND_").split("__"))
+            .merge(
+                Env::prefixed("CAMPAIGND_")
+                    // a command's input (`user create`), not a setting
+                    .ignore(&["USER_PASSWORD"])
+                    .split("__"),
+            )
     }
 
     pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {

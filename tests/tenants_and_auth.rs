@@ -310,5 +310,28 @@ async fn a_dashboard_user_is_created_with_only_a_hash_of_the_password() {
     let bad = create_user(&db, tenant, "not an address", "long enough password");
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("is not an e-mail address"));
+
+    // the password may also come from the environment (it is not a setting)
+    let from_env = Command::new(BIN)
+        .args([
+            "user",
+            "create",
+            "--tenant",
+            tenant,
+            "--email",
+            "cy@shop.example",
+        ])
+        .env("DATABASE_URL", &db.url)
+        .env("CAMPAIGND_USER_PASSWORD", "from the environment")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(from_env.status.success(), "{from_env:?}");
+    let email = campaignd::domain::Email::parse("cy@shop.example").unwrap();
+    let cy = campaignd::store::users::find_by_email(&pool, &email)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(cy.password.verify("from the environment"));
     pool.close().await;
 }

@@ -105,9 +105,101 @@ impl fmt::Debug for PasswordDigest {
     }
 }
 
+/// A dashboard session's cookie value: 32 random bytes, URL-safe. Only its SHA-256 is stored,
+/// so a database dump holds no usable session; `Debug` never prints it.
+#[derive(Clone)]
+pub struct SessionToken(String);
+
+impl SessionToken {
+    pub fn generate() -> Self {
+        Self(random_text())
+    }
+
+    /// A value presented by a browser; a wrong one simply matches no stored digest.
+    pub fn presented(raw: &str) -> Self {
+        Self(raw.to_owned())
+    }
+
+    pub fn sha256(&self) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(self.0.as_bytes()).into()
+    }
+
+    /// The cookie value, for the response that sets it.
+    pub fn reveal(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SessionToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionToken(…)")
+    }
+}
+
+/// 32 bytes from the OS-seeded generator as URL-safe text (session and form tokens).
+pub fn random_text() -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Whether two secrets are equal, in time independent of where they differ.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// When repeated wrong passwords lock an account, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct Lockout {
+    /// Wrong passwords in a row that lock the account.
+    pub after: u32,
+    pub first: std::time::Duration,
+    pub longest: std::time::Duration,
+}
+
+impl Lockout {
+    /// The lock that `failures` wrong passwords in a row earn: none below the threshold, then
+    /// the first length, doubling with each further failure up to the longest.
+    pub fn lock_for(&self, failures: u32) -> Option<std::time::Duration> {
+        let over = failures.checked_sub(self.after)?;
+        let factor = 1u32.checked_shl(over.min(31)).unwrap_or(u32::MAX);
+        Some(self.first.saturating_mul(factor).min(self.longest))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lock_starts_at_the_threshold_and_doubles_up_to_the_longest() {
+        let policy = Lockout {
+            after: 5,
+            first: std::time::Duration::from_secs(30),
+            longest: std::time::Duration::from_secs(900),
+        };
+        let secs = |n| policy.lock_for(n).map(|d| d.as_secs());
+        assert_eq!(secs(4), None);
+        assert_eq!(secs(5), Some(30));
+        assert_eq!(secs(6), Some(60));
+        assert_eq!(secs(9), Some(480));
+        assert_eq!(secs(10), Some(900));
+        assert_eq!(secs(u32::MAX), Some(900));
+    }
+
+    #[test]
+    fn session_tokens_are_random_and_never_printed() {
+        let a = SessionToken::generate();
+        assert_ne!(a.reveal(), SessionToken::generate().reveal());
+        assert_eq!(a.sha256(), SessionToken::presented(a.reveal()).sha256());
+        assert!(!format!("{a:?}").contains(a.reveal()));
+        assert!(same_secret(a.reveal(), a.reveal()));
+        assert!(!same_secret(a.reveal(), "x"));
+    }
 
     #[test]
     fn an_address_is_trimmed_and_lower_cased_and_a_malformed_one_refused() {

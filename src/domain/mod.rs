@@ -15,7 +15,10 @@ mod status;
 mod template;
 mod token;
 
-pub use credentials::{CredentialError, Email, PasswordDigest, MIN_PASSWORD_CHARS};
+pub use credentials::{
+    random_text, same_secret, CredentialError, Email, Lockout, PasswordDigest, SessionToken,
+    MIN_PASSWORD_CHARS,
+};
 pub use delivery::{DeliveryOutcome, DeliveryStatus};
 pub use event::{EngagementKind, Event, EventError, EVENT_VERSION};
 pub use ids::{BulkId, CampaignId, IdError, MessageId, RecipientId, TenantId, TrafficAccountId};

@@ -444,6 +444,13 @@ pub fn admit(current: CampaignStatus, action: Action) -> Result<CampaignStatus, 
     current.transition(to).map_err(|_| refused)
 }
 
+/// Whether a person is offered `action` on a campaign with these figures: its status admits
+/// it and, for a retry, there are failed sends to queue again. The dashboard's buttons ask
+/// this; the actor still decides (its `admit` and the rows).
+pub fn offered(stats: &Stats, action: Action) -> bool {
+    admit(stats.status, action).is_ok() && (action != Action::RetryFailed || stats.send_failed > 0)
+}
+
 /// A campaign as its actor holds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Campaign {
@@ -814,6 +821,17 @@ mod tests {
             let got = admit(from, action).map_err(|r| r.current);
             assert_eq!(got, expected, "{from} {action:?}");
         }
+    }
+
+    #[test]
+    fn retry_is_offered_only_with_failed_sends_to_retry() {
+        let mut stats = Campaign::sample(CampaignStatus::Completed, Counters::default()).stats();
+        assert!(!offered(&stats, Action::RetryFailed));
+        stats.send_failed = 2;
+        assert!(offered(&stats, Action::RetryFailed));
+        stats.status = CampaignStatus::Sending;
+        assert!(!offered(&stats, Action::RetryFailed));
+        assert!(offered(&stats, Action::Pause));
     }
 
     /// Every status change `admit` allows is one the status machine allows.

@@ -125,22 +125,22 @@ fn campaign_id(raw: &str) -> Result<CampaignId, CampaignError> {
 /// Who gets the campaign: the members of lists and phones given inline, de-duplicated.
 #[derive(Debug, Deserialize, Default, Clone, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(super) struct AudienceInput {
+pub(crate) struct AudienceInput {
     #[serde(default)]
-    list_id: Option<i64>,
+    pub(crate) list_id: Option<i64>,
     #[serde(default)]
-    list_ids: Vec<i64>,
+    pub(crate) list_ids: Vec<i64>,
     #[serde(default)]
-    phones: Vec<String>,
+    pub(crate) phones: Vec<String>,
 }
 
 /// A campaign's definition. Create needs `name` and `body`; an edit changes the fields given.
 #[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(super) struct CampaignInput {
+pub(crate) struct CampaignInput {
     /// 1 to 200 characters.
     #[schema(min_length = 1, max_length = 200, example = "Winter sale")]
-    name: Option<String>,
+    pub(crate) name: Option<String>,
     /// 1 to 1530 characters; placeholders `{{firstName}}`, `{{lastName}}` and contact
     /// attributes (`{{city}}`). Marketing texts get their offer and unsubscribe links added.
     #[schema(
@@ -148,29 +148,29 @@ pub(super) struct CampaignInput {
         max_length = 1530,
         example = "Hi {{firstName}}, 20% off today"
     )]
-    body: Option<String>,
+    pub(crate) body: Option<String>,
     /// 1-16 digits or 1-11 letters, digits, space, '.', '_', '-'.
     #[schema(pattern = r"^([0-9]{1,16}|[A-Za-z0-9 ._-]{1,11})$", example = "MyShop")]
-    sender: Option<String>,
-    traffic_account_id: Option<uuid::Uuid>,
+    pub(crate) sender: Option<String>,
+    pub(crate) traffic_account_id: Option<uuid::Uuid>,
     /// `marketing` (default: offer and unsubscribe links) or `service`.
-    message_type: Option<String>,
+    pub(crate) message_type: Option<String>,
     /// The offer the links open (marketing only); `null` in a PATCH removes it.
     #[serde(default, with = "double_option")]
     #[schema(value_type = Option<String>)]
-    offer_title: Option<Option<String>>,
+    pub(crate) offer_title: Option<Option<String>>,
     #[serde(default, with = "double_option")]
     #[schema(value_type = Option<String>)]
-    offer_text: Option<Option<String>>,
+    pub(crate) offer_text: Option<Option<String>>,
     #[serde(default, with = "double_option")]
     #[schema(value_type = Option<DateTime<Utc>>)]
-    offer_expires_at: Option<Option<DateTime<Utc>>>,
-    offer_self_redeem: Option<bool>,
-    audience: Option<AudienceInput>,
+    pub(crate) offer_expires_at: Option<Option<DateTime<Utc>>>,
+    pub(crate) offer_self_redeem: Option<bool>,
+    pub(crate) audience: Option<AudienceInput>,
     /// `null` in a PATCH unschedules (back to draft).
     #[serde(default, with = "double_option")]
     #[schema(value_type = Option<DateTime<Utc>>)]
-    scheduled_at: Option<Option<DateTime<Utc>>>,
+    pub(crate) scheduled_at: Option<Option<DateTime<Utc>>>,
 }
 
 /// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
@@ -187,7 +187,7 @@ mod double_option {
 }
 
 /// Validates a definition: what every campaign must have, with one message per problem.
-async fn definition(
+pub(crate) async fn definition(
     state: &AppState,
     tenant: TenantId,
     input: CampaignInput,
@@ -400,7 +400,7 @@ pub(super) async fn create(
     Ok(HttpResponse::Created().json(record))
 }
 
-async fn find(
+pub(crate) async fn find(
     state: &AppState,
     tenant: TenantId,
     id: CampaignId,
@@ -684,7 +684,7 @@ lifecycle_command!(
     RetryFailed
 );
 
-async fn run(
+pub(crate) async fn run(
     state: &AppState,
     auth: Authenticated,
     id: CampaignId,
@@ -830,10 +830,17 @@ async fn previewed(
     state: &AppState,
     input: crate::store::preview::PreviewInput,
 ) -> Result<HttpResponse, CampaignError> {
+    Ok(HttpResponse::Ok().json(preview(state, &input).await?))
+}
+
+/// What an enqueue now would do with `input` (the API's preview and the dashboard's).
+pub(crate) async fn preview(
+    state: &AppState,
+    input: &crate::store::preview::PreviewInput,
+) -> Result<crate::store::preview::Preview, CampaignError> {
     let links = state.settings.link_wording();
     let max_segments = state.settings.sending.max_segments;
-    let preview = crate::store::preview::preview(&state.pool, &input, &links, max_segments).await?;
-    Ok(HttpResponse::Ok().json(preview))
+    Ok(crate::store::preview::preview(&state.pool, input, &links, max_segments).await?)
 }
 
 /// `POST /api/v1/campaigns/{id}/preview?samples=`: the saved campaign as an enqueue now would

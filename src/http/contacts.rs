@@ -9,7 +9,7 @@ use super::auth::Authenticated;
 use super::error::ApiError;
 use super::input::{read_capped, reject_nul, reject_nul_in_object};
 use super::AppState;
-use crate::domain::PhoneE164;
+use crate::domain::{PhoneE164, TenantId};
 use crate::store::contacts::{self, ListError, NewContact};
 
 /// Contacts upserted per statement.
@@ -53,10 +53,10 @@ pub(super) struct Saved {
 
 /// A CSV import's result: rows imported, and each refused row with its line.
 #[derive(serde::Serialize, utoipa::ToSchema)]
-pub(super) struct Imported {
-    imported: usize,
-    failed: usize,
-    errors: Vec<RowError>,
+pub struct Imported {
+    pub imported: usize,
+    pub failed: usize,
+    pub errors: Vec<RowError>,
 }
 
 /// Members added to a list (already members not counted).
@@ -262,21 +262,33 @@ pub(super) async fn import(
     };
     let limit = state.settings.contacts.max_import_bytes;
     let body = read_capped(&req, payload, limit).await?;
-    let (good, bad) = parse_csv(&body).map_err(ApiError::BadRequest)?;
+    let imported = import_csv(&state, auth.tenant, list, &body).await?;
+    Ok(HttpResponse::Ok().json(imported))
+}
+
+/// Imports a contacts CSV for the tenant (the API's import and the dashboard's): good rows
+/// saved and added to `list`, bad rows reported by line.
+pub(crate) async fn import_csv(
+    state: &AppState,
+    tenant: TenantId,
+    list: Option<i64>,
+    body: &[u8],
+) -> Result<Imported, ApiError> {
+    let (good, bad) = parse_csv(body).map_err(ApiError::BadRequest)?;
     let mut imported = 0;
     for chunk in good.chunks(CHUNK) {
-        let saved = contacts::upsert(&state.pool, auth.tenant, chunk).await?;
+        let saved = contacts::upsert(&state.pool, tenant, chunk).await?;
         imported += saved.len();
         if let Some(list) = list {
             let ids: Vec<i64> = saved.iter().map(|c| c.id).collect();
-            contacts::add_members(&state.pool, auth.tenant, list, &ids).await?;
+            contacts::add_members(&state.pool, tenant, list, &ids).await?;
         }
     }
-    Ok(HttpResponse::Ok().json(Imported {
+    Ok(Imported {
         imported,
         failed: bad.len(),
         errors: bad,
-    }))
+    })
 }
 
 /// A new list, optionally with its first members.

@@ -75,36 +75,53 @@ pub(super) async fn stream(
     if req.headers().contains_key("Last-Event-ID") && stats.settled() {
         return Ok(HttpResponse::NoContent().finish());
     }
-    let live = Live {
-        watch,
-        tenant,
-        first: Some(stats),
-        last_sent: Instant::now(),
-        seq: 0,
-        done: false,
-        last_refresh_at: state.reconciler.clone(),
-        id,
-        stopping: state.stopping.clone(),
-    };
-    let events = futures::stream::unfold(live, |mut live| async move {
-        let chunk = live.next_chunk().await?;
-        Some((Ok::<_, std::convert::Infallible>(chunk), live))
+    let live = Live::new(&state, id, tenant, stats, watch);
+    let events = futures::stream::unfold((live, 0u64), |(mut live, mut seq)| async move {
+        let chunk = match live.next().await? {
+            Tick::KeepAlive => web::Bytes::from_static(b": keep-alive\n\n"),
+            Tick::Figures(stats) => {
+                seq += 1;
+                let data = serde_json::to_string(&stats).unwrap_or_else(|_| "{}".into());
+                let retry = if seq == 1 {
+                    format!("retry: {RETRY_MS}\n")
+                } else {
+                    String::new()
+                };
+                format!("{retry}id: {seq}\nevent: stats\ndata: {data}\n\n").into()
+            }
+        };
+        Some((Ok::<_, std::convert::Infallible>(chunk), (live, seq)))
     });
-    Ok(HttpResponse::Ok()
+    Ok(event_stream(events))
+}
+
+/// A `text/event-stream` response of `events`.
+pub(crate) fn event_stream<S>(events: S) -> HttpResponse
+where
+    S: futures::Stream<Item = Result<web::Bytes, std::convert::Infallible>> + 'static,
+{
+    HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-store"))
         // proxies such as nginx must pass events on as they come
         .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(events))
+        .streaming(events)
 }
 
-/// One subscriber's stream.
-struct Live {
+/// What a subscriber's stream yields next.
+pub(crate) enum Tick {
+    /// The newest figures (the first ones at once, then at most one per [`MIN_GAP`]).
+    Figures(Box<Stats>),
+    /// Nothing changed for [`KEEP_ALIVE`].
+    KeepAlive,
+}
+
+/// One subscriber's view of a campaign's figures, fed by its actor's watch channel.
+pub(crate) struct Live {
     watch: StatsWatch,
     tenant: TenantId,
     first: Option<Stats>,
     last_sent: Instant,
-    seq: u64,
     done: bool,
     last_refresh_at: crate::reconcile::Reconciler,
     id: CampaignId,
@@ -112,14 +129,34 @@ struct Live {
 }
 
 impl Live {
-    async fn next_chunk(&mut self) -> Option<web::Bytes> {
+    /// Starts from the figures the watch was taken with.
+    pub(crate) fn new(
+        state: &AppState,
+        id: CampaignId,
+        tenant: TenantId,
+        first: Stats,
+        watch: StatsWatch,
+    ) -> Self {
+        Self {
+            watch,
+            tenant,
+            first: Some(first),
+            last_sent: Instant::now(),
+            done: false,
+            last_refresh_at: state.reconciler.clone(),
+            id,
+            stopping: state.stopping.clone(),
+        }
+    }
+
+    /// The next figures or keep-alive; `None` once the figures of a finished, settled campaign
+    /// were given, the campaign is gone, or the service is stopping.
+    pub(crate) async fn next(&mut self) -> Option<Tick> {
         if self.done {
             return None;
         }
         if let Some(stats) = self.first.take() {
-            let mut chunk = format!("retry: {RETRY_MS}\n").into_bytes();
-            chunk.extend_from_slice(&self.event(stats));
-            return Some(chunk.into());
+            return Some(self.figures(stats));
         }
         let stopping = self.stopping.clone();
         let next = async {
@@ -131,22 +168,19 @@ impl Live {
             _ = stopping.wait() => return None,
         };
         match next {
-            Err(_) => Some(web::Bytes::from_static(b": keep-alive\n\n")),
-            Ok(Some((tenant, stats))) if tenant == self.tenant => Some(self.event(stats).into()),
+            Err(_) => Some(Tick::KeepAlive),
+            Ok(Some((tenant, stats))) if tenant == self.tenant => Some(self.figures(stats)),
             // the campaign is gone (deleted)
             Ok(_) => None,
         }
     }
 
-    fn event(&mut self, stats: Stats) -> Vec<u8> {
-        self.seq += 1;
+    fn figures(&mut self, stats: Stats) -> Tick {
         self.last_sent = Instant::now();
         self.done = stats.settled();
-        let stats = Stats {
+        Tick::Figures(Box::new(Stats {
             last_refresh_at: self.last_refresh_at.last_refresh_at(self.id),
             ..stats
-        };
-        let data = serde_json::to_string(&stats).unwrap_or_else(|_| "{}".into());
-        format!("id: {}\nevent: stats\ndata: {data}\n\n", self.seq).into_bytes()
+        }))
     }
 }

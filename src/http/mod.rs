@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod campaigns;
 pub mod contacts;
+pub mod dashboard;
 pub mod error;
 pub mod health;
 pub mod inbound;
@@ -94,6 +95,7 @@ pub fn server(state: AppState, listener: TcpListener) -> std::io::Result<Server>
             .configure(inbound::routes)
             .configure(links::public_routes)
             .configure(openapi::routes)
+            .configure(dashboard::routes)
             .service(
                 web::scope("/api")
                     .configure(me::routes)

@@ -55,7 +55,7 @@ pub enum Source {
 }
 
 /// The tenant's campaign with its figures: from its actor if active, else its snapshot.
-async fn figures(
+pub(crate) async fn figures(
     state: &AppState,
     tenant: TenantId,
     id: CampaignId,
@@ -358,8 +358,18 @@ pub(super) async fn recipients_csv(
     query: web::Query<ExportQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let filter = status_filter(query.status.as_deref())?;
-    let (_, scope) = scope(&state, auth.tenant, &path).await?;
+    recipients_export(&state, auth.tenant, &path, query.status.as_deref()).await
+}
+
+/// The recipients CSV of the tenant's campaign (the API's and the dashboard's download).
+pub(crate) async fn recipients_export(
+    state: &AppState,
+    tenant: TenantId,
+    raw_id: &str,
+    status: Option<&str>,
+) -> Result<HttpResponse, ApiError> {
+    let filter = status_filter(status)?;
+    let (_, scope) = scope(state, tenant, raw_id).await?;
     let name = format!("campaign-{}-recipients.csv", scope.campaign_id);
     let rows = reports::stream_recipients(state.pool.clone(), scope, filter);
     Ok(csv_response(
@@ -382,8 +392,18 @@ pub(super) async fn report_csv(
     query: web::Query<ExportQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let filter = status_filter(query.status.as_deref())?;
-    let (_, scope) = scope(&state, auth.tenant, &path).await?;
+    report_export(&state, auth.tenant, &path, query.status.as_deref()).await
+}
+
+/// The report CSV of the tenant's campaign (the API's and the dashboard's download).
+pub(crate) async fn report_export(
+    state: &AppState,
+    tenant: TenantId,
+    raw_id: &str,
+    status: Option<&str>,
+) -> Result<HttpResponse, ApiError> {
+    let filter = status_filter(status)?;
+    let (_, scope) = scope(state, tenant, raw_id).await?;
     let name = format!("campaign-{}-report.csv", scope.campaign_id);
     let rows = reports::stream_report(state.pool.clone(), scope, filter);
     let header: Vec<&str> = RECIPIENT_HEADER

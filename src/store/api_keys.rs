@@ -92,3 +92,42 @@ pub async fn revoke(pool: &PgPool, key: ApiKeyId) -> Result<bool, StoreError> {
             .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// A key as its tenant sees it (never the token).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct KeyInfo {
+    pub id: i64,
+    pub label: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The tenant's keys, newest first.
+pub async fn list(pool: &PgPool, tenant: TenantId) -> Result<Vec<KeyInfo>, StoreError> {
+    let keys = sqlx::query_as(
+        "SELECT id, label, created_at, revoked_at FROM api_keys WHERE tenant_id = $1
+         ORDER BY id DESC",
+    )
+    .bind(tenant.get())
+    .fetch_all(pool)
+    .await?;
+    Ok(keys)
+}
+
+/// Revokes one of the tenant's keys; `false` when it has no active key with that id (another
+/// tenant's key is never touched).
+pub async fn revoke_own(
+    pool: &PgPool,
+    tenant: TenantId,
+    key: ApiKeyId,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE api_keys SET revoked_at = now()
+         WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(key.0)
+    .bind(tenant.get())
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

@@ -154,6 +154,19 @@ pub async fn find_list(
     Ok(list)
 }
 
+/// The tenant's lists with their sizes, by name.
+pub async fn lists(pool: &PgPool, tenant: TenantId) -> Result<Vec<List>, StoreError> {
+    let lists = sqlx::query_as(
+        "SELECT l.id, l.name, l.created_at,
+                (SELECT count(*) FROM list_members m WHERE m.list_id = l.id) AS members
+         FROM lists l WHERE l.tenant_id = $1 ORDER BY l.name, l.id LIMIT 500",
+    )
+    .bind(tenant.get())
+    .fetch_all(pool)
+    .await?;
+    Ok(lists)
+}
+
 /// Adds the tenant's contacts to the tenant's list, all or nothing: any id that is not the
 /// tenant's contact adds none. Returns how many were new members.
 pub async fn add_members(

@@ -72,3 +72,135 @@ pub async fn find_by_email(pool: &PgPool, email: &Email) -> Result<Option<User>,
     })
     .transpose()
 }
+
+/// A user's standing at a sign-in: the stored digest and any lock in force.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub user: User,
+    pub locked_until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The account signing in with `email`, with its lock.
+pub async fn account(pool: &PgPool, email: &Email) -> Result<Option<Account>, StoreError> {
+    let row: Option<(i64, i64, String, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
+        "SELECT id, tenant_id, password_hash, locked_until FROM dashboard_users WHERE email = $1",
+    )
+    .bind(email.as_str())
+    .fetch_optional(pool)
+    .await?;
+    row.map(|(id, tenant, hash, locked_until)| {
+        let tenant = TenantId::new(tenant).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let user = User {
+            id,
+            tenant,
+            email: email.clone(),
+            password: PasswordDigest::stored(hash),
+        };
+        Ok(Account { user, locked_until })
+    })
+    .transpose()
+}
+
+/// Counts a wrong password; answers the lock it earned under `policy`, now in force.
+pub async fn failed_sign_in(
+    pool: &PgPool,
+    user: i64,
+    policy: &crate::domain::Lockout,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+    let failures: i32 = sqlx::query_scalar(
+        "UPDATE dashboard_users SET failed_sign_ins = failed_sign_ins + 1 WHERE id = $1
+         RETURNING failed_sign_ins",
+    )
+    .bind(user)
+    .fetch_one(pool)
+    .await?;
+    let Some(lock) = policy.lock_for(failures.max(0) as u32) else {
+        return Ok(None);
+    };
+    let until = chrono::Utc::now() + chrono::Duration::from_std(lock).unwrap_or_default();
+    sqlx::query("UPDATE dashboard_users SET locked_until = $2 WHERE id = $1")
+        .bind(user)
+        .bind(until)
+        .execute(pool)
+        .await?;
+    Ok(Some(until))
+}
+
+/// A right password: the failure count starts again.
+pub async fn signed_in(pool: &PgPool, user: i64) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE dashboard_users SET failed_sign_ins = 0, locked_until = NULL WHERE id = $1",
+    )
+    .bind(user)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A signed-in browser, found by its cookie's digest.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub user: i64,
+    pub tenant: TenantId,
+    pub email: String,
+    /// The form token every state-changing request of this session must carry.
+    pub csrf: String,
+}
+
+/// Opens a session for `user`; expired sessions of anyone are dropped on the way.
+pub async fn open_session(
+    pool: &PgPool,
+    digest: &[u8; 32],
+    user: &User,
+    csrf: &str,
+    hours: u32,
+) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("DELETE FROM dashboard_sessions WHERE expires_at < now()")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO dashboard_sessions (token_sha256, user_id, tenant_id, csrf, expires_at)
+         VALUES ($1, $2, $3, $4, now() + make_interval(hours => $5))",
+    )
+    .bind(&digest[..])
+    .bind(user.id)
+    .bind(user.tenant.get())
+    .bind(csrf)
+    .bind(hours as i32)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The live session with this cookie digest, if any.
+pub async fn session(pool: &PgPool, digest: &[u8; 32]) -> Result<Option<Session>, StoreError> {
+    let row: Option<(i64, i64, String, String)> = sqlx::query_as(
+        "SELECT s.user_id, s.tenant_id, u.email, s.csrf
+         FROM dashboard_sessions s JOIN dashboard_users u ON u.id = s.user_id
+         WHERE s.token_sha256 = $1 AND s.expires_at > now()",
+    )
+    .bind(&digest[..])
+    .fetch_optional(pool)
+    .await?;
+    row.map(|(user, tenant, email, csrf)| {
+        let tenant = TenantId::new(tenant).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Session {
+            user,
+            tenant,
+            email,
+            csrf,
+        })
+    })
+    .transpose()
+}
+
+/// Signs a browser out: its session is gone.
+pub async fn close_session(pool: &PgPool, digest: &[u8; 32]) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM dashboard_sessions WHERE token_sha256 = $1")
+        .bind(&digest[..])
+        .execute(pool)
+        .await?;
+    Ok(())
+}
