@@ -362,3 +362,46 @@ async fn an_action_the_status_refuses_answers_the_servers_message_for_the_error_
     h.stop().await;
     db.drop_database().await;
 }
+
+#[actix_web::test]
+async fn retry_failed_is_offered_only_while_there_are_failed_sends_to_retry() {
+    let db = TestDb::unique();
+    let extra = [
+        ("mitto.max_retries", json!(1)),
+        ("sending.unavailable_rounds", json!(1)),
+        ("sending.max_in_flight_batches", json!(1)),
+    ];
+    let h = Harness::start(&db, |_| {}, &extra).await;
+    let (tenant, token) = h.tenant("Shop", 1_000).await;
+    user(&h, tenant, "ann@shop.test").await;
+    let id = campaign_of(&h, &token, 300, 0).await;
+    let mut b = Browser::new(&h);
+    assert_eq!(b.sign_in("ann@shop.test", PASSWORD).await.0, 303);
+    let page = format!("/app/campaigns/{id}");
+    let retry_disabled = "disabled>Retry failed</button>";
+    assert!(b.get(&page).await.2.contains(retry_disabled), "a draft");
+
+    // the first batch meets a provider outage longer than every retry: retryable failures
+    h.sim.script([
+        campaignd::mitto::simulator::Fault::Status { status: 503 },
+        campaignd::mitto::simulator::Fault::Status { status: 503 },
+    ]);
+    assert_eq!(h.action(&token, id, "enqueue").await.0, 200);
+    h.wait_for_status(&token, id, "completed", std::time::Duration::from_secs(60))
+        .await;
+    let (_, _, body) = b.get(&page).await;
+    assert!(body.contains(">Retry failed</button>"));
+    assert!(!body.contains(retry_disabled), "200 sends to retry");
+
+    let csrf = b.csrf.clone();
+    let retry = format!("/app/campaigns/{id}/actions/retry-failed");
+    let (status, _, body) = b.post(&retry, &[], Some(&csrf)).await;
+    assert_eq!(status, 200, "{body}");
+    h.wait_for_status(&token, id, "completed", std::time::Duration::from_secs(60))
+        .await;
+    let (_, _, body) = b.get(&page).await;
+    assert!(body.contains(retry_disabled), "nothing left to retry");
+    assert!(h.sends().values().all(|n| *n == 1), "nobody is messaged twice");
+    h.stop().await;
+    db.drop_database().await;
+}

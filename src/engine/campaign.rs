@@ -445,10 +445,22 @@ pub fn admit(current: CampaignStatus, action: Action) -> Result<CampaignStatus, 
 }
 
 /// Whether a person is offered `action` on a campaign with these figures: its status admits
-/// it and, for a retry, there are failed sends to queue again. The dashboard's buttons ask
-/// this; the actor still decides (its `admit` and the rows).
-pub fn offered(stats: &Stats, action: Action) -> bool {
-    admit(stats.status, action).is_ok() && (action != Action::RetryFailed || stats.send_failed > 0)
+/// it and, for a retry, `retryable` failed sends would be queued again (counted from the
+/// rows; only asked when the status admits a retry). The dashboard's buttons ask this; the
+/// actor still decides (its `admit` and the rows).
+pub fn offered(stats: &Stats, retryable: i64, action: Action) -> bool {
+    admit(stats.status, action).is_ok() && (action != Action::RetryFailed || retryable > 0)
+}
+
+/// Failed sends a retry would queue again, as far as the page can tell: the rows' count once
+/// they hold every refusal the figures know of; until then (the last refusals are not
+/// checkpointed yet) the figures' own count, so a retry is never hidden.
+pub fn retry_candidates(stats: &Stats, refused_rows: i64, retryable_rows: i64) -> i64 {
+    if refused_rows < stats.send_failed {
+        stats.send_failed
+    } else {
+        retryable_rows
+    }
 }
 
 /// A campaign as its actor holds it.
@@ -826,12 +838,20 @@ mod tests {
     #[test]
     fn retry_is_offered_only_with_failed_sends_to_retry() {
         let mut stats = Campaign::sample(CampaignStatus::Completed, Counters::default()).stats();
-        assert!(!offered(&stats, Action::RetryFailed));
-        stats.send_failed = 2;
-        assert!(offered(&stats, Action::RetryFailed));
+        assert!(!offered(&stats, 0, Action::RetryFailed));
+        assert!(offered(&stats, 2, Action::RetryFailed));
         stats.status = CampaignStatus::Sending;
-        assert!(!offered(&stats, Action::RetryFailed));
-        assert!(offered(&stats, Action::Pause));
+        assert!(!offered(&stats, 2, Action::RetryFailed));
+        assert!(offered(&stats, 0, Action::Pause));
+    }
+
+    #[test]
+    fn retry_candidates_follow_the_rows_once_they_hold_every_refusal() {
+        let mut stats = Campaign::sample(CampaignStatus::Completed, Counters::default()).stats();
+        stats.send_failed = 5;
+        assert_eq!(retry_candidates(&stats, 3, 0), 5, "rows behind the figures");
+        assert_eq!(retry_candidates(&stats, 5, 2), 2);
+        assert_eq!(retry_candidates(&stats, 5, 0), 0, "none may be retried");
     }
 
     /// Every status change `admit` allows is one the status machine allows.

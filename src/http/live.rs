@@ -175,6 +175,12 @@ impl Live {
         }
     }
 
+    /// Whether the stream ended because the campaign is finished and settled (not because it
+    /// is gone or the service is stopping).
+    pub(crate) fn settled(&self) -> bool {
+        self.done
+    }
+
     fn figures(&mut self, stats: Stats) -> Tick {
         self.last_sent = Instant::now();
         self.done = stats.settled();

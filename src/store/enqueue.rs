@@ -986,6 +986,30 @@ async fn refund_credits(
     Ok(())
 }
 
+/// The recipients a retry queues again: refused before acceptance, for a reason that may pass
+/// (an outage, not a bad number), and not retried `$2` times yet. `$1` is the campaign.
+const RETRYABLE: &str = "campaign_id = $1 AND status = 'failed' AND sent_at IS NULL \
+                         AND error_retryable AND retry_count < $2";
+
+/// The campaign's rows refused before acceptance, and how many of them a retry would queue
+/// again now.
+pub async fn refusals(
+    pool: &PgPool,
+    campaign: CampaignId,
+    max_retries: i32,
+) -> Result<(i64, i64), StoreError> {
+    let counts = sqlx::query_as(&format!(
+        "SELECT count(*) FILTER (WHERE status = 'failed' AND sent_at IS NULL),
+                count(*) FILTER (WHERE {RETRYABLE})
+         FROM campaign_recipients WHERE campaign_id = $1"
+    ))
+    .bind(campaign.get())
+    .bind(max_retries)
+    .fetch_one(pool)
+    .await?;
+    Ok(counts)
+}
+
 /// Re-queues the campaign's retryable send failures that have retries left (a new attempt
 /// each), reserving their credits again, and sets the campaign sending (from `from`, as its
 /// actor admitted); returns the counter change it committed.
@@ -1000,17 +1024,16 @@ pub async fn retry_failed(
     require_subscription(&mut tx, tenant).await?;
     let (status, _, _) = lock_campaign(&mut tx, tenant, campaign).await?;
     expect_status(status, from)?;
-    let (retried, required): (i64, i64) = sqlx::query_as(
+    let (retried, required): (i64, i64) = sqlx::query_as(&format!(
         "WITH r AS (
              UPDATE campaign_recipients SET status = 'queued', retry_count = retry_count + 1,
                     error = NULL, error_retryable = NULL, failed_at = NULL, delivery_status = NULL,
                     billing_status = 'reserved'
-             WHERE campaign_id = $1 AND status = 'failed' AND sent_at IS NULL
-               AND error_retryable AND retry_count < $2
+             WHERE {RETRYABLE}
              RETURNING segments
          )
-         SELECT count(*), COALESCE(sum(segments), 0)::bigint FROM r",
-    )
+         SELECT count(*), COALESCE(sum(segments), 0)::bigint FROM r"
+    ))
     .bind(campaign.get())
     .bind(max_retries)
     .fetch_one(&mut *tx)

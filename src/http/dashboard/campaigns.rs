@@ -3,6 +3,8 @@
 //! from the actor. Figures come from actor memory; the live stream is the campaign actor's
 //! publications (never a query per event).
 
+use std::time::{Duration, Instant};
+
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse, ResponseError};
 use chrono::{NaiveDateTime, TimeZone};
@@ -12,7 +14,7 @@ use serde::Deserialize;
 use super::{html, PageError, Signed};
 use crate::actors::campaign_messages::{Command, LifecycleReply};
 use crate::domain::{CampaignId, CampaignStatus, TenantId};
-use crate::engine::campaign::Stats;
+use crate::engine::campaign::{admit, retry_candidates, Action, Stats};
 use crate::engine::reports::{timeseries, Bucket};
 use crate::http::auth::Authenticated;
 use crate::http::campaigns::{self as api, AudienceInput, CampaignError, CampaignInput};
@@ -20,6 +22,7 @@ use crate::http::live::{event_stream, Live, Tick};
 use crate::http::AppState;
 use crate::reconcile::{BulkStart, BulkTarget};
 use crate::store::campaigns::{self, CampaignRecord};
+use crate::store::enqueue::{self, StartError};
 use crate::store::reports::{self, RecipientFilter, StatusFilter};
 use crate::web::dashboard::campaigns as pages;
 
@@ -196,6 +199,18 @@ async fn owned(
     Ok((id, record))
 }
 
+/// Failed sends a retry would queue again; counted only when the status admits a retry.
+async fn retryable(state: &AppState, id: CampaignId, stats: &Stats) -> Result<i64, PageError> {
+    if admit(stats.status, Action::RetryFailed).is_err() {
+        return Ok(0);
+    }
+    let max_retries = state.settings.sending.max_retries as i32;
+    let (refused, retryable) = enqueue::refusals(&state.pool, id, max_retries)
+        .await
+        .map_err(PageError::unexpected)?;
+    Ok(retry_candidates(stats, refused, retryable))
+}
+
 async fn time_zone(state: &AppState, tenant: TenantId) -> Result<String, PageError> {
     let rules = crate::store::tenants::marketing_rules(&state.pool, tenant)
         .await
@@ -213,9 +228,11 @@ async fn detail(
         .await
         .ok_or(PageError::NotFound)?;
     let zone = time_zone(&state, signed.tenant).await?;
+    let retryable = retryable(&state, id, &stats).await?;
     let view = pages::DetailView {
         record: &record,
         stats: &stats,
+        retryable,
         time_zone: &zone,
     };
     Ok(html(StatusCode::OK, pages::detail(&signed.viewer(), &view)))
@@ -238,24 +255,62 @@ async fn live(
         .filter(|((tenant, _), _)| *tenant == signed.tenant)
         .ok_or(PageError::NotFound)?;
     let live = Live::new(&state, id, tenant, stats, watch);
-    let events = futures::stream::unfold(
-        (live, record, zone, false),
-        |(mut live, record, zone, ended)| async move {
-            if ended {
-                return None;
-            }
-            let (chunk, ended) = match live.next().await {
-                None => (sse_event("done", "settled"), true),
-                Some(Tick::KeepAlive) => (web::Bytes::from_static(b": keep-alive\n\n"), false),
-                Some(Tick::Figures(stats)) => {
-                    let panel = pages::live_panel(&record, &stats, &zone);
-                    (sse_event("figures", &panel.into_string()), false)
-                }
-            };
-            Some((Ok(chunk), (live, record, zone, ended)))
-        },
-    );
+    let seed = LiveDetail {
+        live,
+        record,
+        zone,
+        state: state.into_inner(),
+        rows_told: Instant::now(),
+        ended: false,
+    };
+    let events = futures::stream::unfold(seed, move |mut d| async move {
+        let chunk = d.next_chunk(id).await?;
+        Some((Ok(chunk), d))
+    });
     Ok(event_stream(events))
+}
+
+/// Rows are read again at most this often while the figures move.
+const ROWS_EVERY: Duration = Duration::from_secs(2);
+
+/// One detail page's live stream.
+struct LiveDetail {
+    live: Live,
+    record: CampaignRecord,
+    zone: String,
+    state: std::sync::Arc<AppState>,
+    /// When the page was last told to read the rows again (event `rows`).
+    rows_told: Instant,
+    ended: bool,
+}
+
+impl LiveDetail {
+    async fn next_chunk(&mut self, id: CampaignId) -> Option<web::Bytes> {
+        if self.ended {
+            return None;
+        }
+        let stats = match self.live.next().await {
+            Some(Tick::Figures(stats)) => stats,
+            Some(Tick::KeepAlive) => return Some(web::Bytes::from_static(b": keep-alive\n\n")),
+            None if !self.live.settled() => return None,
+            None => {
+                // the rows catch up with the final figures (one checkpoint), then a last read
+                self.ended = true;
+                self.state.events.applied.settled(Duration::from_secs(10)).await;
+                let mut last = sse_event("rows", "final").to_vec();
+                last.extend_from_slice(&sse_event("done", "settled"));
+                return Some(last.into());
+            }
+        };
+        let retry = retryable(&self.state, id, &stats).await.unwrap_or(0);
+        let panel = pages::live_panel(&self.record, &stats, retry, &self.zone);
+        let mut chunk = sse_event("figures", &panel.into_string()).to_vec();
+        if self.rows_told.elapsed() >= ROWS_EVERY {
+            self.rows_told = Instant::now();
+            chunk.extend_from_slice(&sse_event("rows", "changed"));
+        }
+        Some(chunk.into())
+    }
 }
 
 /// The chart and the row-based breakdowns (loaded by the page, again as figures move).
@@ -356,10 +411,10 @@ fn refused(e: CampaignError) -> PageError {
         return PageError::Unexpected(anyhow::anyhow!("{e}"));
     }
     let message = match &e {
-        CampaignError::Start(crate::store::enqueue::StartError::Refused(current)) => {
+        CampaignError::Start(StartError::Refused(current)) => {
             format!("Not possible now: the campaign is {current}.")
         }
-        CampaignError::Start(crate::store::enqueue::StartError::InsufficientCredits {
+        CampaignError::Start(StartError::InsufficientCredits {
             required,
             available,
         }) => format!("Not enough credits: {required} required, {available} available."),
@@ -404,7 +459,18 @@ async fn action(
     let auth = Authenticated {
         tenant: signed.tenant,
     };
-    api::run(&state, auth, id, command).await.map_err(refused)?;
+    let retrying = matches!(command, Command::RetryFailed);
+    api::run(&state, auth, id, command)
+        .await
+        .map_err(|e| match e {
+            CampaignError::Start(StartError::NoRecipients) if retrying => PageError::Refused(
+                StatusCode::BAD_REQUEST,
+                "No failed send can be retried: they were refused for reasons a retry would \
+                 not fix, or were retried already."
+                    .into(),
+            ),
+            e => refused(e),
+        })?;
     panel(&state, signed.tenant, id, &zone, None).await
 }
 
@@ -423,13 +489,14 @@ async fn panel(
     let stats = stats_of(state, tenant, id.get())
         .await
         .ok_or(PageError::NotFound)?;
+    let retry = retryable(state, id, &stats).await?;
     // the error slot is cleared (or shows the note) out of band
     let cleared = maud::html! {
         div.alert role="alert" #action-error data-testid="action-error" aria-live="polite" hx-swap-oob="true" {
             @if let Some(note) = note { span.note { (note) } }
         }
     };
-    let markup = maud::html! { (pages::live_panel(&record, &stats, zone)) (cleared) };
+    let markup = maud::html! { (pages::live_panel(&record, &stats, retry, zone)) (cleared) };
     Ok(html(StatusCode::OK, markup))
 }
 

@@ -127,6 +127,8 @@ pub fn row_cells(record: &CampaignRecord, stats: Option<&Stats>) -> Markup {
 pub struct DetailView<'a> {
     pub record: &'a CampaignRecord,
     pub stats: &'a Stats,
+    /// Failed sends a retry would queue again.
+    pub retryable: i64,
     /// The tenant's IANA time zone (schedule times are entered in it).
     pub time_zone: &'a str,
 }
@@ -134,31 +136,34 @@ pub struct DetailView<'a> {
 pub fn detail(viewer: &Viewer<'_>, v: &DetailView<'_>) -> Markup {
     let id = v.record.id;
     let live_url = (!v.stats.settled()).then(|| format!("/app/campaigns/{id}/live"));
+    // row-based parts are read again when the stream says the rows changed (`rows`: at most
+    // every 2 s while the figures move, and once the final figures are in the rows)
+    let trigger = if live_url.is_some() { "load, sse:rows" } else { "load" };
     let body = html! {
         p { a href="/app/campaigns" { "← Campaigns" } }
         h1 { (v.record.name) }
         div hx-ext=[live_url.as_ref().map(|_| "sse")] sse-connect=[live_url.as_ref()] sse-close="done" {
             div.alert role="alert" #action-error data-testid="action-error" aria-live="polite" {}
             section #live sse-swap=[live_url.as_ref().map(|_| "figures")] {
-                (live_panel(v.record, v.stats, v.time_zone))
+                (live_panel(v.record, v.stats, v.retryable, v.time_zone))
             }
             section #reports hx-get={ "/app/campaigns/" (id) "/reports" }
-                hx-trigger=(if live_url.is_some() { "load, sse:figures throttle:2s" } else { "load" }) {
+                hx-trigger=(trigger) {
                 p.note { "Loading the chart and breakdowns…" }
             }
-        }
-        section.panel {
-            h2 #failed-heading { "Failed recipients" }
-            div.scroll {
-                table data-testid="failed-recipients" aria-labelledby="failed-heading" {
-                    thead { tr { th scope="col" { "Phone" } th scope="col" { "Status" } th scope="col" { "Delivery status" } th scope="col" { "Error" } th.opt scope="col" { "Failed at" } } }
-                    tbody hx-get={ "/app/campaigns/" (id) "/failed" } hx-trigger="load" {}
+            section.panel {
+                h2 #failed-heading { "Failed recipients" }
+                div.scroll {
+                    table data-testid="failed-recipients" aria-labelledby="failed-heading" {
+                        thead { tr { th scope="col" { "Phone" } th scope="col" { "Status" } th scope="col" { "Delivery status" } th scope="col" { "Error" } th.opt scope="col" { "Failed at" } } }
+                        tbody hx-get={ "/app/campaigns/" (id) "/failed" } hx-trigger=(trigger) {}
+                    }
                 }
-            }
-            p {
-                a.button.secondary href={ "/app/campaigns/" (id) "/recipients.csv" } download { "Recipients CSV" }
-                " "
-                a.button.secondary href={ "/app/campaigns/" (id) "/report.csv" } download { "Report CSV" }
+                p {
+                    a.button.secondary href={ "/app/campaigns/" (id) "/recipients.csv" } download { "Recipients CSV" }
+                    " "
+                    a.button.secondary href={ "/app/campaigns/" (id) "/report.csv" } download { "Report CSV" }
+                }
             }
         }
         section.panel {
@@ -173,7 +178,7 @@ pub fn detail(viewer: &Viewer<'_>, v: &DetailView<'_>) -> Markup {
 
 /// The part of the detail page that follows the figures: status, progress, cards, actions and
 /// the status breakdown. Sent whole on every live event and after every action.
-pub fn live_panel(record: &CampaignRecord, stats: &Stats, time_zone: &str) -> Markup {
+pub fn live_panel(record: &CampaignRecord, stats: &Stats, retryable: i64, time_zone: &str) -> Markup {
     let progress = (stats.progress * 100.0).round().clamp(0.0, 100.0);
     html! {
         div.panel {
@@ -195,7 +200,7 @@ pub fn live_panel(record: &CampaignRecord, stats: &Stats, time_zone: &str) -> Ma
             (card("unsubscribes", "Unsubscribes", stats.unsubscribes.to_string()))
             (card("conversionRate", "Conversion rate", percent(stats.conversion_rate)))
         }
-        div.panel { (actions(record.id, stats, time_zone)) }
+        div.panel { (actions(record.id, stats, retryable, time_zone)) }
         div.panel {
             h2 #status-heading { "By status" }
             table data-testid="status-breakdown" aria-labelledby="status-heading" {
@@ -233,7 +238,8 @@ fn card(key: &str, label: &str, value: String) -> Markup {
 }
 
 /// One action button: enabled when the engine offers the action for these figures.
-fn action_button(id: i64, stats: &Stats, action: Action, path: &str, label: &str) -> Markup {
+fn action_button(id: i64, offers: (&Stats, i64), action: Action, path: &str, label: &str) -> Markup {
+    let (stats, retryable) = offers;
     let danger = action == Action::Cancel;
     let confirm = danger.then_some(
         "Cancel this campaign? Messages not sent yet will not be sent, and their credits are refunded.",
@@ -242,18 +248,19 @@ fn action_button(id: i64, stats: &Stats, action: Action, path: &str, label: &str
         button type="button" class=[danger.then_some("danger")]
             hx-post={ "/app/campaigns/" (id) "/actions/" (path) } hx-target="#live"
             hx-disabled-elt="this" hx-confirm=[confirm]
-            disabled[!offered(stats, action)] { (label) }
+            disabled[!offered(stats, retryable, action)] { (label) }
     }
 }
 
-fn actions(id: i64, stats: &Stats, time_zone: &str) -> Markup {
-    let can_schedule = offered(stats, Action::Schedule);
-    let can_edit = offered(stats, Action::Edit { scheduled: false });
+fn actions(id: i64, stats: &Stats, retryable: i64, time_zone: &str) -> Markup {
+    let can_schedule = offered(stats, retryable, Action::Schedule);
+    let can_edit = offered(stats, retryable, Action::Edit { scheduled: false });
+    let offers = (stats, retryable);
     let refreshable = stats.pending + stats.unknown > 0;
     html! {
         h2 { "Actions" }
         div.actions {
-            (action_button(id, stats, Action::Enqueue, "enqueue", "Send now"))
+            (action_button(id, offers, Action::Enqueue, "enqueue", "Send now"))
             form hx-post={ "/app/campaigns/" (id) "/actions/schedule" } hx-target="#live" hx-disabled-elt="find button" {
                 div {
                     label for="send-at" { "Send at" }
@@ -262,13 +269,13 @@ fn actions(id: i64, stats: &Stats, time_zone: &str) -> Markup {
                 }
                 button type="submit" disabled[!can_schedule] { "Schedule" }
             }
-            (action_button(id, stats, Action::Unschedule, "unschedule", "Unschedule"))
-            (action_button(id, stats, Action::Pause, "pause", "Pause"))
-            (action_button(id, stats, Action::Resume, "resume", "Resume"))
-            (action_button(id, stats, Action::RetryFailed, "retry-failed", "Retry failed"))
+            (action_button(id, offers, Action::Unschedule, "unschedule", "Unschedule"))
+            (action_button(id, offers, Action::Pause, "pause", "Pause"))
+            (action_button(id, offers, Action::Resume, "resume", "Resume"))
+            (action_button(id, offers, Action::RetryFailed, "retry-failed", "Retry failed"))
             button type="button" hx-post={ "/app/campaigns/" (id) "/actions/refresh" } hx-target="#live"
                 hx-disabled-elt="this" disabled[!refreshable] { "Refresh statuses" }
-            (action_button(id, stats, Action::Cancel, "cancel", "Cancel campaign"))
+            (action_button(id, offers, Action::Cancel, "cancel", "Cancel campaign"))
             @if can_edit { a.button.secondary href={ "/app/campaigns/" (id) "/edit" } { "Edit" } }
             span.busy { "Working…" }
         }
