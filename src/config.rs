@@ -175,7 +175,11 @@ pub struct AuthSettings {
     pub max_failed_sign_ins: u32,
     /// The first lock's length; each further failure doubles it, up to `lockout_max_secs`.
     pub lockout_secs: u64,
+    /// The longest lock (at most a day).
     pub lockout_max_secs: u64,
+    /// `true`: session cookies are always `Secure` (behind a proxy that ends TLS). `false`:
+    /// `Secure` when the request came over HTTPS (as the connection or `Forwarded` says).
+    pub secure_cookies: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -325,6 +329,20 @@ impl Settings {
         }
         if self.checkpoint_interval_ms == 0 {
             return invalid("checkpoint_interval_ms", "must be greater than 0");
+        }
+        let a = &self.auth;
+        if !(1..=24 * 366).contains(&a.session_hours) {
+            return invalid("auth.session_hours", "must be between 1 and 8784 (a year)");
+        }
+        if a.max_failed_sign_ins == 0 {
+            return invalid("auth.max_failed_sign_ins", "must be greater than 0");
+        }
+        if a.lockout_secs == 0 || a.lockout_secs > a.lockout_max_secs || a.lockout_max_secs > 86_400
+        {
+            return invalid(
+                "auth.lockout_secs",
+                "must be above 0 and at most auth.lockout_max_secs, which is at most 86400 (a day)",
+            );
         }
         let r = &self.reconcile;
         if !(r.give_up_after_hours.is_finite() && r.give_up_after_hours > 0.0) {

@@ -114,7 +114,7 @@ impl LinkGuard {
     }
 
     /// Whether the client may make one more request now.
-    fn admit(&self, req: &HttpRequest) -> bool {
+    pub(crate) fn admit(&self, req: &HttpRequest) -> bool {
         let Some(ip) = self.client(req) else {
             return true;
         };

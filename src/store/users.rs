@@ -73,67 +73,60 @@ pub async fn find_by_email(pool: &PgPool, email: &Email) -> Result<Option<User>,
     .transpose()
 }
 
-/// A user's standing at a sign-in: the stored digest and any lock in force.
-#[derive(Debug, Clone)]
-pub struct Account {
-    pub user: User,
-    pub locked_until: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-/// The account signing in with `email`, with its lock.
-pub async fn account(pool: &PgPool, email: &Email) -> Result<Option<Account>, StoreError> {
-    let row: Option<(i64, i64, String, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
-        "SELECT id, tenant_id, password_hash, locked_until FROM dashboard_users WHERE email = $1",
+/// The lock in force for the address with this digest, if any.
+pub async fn lock(
+    pool: &PgPool,
+    email_sha256: &[u8; 32],
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+    let until = sqlx::query_scalar(
+        "SELECT locked_until FROM sign_in_failures
+         WHERE email_sha256 = $1 AND locked_until > now()",
     )
-    .bind(email.as_str())
+    .bind(&email_sha256[..])
     .fetch_optional(pool)
     .await?;
-    row.map(|(id, tenant, hash, locked_until)| {
-        let tenant = TenantId::new(tenant).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let user = User {
-            id,
-            tenant,
-            email: email.clone(),
-            password: PasswordDigest::stored(hash),
-        };
-        Ok(Account { user, locked_until })
-    })
-    .transpose()
+    Ok(until)
 }
 
-/// Counts a wrong password; answers the lock it earned under `policy`, now in force.
+/// Counts a failed sign-in for an address (known or not); answers the lock it earned under
+/// `policy`, now in force. Rows idle for a day are dropped on the way.
 pub async fn failed_sign_in(
     pool: &PgPool,
-    user: i64,
+    email_sha256: &[u8; 32],
     policy: &crate::domain::Lockout,
 ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+    sqlx::query("DELETE FROM sign_in_failures WHERE updated_at < now() - interval '1 day'")
+        .execute(pool)
+        .await?;
     let failures: i32 = sqlx::query_scalar(
-        "UPDATE dashboard_users SET failed_sign_ins = failed_sign_ins + 1 WHERE id = $1
-         RETURNING failed_sign_ins",
+        "INSERT INTO sign_in_failures (email_sha256, failures) VALUES ($1, 1)
+         ON CONFLICT (email_sha256) DO UPDATE
+             SET failures = sign_in_failures.failures + 1, updated_at = now()
+         RETURNING failures",
     )
-    .bind(user)
+    .bind(&email_sha256[..])
     .fetch_one(pool)
     .await?;
     let Some(lock) = policy.lock_for(failures.max(0) as u32) else {
         return Ok(None);
     };
-    let until = chrono::Utc::now() + chrono::Duration::from_std(lock).unwrap_or_default();
-    sqlx::query("UPDATE dashboard_users SET locked_until = $2 WHERE id = $1")
-        .bind(user)
-        .bind(until)
-        .execute(pool)
-        .await?;
+    let until = sqlx::query_scalar(
+        "UPDATE sign_in_failures SET locked_until = now() + make_interval(secs => $2)
+         WHERE email_sha256 = $1 RETURNING locked_until",
+    )
+    .bind(&email_sha256[..])
+    .bind(lock.as_secs_f64())
+    .fetch_one(pool)
+    .await?;
     Ok(Some(until))
 }
 
-/// A right password: the failure count starts again.
-pub async fn signed_in(pool: &PgPool, user: i64) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE dashboard_users SET failed_sign_ins = 0, locked_until = NULL WHERE id = $1",
-    )
-    .bind(user)
-    .execute(pool)
-    .await?;
+/// A right password: the address's failures are forgotten.
+pub async fn signed_in(pool: &PgPool, email_sha256: &[u8; 32]) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM sign_in_failures WHERE email_sha256 = $1")
+        .bind(&email_sha256[..])
+        .execute(pool)
+        .await?;
     Ok(())
 }
 

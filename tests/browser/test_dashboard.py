@@ -440,3 +440,46 @@ def test_pages_have_no_serious_accessibility_violations_and_send_is_reachable_by
             break
     expect(send).to_be_focused()
     shot(page, "a11y-keyboard")
+
+
+def test_the_list_follows_an_active_campaign_without_a_reload(page, signed_in, shot, api, token_a):
+    name = unique("Live row")
+    client = api(token_a)
+    campaign_id = client.campaign(name, phones("+3069843060", 80))
+    client.enqueue(campaign_id)
+    client.post(f"/api/v1/campaigns/{campaign_id}/pause")
+    signed_in(page, "a@shop.test")
+    page.goto("/app/campaigns")
+    row = page.locator(f'tr[data-campaign-id="{campaign_id}"]')
+    expect(row.locator(".badge")).to_have_text("paused")
+    page.evaluate("window.__noReload = 1")
+
+    client.post(f"/api/v1/campaigns/{campaign_id}/resume")
+    expect(row.locator(".badge")).to_have_text("completed", timeout=SEND_TIMEOUT)
+    expect(row.locator('[data-col="sent"]')).to_have_text("80", timeout=SEND_TIMEOUT)
+    expect(row.locator('[data-col="progress"]')).to_have_text("100%")
+    assert page.evaluate("window.__noReload") == 1, "the page was reloaded"
+    shot(page, "list-live")
+
+
+def test_the_pages_fit_a_phone_screen(page, signed_in, shot, api, token_a):
+    name = unique("Phone")
+    campaign_id = api(token_a).campaign(name, phones("+3069843093", 2))
+    page.set_viewport_size({"width": 390, "height": 844})
+    signed_in(page, "a@shop.test")
+    for path, label in (
+        ("/app/campaigns", "phone-campaigns"),
+        (f"/app/campaigns/{campaign_id}", "phone-detail"),
+        ("/app/campaigns/new", "phone-compose"),
+        ("/app/contacts", "phone-contacts"),
+        ("/app/account", "phone-account"),
+    ):
+        page.goto(path)
+        expect(page.get_by_role("heading", level=1)).to_be_visible()
+        # nothing wider than the screen: no sideways scrolling of the page itself
+        overflow = page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        shot(page, label)
+        assert overflow <= 0, f"{path} is {overflow}px wider than a phone screen"
+    expect(button(page, "Sign out")).to_be_visible()

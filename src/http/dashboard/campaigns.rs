@@ -143,6 +143,7 @@ async fn list_live(
         .await
         .map_err(PageError::unexpected)?;
     let mut streams = Vec::new();
+    let shared = state.clone().into_inner();
     for id in owned {
         let Some(record) = campaigns::find(&state.pool, signed.tenant, id.get())
             .await
@@ -152,24 +153,40 @@ async fn list_live(
         };
         if let Some(((tenant, stats), watch)) = state.events.registry.watch(id).await {
             let live = Live::new(&state, id, tenant, stats, watch);
-            streams.push(row_events(live, record).boxed_local());
+            streams.push(row_events(live, record, shared.clone(), signed.tenant).boxed_local());
         }
     }
     let events = futures::stream::select_all(streams).map(Ok);
     Ok(event_stream(events))
 }
 
-/// A campaign's rows as SSE events.
-fn row_events(live: Live, record: CampaignRecord) -> impl futures::Stream<Item = web::Bytes> {
-    futures::stream::unfold((live, record), |(mut live, record)| async move {
-        let chunk = match live.next().await? {
-            Tick::KeepAlive => web::Bytes::from_static(b": keep-alive\n\n"),
-            Tick::Figures(stats) => {
-                let cells = pages::row_cells(&record, Some(&stats));
-                sse_event(&format!("row-{}", record.id), &cells.into_string())
-            }
-        };
-        Some((chunk, (live, record)))
+/// A campaign's rows as SSE events. The row's record (its start and finish times) is read
+/// again only when the status changes, not on every event.
+fn row_events(
+    live: Live,
+    record: CampaignRecord,
+    state: std::sync::Arc<AppState>,
+    tenant: TenantId,
+) -> impl futures::Stream<Item = web::Bytes> {
+    futures::stream::unfold((live, record), move |(mut live, mut record)| {
+        let state = state.clone();
+        async move {
+            let chunk = match live.next().await? {
+                Tick::KeepAlive => web::Bytes::from_static(b": keep-alive\n\n"),
+                Tick::Figures(stats) => {
+                    if stats.status.as_str() != record.status {
+                        if let Ok(Some(fresh)) =
+                            campaigns::find(&state.pool, tenant, record.id).await
+                        {
+                            record = fresh;
+                        }
+                    }
+                    let cells = pages::row_cells(&record, Some(&stats));
+                    sse_event(&format!("row-{}", record.id), &cells.into_string())
+                }
+            };
+            Some((chunk, (live, record)))
+        }
     })
 }
 
@@ -296,7 +313,11 @@ impl LiveDetail {
             None => {
                 // the rows catch up with the final figures (one checkpoint), then a last read
                 self.ended = true;
-                self.state.events.applied.settled(Duration::from_secs(10)).await;
+                self.state
+                    .events
+                    .applied
+                    .settled(Duration::from_secs(10))
+                    .await;
                 let mut last = sse_event("rows", "final").to_vec();
                 last.extend_from_slice(&sse_event("done", "settled"));
                 return Some(last.into());

@@ -33,7 +33,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/app", web::get().to(sign_in::home)).service(
         web::scope("/app")
             .route("/", web::get().to(sign_in::home))
-            .route("/assets/{version}/{name}", web::get().to(asset))
+            .service(
+                web::resource("/assets/{version}/{name}")
+                    // pages and streams are not compressed (events must not wait in a
+                    // compressor's buffer); the scripts and stylesheet are
+                    .wrap(actix_web::middleware::Compress::default())
+                    .route(web::get().to(asset)),
+            )
             .configure(sign_in::routes)
             .configure(campaigns::routes)
             .configure(people::routes)

@@ -1,7 +1,9 @@
-//! Signing in and out. Wrong passwords are counted per account; after
-//! `auth.max_failed_sign_ins` in a row the account is locked for a while (doubling, capped),
-//! and a locked account is refused without checking the password. An unknown address costs
-//! the same hashing work as a known one, so timing does not tell which addresses exist.
+//! Signing in and out. Wrong passwords are counted per address typed, whether or not an
+//! account has it: after `auth.max_failed_sign_ins` in a row the address is locked for a while
+//! (doubling, capped), and a locked address is refused without checking the password. Known
+//! and unknown addresses get the same answers and cost the same work (a decoy hash, the same
+//! writes), so the form does not tell which addresses have accounts. Password hashing runs at
+//! most one per core at a time, and each client address is held to the link routes' rate.
 
 use actix_web::cookie::{time::Duration as CookieAge, Cookie, SameSite};
 use actix_web::http::{header, StatusCode};
@@ -27,7 +29,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// Where the sign-in form sends a visitor afterwards: a dashboard path only (never another
 /// site).
 fn safe_next(next: &str) -> &str {
-    let ok = next.starts_with("/app/") && !next.starts_with("//") && !next.contains('\\');
+    let ok = next.starts_with("/app/")
+        && !next.contains('\\')
+        && next.chars().all(|c| c.is_ascii_graphic());
     if ok {
         next
     } else {
@@ -47,7 +51,10 @@ pub fn login_url(next: &str) -> String {
 }
 
 fn secure(req: &HttpRequest) -> bool {
-    req.connection_info().scheme() == "https"
+    let always = req
+        .app_data::<web::Data<AppState>>()
+        .is_some_and(|s| s.settings.auth.secure_cookies);
+    always || req.connection_info().scheme() == "https"
 }
 
 fn cookie<'c>(req: &HttpRequest, name: &'c str, value: String, path: &'c str) -> Cookie<'c> {
@@ -87,7 +94,12 @@ fn form_page(
     error: Option<&str>,
     status: StatusCode,
 ) -> HttpResponse {
-    let csrf = random_text();
+    // another tab's form stays valid: the cookie is kept while it looks like one of ours
+    let csrf = req
+        .cookie(LOGIN_COOKIE)
+        .map(|c| c.value().to_owned())
+        .filter(|v| v.len() == 43)
+        .unwrap_or_else(random_text);
     let view = pages::SignInView {
         csrf: &csrf,
         email,
@@ -135,6 +147,29 @@ fn locked_message(until: chrono::DateTime<Utc>) -> String {
     format!("Too many failed sign-ins. Try again in {secs} seconds.")
 }
 
+/// Password checks at once: one per core (each takes about 19 MiB and a core for a moment).
+fn hashing() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::sync::Semaphore::new(cores)
+    })
+}
+
+/// The key wrong passwords are counted under: the typed address, normalised when it parses.
+fn address_key(raw: &str) -> [u8; 32] {
+    use sha2::Digest;
+    let normal = Email::parse(raw).map_or_else(|_| raw.trim().to_lowercase(), |e| e.to_string());
+    sha2::Sha256::digest(normal.as_bytes()).into()
+}
+
+/// Why a sign-in was refused, as the form says it.
+enum Refusal {
+    Wrong,
+    Locked(chrono::DateTime<Utc>),
+    Busy,
+}
+
 #[tracing::instrument(skip_all)]
 async fn sign_in(
     req: HttpRequest,
@@ -151,65 +186,98 @@ async fn sign_in(
             StatusCode::FORBIDDEN,
         ));
     }
-    let account = match Email::parse(&form.email) {
-        Ok(email) => users::account(&state.pool, &email)
+    if !state.link_guard.admit(&req) {
+        return Ok(refuse(
+            "Too many attempts from your address. Wait a minute and try again.",
+            StatusCode::TOO_MANY_REQUESTS,
+        ));
+    }
+    match authenticate(&state, &form.email, &form.password).await? {
+        Ok(user) => open_session(&req, &state, &user, next).await,
+        Err(Refusal::Wrong) => Ok(refuse(WRONG, StatusCode::UNAUTHORIZED)),
+        Err(Refusal::Locked(until)) => Ok(refuse(
+            &locked_message(until),
+            StatusCode::TOO_MANY_REQUESTS,
+        )),
+        Err(Refusal::Busy) => Ok(refuse(
+            "Signing in is busy right now. Try again in a moment.",
+            StatusCode::SERVICE_UNAVAILABLE,
+        )),
+    }
+}
+
+/// The account whose password this is, unless the address is locked or the password wrong.
+async fn authenticate(
+    state: &AppState,
+    email: &str,
+    password: &str,
+) -> Result<Result<users::User, Refusal>, PageError> {
+    let key = address_key(email);
+    let lock = users::lock(&state.pool, &key)
+        .await
+        .map_err(PageError::unexpected)?;
+    if let Some(until) = lock {
+        return Ok(Err(Refusal::Locked(until)));
+    }
+    let account = match Email::parse(email) {
+        Ok(email) => users::find_by_email(&state.pool, &email)
             .await
             .map_err(PageError::unexpected)?,
         Err(_) => None,
     };
-    if let Some(until) = account
-        .as_ref()
-        .and_then(|a| a.locked_until)
-        .filter(|u| *u > Utc::now())
-    {
-        return Ok(refuse(
-            &locked_message(until),
-            StatusCode::TOO_MANY_REQUESTS,
-        ));
-    }
     let digest = account
         .as_ref()
-        .map_or_else(|| decoy().clone(), |a| a.user.password.clone());
-    let password = form.password.clone();
+        .map_or_else(|| decoy().clone(), |a| a.password.clone());
+    let Ok(permit) =
+        tokio::time::timeout(std::time::Duration::from_secs(5), hashing().acquire()).await
+    else {
+        return Ok(Err(Refusal::Busy));
+    };
+    let password = password.to_owned();
     let matches = web::block(move || digest.verify(&password))
         .await
         .map_err(PageError::unexpected)?;
-    let Some(account) = account else {
-        return Ok(refuse(WRONG, StatusCode::UNAUTHORIZED));
-    };
-    if !matches {
-        let lock = users::failed_sign_in(&state.pool, account.user.id, &lockout(&state))
+    drop(permit);
+    match account.filter(|_| matches) {
+        Some(user) => {
+            users::signed_in(&state.pool, &key)
+                .await
+                .map_err(PageError::unexpected)?;
+            Ok(Ok(user))
+        }
+        None => {
+            let lock = users::failed_sign_in(&state.pool, &key, &lockout(state))
+                .await
+                .map_err(PageError::unexpected)?;
+            if lock.is_some() {
+                tracing::warn!("a sign-in address was locked after repeated wrong passwords");
+            }
+            Ok(Err(lock.map_or(Refusal::Wrong, Refusal::Locked)))
+        }
+    }
+}
+
+/// A new session for `user` (any session the browser presented ends), then to `next`.
+async fn open_session(
+    req: &HttpRequest,
+    state: &AppState,
+    user: &users::User,
+    next: String,
+) -> Result<HttpResponse, PageError> {
+    if let Some(old) = req.cookie(SESSION_COOKIE) {
+        let old = SessionToken::presented(old.value());
+        users::close_session(&state.pool, &old.sha256())
             .await
             .map_err(PageError::unexpected)?;
-        if let Some(until) = lock {
-            tracing::warn!(
-                user_id = account.user.id,
-                "dashboard account locked after failed sign-ins"
-            );
-            return Ok(refuse(
-                &locked_message(until),
-                StatusCode::TOO_MANY_REQUESTS,
-            ));
-        }
-        return Ok(refuse(WRONG, StatusCode::UNAUTHORIZED));
     }
-    users::signed_in(&state.pool, account.user.id)
-        .await
-        .map_err(PageError::unexpected)?;
     let token = SessionToken::generate();
     let hours = state.settings.auth.session_hours;
-    users::open_session(
-        &state.pool,
-        &token.sha256(),
-        &account.user,
-        &random_text(),
-        hours,
-    )
-    .await
-    .map_err(PageError::unexpected)?;
-    let mut session = cookie(&req, SESSION_COOKIE, token.reveal().to_owned(), "/app");
+    users::open_session(&state.pool, &token.sha256(), user, &random_text(), hours)
+        .await
+        .map_err(PageError::unexpected)?;
+    let mut session = cookie(req, SESSION_COOKIE, token.reveal().to_owned(), "/app");
     session.set_max_age(CookieAge::hours(i64::from(hours)));
-    let mut gone = cookie(&req, LOGIN_COOKIE, String::new(), "/app");
+    let mut gone = cookie(req, LOGIN_COOKIE, String::new(), "/app");
     gone.make_removal();
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, next))

@@ -37,9 +37,9 @@ pub fn list(viewer: &Viewer<'_>, v: &ListView<'_>) -> Markup {
         format!("/app/campaigns/live?ids={}", ids.join(","))
     });
     let body = html! {
-        div.row {
+        div.pagehead {
             h1 { "Campaigns" }
-            a.button href="/app/campaigns/new" style="flex:0 0 auto" { "New campaign" }
+            a.button href="/app/campaigns/new" { "New campaign" }
         }
         form.panel method="get" action="/app/campaigns" {
             div.row {
@@ -138,7 +138,11 @@ pub fn detail(viewer: &Viewer<'_>, v: &DetailView<'_>) -> Markup {
     let live_url = (!v.stats.settled()).then(|| format!("/app/campaigns/{id}/live"));
     // row-based parts are read again when the stream says the rows changed (`rows`: at most
     // every 2 s while the figures move, and once the final figures are in the rows)
-    let trigger = if live_url.is_some() { "load, sse:rows" } else { "load" };
+    let trigger = if live_url.is_some() {
+        "load, sse:rows"
+    } else {
+        "load"
+    };
     let body = html! {
         p { a href="/app/campaigns" { "← Campaigns" } }
         h1 { (v.record.name) }
@@ -178,7 +182,12 @@ pub fn detail(viewer: &Viewer<'_>, v: &DetailView<'_>) -> Markup {
 
 /// The part of the detail page that follows the figures: status, progress, cards, actions and
 /// the status breakdown. Sent whole on every live event and after every action.
-pub fn live_panel(record: &CampaignRecord, stats: &Stats, retryable: i64, time_zone: &str) -> Markup {
+pub fn live_panel(
+    record: &CampaignRecord,
+    stats: &Stats,
+    retryable: i64,
+    time_zone: &str,
+) -> Markup {
     let progress = (stats.progress * 100.0).round().clamp(0.0, 100.0);
     html! {
         div.panel {
@@ -238,7 +247,13 @@ fn card(key: &str, label: &str, value: String) -> Markup {
 }
 
 /// One action button: enabled when the engine offers the action for these figures.
-fn action_button(id: i64, offers: (&Stats, i64), action: Action, path: &str, label: &str) -> Markup {
+fn action_button(
+    id: i64,
+    offers: (&Stats, i64),
+    action: Action,
+    path: &str,
+    label: &str,
+) -> Markup {
     let (stats, retryable) = offers;
     let danger = action == Action::Cancel;
     let confirm = danger.then_some(
