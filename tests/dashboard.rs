@@ -271,6 +271,31 @@ async fn every_write_needs_the_form_token_of_its_session() {
         .await;
     assert_eq!(stats["status"], "draft", "nothing happened");
 
+    // every write of the dashboard, without a token and with a wrong one
+    let writes = [
+        "/app/campaigns".to_owned(),
+        format!("/app/campaigns/{campaign}"),
+        format!("/app/campaigns/{campaign}/actions/cancel"),
+        "/app/preview".to_owned(),
+        "/app/contacts/import".to_owned(),
+        "/app/account/keys".to_owned(),
+        "/app/account/keys/1/revoke".to_owned(),
+        "/app/logout".to_owned(),
+    ];
+    for write in &writes {
+        assert_eq!(
+            b.post(write, &[("name", "x")], None).await.0,
+            403,
+            "{write}"
+        );
+        assert_eq!(b.post(write, &[], Some("forged")).await.0, 403, "{write}");
+    }
+    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL")
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+    assert_eq!(keys, 1, "no key issued or revoked");
+
     let csrf = b.csrf.clone();
     let (status, _, body) = b.post(&path, &[], Some(&csrf)).await;
     assert_eq!(status, 200, "{body}");
@@ -306,10 +331,58 @@ async fn another_tenants_campaign_is_a_not_found_page_and_user_text_is_escaped()
         assert_eq!(status, 404, "{path}");
         assert!(body.contains("<h1>Not found</h1>"), "{path}: {body}");
     }
+    for path in [
+        format!("/app/campaigns/{theirs}/live"),
+        format!("/app/campaigns/{theirs}/reports"),
+        format!("/app/campaigns/{theirs}/failed"),
+        format!("/app/campaigns/{theirs}/recipients.csv"),
+    ] {
+        assert_eq!(b.get(&path).await.0, 404, "{path}");
+    }
+    // the list's stream names none of their campaigns: it only says it is done
+    let (status, _, body) = b.get(&format!("/app/campaigns/live?ids={theirs}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, "event: done\ndata: settled\n\n");
+
     b.get("/app/campaigns").await;
     let csrf = b.csrf.clone();
     let path = format!("/app/campaigns/{theirs}/actions/enqueue");
     assert_eq!(b.post(&path, &[], Some(&csrf)).await.0, 404);
+    let edit = [("name", "Mine now"), ("body", "Hi")];
+    let (status, _, _) = b
+        .post(&format!("/app/campaigns/{theirs}"), &edit, Some(&csrf))
+        .await;
+    assert_eq!(status, 404);
+    // their key is not ours to revoke, and their list not ours to preview
+    let their_key: i64 = sqlx::query_scalar(
+        "SELECT k.id FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE t.name = 'Other'",
+    )
+    .fetch_one(&h.pool)
+    .await
+    .unwrap();
+    b.post(
+        &format!("/app/account/keys/{their_key}/revoke"),
+        &[],
+        Some(&csrf),
+    )
+    .await;
+    let (status, _) = h.get(&other_token, "/api/v1/me").await;
+    assert_eq!(status, 200, "their key still works");
+    let (_, list) = h
+        .post(
+            &other_token,
+            "/api/v1/lists",
+            json!({"name": "Theirs", "contactIds": []}),
+        )
+        .await;
+    let their_list = list["id"].as_i64().unwrap().to_string();
+    let preview = [("body", "Hi"), ("listIds", their_list.as_str())];
+    let (status, _, body) = b.post("/app/preview", &preview, Some(&csrf)).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains(&format!("List {their_list} not found")),
+        "{body}"
+    );
     let (_, stats) = h
         .get(&other_token, &format!("/api/v1/campaigns/{theirs}/stats"))
         .await;

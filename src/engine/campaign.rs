@@ -449,7 +449,19 @@ pub fn admit(current: CampaignStatus, action: Action) -> Result<CampaignStatus, 
 /// rows; only asked when the status admits a retry). The dashboard's buttons ask this; the
 /// actor still decides (its `admit` and the rows).
 pub fn offered(stats: &Stats, retryable: i64, action: Action) -> bool {
-    admit(stats.status, action).is_ok() && (action != Action::RetryFailed || retryable > 0)
+    let worth_it = match action {
+        Action::RetryFailed => retryable > 0,
+        // a paused campaign is resumed; enqueueing it again (new list members) is the API's
+        Action::Enqueue => stats.status != CampaignStatus::Paused,
+        _ => true,
+    };
+    worth_it && admit(stats.status, action).is_ok()
+}
+
+/// Whether asking Mitto for statuses can change anything: messages wait for a report, or were
+/// given up on as unknown.
+pub fn refresh_offered(stats: &Stats) -> bool {
+    stats.pending + stats.unknown > 0
 }
 
 /// Failed sends a retry would queue again, as far as the page can tell: the rows' count once
@@ -843,6 +855,15 @@ mod tests {
         stats.status = CampaignStatus::Sending;
         assert!(!offered(&stats, 2, Action::RetryFailed));
         assert!(offered(&stats, 0, Action::Pause));
+        stats.status = CampaignStatus::Paused;
+        assert!(offered(&stats, 0, Action::Resume));
+        assert!(
+            !offered(&stats, 0, Action::Enqueue),
+            "resumed, not sent again"
+        );
+        assert!(!refresh_offered(&stats));
+        stats.pending = 1;
+        assert!(refresh_offered(&stats));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use super::input::{read_capped, reject_nul, reject_nul_in_object};
 use super::AppState;
 use crate::domain::{PhoneE164, TenantId};
 use crate::store::contacts::{self, ListError, NewContact};
+pub use crate::store::contacts::{Imported, RowError};
 
 /// Contacts upserted per statement.
 const CHUNK: usize = 10_000;
@@ -49,14 +50,6 @@ pub(super) struct ContactInput {
 pub(super) struct Saved {
     saved: usize,
     contacts: Vec<contacts::Contact>,
-}
-
-/// A CSV import's result: rows imported, and each refused row with its line.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct Imported {
-    pub imported: usize,
-    pub failed: usize,
-    pub errors: Vec<RowError>,
 }
 
 /// Members added to a list (already members not counted).
@@ -135,13 +128,6 @@ pub(super) async fn create(
         saved: saved.len(),
         contacts: saved,
     }))
-}
-
-/// One CSV line that could not be imported.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub struct RowError {
-    pub line: u64,
-    pub error: String,
 }
 
 const NUL_IN_CSV: &str = "contains a NUL byte, which text may not hold (is the file UTF-16? \
@@ -256,25 +242,38 @@ pub(super) async fn import(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let list = match &query.list_id {
-        Some(id) => Some(owned_list(&state, auth, id).await?.id),
-        None => None,
+    let into = match &query.list_id {
+        Some(id) => ImportInto::List(owned_list(&state, auth, id).await?.id),
+        None => ImportInto::Nowhere,
     };
     let limit = state.settings.contacts.max_import_bytes;
     let body = read_capped(&req, payload, limit).await?;
-    let imported = import_csv(&state, auth.tenant, list, &body).await?;
+    let imported = import_csv(&state, auth.tenant, into, &body).await?;
     Ok(HttpResponse::Ok().json(imported))
 }
 
+/// The list an import's contacts join, if any.
+pub(crate) enum ImportInto<'a> {
+    Nowhere,
+    List(i64),
+    /// A list created for the import once the file parses (a refused file leaves none).
+    NewList(&'a str),
+}
+
 /// Imports a contacts CSV for the tenant (the API's import and the dashboard's): good rows
-/// saved and added to `list`, bad rows reported by line.
+/// saved and added to the list, bad rows reported by line.
 pub(crate) async fn import_csv(
     state: &AppState,
     tenant: TenantId,
-    list: Option<i64>,
+    into: ImportInto<'_>,
     body: &[u8],
 ) -> Result<Imported, ApiError> {
     let (good, bad) = parse_csv(body).map_err(ApiError::BadRequest)?;
+    let list = match into {
+        ImportInto::Nowhere => None,
+        ImportInto::List(id) => Some(id),
+        ImportInto::NewList(name) => Some(new_list(state, tenant, name, &[]).await?),
+    };
     let mut imported = 0;
     for chunk in good.chunks(CHUNK) {
         let saved = contacts::upsert(&state.pool, tenant, chunk).await?;
@@ -309,23 +308,33 @@ pub(super) async fn create_list(
     body: web::Json<ListInput>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let name = body.name.trim();
+    let id = new_list(&state, auth.tenant, &body.name, &body.contact_ids).await?;
+    let list = contacts::find_list(&state.pool, auth.tenant, id).await?;
+    Ok(HttpResponse::Created().json(list))
+}
+
+/// Creates a list (1 to 200 characters, unique per tenant) with its first members.
+pub(crate) async fn new_list(
+    state: &AppState,
+    tenant: TenantId,
+    name: &str,
+    members: &[i64],
+) -> Result<i64, ApiError> {
+    let name = name.trim();
     reject_nul("name", name)?;
     if name.is_empty() || name.chars().count() > 200 {
         return Err(ApiError::BadRequest(
             "name must be 1 to 200 characters".into(),
         ));
     }
-    let id = contacts::create_list(&state.pool, auth.tenant, name, &body.contact_ids)
+    contacts::create_list(&state.pool, tenant, name, members)
         .await
         .map_err(|e| match e {
             ListError::NameTaken => {
                 ApiError::Conflict(format!("a list named {name:?} already exists"))
             }
             e => e.into(),
-        })?;
-    let list = contacts::find_list(&state.pool, auth.tenant, id).await?;
-    Ok(HttpResponse::Created().json(list))
+        })
 }
 
 /// A refused list change as the caller sees it: ids that are not theirs are 404 — exactly like

@@ -21,6 +21,8 @@ use crate::engine::campaign::Stats;
 pub const MIN_GAP: Duration = Duration::from_millis(250);
 /// A comment line this often keeps proxies from closing a quiet stream.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// A comment line: keeps a quiet stream open.
+pub(crate) const KEEP_ALIVE_FRAME: &[u8] = b": keep-alive\n\n";
 /// What `EventSource` clients wait before reconnecting, in milliseconds.
 const RETRY_MS: u32 = 3000;
 
@@ -78,7 +80,7 @@ pub(super) async fn stream(
     let live = Live::new(&state, id, tenant, stats, watch);
     let events = futures::stream::unfold((live, 0u64), |(mut live, mut seq)| async move {
         let chunk = match live.next().await? {
-            Tick::KeepAlive => web::Bytes::from_static(b": keep-alive\n\n"),
+            Tick::KeepAlive => web::Bytes::from_static(KEEP_ALIVE_FRAME),
             Tick::Figures(stats) => {
                 seq += 1;
                 let data = serde_json::to_string(&stats).unwrap_or_else(|_| "{}".into());

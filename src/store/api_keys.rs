@@ -85,12 +85,7 @@ impl Drop for Revocations {
 /// Revokes a key; `false` when no active key has that id. Every instance's cache of verified
 /// keys hears of it through [`REVOKED_CHANNEL`].
 pub async fn revoke(pool: &PgPool, key: ApiKeyId) -> Result<bool, StoreError> {
-    let done =
-        sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL")
-            .bind(key.0)
-            .execute(pool)
-            .await?;
-    Ok(done.rows_affected() == 1)
+    revoke_where(pool, key, None).await
 }
 
 /// A key as its tenant sees it (never the token).
@@ -121,12 +116,20 @@ pub async fn revoke_own(
     tenant: TenantId,
     key: ApiKeyId,
 ) -> Result<bool, StoreError> {
+    revoke_where(pool, key, Some(tenant)).await
+}
+
+async fn revoke_where(
+    pool: &PgPool,
+    key: ApiKeyId,
+    tenant: Option<TenantId>,
+) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "UPDATE api_keys SET revoked_at = now()
-         WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL",
+         WHERE id = $1 AND revoked_at IS NULL AND ($2::bigint IS NULL OR tenant_id = $2)",
     )
     .bind(key.0)
-    .bind(tenant.get())
+    .bind(tenant.map(TenantId::get))
     .execute(pool)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -154,6 +154,21 @@ pub async fn find_list(
     Ok(list)
 }
 
+/// A CSV import's result: rows imported, and each refused row with its line.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Imported {
+    pub imported: usize,
+    pub failed: usize,
+    pub errors: Vec<RowError>,
+}
+
+/// One CSV line that could not be imported.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct RowError {
+    pub line: u64,
+    pub error: String,
+}
+
 /// The tenant's lists with their sizes, by name.
 pub async fn lists(pool: &PgPool, tenant: TenantId) -> Result<Vec<List>, StoreError> {
     let lists = sqlx::query_as(

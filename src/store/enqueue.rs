@@ -1001,7 +1001,7 @@ pub async fn refusals(
     let counts = sqlx::query_as(&format!(
         "SELECT count(*) FILTER (WHERE status = 'failed' AND sent_at IS NULL),
                 count(*) FILTER (WHERE {RETRYABLE})
-         FROM campaign_recipients WHERE campaign_id = $1"
+         FROM campaign_recipients WHERE campaign_id = $1 AND status = 'failed'"
     ))
     .bind(campaign.get())
     .bind(max_retries)

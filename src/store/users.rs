@@ -138,6 +138,8 @@ pub struct Session {
     pub email: String,
     /// The form token every state-changing request of this session must carry.
     pub csrf: String,
+    /// The tenant's IANA time zone, for the times its pages show.
+    pub time_zone: String,
 }
 
 /// Opens a session for `user`; expired sessions of anyone are dropped on the way.
@@ -169,21 +171,23 @@ pub async fn open_session(
 
 /// The live session with this cookie digest, if any.
 pub async fn session(pool: &PgPool, digest: &[u8; 32]) -> Result<Option<Session>, StoreError> {
-    let row: Option<(i64, i64, String, String)> = sqlx::query_as(
-        "SELECT s.user_id, s.tenant_id, u.email, s.csrf
+    let row: Option<(i64, i64, String, String, String)> = sqlx::query_as(
+        "SELECT s.user_id, s.tenant_id, u.email, s.csrf, t.time_zone
          FROM dashboard_sessions s JOIN dashboard_users u ON u.id = s.user_id
+              JOIN tenants t ON t.id = s.tenant_id
          WHERE s.token_sha256 = $1 AND s.expires_at > now()",
     )
     .bind(&digest[..])
     .fetch_optional(pool)
     .await?;
-    row.map(|(user, tenant, email, csrf)| {
+    row.map(|(user, tenant, email, csrf, time_zone)| {
         let tenant = TenantId::new(tenant).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(Session {
             user,
             tenant,
             email,
             csrf,
+            time_zone,
         })
     })
     .transpose()

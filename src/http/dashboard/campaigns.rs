@@ -18,9 +18,9 @@ use crate::engine::campaign::{admit, retry_candidates, Action, Stats};
 use crate::engine::reports::{timeseries, Bucket};
 use crate::http::auth::Authenticated;
 use crate::http::campaigns::{self as api, AudienceInput, CampaignError, CampaignInput};
-use crate::http::live::{event_stream, Live, Tick};
+use crate::http::live::{event_stream, Live, Tick, KEEP_ALIVE_FRAME};
 use crate::http::AppState;
-use crate::reconcile::{BulkStart, BulkTarget};
+use crate::reconcile::{BulkStart, BulkTarget, RefreshError};
 use crate::store::campaigns::{self, CampaignRecord};
 use crate::store::enqueue::{self, StartError};
 use crate::store::reports::{self, RecipientFilter, StatusFilter};
@@ -79,6 +79,20 @@ async fn list(
         campaigns::list(&state.pool, signed.tenant, status, filter, page, PAGE_SIZE)
             .await
             .map_err(PageError::unexpected)?;
+    let pages = (total + PAGE_SIZE - 1) / PAGE_SIZE;
+    if page > pages.max(1) {
+        let last = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("search", search)
+            .append_pair("status", status.map_or("", CampaignStatus::as_str))
+            .append_pair("page", &pages.to_string())
+            .finish();
+        return Ok(HttpResponse::SeeOther()
+            .insert_header((
+                actix_web::http::header::LOCATION,
+                format!("/app/campaigns?{last}"),
+            ))
+            .finish());
+    }
     let with_stats = records.into_iter().map(|r| async {
         let stats = stats_of(&state, signed.tenant, r.id).await;
         (r, stats)
@@ -97,7 +111,7 @@ async fn list(
         search,
         status,
         page,
-        pages: (total + PAGE_SIZE - 1) / PAGE_SIZE,
+        pages,
         total,
         live: &live,
     };
@@ -120,6 +134,25 @@ async fn stats_of(state: &AppState, tenant: TenantId, id: i64) -> Option<Stats> 
     })
 }
 
+/// The figures of a campaign known to be the tenant's: its actor did not answer.
+fn unreachable_figures() -> PageError {
+    PageError::Refused(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The campaign's figures are not reachable right now; reload the page in a moment.".into(),
+    )
+}
+
+/// The figures of the tenant's campaign (ownership checked before).
+async fn figures_of(
+    state: &AppState,
+    tenant: TenantId,
+    id: CampaignId,
+) -> Result<Stats, PageError> {
+    stats_of(state, tenant, id.get())
+        .await
+        .ok_or_else(unreachable_figures)
+}
+
 #[derive(Deserialize)]
 struct LiveQuery {
     #[serde(default)]
@@ -127,79 +160,102 @@ struct LiveQuery {
 }
 
 /// The list's live rows: one stream for the page, an event `row-{id}` with a row's cells
-/// whenever that campaign's figures change.
+/// whenever that campaign's figures change, and `done` once every one of them is settled.
 async fn list_live(
     signed: Signed,
     query: web::Query<LiveQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
-    let ids: Vec<CampaignId> = query
+    let ids = query
         .ids
         .split(',')
-        .filter_map(|id| id.trim().parse().ok())
-        .take(PAGE_SIZE as usize)
-        .collect();
-    let owned = campaigns::owned(&state.pool, signed.tenant, &ids)
-        .await
-        .map_err(PageError::unexpected)?;
-    let mut streams = Vec::new();
+        .filter_map(|id| id.trim().parse::<CampaignId>().ok())
+        .take(PAGE_SIZE as usize);
     let shared = state.clone().into_inner();
-    for id in owned {
-        let Some(record) = campaigns::find(&state.pool, signed.tenant, id.get())
+    let mut streams = Vec::new();
+    for id in ids {
+        // another tenant's id finds nothing here and starts no actor
+        let found = campaigns::find(&state.pool, signed.tenant, id.get())
             .await
-            .map_err(PageError::unexpected)?
-        else {
-            continue;
-        };
-        if let Some(((tenant, stats), watch)) = state.events.registry.watch(id).await {
-            let live = Live::new(&state, id, tenant, stats, watch);
-            streams.push(row_events(live, record, shared.clone(), signed.tenant).boxed_local());
+            .map_err(PageError::unexpected)?;
+        let Some(record) = found else { continue };
+        if let Some(((_, stats), watch)) = state.events.registry.watch(id).await {
+            let live = Live::new(&state, id, signed.tenant, stats, watch);
+            let rows = RowStream {
+                live,
+                record,
+                state: shared.clone(),
+                tenant: signed.tenant,
+                zone: signed.zone,
+                seen: None,
+            };
+            streams.push(rows.events().boxed_local());
         }
     }
-    let events = futures::stream::select_all(streams).map(Ok);
+    let done = futures::stream::once(async { sse_event("done", "settled") });
+    let events = futures::stream::select_all(streams).chain(done).map(Ok);
     Ok(event_stream(events))
 }
 
-/// A campaign's rows as SSE events. The row's record (its start and finish times) is read
-/// again only when the status changes, not on every event.
-fn row_events(
+/// One row of the list, following its campaign.
+struct RowStream {
     live: Live,
     record: CampaignRecord,
     state: std::sync::Arc<AppState>,
     tenant: TenantId,
-) -> impl futures::Stream<Item = web::Bytes> {
-    futures::stream::unfold((live, record), move |(mut live, mut record)| {
-        let state = state.clone();
-        async move {
-            let chunk = match live.next().await? {
-                Tick::KeepAlive => web::Bytes::from_static(b": keep-alive\n\n"),
-                Tick::Figures(stats) => {
-                    if stats.status.as_str() != record.status {
-                        if let Ok(Some(fresh)) =
-                            campaigns::find(&state.pool, tenant, record.id).await
-                        {
-                            record = fresh;
-                        }
-                    }
-                    let cells = pages::row_cells(&record, Some(&stats));
-                    sse_event(&format!("row-{}", record.id), &cells.into_string())
-                }
+    zone: chrono_tz::Tz,
+    /// The status of the last event: the record (its start and finish times) is read again
+    /// only when it changes, not on every event.
+    seen: Option<CampaignStatus>,
+}
+
+impl RowStream {
+    fn events(self) -> impl futures::Stream<Item = web::Bytes> {
+        futures::stream::unfold(self, |mut row| async move {
+            let chunk = match row.live.next().await? {
+                Tick::KeepAlive => web::Bytes::from_static(KEEP_ALIVE_FRAME),
+                Tick::Figures(stats) => row.cells(&stats).await,
             };
-            Some((chunk, (live, record)))
+            Some((chunk, row))
+        })
+    }
+
+    async fn cells(&mut self, stats: &Stats) -> web::Bytes {
+        if self.seen.is_some_and(|s| s != stats.status) {
+            let fresh = campaigns::find(&self.state.pool, self.tenant, self.record.id).await;
+            if let Ok(Some(fresh)) = fresh {
+                self.record = fresh;
+            }
         }
-    })
+        self.seen = Some(stats.status);
+        let cells = pages::row_cells(&self.record, Some(stats), self.zone);
+        sse_event(&format!("row-{}", self.record.id), &cells.into_string())
+    }
 }
 
 /// One Server-Sent Event whose data is HTML (each line of it a `data:` line).
 fn sse_event(event: &str, data: &str) -> web::Bytes {
     let mut out = format!("event: {event}\n");
-    for line in data.lines() {
+    // SSE ends a line at CR, LF or CRLF; a lone CR in user text must not end one early
+    for line in data.split("\r\n").flat_map(|l| l.split(['\r', '\n'])) {
         out.push_str("data: ");
         out.push_str(line);
         out.push('\n');
     }
     out.push('\n');
     out.into()
+}
+
+/// A 404 for a request that swaps a part of a page: a message where the page shows errors,
+/// not a whole page inside a panel.
+fn in_place(e: PageError) -> PageError {
+    match e {
+        PageError::NotFound => PageError::Refused(
+            StatusCode::NOT_FOUND,
+            "This campaign no longer exists; reload the page.".into(),
+        ),
+        other => other,
+    }
 }
 
 /// The tenant's campaign named in the path, or the 404 page.
@@ -228,29 +284,18 @@ async fn retryable(state: &AppState, id: CampaignId, stats: &Stats) -> Result<i6
     Ok(retry_candidates(stats, refused, retryable))
 }
 
-async fn time_zone(state: &AppState, tenant: TenantId) -> Result<String, PageError> {
-    let rules = crate::store::tenants::marketing_rules(&state.pool, tenant)
-        .await
-        .map_err(PageError::unexpected)?;
-    Ok(rules.time_zone)
-}
-
 async fn detail(
     signed: Signed,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
     let (id, record) = owned(&state, signed.tenant, &path).await?;
-    let stats = stats_of(&state, signed.tenant, id.get())
-        .await
-        .ok_or(PageError::NotFound)?;
-    let zone = time_zone(&state, signed.tenant).await?;
+    let stats = figures_of(&state, signed.tenant, id).await?;
     let retryable = retryable(&state, id, &stats).await?;
     let view = pages::DetailView {
         record: &record,
         stats: &stats,
         retryable,
-        time_zone: &zone,
     };
     Ok(html(StatusCode::OK, pages::detail(&signed.viewer(), &view)))
 }
@@ -263,14 +308,14 @@ async fn live(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
     let (id, record) = owned(&state, signed.tenant, &path).await?;
-    let zone = time_zone(&state, signed.tenant).await?;
+    let zone = signed.zone;
     let ((tenant, stats), watch) = state
         .events
         .registry
         .watch(id)
         .await
         .filter(|((tenant, _), _)| *tenant == signed.tenant)
-        .ok_or(PageError::NotFound)?;
+        .ok_or_else(unreachable_figures)?;
     let live = Live::new(&state, id, tenant, stats, watch);
     let seed = LiveDetail {
         live,
@@ -278,6 +323,7 @@ async fn live(
         zone,
         state: state.into_inner(),
         rows_told: Instant::now(),
+        retry: None,
         ended: false,
     };
     let events = futures::stream::unfold(seed, move |mut d| async move {
@@ -294,10 +340,12 @@ const ROWS_EVERY: Duration = Duration::from_secs(2);
 struct LiveDetail {
     live: Live,
     record: CampaignRecord,
-    zone: String,
+    zone: chrono_tz::Tz,
     state: std::sync::Arc<AppState>,
     /// When the page was last told to read the rows again (event `rows`).
     rows_told: Instant,
+    /// The retry count last shown, and the (status, refused sends) it was counted for.
+    retry: Option<((CampaignStatus, i64), i64)>,
     ended: bool,
 }
 
@@ -308,7 +356,7 @@ impl LiveDetail {
         }
         let stats = match self.live.next().await {
             Some(Tick::Figures(stats)) => stats,
-            Some(Tick::KeepAlive) => return Some(web::Bytes::from_static(b": keep-alive\n\n")),
+            Some(Tick::KeepAlive) => return Some(web::Bytes::from_static(KEEP_ALIVE_FRAME)),
             None if !self.live.settled() => return None,
             None => {
                 // the rows catch up with the final figures (one checkpoint), then a last read
@@ -323,10 +371,20 @@ impl LiveDetail {
                 return Some(last.into());
             }
         };
-        let retry = retryable(&self.state, id, &stats).await.unwrap_or(0);
-        let panel = pages::live_panel(&self.record, &stats, retry, &self.zone);
+        let rows_due = self.rows_told.elapsed() >= ROWS_EVERY;
+        // the rows are counted again only when the figures say something changed for a retry
+        let key = (stats.status, stats.send_failed);
+        let retry = match self.retry {
+            Some((seen, n)) if seen == key && !rows_due => n,
+            _ => {
+                let n = retryable(&self.state, id, &stats).await.unwrap_or(0);
+                self.retry = Some((key, n));
+                n
+            }
+        };
+        let panel = pages::live_panel(&self.record, &stats, retry, self.zone);
         let mut chunk = sse_event("figures", &panel.into_string()).to_vec();
-        if self.rows_told.elapsed() >= ROWS_EVERY {
+        if rows_due {
             self.rows_told = Instant::now();
             chunk.extend_from_slice(&sse_event("rows", "changed"));
         }
@@ -345,9 +403,7 @@ async fn report_panels(
         .await
         .map_err(PageError::unexpected)?
         .ok_or(PageError::NotFound)?;
-    let (campaign, _) = crate::http::reports::figures(&state, signed.tenant, id)
-        .await
-        .map_err(|_| PageError::NotFound)?;
+    let (campaign, _) = crate::http::reports::figures(&state, signed.tenant, id).await?;
     let zone: chrono_tz::Tz = scope.time_zone.parse().unwrap_or(chrono_tz::UTC);
     let series = &campaign.figures.series;
     // minutes for a few hours of sending, hours beyond
@@ -399,7 +455,7 @@ async fn failed(
     });
     Ok(html(
         StatusCode::OK,
-        pages::failed_rows(id.get(), &rows, next.flatten()),
+        pages::failed_rows(id.get(), &rows, next.flatten(), signed.zone),
     ))
 }
 
@@ -409,9 +465,10 @@ async fn recipients_csv(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
     let (id, _) = owned(&state, signed.tenant, &path).await?;
-    crate::http::reports::recipients_export(&state, signed.tenant, &id.to_string(), None)
-        .await
-        .map_err(|_| PageError::NotFound)
+    Ok(
+        crate::http::reports::recipients_export(&state, signed.tenant, &id.to_string(), None)
+            .await?,
+    )
 }
 
 async fn report_csv(
@@ -420,38 +477,44 @@ async fn report_csv(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
     let (id, _) = owned(&state, signed.tenant, &path).await?;
-    crate::http::reports::report_export(&state, signed.tenant, &id.to_string(), None)
-        .await
-        .map_err(|_| PageError::NotFound)
+    Ok(crate::http::reports::report_export(&state, signed.tenant, &id.to_string(), None).await?)
 }
 
-/// A refused command's message for people, with the API's status code.
+/// A refused command's message for people, with the API's status code; failures on our side
+/// are logged with their cause.
 fn refused(e: CampaignError) -> PageError {
     let status = e.status_code();
-    if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
-        return PageError::Unexpected(anyhow::anyhow!("{e}"));
-    }
-    let message = match &e {
-        CampaignError::Start(StartError::Refused(current)) => {
-            format!("Not possible now: the campaign is {current}.")
-        }
-        CampaignError::Start(StartError::InsufficientCredits {
+    let start = match e {
+        CampaignError::Api(api) => return api.into(),
+        CampaignError::Start(start) => start,
+    };
+    let message = match start {
+        StartError::NotFound => return PageError::NotFound,
+        StartError::Store(cause) => return PageError::Unexpected(cause.into()),
+        StartError::Refused(current) => format!("Not possible now: the campaign is {current}."),
+        StartError::InsufficientCredits {
             required,
             available,
-        }) => format!("Not enough credits: {required} required, {available} available."),
-        other => {
-            let text = other.to_string();
-            let mut chars = text.chars();
-            chars.next().map_or(text.clone(), |c| {
-                format!(
-                    "{}{}.",
-                    c.to_uppercase(),
-                    chars.as_str().trim_end_matches('.')
-                )
-            })
-        }
+        } => format!("Not enough credits: {required} required, {available} available."),
+        other => super::sentence(&other.to_string()),
     };
     PageError::Refused(status, message)
+}
+
+/// A refused refresh as the page says it.
+fn refresh_refused(e: RefreshError) -> PageError {
+    match e {
+        RefreshError::NotFound(_) => PageError::NotFound,
+        RefreshError::Store(_) | RefreshError::Internal(_) => PageError::Unexpected(e.into()),
+        RefreshError::Running { .. } => PageError::Refused(
+            StatusCode::CONFLICT,
+            "A refresh of this campaign is running already; its figures follow.".into(),
+        ),
+        other => PageError::Refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            super::sentence(&other.to_string()),
+        ),
+    }
 }
 
 /// Runs an action and answers the live panel with the campaign's new figures.
@@ -462,19 +525,19 @@ async fn action(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
     let (raw, name) = path.into_inner();
-    let (id, _) = owned(&state, signed.tenant, &raw).await?;
-    let zone = time_zone(&state, signed.tenant).await?;
+    let (id, _) = owned(&state, signed.tenant, &raw).await.map_err(in_place)?;
+    let zone = signed.zone;
     let command = match name.as_str() {
         "enqueue" => Command::Enqueue {
             idempotency_key: None,
         },
-        "schedule" => Command::Schedule(local_time(&field(&body, "at"), &zone)?),
+        "schedule" => Command::Schedule(local_time(&super::form_field(&body, "at"), zone)?),
         "unschedule" => Command::Unschedule,
         "pause" => Command::Pause,
         "resume" => Command::Resume,
         "cancel" => Command::Cancel,
         "retry-failed" => Command::RetryFailed,
-        "refresh" => return refresh(&signed, id, &state, &zone).await,
+        "refresh" => return refresh(&signed, id, &state).await,
         _ => return Err(PageError::NotFound),
     };
     let auth = Authenticated {
@@ -490,26 +553,24 @@ async fn action(
                  not fix, or were retried already."
                     .into(),
             ),
-            e => refused(e),
+            e => in_place(refused(e)),
         })?;
-    panel(&state, signed.tenant, id, &zone, None).await
+    panel(&state, &signed, id, None).await.map_err(in_place)
 }
 
 /// The live panel as it is now.
 async fn panel(
     state: &AppState,
-    tenant: TenantId,
+    signed: &Signed,
     id: CampaignId,
-    zone: &str,
     note: Option<&str>,
 ) -> Result<HttpResponse, PageError> {
+    let (tenant, zone) = (signed.tenant, signed.zone);
     let record = campaigns::find(&state.pool, tenant, id.get())
         .await
         .map_err(PageError::unexpected)?
         .ok_or(PageError::NotFound)?;
-    let stats = stats_of(state, tenant, id.get())
-        .await
-        .ok_or(PageError::NotFound)?;
+    let stats = figures_of(state, tenant, id).await?;
     let retry = retryable(state, id, &stats).await?;
     // the error slot is cleared (or shows the note) out of band
     let cleared = maud::html! {
@@ -525,13 +586,12 @@ async fn refresh(
     signed: &Signed,
     id: CampaignId,
     state: &AppState,
-    zone: &str,
 ) -> Result<HttpResponse, PageError> {
     let started = state
         .reconciler
         .refresh_bulk(signed.tenant, BulkTarget::Campaign(id))
         .await
-        .map_err(|e| PageError::Refused(StatusCode::CONFLICT, format!("Refresh refused: {e}.")))?;
+        .map_err(refresh_refused)?;
     let note = match started {
         BulkStart::Done(report) => format!(
             "Asked the provider about {} messages: {} updated.",
@@ -541,24 +601,15 @@ async fn refresh(
             format!("Asking the provider about {total} messages; the figures follow.")
         }
     };
-    panel(state, signed.tenant, id, zone, Some(&note)).await
-}
-
-/// A form field of a url-encoded body.
-fn field(body: &[u8], name: &str) -> String {
-    url::form_urlencoded::parse(body)
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+    panel(state, signed, id, Some(&note)).await
 }
 
 /// A `datetime-local` value read in the tenant's time zone.
-fn local_time(raw: &str, zone: &str) -> Result<chrono::DateTime<chrono::Utc>, PageError> {
+fn local_time(raw: &str, tz: chrono_tz::Tz) -> Result<chrono::DateTime<chrono::Utc>, PageError> {
     let bad = |m: &str| PageError::Refused(StatusCode::BAD_REQUEST, m.to_owned());
     let naive = NaiveDateTime::parse_from_str(raw.trim(), "%Y-%m-%dT%H:%M")
         .or_else(|_| NaiveDateTime::parse_from_str(raw.trim(), "%Y-%m-%dT%H:%M:%S"))
         .map_err(|_| bad("Choose a date and time to send at."))?;
-    let tz: chrono_tz::Tz = zone.parse().unwrap_or(chrono_tz::UTC);
     let at = tz.from_local_datetime(&naive).earliest().ok_or_else(|| {
         bad("That time does not exist in your time zone (a clock change); choose another.")
     })?;
@@ -636,13 +687,18 @@ async fn lists_for(
     state: &AppState,
     tenant: TenantId,
     checked: &[i64],
-) -> Result<Vec<(i64, String, i64, bool)>, PageError> {
+) -> Result<Vec<pages::ListChoice>, PageError> {
     let lists = crate::store::contacts::lists(&state.pool, tenant)
         .await
         .map_err(PageError::unexpected)?;
     Ok(lists
         .into_iter()
-        .map(|l| (l.id, l.name, l.members, checked.contains(&l.id)))
+        .map(|l| pages::ListChoice {
+            checked: checked.contains(&l.id),
+            id: l.id,
+            name: l.name,
+            members: l.members,
+        })
         .collect())
 }
 
@@ -725,11 +781,15 @@ async fn update(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
-    let (id, record) = owned(&state, signed.tenant, &path).await?;
+    let (id, record) = owned(&state, signed.tenant, &path)
+        .await
+        .map_err(in_place)?;
     let form = ComposeForm::parse(&body);
     let mut input = form.input();
-    // a cleared offer field removes it
-    input.offer_title = Some(input.offer_title.flatten());
+    if form.offer_title.trim().is_empty() {
+        // no title: no offer (also an expiry set through the API, which the form lacks)
+        input.offer_expires_at = Some(None);
+    }
     let def = api::definition(&state, signed.tenant, input, Some(&record))
         .await
         .map_err(refused)?;
@@ -738,10 +798,12 @@ async fn update(
     };
     match api::run(&state, auth, id, Command::Edit(Box::new(def)))
         .await
-        .map_err(refused)?
+        .map_err(|e| in_place(refused(e)))?
     {
         LifecycleReply::Edited(_) => Ok(go_to(&format!("/app/campaigns/{id}"))),
-        _ => Err(PageError::unexpected("unexpected reply to an edit")),
+        _ => Err(PageError::Unexpected(anyhow::anyhow!(
+            "unexpected reply to an edit"
+        ))),
     }
 }
 
@@ -766,14 +828,17 @@ async fn preview(
         ));
     }
     let mut input = form.input();
-    input.name.get_or_insert_with(|| "preview".into());
-    if input.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+    // a preview needs no name yet
+    if input.name.as_deref().is_none_or(|n| n.trim().is_empty()) {
         input.name = Some("preview".into());
     }
     let problem = |e: CampaignError| {
         let message = match refused(e) {
             PageError::Refused(_, m) => m,
-            other => other.to_string(),
+            other => {
+                tracing::error!(error = ?other, "a preview failed");
+                "The preview could not be computed; try again.".to_owned()
+            }
         };
         html(StatusCode::OK, maud::html! { p.alert { (message) } })
     };

@@ -22,6 +22,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
 use maud::Markup;
 
+use super::error::ApiError;
 use super::AppState;
 use crate::domain::{same_secret, SessionToken, TenantId};
 use crate::web::dashboard as pages;
@@ -47,12 +48,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
-/// A browser with a live session: the tenant it acts for.
+/// A browser with an unexpired session: the tenant it acts for. Extracted only after the
+/// session cookie matched a live session and, for any request but a GET, the request echoed
+/// the session's form token.
 #[derive(Debug, Clone)]
 pub struct Signed {
     pub tenant: TenantId,
     pub email: String,
     pub csrf: String,
+    /// The tenant's time zone: times are shown, and schedules read, in it.
+    pub zone: chrono_tz::Tz,
     digest: [u8; 32],
 }
 
@@ -61,6 +66,7 @@ impl Signed {
         pages::Viewer {
             email: &self.email,
             csrf: &self.csrf,
+            zone: self.zone,
         }
     }
 }
@@ -85,7 +91,8 @@ impl FromRequest for Signed {
                 next: next.clone().unwrap_or_default(),
                 htmx,
             };
-            let state = state.ok_or_else(|| PageError::unexpected("AppState missing"))?;
+            let state =
+                state.ok_or_else(|| PageError::Unexpected(anyhow::anyhow!("AppState missing")))?;
             let token = SessionToken::presented(&cookie.ok_or_else(sign_in)?);
             let digest = token.sha256();
             let session = crate::store::users::session(&state.pool, &digest)
@@ -98,6 +105,7 @@ impl FromRequest for Signed {
             }
             Ok(Self {
                 tenant: session.tenant,
+                zone: session.time_zone.parse().unwrap_or(chrono_tz::UTC),
                 email: session.email,
                 csrf: session.csrf,
                 digest,
@@ -125,9 +133,41 @@ pub enum PageError {
 }
 
 impl PageError {
-    pub fn unexpected(e: impl std::fmt::Display) -> Self {
-        Self::Unexpected(anyhow::anyhow!("{e}"))
+    pub fn unexpected(e: impl Into<anyhow::Error>) -> Self {
+        Self::Unexpected(e.into())
     }
+}
+
+/// An API error as a page shows it: the same status and message; failures on our side are
+/// logged with their cause and shown as a generic message.
+impl From<ApiError> for PageError {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::Unexpected(cause) => Self::Unexpected(cause),
+            ApiError::NotFound(_) => Self::NotFound,
+            other => Self::Refused(other.status_code(), sentence(&other.to_string())),
+        }
+    }
+}
+
+/// A field of a url-encoded form body (empty when absent).
+pub fn form_field(body: &[u8], name: &str) -> String {
+    url::form_urlencoded::parse(body)
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// A message as a sentence: capital first letter, one full stop.
+pub fn sentence(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |c| {
+        format!(
+            "{}{}.",
+            c.to_uppercase(),
+            chars.as_str().trim_end_matches('.')
+        )
+    })
 }
 
 impl ResponseError for PageError {

@@ -7,6 +7,7 @@ use actix_web::{web, HttpResponse};
 use futures::TryStreamExt;
 
 use super::{html, PageError, Signed};
+use crate::http::contacts::ImportInto;
 use crate::http::AppState;
 use crate::store::{api_keys, contacts, tenants};
 use crate::web::dashboard::people as pages;
@@ -79,33 +80,19 @@ async fn import(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
     let (file, list_name) = upload(form, state.settings.contacts.max_import_bytes).await?;
-    if list_name.chars().count() > 200 || list_name.contains('\0') {
-        return Err(bad("A list name is at most 200 characters."));
-    }
-    let list = if list_name.is_empty() {
-        None
+    let into = if list_name.is_empty() {
+        ImportInto::Nowhere
     } else {
-        let id = contacts::create_list(&state.pool, signed.tenant, &list_name, &[])
-            .await
-            .map_err(|e| match e {
-                contacts::ListError::NameTaken => PageError::Refused(
-                    StatusCode::CONFLICT,
-                    format!("A list named {list_name:?} exists already; choose another name."),
-                ),
-                other => PageError::unexpected(other),
-            })?;
-        Some(id)
+        ImportInto::NewList(&list_name)
     };
-    let result = crate::http::contacts::import_csv(&state, signed.tenant, list, &file)
-        .await
-        .map_err(|e| bad(e.to_string()))?;
+    let result = crate::http::contacts::import_csv(&state, signed.tenant, into, &file).await?;
     let lists = contacts::lists(&state.pool, signed.tenant)
         .await
         .map_err(PageError::unexpected)?;
     let named = (!list_name.is_empty()).then_some(list_name.as_str());
     Ok(html(
         StatusCode::OK,
-        pages::imported(&result, named, &lists),
+        pages::imported(&result, named, &lists, signed.zone),
     ))
 }
 
@@ -114,15 +101,11 @@ async fn account(signed: Signed, state: web::Data<AppState>) -> Result<HttpRespo
         .await
         .map_err(PageError::unexpected)?
         .ok_or(PageError::NotFound)?;
-    let rules = tenants::marketing_rules(&state.pool, signed.tenant)
-        .await
-        .map_err(PageError::unexpected)?;
     let keys = api_keys::list(&state.pool, signed.tenant)
         .await
         .map_err(PageError::unexpected)?;
     let view = pages::AccountView {
         tenant: &tenant,
-        time_zone: &rules.time_zone,
         keys: &keys,
     };
     Ok(html(
@@ -139,7 +122,10 @@ async fn keys_fragment(
     let keys = api_keys::list(&state.pool, signed.tenant)
         .await
         .map_err(PageError::unexpected)?;
-    Ok(html(StatusCode::OK, pages::keys(&keys, issued)))
+    Ok(html(
+        StatusCode::OK,
+        pages::keys(&keys, issued, signed.zone),
+    ))
 }
 
 /// Issues a key; the answer shows its token, this once.
@@ -148,11 +134,9 @@ async fn issue_key(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
-    let label = url::form_urlencoded::parse(&body)
-        .find(|(k, _)| k == "label")
-        .map(|(_, v)| v.trim().to_owned())
-        .unwrap_or_default();
-    if label.chars().count() > 100 || label.contains('\0') {
+    let label = super::form_field(&body, "label").trim().to_owned();
+    crate::http::input::reject_nul("label", &label)?;
+    if label.chars().count() > 100 {
         return Err(bad("A label is at most 100 characters."));
     }
     let (_, token) = api_keys::issue(&state.pool, signed.tenant, &label)
@@ -161,18 +145,17 @@ async fn issue_key(
     keys_fragment(&state, &signed, Some(token.reveal())).await
 }
 
-/// Revokes one of the tenant's keys; every instance stops accepting its token.
+/// Revokes one of the tenant's keys; every instance stops accepting its token. A key revoked
+/// already (say, from another tab) just shows the list as it is.
 async fn revoke_key(
     signed: Signed,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
-    let id: i64 = path.parse().map_err(|_| PageError::NotFound)?;
-    let revoked = api_keys::revoke_own(&state.pool, signed.tenant, api_keys::ApiKeyId(id))
-        .await
-        .map_err(PageError::unexpected)?;
-    if !revoked {
-        return Err(PageError::NotFound);
+    if let Ok(id) = path.parse::<i64>() {
+        api_keys::revoke_own(&state.pool, signed.tenant, api_keys::ApiKeyId(id))
+            .await
+            .map_err(PageError::unexpected)?;
     }
     keys_fragment(&state, &signed, None).await
 }

@@ -5,7 +5,7 @@ use maud::{html, Markup};
 
 use super::{badge, page, percent, when, Section, Viewer};
 use crate::domain::CampaignStatus;
-use crate::engine::campaign::{offered, Action, MinuteCounts, Stats};
+use crate::engine::campaign::{offered, refresh_offered, Action, MinuteCounts, Stats};
 use crate::engine::reports::Point;
 use crate::store::campaigns::CampaignRecord;
 use crate::store::preview::Preview;
@@ -59,7 +59,8 @@ pub fn list(viewer: &Viewer<'_>, v: &ListView<'_>) -> Markup {
                 button type="submit" { "Filter" }
             }
         }
-        div.scroll hx-ext=[live_url.as_ref().map(|_| "sse")] sse-connect=[live_url] {
+        div.scroll hx-ext=[live_url.as_ref().map(|_| "sse")] sse-connect=[live_url.as_ref()]
+            sse-close=[live_url.as_ref().map(|_| "done")] {
             table {
                 caption.note style="text-align:left" { (v.total) " campaigns" }
                 thead { tr {
@@ -73,7 +74,7 @@ pub fn list(viewer: &Viewer<'_>, v: &ListView<'_>) -> Markup {
                     @for (record, stats) in v.rows {
                         @let live = v.live.contains(&record.id);
                         tr data-campaign-id=(record.id) sse-swap=[live.then(|| format!("row-{}", record.id))] {
-                            (row_cells(record, stats.as_ref()))
+                            (row_cells(record, stats.as_ref(), viewer.zone))
                         }
                     }
                     @if v.rows.is_empty() {
@@ -107,7 +108,7 @@ fn pager(v: &ListView<'_>) -> Markup {
 }
 
 /// One campaign's cells in the list (also what the live stream swaps in).
-pub fn row_cells(record: &CampaignRecord, stats: Option<&Stats>) -> Markup {
+pub fn row_cells(record: &CampaignRecord, stats: Option<&Stats>, zone: chrono_tz::Tz) -> Markup {
     let figure = |f: fn(&Stats) -> i64| stats.map_or_else(|| "—".to_owned(), |s| f(s).to_string());
     html! {
         td { a href={ "/app/campaigns/" (record.id) } { (record.name) } }
@@ -117,9 +118,9 @@ pub fn row_cells(record: &CampaignRecord, stats: Option<&Stats>) -> Markup {
         td.num data-col="failed" { (figure(|s| s.failed)) }
         td.num data-col="total" { (figure(|s| s.total)) }
         td.num data-col="progress" { (stats.map_or_else(|| "—".to_owned(), |s| format!("{:.0}%", s.progress * 100.0))) }
-        td.opt { (when(Some(record.created_at))) }
-        td.opt { (when(record.started_at)) }
-        td.opt { (when(record.finished_at)) }
+        td.opt { (when(Some(record.created_at), zone)) }
+        td.opt { (when(record.started_at, zone)) }
+        td.opt { (when(record.finished_at, zone)) }
     }
 }
 
@@ -129,8 +130,6 @@ pub struct DetailView<'a> {
     pub stats: &'a Stats,
     /// Failed sends a retry would queue again.
     pub retryable: i64,
-    /// The tenant's IANA time zone (schedule times are entered in it).
-    pub time_zone: &'a str,
 }
 
 pub fn detail(viewer: &Viewer<'_>, v: &DetailView<'_>) -> Markup {
@@ -149,7 +148,7 @@ pub fn detail(viewer: &Viewer<'_>, v: &DetailView<'_>) -> Markup {
         div hx-ext=[live_url.as_ref().map(|_| "sse")] sse-connect=[live_url.as_ref()] sse-close="done" {
             div.alert role="alert" #action-error data-testid="action-error" aria-live="polite" {}
             section #live sse-swap=[live_url.as_ref().map(|_| "figures")] {
-                (live_panel(v.record, v.stats, v.retryable, v.time_zone))
+                (live_panel(v.record, v.stats, v.retryable, viewer.zone))
             }
             section #reports hx-get={ "/app/campaigns/" (id) "/reports" }
                 hx-trigger=(trigger) {
@@ -186,14 +185,14 @@ pub fn live_panel(
     record: &CampaignRecord,
     stats: &Stats,
     retryable: i64,
-    time_zone: &str,
+    zone: chrono_tz::Tz,
 ) -> Markup {
     let progress = (stats.progress * 100.0).round().clamp(0.0, 100.0);
     html! {
         div.panel {
             p { "Status " span data-testid="status" { (badge(stats.status)) }
                 @if let Some(at) = record.scheduled_at { @if stats.status == CampaignStatus::Scheduled {
-                    span.note { " · starts " (when(Some(at))) }
+                    span.note { " · starts " (when(Some(at), zone)) }
                 } } }
             label for="progress" { "Progress " span data-testid="progress-text" { (format!("{progress:.0}%")) } }
             progress #progress data-testid="progress" max="100" value=(format!("{progress:.0}")) {}
@@ -209,7 +208,7 @@ pub fn live_panel(
             (card("unsubscribes", "Unsubscribes", stats.unsubscribes.to_string()))
             (card("conversionRate", "Conversion rate", percent(stats.conversion_rate)))
         }
-        div.panel { (actions(record.id, stats, retryable, time_zone)) }
+        div.panel { (actions(record.id, stats, retryable, zone)) }
         div.panel {
             h2 #status-heading { "By status" }
             table data-testid="status-breakdown" aria-labelledby="status-heading" {
@@ -267,11 +266,11 @@ fn action_button(
     }
 }
 
-fn actions(id: i64, stats: &Stats, retryable: i64, time_zone: &str) -> Markup {
+fn actions(id: i64, stats: &Stats, retryable: i64, zone: chrono_tz::Tz) -> Markup {
     let can_schedule = offered(stats, retryable, Action::Schedule);
     let can_edit = offered(stats, retryable, Action::Edit { scheduled: false });
     let offers = (stats, retryable);
-    let refreshable = stats.pending + stats.unknown > 0;
+    let refreshable = refresh_offered(stats);
     html! {
         h2 { "Actions" }
         div.actions {
@@ -280,7 +279,7 @@ fn actions(id: i64, stats: &Stats, retryable: i64, time_zone: &str) -> Markup {
                 div {
                     label for="send-at" { "Send at" }
                     input #send-at type="datetime-local" name="at" required disabled[!can_schedule];
-                    span.note { (time_zone) }
+                    span.note { (zone.name()) }
                 }
                 button type="submit" disabled[!can_schedule] { "Schedule" }
             }
@@ -398,7 +397,12 @@ pub fn chart(points: &[Point], bucket: &str) -> Markup {
 }
 
 /// Rows of failed recipients, and a button that loads the next page in their place.
-pub fn failed_rows(id: i64, rows: &[RecipientRow], next: Option<i64>) -> Markup {
+pub fn failed_rows(
+    id: i64,
+    rows: &[RecipientRow],
+    next: Option<i64>,
+    zone: chrono_tz::Tz,
+) -> Markup {
     html! {
         @for r in rows {
             tr {
@@ -406,7 +410,7 @@ pub fn failed_rows(id: i64, rows: &[RecipientRow], next: Option<i64>) -> Markup 
                 td { (r.message_status().map(|s| s.name()).unwrap_or("failed")) }
                 td { (r.delivery_status.as_deref().unwrap_or("—")) }
                 td { (r.error.as_deref().unwrap_or("—")) }
-                td.opt { (when(r.failed_at)) }
+                td.opt { (when(r.failed_at, zone)) }
             }
         }
         @if rows.is_empty() && next.is_none() {
@@ -423,6 +427,14 @@ pub fn failed_rows(id: i64, rows: &[RecipientRow], next: Option<i64>) -> Markup 
     }
 }
 
+/// A list the compose form offers, ticked when the campaign has it.
+pub struct ListChoice {
+    pub id: i64,
+    pub name: String,
+    pub members: i64,
+    pub checked: bool,
+}
+
 /// The compose form's values (a new campaign, or an existing one to edit).
 pub struct ComposeView<'a> {
     /// `None` for a new campaign.
@@ -432,7 +444,7 @@ pub struct ComposeView<'a> {
     pub body: &'a str,
     pub sender: &'a str,
     pub phones: &'a str,
-    pub lists: &'a [(i64, String, i64, bool)],
+    pub lists: &'a [ListChoice],
     pub offer_title: &'a str,
     pub offer_text: &'a str,
     pub error: Option<&'a str>,
@@ -467,10 +479,10 @@ pub fn compose(viewer: &Viewer<'_>, v: &ComposeView<'_>) -> Markup {
                 input #sender name="sender" value=(v.sender) maxlength="16";
                 fieldset hx-post="/app/preview" hx-trigger="change" hx-target="#preview" hx-include="#compose" {
                     legend { "Lists" }
-                    @for (id, name, members, checked) in v.lists {
+                    @for l in v.lists {
                         div.row {
-                            label { input type="checkbox" name="listIds" value=(id) checked[*checked]; (name) }
-                            span.note { (members) " contacts" }
+                            label { input type="checkbox" name="listIds" value=(l.id) checked[l.checked]; (l.name) }
+                            span.note { (l.members) " contacts" }
                         }
                     }
                     @if v.lists.is_empty() { p.note { "No lists yet: import contacts first, or enter phones." } }

@@ -30,6 +30,8 @@ pub enum Section {
 pub struct Viewer<'a> {
     pub email: &'a str,
     pub csrf: &'a str,
+    /// The tenant's time zone, in which every time is shown.
+    pub zone: chrono_tz::Tz,
 }
 
 fn asset(name: &str) -> String {
@@ -136,31 +138,21 @@ pub fn not_found(viewer: Option<&Viewer<'_>>) -> Markup {
     }
 }
 
-/// A page for an error the user cannot fix by changing input.
-pub fn problem(viewer: Option<&Viewer<'_>>, title: &str, message: &str) -> Markup {
-    let body = html! {
-        div.panel {
-            h1 { (title) }
-            p role="alert" { (message) }
-            p { a href="/app/campaigns" { "Back to campaigns" } }
-        }
-    };
-    match viewer {
-        Some(v) => page(title, Section::Campaigns, v, body),
-        None => bare(title, body),
-    }
-}
-
 /// A status as a coloured badge (every status has its colour in the stylesheet).
 pub fn badge(status: CampaignStatus) -> Markup {
     html! { span class={ "badge badge-" (status.as_str()) } { (status.as_str()) } }
 }
 
-/// A time for people: UTC minutes, or a dash.
-pub fn when(at: Option<DateTime<Utc>>) -> String {
+/// A time for people, to the minute in the tenant's time zone (with its abbreviation), or a
+/// dash.
+pub fn when(at: Option<DateTime<Utc>>, zone: chrono_tz::Tz) -> String {
     at.map_or_else(
         || "—".into(),
-        |t| t.format("%Y-%m-%d %H:%M UTC").to_string(),
+        |t| {
+            t.with_timezone(&zone)
+                .format("%Y-%m-%d %H:%M %Z")
+                .to_string()
+        },
     )
 }
 

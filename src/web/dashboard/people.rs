@@ -3,14 +3,14 @@
 use maud::{html, Markup};
 
 use super::{page, when, Section, Viewer};
-use crate::http::contacts::Imported;
 use crate::store::api_keys::KeyInfo;
-use crate::store::contacts::List;
+use crate::store::contacts::{Imported, List};
 use crate::store::tenants::Tenant;
 
 pub fn contacts(viewer: &Viewer<'_>, lists: &[List]) -> Markup {
     let body = html! {
         h1 { "Contacts" }
+        div.alert role="alert" data-testid="contacts-error" {}
         section.panel {
             h2 { "Import a CSV file" }
             p.note { "A header row with " code { "phone" } " (required), " code { "first_name" } ", "
@@ -28,18 +28,18 @@ pub fn contacts(viewer: &Viewer<'_>, lists: &[List]) -> Markup {
         }
         section.panel {
             h2 #lists-heading { "Lists" }
-            (lists_table(lists))
+            (lists_table(lists, viewer.zone))
         }
     };
     page("Contacts", Section::Contacts, viewer, body)
 }
 
-pub fn lists_table(lists: &[List]) -> Markup {
+pub fn lists_table(lists: &[List], zone: chrono_tz::Tz) -> Markup {
     html! {
         table #lists data-testid="lists" aria-labelledby="lists-heading" {
             thead { tr { th scope="col" { "Name" } th.num scope="col" { "Members" } th.opt scope="col" { "Created" } } }
             tbody {
-                @for l in lists { tr { td { (l.name) } td.num { (l.members) } td.opt { (when(Some(l.created_at))) } } }
+                @for l in lists { tr { td { (l.name) } td.num { (l.members) } td.opt { (when(Some(l.created_at), zone)) } } }
                 @if lists.is_empty() { tr { td colspan="3" { "No lists yet." } } }
             }
         }
@@ -47,7 +47,12 @@ pub fn lists_table(lists: &[List]) -> Markup {
 }
 
 /// An import's outcome, and the lists again (out of band) so the new list shows.
-pub fn imported(result: &Imported, list: Option<&str>, lists: &[List]) -> Markup {
+pub fn imported(
+    result: &Imported,
+    list: Option<&str>,
+    lists: &[List],
+    zone: chrono_tz::Tz,
+) -> Markup {
     html! {
         p role="status" {
             "Imported " (result.imported) " contacts"
@@ -63,14 +68,13 @@ pub fn imported(result: &Imported, list: Option<&str>, lists: &[List]) -> Markup
                 }
             }
         }
-        div hx-swap-oob="outerHTML:#lists" { (lists_table(lists)) }
+        div hx-swap-oob="outerHTML:#lists" { (lists_table(lists, zone)) }
     }
 }
 
 /// What the account page shows.
 pub struct AccountView<'a> {
     pub tenant: &'a Tenant,
-    pub time_zone: &'a str,
     pub keys: &'a [KeyInfo],
 }
 
@@ -84,8 +88,8 @@ pub fn account(viewer: &Viewer<'_>, v: &AccountView<'_>) -> Markup {
                 (if t.subscription_active { "active" } else { "inactive" }) } }
         }
         section.panel {
-            p { "Shop " strong { (t.name) } " · time zone " (v.time_zone)
-                @if let Some(until) = t.subscription_until { " · subscription until " (when(Some(until))) } }
+            p { "Shop " strong { (t.name) } " · time zone " (viewer.zone.name())
+                @if let Some(until) = t.subscription_until { " · subscription until " (when(Some(until), viewer.zone)) } }
         }
         section.panel {
             h2 #keys-heading { "API keys" }
@@ -96,14 +100,14 @@ pub fn account(viewer: &Viewer<'_>, v: &AccountView<'_>) -> Markup {
                     button type="submit" { "Issue key" }
                 }
             }
-            div #keys { (keys(v.keys, None)) }
+            div #keys { (keys(v.keys, None, viewer.zone)) }
         }
     };
     page("Account", Section::Account, viewer, body)
 }
 
 /// The keys table, with a token just issued shown above it (once).
-pub fn keys(keys: &[KeyInfo], issued: Option<&str>) -> Markup {
+pub fn keys(keys: &[KeyInfo], issued: Option<&str>, zone: chrono_tz::Tz) -> Markup {
     html! {
         div.alert role="alert" data-testid="keys-error" {}
         @if let Some(token) = issued {
@@ -119,8 +123,8 @@ pub fn keys(keys: &[KeyInfo], issued: Option<&str>) -> Markup {
                     @for k in keys {
                         tr data-key-id=(k.id) {
                             td { (if k.label.is_empty() { "(no label)" } else { &k.label }) }
-                            td { (when(Some(k.created_at))) }
-                            td { @match k.revoked_at { Some(at) => { "revoked " (when(Some(at))) }, None => "active" } }
+                            td { (when(Some(k.created_at), zone)) }
+                            td { @match k.revoked_at { Some(at) => { "revoked " (when(Some(at), zone)) }, None => "active" } }
                             td { @if k.revoked_at.is_none() {
                                 button.danger type="button" hx-post={ "/app/account/keys/" (k.id) "/revoke" }
                                     hx-target="#keys" hx-disabled-elt="this"
