@@ -6,12 +6,16 @@ Run by `bash .ci/browser`, which starts the service on a scratch database with t
 phones, so the tests do not depend on one another's order.
 """
 
+import json
+import os
 import re
+import urllib.request
 from datetime import datetime, timedelta, timezone
 
 from conftest import PASSWORD, unique
 from playwright.sync_api import Page, expect
 
+SIM_URL = os.environ["SIM_URL"]  # the built-in Mitto simulator (scripted faults)
 SEND_TIMEOUT = 60_000  # ms: a small campaign sent through the built-in simulator
 
 # Every status of a campaign; each has its badge and filter option.
@@ -276,6 +280,30 @@ def test_retry_failed_is_enabled_only_when_there_is_something_to_retry(
     expect(status(page)).to_have_text("completed", timeout=SEND_TIMEOUT)
     expect(button(page, "Retry failed")).to_be_disabled()
     shot(page, "retry-completed")
+
+    # a provider outage longer than every retry: the sends fail, and may be retried
+    outage_name = unique("Retry outage")
+    outage = a.campaign(outage_name, phones("+3069843052", 3))
+    open_campaign(page, outage, outage_name)
+    script = json.dumps([{"kind": "status", "status": 503}] * 2).encode()
+    request = urllib.request.Request(
+        f"{SIM_URL.rstrip('/')}/_sim/script",
+        data=script,
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    urllib.request.urlopen(request, timeout=10).close()
+    button(page, "Send now").click()
+    # every send failed: so did the campaign
+    expect(status(page)).to_have_text("failed", timeout=SEND_TIMEOUT)
+    expect(figure(page, "failed")).to_have_text("3", timeout=SEND_TIMEOUT)
+    expect(button(page, "Retry failed")).to_be_enabled(timeout=SEND_TIMEOUT)
+    shot(page, "retry-offered")
+    button(page, "Retry failed").click()
+    expect(figure(page, "sent")).to_have_text("3", timeout=SEND_TIMEOUT)
+    expect(status(page)).to_have_text("completed", timeout=SEND_TIMEOUT)
+    expect(button(page, "Retry failed")).to_be_disabled(timeout=SEND_TIMEOUT)
+    shot(page, "retry-done")
 
 
 def test_cancelling_asks_for_confirmation_first(page, signed_in, shot, api, token_a):

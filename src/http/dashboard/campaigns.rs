@@ -572,13 +572,12 @@ async fn panel(
         .ok_or(PageError::NotFound)?;
     let stats = figures_of(state, tenant, id).await?;
     let retry = retryable(state, id, &stats).await?;
-    // the error slot is cleared (or shows the note) out of band
-    let cleared = maud::html! {
-        div.alert role="alert" #action-error data-testid="action-error" aria-live="polite" hx-swap-oob="true" {
-            @if let Some(note) = note { span.note { (note) } }
-        }
+    let view = pages::DetailView {
+        record: &record,
+        stats: &stats,
+        retryable: retry,
     };
-    let markup = maud::html! { (pages::live_panel(&record, &stats, retry, zone)) (cleared) };
+    let markup = pages::live_root(&view, zone, note);
     Ok(html(StatusCode::OK, markup))
 }
 

@@ -133,6 +133,25 @@ pub struct DetailView<'a> {
 }
 
 pub fn detail(viewer: &Viewer<'_>, v: &DetailView<'_>) -> Markup {
+    let body = html! {
+        p { a href="/app/campaigns" { "← Campaigns" } }
+        h1 { (v.record.name) }
+        (live_root(v, viewer.zone, None))
+        section.panel {
+            h2 { "Message" }
+            p.sample { (v.record.body) }
+            p.note { "Sender " (v.record.sender) " · " (v.record.message_type)
+                @if let Some(title) = &v.record.offer_title { " · offer: " (title) } }
+        }
+    };
+    page(&v.record.name, Section::Campaigns, viewer, body)
+}
+
+/// Everything on the detail page that changes: the error slot (or `note`), the live panel,
+/// the row-based reports and the failed recipients, inside the live stream's connection while
+/// the campaign is not settled. Actions answer it whole, so a campaign that starts moving
+/// again (a retry) is followed again.
+pub fn live_root(v: &DetailView<'_>, zone: chrono_tz::Tz, note: Option<&str>) -> Markup {
     let id = v.record.id;
     let live_url = (!v.stats.settled()).then(|| format!("/app/campaigns/{id}/live"));
     // row-based parts are read again when the stream says the rows changed (`rows`: at most
@@ -142,13 +161,14 @@ pub fn detail(viewer: &Viewer<'_>, v: &DetailView<'_>) -> Markup {
     } else {
         "load"
     };
-    let body = html! {
-        p { a href="/app/campaigns" { "← Campaigns" } }
-        h1 { (v.record.name) }
-        div hx-ext=[live_url.as_ref().map(|_| "sse")] sse-connect=[live_url.as_ref()] sse-close="done" {
-            div.alert role="alert" #action-error data-testid="action-error" aria-live="polite" {}
+    html! {
+        div #live-root hx-ext=[live_url.as_ref().map(|_| "sse")] sse-connect=[live_url.as_ref()]
+            sse-close=[live_url.as_ref().map(|_| "done")] {
+            div.alert role="alert" #action-error data-testid="action-error" aria-live="polite" {
+                @if let Some(note) = note { span.note { (note) } }
+            }
             section #live sse-swap=[live_url.as_ref().map(|_| "figures")] {
-                (live_panel(v.record, v.stats, v.retryable, viewer.zone))
+                (live_panel(v.record, v.stats, v.retryable, zone))
             }
             section #reports hx-get={ "/app/campaigns/" (id) "/reports" }
                 hx-trigger=(trigger) {
@@ -169,14 +189,7 @@ pub fn detail(viewer: &Viewer<'_>, v: &DetailView<'_>) -> Markup {
                 }
             }
         }
-        section.panel {
-            h2 { "Message" }
-            p.sample { (v.record.body) }
-            p.note { "Sender " (v.record.sender) " · " (v.record.message_type)
-                @if let Some(title) = &v.record.offer_title { " · offer: " (title) } }
-        }
-    };
-    page(&v.record.name, Section::Campaigns, viewer, body)
+    }
 }
 
 /// The part of the detail page that follows the figures: status, progress, cards, actions and
@@ -260,8 +273,8 @@ fn action_button(
     );
     html! {
         button type="button" class=[danger.then_some("danger")]
-            hx-post={ "/app/campaigns/" (id) "/actions/" (path) } hx-target="#live"
-            hx-disabled-elt="this" hx-confirm=[confirm]
+            hx-post={ "/app/campaigns/" (id) "/actions/" (path) } hx-target="#live-root"
+            hx-swap="outerHTML" hx-disabled-elt="this" hx-confirm=[confirm]
             disabled[!offered(stats, retryable, action)] { (label) }
     }
 }
@@ -275,7 +288,7 @@ fn actions(id: i64, stats: &Stats, retryable: i64, zone: chrono_tz::Tz) -> Marku
         h2 { "Actions" }
         div.actions {
             (action_button(id, offers, Action::Enqueue, "enqueue", "Send now"))
-            form hx-post={ "/app/campaigns/" (id) "/actions/schedule" } hx-target="#live" hx-disabled-elt="find button" {
+            form hx-post={ "/app/campaigns/" (id) "/actions/schedule" } hx-target="#live-root" hx-swap="outerHTML" hx-disabled-elt="find button" {
                 div {
                     label for="send-at" { "Send at" }
                     input #send-at type="datetime-local" name="at" required disabled[!can_schedule];
@@ -287,8 +300,8 @@ fn actions(id: i64, stats: &Stats, retryable: i64, zone: chrono_tz::Tz) -> Marku
             (action_button(id, offers, Action::Pause, "pause", "Pause"))
             (action_button(id, offers, Action::Resume, "resume", "Resume"))
             (action_button(id, offers, Action::RetryFailed, "retry-failed", "Retry failed"))
-            button type="button" hx-post={ "/app/campaigns/" (id) "/actions/refresh" } hx-target="#live"
-                hx-disabled-elt="this" disabled[!refreshable] { "Refresh statuses" }
+            button type="button" hx-post={ "/app/campaigns/" (id) "/actions/refresh" } hx-target="#live-root"
+                hx-swap="outerHTML" hx-disabled-elt="this" disabled[!refreshable] { "Refresh statuses" }
             (action_button(id, offers, Action::Cancel, "cancel", "Cancel campaign"))
             @if can_edit { a.button.secondary href={ "/app/campaigns/" (id) "/edit" } { "Edit" } }
             span.busy { "Working…" }
