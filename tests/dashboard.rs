@@ -484,3 +484,59 @@ async fn retry_failed_is_offered_only_while_there_are_failed_sends_to_retry() {
     h.stop().await;
     db.drop_database().await;
 }
+
+#[actix_web::test]
+async fn a_draft_is_edited_and_an_issued_key_works_until_it_is_revoked() {
+    let db = TestDb::unique();
+    let h = Harness::start(&db, |_| {}, &[]).await;
+    let (tenant, token) = h.tenant("Shop", 100).await;
+    user(&h, tenant, "ann@shop.test").await;
+    let campaign = draft(&h, &token, "Before").await;
+    let mut b = Browser::new(&h);
+    assert_eq!(b.sign_in("ann@shop.test", PASSWORD).await.0, 303);
+    b.get(&format!("/app/campaigns/{campaign}/edit")).await;
+    let csrf = b.csrf.clone();
+
+    let edit = [
+        ("name", "After"),
+        ("messageType", "service"),
+        ("body", "Hello again"),
+        ("phones", "+306984303401\n+306984303402"),
+    ];
+    let path = format!("/app/campaigns/{campaign}");
+    let (status, headers, _) = b.post(&path, &edit, Some(&csrf)).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["HX-Redirect"], path.as_str());
+    let (_, record) = h.get(&token, &format!("/api/v1/campaigns/{campaign}")).await;
+    assert_eq!((record["name"].as_str(), record["body"].as_str()), (Some("After"), Some("Hello again")));
+    assert_eq!(record["audience"]["phones"].as_array().unwrap().len(), 2);
+    let refused = [("name", ""), ("body", "Hi")];
+    let (status, _, body) = b.post(&path, &refused, Some(&csrf)).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("Name must be 1 to 200 characters"), "{body}");
+
+    b.get("/app/account").await;
+    let (status, _, body) = b.post("/app/account/keys", &[("label", "shop backend")], Some(&csrf)).await;
+    assert_eq!(status, 200);
+    let at = body.find("data-testid=\"new-token\">").expect("the token is shown once") + 24;
+    let issued = body[at..at + body[at..].find('<').unwrap()].to_owned();
+    assert_eq!(h.get(&issued, "/api/v1/me").await.0, 200, "the new token works");
+    let (_, _, page) = b.get("/app/account").await;
+    assert!(!page.contains(&issued), "and is never shown again");
+
+    let key: i64 = sqlx::query_scalar("SELECT id FROM api_keys WHERE label = 'shop backend'")
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+    let (status, _, _) = b
+        .post(&format!("/app/account/keys/{key}/revoke"), &[], Some(&csrf))
+        .await;
+    assert_eq!(status, 200);
+    common::eventually(std::time::Duration::from_secs(2), "the revoked token is refused", || async {
+        (h.get(&issued, "/api/v1/me").await.0 == 401).then_some(())
+    })
+    .await;
+    assert_eq!(h.get(&token, "/api/v1/me").await.0, 200, "the other key still works");
+    h.stop().await;
+    db.drop_database().await;
+}
