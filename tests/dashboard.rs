@@ -507,8 +507,13 @@ async fn a_draft_is_edited_and_an_issued_key_works_until_it_is_revoked() {
     let (status, headers, _) = b.post(&path, &edit, Some(&csrf)).await;
     assert_eq!(status, 200);
     assert_eq!(headers["HX-Redirect"], path.as_str());
-    let (_, record) = h.get(&token, &format!("/api/v1/campaigns/{campaign}")).await;
-    assert_eq!((record["name"].as_str(), record["body"].as_str()), (Some("After"), Some("Hello again")));
+    let (_, record) = h
+        .get(&token, &format!("/api/v1/campaigns/{campaign}"))
+        .await;
+    assert_eq!(
+        (record["name"].as_str(), record["body"].as_str()),
+        (Some("After"), Some("Hello again"))
+    );
     assert_eq!(record["audience"]["phones"].as_array().unwrap().len(), 2);
     let refused = [("name", ""), ("body", "Hi")];
     let (status, _, body) = b.post(&path, &refused, Some(&csrf)).await;
@@ -516,11 +521,24 @@ async fn a_draft_is_edited_and_an_issued_key_works_until_it_is_revoked() {
     assert!(body.contains("Name must be 1 to 200 characters"), "{body}");
 
     b.get("/app/account").await;
-    let (status, _, body) = b.post("/app/account/keys", &[("label", "shop backend")], Some(&csrf)).await;
+    let (status, _, body) = b
+        .post(
+            "/app/account/keys",
+            &[("label", "shop backend")],
+            Some(&csrf),
+        )
+        .await;
     assert_eq!(status, 200);
-    let at = body.find("data-testid=\"new-token\">").expect("the token is shown once") + 24;
+    let at = body
+        .find("data-testid=\"new-token\">")
+        .expect("the token is shown once")
+        + 24;
     let issued = body[at..at + body[at..].find('<').unwrap()].to_owned();
-    assert_eq!(h.get(&issued, "/api/v1/me").await.0, 200, "the new token works");
+    assert_eq!(
+        h.get(&issued, "/api/v1/me").await.0,
+        200,
+        "the new token works"
+    );
     let (_, _, page) = b.get("/app/account").await;
     assert!(!page.contains(&issued), "and is never shown again");
 
@@ -532,11 +550,17 @@ async fn a_draft_is_edited_and_an_issued_key_works_until_it_is_revoked() {
         .post(&format!("/app/account/keys/{key}/revoke"), &[], Some(&csrf))
         .await;
     assert_eq!(status, 200);
-    common::eventually(std::time::Duration::from_secs(2), "the revoked token is refused", || async {
-        (h.get(&issued, "/api/v1/me").await.0 == 401).then_some(())
-    })
+    common::eventually(
+        std::time::Duration::from_secs(2),
+        "the revoked token is refused",
+        || async { (h.get(&issued, "/api/v1/me").await.0 == 401).then_some(()) },
+    )
     .await;
-    assert_eq!(h.get(&token, "/api/v1/me").await.0, 200, "the other key still works");
+    assert_eq!(
+        h.get(&token, "/api/v1/me").await.0,
+        200,
+        "the other key still works"
+    );
     h.stop().await;
     db.drop_database().await;
 }
