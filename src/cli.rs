@@ -94,6 +94,10 @@ pub enum BenchCommand {
     /// building the whole CSV in memory from one fetch of every row. A fresh database on
     /// DATABASE_URL's server.
     Export(crate::bench::export::ExportArgs),
+    /// A contacts CSV imported over HTTP into a list: rows/s and the process's memory growth,
+    /// versus one INSERT per contact and per membership. A fresh database on DATABASE_URL's
+    /// server.
+    Import(crate::bench::import::ImportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,6 +172,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Export(args)) => {
             crate::bench::export::run(settings, args).await?
+        }
+        Command::Bench(BenchCommand::Import(args)) => {
+            crate::bench::import::run(settings, args).await?
         }
         Command::DevBroker => {
             let broker = crate::kafka::EmbeddedBroker::start(

@@ -364,3 +364,97 @@ async fn a_topic_record_with_a_nul_byte_is_dead_lettered_and_checkpoints_go_on()
     app.stop().await;
     db.drop_database().await;
 }
+
+/// A CSV of `rows` good rows (phones from `first`), with a bad row every `bad_every` rows.
+fn csv_with_bad_rows(rows: usize, bad_every: usize) -> (String, Vec<u64>) {
+    let mut csv = String::from("phone,first_name,city\n");
+    let mut bad_lines = Vec::new();
+    let mut line = 1u64;
+    for i in 0..rows {
+        if i % bad_every == bad_every - 1 {
+            line += 1;
+            csv.push_str("not-a-phone,Bob,Nowhere\n");
+            bad_lines.push(line);
+        }
+        line += 1;
+        // a quoted field over two lines counts as two lines, as the parser numbers them
+        if i == 15_000 {
+            csv.push_str(&format!(
+                "+3069{:08},\"Ann\nMarie\",Athens\n",
+                20_000_000 + i
+            ));
+            line += 1;
+        } else {
+            csv.push_str(&format!("+3069{:08},Ann,Athens\n", 20_000_000 + i));
+        }
+    }
+    (csv, bad_lines)
+}
+
+#[actix_web::test]
+async fn a_streamed_import_reports_bad_rows_by_line_across_batches_and_fills_the_list() {
+    let db = TestDb::unique();
+    let app = start(settings(&db)).await;
+    let pool = app.state.pool.clone();
+    let (tenant, token) = common::tenant(&pool, "Shop").await;
+    let list = campaignd::store::contacts::create_list(&pool, tenant, "All", &[])
+        .await
+        .unwrap();
+    // three batches of 10,000, and bad rows on both sides of each batch's end
+    let (csv, bad_lines) = csv_with_bad_rows(25_000, 997);
+    let expected = campaignd::http::contacts::parse_csv(csv.as_bytes()).unwrap();
+    let answer = reqwest::Client::new()
+        .post(app.url(&format!("/api/v1/contacts/import?listId={list}")))
+        .bearer_auth(&token)
+        .header("Content-Type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let answer: Value = answer.json().await.unwrap();
+    assert_eq!(answer["imported"], 25_000);
+    let lines: Vec<u64> = answer["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, bad_lines, "every bad row, by its line");
+    let parsed_lines: Vec<u64> = expected.1.iter().map(|e| e.line).collect();
+    assert_eq!(
+        lines, parsed_lines,
+        "the same lines as parsing the whole file"
+    );
+    assert_eq!(contact_count(&pool).await, 25_000);
+    let members: i64 = sqlx::query_scalar("SELECT count(*) FROM list_members WHERE list_id = $1")
+        .bind(list)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(members, 25_000);
+    let two_lines: String =
+        sqlx::query_scalar("SELECT first_name FROM contacts WHERE phone_e164 = '+306920015000'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(two_lines, "Ann\nMarie");
+    app.stop().await;
+    db.drop_database().await;
+}
+
+#[actix_web::test]
+async fn a_nul_byte_after_the_first_batches_refuses_the_whole_import() {
+    let db = TestDb::unique();
+    let app = start(settings(&db)).await;
+    let pool = app.state.pool.clone();
+    let (_, token) = common::tenant(&pool, "Shop").await;
+    let (mut csv, _) = csv_with_bad_rows(22_000, 1_000_000);
+    csv.push_str("+306984303406,Eve\0,Athens\n");
+    let seen = import(&app, &token, csv.into()).await;
+    // a header, 22,000 rows (one of them over two lines), then the NUL row
+    assert_names(seen, "line 22003");
+    assert_eq!(contact_count(&pool).await, 0, "nothing of the file is kept");
+    app.stop().await;
+    db.drop_database().await;
+}

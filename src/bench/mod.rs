@@ -2,6 +2,7 @@
 //! the baseline measured in the same run, never asserted on in tests.
 
 pub mod export;
+pub mod import;
 pub mod ingest;
 pub mod load;
 pub mod reconcile;

@@ -2,12 +2,13 @@
 //! an unsubscribed contact is kept but never messaged.
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::auth::Authenticated;
 use super::error::ApiError;
-use super::input::{read_capped, reject_nul, reject_nul_in_object};
+use super::input::{reject_nul, reject_nul_in_object};
 use super::AppState;
 use crate::domain::{PhoneE164, TenantId};
 use crate::store::contacts::{self, ListError, NewContact};
@@ -137,40 +138,85 @@ const NUL_IN_CSV: &str = "contains a NUL byte, which text may not hold (is the f
 /// other columns become attributes. Bad rows are reported by line and skipped; a NUL byte
 /// anywhere refuses the whole file, naming its line.
 pub fn parse_csv(data: &[u8]) -> Result<(Vec<NewContact>, Vec<RowError>), String> {
+    let mut good = Vec::new();
+    let bad = parse_csv_rows(data, |contact| {
+        good.push(contact);
+        true
+    })?;
+    Ok((good, bad))
+}
+
+/// Parses a contacts CSV from `data` row by row, handing each good row to `good` (which
+/// answers `false` to stop reading); answers the bad rows by line. A NUL byte anywhere, or a
+/// header without `phone`, refuses the whole file.
+pub fn parse_csv_rows(
+    data: impl std::io::Read,
+    mut good: impl FnMut(NewContact) -> bool,
+) -> Result<Vec<RowError>, String> {
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .flexible(true)
         .from_reader(data);
-    let headers: Vec<String> = reader
-        .headers()
-        .map_err(|e| format!("the header row cannot be read: {e}"))?
-        .iter()
-        .map(|h| h.to_ascii_lowercase().replace([' ', '-'], "_"))
-        .collect();
-    if headers.iter().any(|h| h.contains('\0')) {
-        return Err(format!("line 1 (the header row): {NUL_IN_CSV}"));
-    }
-    let column = |name: &str| headers.iter().position(|h| h == name);
-    let phone_at = column("phone").ok_or("the header row has no \"phone\" column")?;
-    let first_at = column("first_name").or_else(|| column("firstname"));
-    let last_at = column("last_name").or_else(|| column("lastname"));
-    let (mut good, mut bad) = (Vec::new(), Vec::new());
+    let columns = Columns::of(
+        reader
+            .headers()
+            .map_err(|e| format!("the header row cannot be read: {e}"))?,
+    )?;
+    let mut bad = Vec::new();
     for record in reader.records() {
-        let record = match record {
-            Ok(r) => r,
-            Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
-                bad.push(RowError {
-                    line,
-                    error: e.to_string(),
-                });
-                continue;
-            }
+        let row = match record {
+            Ok(record) => columns.contact(&record)?,
+            Err(e) => Err(RowError {
+                line: e.position().map_or(0, |p| p.line()),
+                error: e.to_string(),
+            }),
         };
+        match row {
+            Ok(contact) => {
+                if !good(contact) {
+                    break;
+                }
+            }
+            Err(e) => bad.push(e),
+        }
+    }
+    Ok(bad)
+}
+
+/// Where a contacts CSV keeps each field.
+struct Columns {
+    headers: Vec<String>,
+    phone: usize,
+    first: Option<usize>,
+    last: Option<usize>,
+}
+
+impl Columns {
+    fn of(header: &csv::StringRecord) -> Result<Self, String> {
+        let headers: Vec<String> = header
+            .iter()
+            .map(|h| h.to_ascii_lowercase().replace([' ', '-'], "_"))
+            .collect();
+        if headers.iter().any(|h| h.contains('\0')) {
+            return Err(format!("line 1 (the header row): {NUL_IN_CSV}"));
+        }
+        let column = |name: &str| headers.iter().position(|h| h == name);
+        let phone = column("phone").ok_or("the header row has no \"phone\" column")?;
+        let first = column("first_name").or_else(|| column("firstname"));
+        let last = column("last_name").or_else(|| column("lastname"));
+        Ok(Self {
+            phone,
+            first,
+            last,
+            headers,
+        })
+    }
+
+    /// The row's contact, or why the row is refused; `Err` for a NUL byte, which refuses the
+    /// whole file (a binary or UTF-16 file, where every row would fail).
+    fn contact(&self, record: &csv::StringRecord) -> Result<Result<NewContact, RowError>, String> {
         let line = record.position().map_or(0, |p| p.line());
-        // the whole file is refused, not the row: NUL bytes mean a binary or UTF-16 file,
-        // where every row would fail
-        if let Some(column) = nul_column(&record, &headers) {
+        if let Some(column) = nul_column(record, &self.headers) {
             return Err(format!("line {line}, column {column:?}: {NUL_IN_CSV}"));
         }
         let field = |at: Option<usize>| {
@@ -178,20 +224,18 @@ pub fn parse_csv(data: &[u8]) -> Result<(Vec<NewContact>, Vec<RowError>), String
                 .filter(|v| !v.is_empty())
                 .map(str::to_owned)
         };
-        let phone = match PhoneE164::parse(record.get(phone_at).unwrap_or_default()) {
+        let phone = match PhoneE164::parse(record.get(self.phone).unwrap_or_default()) {
             Ok(p) => p,
             Err(e) => {
-                bad.push(RowError {
-                    line,
-                    error: e.to_string(),
-                });
-                continue;
+                let error = e.to_string();
+                return Ok(Err(RowError { line, error }));
             }
         };
-        let attributes = headers
+        let attributes = self
+            .headers
             .iter()
             .enumerate()
-            .filter(|(i, _)| *i != phone_at && Some(*i) != first_at && Some(*i) != last_at)
+            .filter(|(i, _)| *i != self.phone && Some(*i) != self.first && Some(*i) != self.last)
             .filter_map(|(i, h)| {
                 record
                     .get(i)
@@ -199,15 +243,14 @@ pub fn parse_csv(data: &[u8]) -> Result<(Vec<NewContact>, Vec<RowError>), String
                     .map(|v| (h.clone(), Value::from(v)))
             })
             .collect();
-        good.push(NewContact {
+        Ok(Ok(NewContact {
             phone: Some(phone),
-            first_name: field(first_at),
-            last_name: field(last_at),
+            first_name: field(self.first),
+            last_name: field(self.last),
             attributes,
             unsubscribed: None,
-        });
+        }))
     }
-    Ok((good, bad))
 }
 
 /// The header of the first field of `record` that holds a NUL byte (Postgres refuses them).
@@ -247,47 +290,152 @@ pub(super) async fn import(
         None => ImportInto::Nowhere,
     };
     let limit = state.settings.contacts.max_import_bytes;
-    let body = read_capped(&req, payload, limit).await?;
-    let imported = import_csv(&state, auth.tenant, into, &body).await?;
+    if super::input::declared_length(&req).is_some_and(|n| n > limit) {
+        return Err(super::input::BodyError::TooLarge(limit).into());
+    }
+    let chunks = payload
+        .map(|chunk| chunk.map_err(|e| super::input::BodyError::Read(e.to_string()).into()))
+        .boxed_local();
+    let imported = import_csv(&state, auth.tenant, into, chunks, limit).await?;
     Ok(HttpResponse::Ok().json(imported))
 }
 
 /// The list an import's contacts join, if any.
-pub(crate) enum ImportInto<'a> {
+pub(crate) enum ImportInto {
     Nowhere,
     List(i64),
-    /// A list created for the import once the file parses (a refused file leaves none).
-    NewList(&'a str),
+    /// A list created by the import, in its transaction (a refused file leaves none).
+    NewList(String),
 }
 
-/// Imports a contacts CSV for the tenant (the API's import and the dashboard's): good rows
-/// saved and added to the list, bad rows reported by line.
+/// An upload's bytes as they arrive.
+pub(crate) type Chunks = futures::stream::LocalBoxStream<'static, Result<web::Bytes, ApiError>>;
+
+/// Imports a contacts CSV for the tenant as it arrives (the API's import and the dashboard's).
+/// Rows are parsed on a blocking thread and saved in batches of [`CHUNK`] — contacts and list
+/// memberships in one statement per batch — so memory holds a few batches, not the file. The
+/// whole import is one transaction: a refused file (no `phone` column, a NUL byte, over
+/// `limit` bytes) saves nothing. Bad rows are reported by line.
 pub(crate) async fn import_csv(
     state: &AppState,
     tenant: TenantId,
-    into: ImportInto<'_>,
-    body: &[u8],
+    into: ImportInto,
+    chunks: Chunks,
+    limit: usize,
 ) -> Result<Imported, ApiError> {
-    let (good, bad) = parse_csv(body).map_err(ApiError::BadRequest)?;
+    let (bytes_tx, bytes_rx) = tokio::sync::mpsc::channel::<web::Bytes>(8);
+    let (batch_tx, batch_rx) = tokio::sync::mpsc::channel::<Vec<NewContact>>(2);
+    let parser = tokio::task::spawn_blocking(move || parse_in_batches(bytes_rx, batch_tx));
+    let pump = pump(chunks, bytes_tx, limit);
+    let save = save_batches(state, tenant, into, batch_rx);
+    let (pumped, saved) = futures::join!(pump, save);
+    let parsed = parser
+        .await
+        .map_err(|e| ApiError::Unexpected(anyhow::anyhow!("the CSV parser stopped: {e}")))?;
+    let (tx, imported) = saved?;
+    pumped?;
+    let errors = parsed.map_err(ApiError::BadRequest)?;
+    tx.commit().await.map_err(crate::store::StoreError::from)?;
+    Ok(Imported {
+        imported: imported as usize,
+        failed: errors.len(),
+        errors,
+    })
+}
+
+/// Feeds the upload to the parser, refusing it past `limit` bytes.
+async fn pump(
+    mut chunks: Chunks,
+    bytes: tokio::sync::mpsc::Sender<web::Bytes>,
+    limit: usize,
+) -> Result<(), ApiError> {
+    let mut total = 0;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk?;
+        total += chunk.len();
+        if total > limit {
+            return Err(super::input::BodyError::TooLarge(limit).into());
+        }
+        if bytes.send(chunk).await.is_err() {
+            // the parser stopped (a refused file, or the saving failed): its answer says why
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Parses the CSV as its bytes arrive, handing good rows on in batches; answers the bad rows.
+fn parse_in_batches(
+    bytes: tokio::sync::mpsc::Receiver<web::Bytes>,
+    batches: tokio::sync::mpsc::Sender<Vec<NewContact>>,
+) -> Result<Vec<RowError>, String> {
+    let mut batch = Vec::with_capacity(CHUNK);
+    let mut open = true;
+    let bad = parse_csv_rows(ChannelRead::new(bytes), |contact| {
+        batch.push(contact);
+        if batch.len() == CHUNK {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(CHUNK));
+            open = batches.blocking_send(full).is_ok();
+        }
+        open
+    })?;
+    if open && !batch.is_empty() {
+        let _ = batches.blocking_send(batch);
+    }
+    Ok(bad)
+}
+
+/// Saves batches as they come, in one transaction that the caller commits.
+async fn save_batches(
+    state: &AppState,
+    tenant: TenantId,
+    into: ImportInto,
+    mut batches: tokio::sync::mpsc::Receiver<Vec<NewContact>>,
+) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, u64), ApiError> {
+    let mut tx = state
+        .pool
+        .begin()
+        .await
+        .map_err(crate::store::StoreError::from)?;
     let list = match into {
         ImportInto::Nowhere => None,
         ImportInto::List(id) => Some(id),
-        ImportInto::NewList(name) => Some(new_list(state, tenant, name, &[]).await?),
+        ImportInto::NewList(name) => Some(new_list_in(&mut tx, tenant, &name).await?),
     };
-    let mut imported = 0;
-    for chunk in good.chunks(CHUNK) {
-        let saved = contacts::upsert(&state.pool, tenant, chunk).await?;
-        imported += saved.len();
-        if let Some(list) = list {
-            let ids: Vec<i64> = saved.iter().map(|c| c.id).collect();
-            contacts::add_members(&state.pool, tenant, list, &ids).await?;
+    let mut saved = 0;
+    while let Some(batch) = batches.recv().await {
+        saved += contacts::import_batch(&mut tx, tenant, &batch, list).await?;
+    }
+    Ok((tx, saved))
+}
+
+/// A blocking reader over the chunks of an upload (for the CSV parser's thread).
+struct ChannelRead {
+    chunks: tokio::sync::mpsc::Receiver<web::Bytes>,
+    current: web::Bytes,
+}
+
+impl ChannelRead {
+    fn new(chunks: tokio::sync::mpsc::Receiver<web::Bytes>) -> Self {
+        Self {
+            chunks,
+            current: web::Bytes::new(),
         }
     }
-    Ok(Imported {
-        imported,
-        failed: bad.len(),
-        errors: bad,
-    })
+}
+
+impl std::io::Read for ChannelRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.chunks.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
 }
 
 /// A new list, optionally with its first members.
@@ -313,13 +461,8 @@ pub(super) async fn create_list(
     Ok(HttpResponse::Created().json(list))
 }
 
-/// Creates a list (1 to 200 characters, unique per tenant) with its first members.
-pub(crate) async fn new_list(
-    state: &AppState,
-    tenant: TenantId,
-    name: &str,
-    members: &[i64],
-) -> Result<i64, ApiError> {
+/// A list name as given: 1 to 200 characters, no NUL byte.
+fn list_name(name: &str) -> Result<&str, ApiError> {
     let name = name.trim();
     reject_nul("name", name)?;
     if name.is_empty() || name.chars().count() > 200 {
@@ -327,14 +470,39 @@ pub(crate) async fn new_list(
             "name must be 1 to 200 characters".into(),
         ));
     }
+    Ok(name)
+}
+
+fn name_taken(name: &str) -> impl Fn(ListError) -> ApiError + '_ {
+    move |e| match e {
+        ListError::NameTaken => ApiError::Conflict(format!("a list named {name:?} already exists")),
+        e => e.into(),
+    }
+}
+
+/// Creates a list (unique name per tenant) with its first members.
+pub(crate) async fn new_list(
+    state: &AppState,
+    tenant: TenantId,
+    name: &str,
+    members: &[i64],
+) -> Result<i64, ApiError> {
+    let name = list_name(name)?;
     contacts::create_list(&state.pool, tenant, name, members)
         .await
-        .map_err(|e| match e {
-            ListError::NameTaken => {
-                ApiError::Conflict(format!("a list named {name:?} already exists"))
-            }
-            e => e.into(),
-        })
+        .map_err(name_taken(name))
+}
+
+/// Creates an empty list in a transaction of the caller's.
+async fn new_list_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    tenant: TenantId,
+    name: &str,
+) -> Result<i64, ApiError> {
+    let name = list_name(name)?;
+    contacts::create_list_in(tx, tenant, name, &[])
+        .await
+        .map_err(name_taken(name))
 }
 
 /// A refused list change as the caller sees it: ids that are not theirs are 404 — exactly like

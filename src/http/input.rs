@@ -115,7 +115,8 @@ pub async fn read_capped(
     Ok(body)
 }
 
-fn declared_length(req: &HttpRequest) -> Option<usize> {
+/// The body length a request declares (`Content-Length`), if any.
+pub fn declared_length(req: &HttpRequest) -> Option<usize> {
     req.headers()
         .get(actix_web::http::header::CONTENT_LENGTH)?
         .to_str()

@@ -86,6 +86,60 @@ pub async fn upsert(
     Ok(rows)
 }
 
+/// Saves one batch of an import, in the import's transaction: contacts inserted or updated by
+/// phone (names kept where the file has none, attributes merged, opt-outs untouched) and, with
+/// `list`, made its members — one statement. Answers the contacts saved (a phone given twice
+/// in the batch once).
+pub async fn import_batch(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: TenantId,
+    contacts: &[NewContact],
+    list: Option<i64>,
+) -> Result<u64, StoreError> {
+    let phones: Vec<&str> = contacts
+        .iter()
+        .map(|c| c.phone.as_ref().map_or("", PhoneE164::as_str))
+        .collect();
+    let first: Vec<Option<&str>> = contacts.iter().map(|c| c.first_name.as_deref()).collect();
+    let last: Vec<Option<&str>> = contacts.iter().map(|c| c.last_name.as_deref()).collect();
+    let attrs: Vec<serde_json::Value> = contacts
+        .iter()
+        .map(|c| serde_json::Value::Object(c.attributes.clone()))
+        .collect();
+    let saved: i64 = sqlx::query_scalar(
+        "WITH input AS (
+             SELECT DISTINCT ON (phone) phone, first_name, last_name, attributes
+             FROM UNNEST($2::text[], $3::text[], $4::text[], $5::jsonb[])
+                  WITH ORDINALITY AS u(phone, first_name, last_name, attributes, ord)
+             ORDER BY phone, ord DESC
+         ), saved AS (
+             INSERT INTO contacts (tenant_id, phone_e164, first_name, last_name, attributes)
+             SELECT $1, phone, first_name, last_name, attributes FROM input ORDER BY phone
+             ON CONFLICT (tenant_id, phone_e164) DO UPDATE SET
+                 first_name = COALESCE(EXCLUDED.first_name, contacts.first_name),
+                 last_name = COALESCE(EXCLUDED.last_name, contacts.last_name),
+                 attributes = contacts.attributes || EXCLUDED.attributes,
+                 updated_at = now()
+             RETURNING id
+         ), joined AS (
+             INSERT INTO list_members (list_id, contact_id)
+             SELECT $6, id FROM saved
+             WHERE EXISTS (SELECT 1 FROM lists l WHERE l.id = $6 AND l.tenant_id = $1)
+             ON CONFLICT DO NOTHING
+         )
+         SELECT count(*) FROM saved",
+    )
+    .bind(tenant.get())
+    .bind(&phones)
+    .bind(&first)
+    .bind(&last)
+    .bind(&attrs)
+    .bind(list)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(saved as u64)
+}
+
 /// Why list members (or a new list) were refused; nothing was written.
 #[derive(Debug, thiserror::Error)]
 pub enum ListError {
@@ -113,17 +167,28 @@ pub async fn create_list(
     contacts: &[i64],
 ) -> Result<i64, ListError> {
     let mut tx = pool.begin().await?;
+    let id = create_list_in(&mut tx, tenant, name, contacts).await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// [`create_list`] in a transaction of the caller's.
+pub async fn create_list_in(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: TenantId,
+    name: &str,
+    contacts: &[i64],
+) -> Result<i64, ListError> {
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO lists (tenant_id, name) VALUES ($1, $2)
          ON CONFLICT (tenant_id, name) DO NOTHING RETURNING id",
     )
     .bind(tenant.get())
     .bind(name.trim())
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?;
     let id = id.ok_or(ListError::NameTaken)?;
-    insert_members(&mut tx, tenant, id, contacts).await?;
-    tx.commit().await?;
+    insert_members(tx, tenant, id, contacts).await?;
     Ok(id)
 }
 

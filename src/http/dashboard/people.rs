@@ -4,7 +4,7 @@
 use actix_multipart::Multipart;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use super::{html, PageError, Signed};
 use crate::http::contacts::ImportInto;
@@ -83,9 +83,12 @@ async fn import(
     let into = if list_name.is_empty() {
         ImportInto::Nowhere
     } else {
-        ImportInto::NewList(&list_name)
+        ImportInto::NewList(list_name.clone())
     };
-    let result = crate::http::contacts::import_csv(&state, signed.tenant, into, &file).await?;
+    let limit = state.settings.contacts.max_import_bytes;
+    let chunks = futures::stream::once(async { Ok(web::Bytes::from(file)) }).boxed_local();
+    let result =
+        crate::http::contacts::import_csv(&state, signed.tenant, into, chunks, limit).await?;
     let lists = contacts::lists(&state.pool, signed.tenant)
         .await
         .map_err(PageError::unexpected)?;
