@@ -104,7 +104,8 @@ impl Application {
         )
         .await
         .context("starting the reconciler")?;
-        reconciler.spawn_background(pipeline.handles.registry.clone());
+        let stopping = http::Stopping::default();
+        reconciler.spawn_background(pipeline.handles.registry.clone(), &stopping);
         let sending = crate::store::campaigns::sending(&pool)
             .await
             .context("finding campaigns to resume")?;
@@ -119,6 +120,7 @@ impl Application {
             pool.clone(),
             pipeline.handles.registry.clone(),
             Duration::from_millis(settings.sending.scheduler_interval_ms),
+            &stopping,
         );
         if settings.webhook.secrets.is_empty() && settings.webhook.tokens.is_empty() {
             tracing::warn!("no webhook.secrets or webhook.tokens configured: the DLR webhook refuses every request");
@@ -139,13 +141,13 @@ impl Application {
             stop_keywords,
             pool,
             replays: replay_guard(&settings),
-            keys: key_cache(&settings),
+            keys: key_cache(&settings, &stopping),
             settings: Arc::new(settings),
             events: pipeline.handles.clone(),
             verifier: Arc::new(verifier),
             default_traffic_account,
             reconciler,
-            stopping: http::Stopping::default(),
+            stopping,
         };
         let server = http::server(state.clone(), listener).context("starting the HTTP server")?;
         tracing::info!(port, "campaignd listening");
@@ -159,34 +161,40 @@ impl Application {
         })
     }
 
-    /// Serves until SIGINT or SIGTERM, then stops in order: HTTP first (in-flight requests
-    /// finish), then the pipeline with a final checkpoint.
+    /// Serves until SIGINT or SIGTERM, then stops in order (see [`stop_in_order`]).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let handle = self.server.handle();
-        let server = actix_web::rt::spawn(self.server);
+        let http = Http {
+            handle: self.server.handle(),
+            running: actix_web::rt::spawn(self.server),
+        };
         shutdown_signal().await?;
         tracing::info!("shutting down: HTTP first, then a final checkpoint");
-        self.state.stopping.begin();
-        handle.stop(true).await;
-        let _ = server.await;
-        self.pipeline.stop().await;
+        stop_in_order(self.state, http, self.pipeline, self.simulator).await;
         tracing::info!("stopped");
         Ok(())
     }
 
     /// Runs the server in the background and returns, for tests and embedded use.
     pub fn spawn(self) -> RunningApplication {
-        let handle = self.server.handle();
-        actix_web::rt::spawn(self.server);
+        let http = Http {
+            handle: self.server.handle(),
+            running: actix_web::rt::spawn(self.server),
+        };
         RunningApplication {
             port: self.port,
             state: self.state,
             mitto: self.mitto,
             simulator: self.simulator,
             pipeline: self.pipeline,
-            handle,
+            http,
         }
     }
+}
+
+/// The HTTP server running in the background.
+struct Http {
+    handle: actix_web::dev::ServerHandle,
+    running: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 /// An application serving in the background.
@@ -196,7 +204,7 @@ pub struct RunningApplication {
     pub mitto: ClientConfig,
     pub simulator: Option<SimHandle>,
     pub pipeline: Pipeline,
-    handle: actix_web::dev::ServerHandle,
+    http: Http,
 }
 
 impl RunningApplication {
@@ -205,12 +213,32 @@ impl RunningApplication {
     }
 
     pub async fn stop(self) {
-        self.state.stopping.begin();
-        self.handle.stop(true).await;
-        self.pipeline.stop().await;
-        if let Some(sim) = self.simulator {
-            sim.stop().await;
-        }
+        stop_in_order(self.state, self.http, self.pipeline, self.simulator).await;
+    }
+}
+
+/// Stops everything in the order that loses nothing and leaves nothing talking to what is
+/// gone: the stop signal (live streams and background loops end; the built-in simulator drops
+/// the reports it has not posted), HTTP (in-flight requests finish), the service's handles,
+/// the pipeline (consumer, final checkpoint, senders, actors, then the broker connections and
+/// the embedded broker itself), and last the simulator.
+async fn stop_in_order(
+    state: AppState,
+    http: Http,
+    pipeline: Pipeline,
+    simulator: Option<SimHandle>,
+) {
+    state.stopping.begin();
+    if let Some(sim) = &simulator {
+        sim.begin_stop();
+    }
+    http.handle.stop(true).await;
+    // the server's workers hold the service's state (and through it the producer)
+    let _ = http.running.await;
+    drop(state);
+    pipeline.stop().await;
+    if let Some(sim) = simulator {
+        sim.stop().await;
     }
 }
 
@@ -224,13 +252,17 @@ async fn shutdown_signal() -> std::io::Result<()> {
 }
 
 /// Verified API keys in memory, kept true by a listener for revocations.
-fn key_cache(settings: &Settings) -> KeyCache {
+fn key_cache(settings: &Settings, stopping: &http::Stopping) -> KeyCache {
     let auth = &settings.auth;
     let keys = KeyCache::new(
         Duration::from_secs(auth.cache_ttl_secs),
         auth.cache_max_entries,
     );
-    spawn_revocation_listener(settings.database_url.clone(), keys.clone());
+    spawn_revocation_listener(
+        settings.database_url.clone(),
+        keys.clone(),
+        stopping.clone(),
+    );
     keys
 }
 
@@ -250,8 +282,13 @@ pub const SIMULATOR_TRAFFIC_ACCOUNT: uuid::Uuid =
 /// Starts due scheduled campaigns (through the same enqueue as the API: its row lock and status
 /// check start each exactly once, however many instances run this) and keeps sending campaigns
 /// active.
-fn spawn_scheduler(pool: sqlx::PgPool, registry: CampaignRegistry, every: Duration) {
-    actix_web::rt::spawn(async move {
+fn spawn_scheduler(
+    pool: sqlx::PgPool,
+    registry: CampaignRegistry,
+    every: Duration,
+    stopping: &http::Stopping,
+) {
+    actix_web::rt::spawn(stopping.until_stopped(async move {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
@@ -278,7 +315,7 @@ fn spawn_scheduler(pool: sqlx::PgPool, registry: CampaignRegistry, every: Durati
                 registry.activate(&sending);
             }
         }
-    });
+    }));
 }
 
 /// The configured Mitto, or — with no `mitto.base_url` — a simulator started on loopback that

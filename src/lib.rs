@@ -20,6 +20,7 @@
 //! - [`reconcile`] statuses fetched from Mitto (refresh API, periodic pass, give-up) and the
 //!   sweep that keeps no campaign stuck in `sending`.
 //! - [`app`]       start-up wiring shared by `serve` and the integration tests.
+//! - [`stopping`]  the stop signal that ends live streams and background loops.
 //! - [`bench`]     load generators and benchmarks (`campaignd bench …`).
 //! - [`demo`]      `campaignd demo`: one campaign end to end on the embedded defaults.
 
@@ -37,6 +38,7 @@ pub mod metrics;
 pub mod mitto;
 pub mod pipeline;
 pub mod reconcile;
+pub mod stopping;
 pub mod store;
 pub mod telemetry;
 pub mod web;

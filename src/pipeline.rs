@@ -279,18 +279,47 @@ impl Pipeline {
         }
     }
 
-    /// Stops consuming (checkpointing what was applied) and stops the actors.
+    /// Stops consuming (checkpointing what was applied), stops the actors and waits for their
+    /// threads, then lets go of the producer and the broker connection — the embedded broker
+    /// last, so that no client is left talking to a broker that is gone.
     pub async fn stop(mut self) {
-        if let Some(consumer) = self.consumer.take() {
-            let _ = tokio::task::spawn_blocking(move || consumer.stop()).await;
-        }
+        let consumer = match self.consumer.take() {
+            Some(mut consumer) => tokio::task::spawn_blocking(move || {
+                consumer.stop();
+                consumer
+            })
+            .await
+            .ok(),
+            None => None,
+        };
         if let Ok(Err(e)) = self.checkpointer.send(CheckpointNow).await {
             tracing::error!(error = %e, "final checkpoint failed");
         }
-        if let Some(senders) = self.senders.take() {
-            senders.stop();
+        let mut arbiters = vec![self.arbiter];
+        arbiters.extend(self.senders.take());
+        for arbiter in &arbiters {
+            arbiter.stop();
         }
-        self.arbiter.stop();
+        // the actors (and their producer and pool handles) are gone once their threads end
+        let _ = tokio::task::spawn_blocking(move || {
+            for arbiter in arbiters {
+                let _ = arbiter.join();
+            }
+            // the checkpointer let go of the offset mirror's hook: the consumer goes with it
+            if let Some(consumer) = consumer {
+                consumer.close();
+            }
+        })
+        .await;
+        let Self {
+            handles,
+            broker,
+            checkpointer,
+            partitions,
+            ..
+        } = self;
+        drop((checkpointer, partitions, handles));
+        drop(broker);
     }
 }
 

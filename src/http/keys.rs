@@ -122,8 +122,12 @@ impl KeyCache {
 /// Keeps `keys` told of revoked API keys: listens on its own connection, and whenever that
 /// connection is lost, empties the cache and reconnects (notifications sent meanwhile are
 /// lost, so nothing kept before can be trusted).
-pub fn spawn_revocation_listener(database_url: SecretString, keys: KeyCache) {
-    actix_web::rt::spawn(async move {
+pub fn spawn_revocation_listener(
+    database_url: SecretString,
+    keys: KeyCache,
+    stopping: crate::stopping::Stopping,
+) {
+    actix_web::rt::spawn(stopping.until_stopped(async move {
         loop {
             let url = database_url.expose_secret();
             let mut listener = crate::store::until_ok("listening for revoked API keys", || {
@@ -141,7 +145,7 @@ pub fn spawn_revocation_listener(database_url: SecretString, keys: KeyCache) {
             keys.deaf();
             tracing::warn!(reason = %lost, "not hearing API key revocations; keys are checked in Postgres until it reconnects");
         }
-    });
+    }));
 }
 
 #[cfg(test)]

@@ -57,27 +57,7 @@ pub struct AppState {
     pub stopping: Stopping,
 }
 
-/// The service is stopping; cheap to clone, every clone sees the same signal.
-#[derive(Clone)]
-pub struct Stopping(Arc<tokio::sync::watch::Sender<bool>>);
-
-impl Default for Stopping {
-    fn default() -> Self {
-        Self(Arc::new(tokio::sync::watch::channel(false).0))
-    }
-}
-
-impl Stopping {
-    pub fn begin(&self) {
-        self.0.send_replace(true);
-    }
-
-    /// Resolves once the service begins to stop.
-    pub async fn wait(&self) {
-        let mut rx = self.0.subscribe();
-        let _ = rx.wait_for(|stopping| *stopping).await;
-    }
-}
+pub use crate::stopping::Stopping;
 
 /// Builds the server on an already bound listener (port 0 in tests).
 pub fn server(state: AppState, listener: TcpListener) -> std::io::Result<Server> {

@@ -169,14 +169,25 @@ impl Rebalancer {
 pub struct ConsumerHandle {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// The thread mirroring offsets to Kafka; it holds the consumer until the checkpointer
+    /// drops its hook.
+    committer: Option<JoinHandle<()>>,
 }
 
 impl ConsumerHandle {
     /// Stops polling and leaves the group (revoking, hence checkpointing, its partitions).
-    pub fn stop(mut self) {
+    pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Release);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+
+    /// Waits until the consumer is gone: call once the checkpointer has stopped.
+    pub fn close(mut self) {
+        self.stop();
+        if let Some(committer) = self.committer.take() {
+            let _ = committer.join();
         }
     }
 }
@@ -212,7 +223,7 @@ pub fn start(
         .create_with_context(context)?;
     consumer.subscribe(&[&config.topic])?;
     let consumer = Arc::new(consumer);
-    let on_commit = spawn_kafka_committer(consumer.clone(), config.topic.clone())?;
+    let (on_commit, committer) = spawn_kafka_committer(consumer.clone(), config.topic.clone())?;
     block_on(checkpointer.send(SetOnCommit(on_commit)))
         .map_err(|_| KafkaError::Subscription("checkpointer is not running".into()))?;
     let flag = stop.clone();
@@ -223,6 +234,7 @@ pub fn start(
     Ok(ConsumerHandle {
         stop,
         thread: Some(thread),
+        committer: Some(committer),
     })
 }
 
@@ -232,9 +244,9 @@ pub fn start(
 fn spawn_kafka_committer(
     consumer: Arc<BaseConsumer<Rebalancer>>,
     topic: String,
-) -> Result<OnCommit, KafkaError> {
+) -> Result<(OnCommit, JoinHandle<()>), KafkaError> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<HashMap<i32, i64>>(1);
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("kafka-committer".into())
         .spawn(move || {
             for offsets in rx {
@@ -248,11 +260,12 @@ fn spawn_kafka_committer(
             }
         })
         .map_err(|e| KafkaError::Subscription(e.to_string()))?;
-    Ok(Arc::new(move |offsets: HashMap<i32, i64>| {
+    let hook: OnCommit = Arc::new(move |offsets: HashMap<i32, i64>| {
         if !offsets.is_empty() {
             let _ = tx.try_send(offsets); // full: a newer commit follows soon
         }
-    }))
+    });
+    Ok((hook, thread))
 }
 
 /// Polls, groups records per partition and hands the batches over.

@@ -320,6 +320,8 @@ pub struct SimState {
     reports: mpsc::UnboundedSender<Vec<MessageStatusResponse>>,
     http: reqwest::Client,
     sender_ids: DashMap<String, uuid::Uuid>,
+    /// Set when the simulator stops: reports not posted yet are dropped.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// A running simulator; dropping it does not stop it, [`SimHandle::stop`] does.
@@ -350,7 +352,14 @@ impl SimHandle {
         self.state.lookup(id)
     }
 
+    /// Stops posting delivery reports: those not posted yet are dropped, quietly (the service
+    /// they were for is stopping).
+    pub fn begin_stop(&self) {
+        self.state.stopping.store(true, Ordering::Relaxed);
+    }
+
     pub async fn stop(self) {
+        self.begin_stop();
         self.server.stop(true).await;
     }
 }
@@ -382,6 +391,7 @@ pub fn start(config: SimConfig) -> std::io::Result<SimHandle> {
         reports,
         http,
         sender_ids: DashMap::new(),
+        stopping: std::sync::atomic::AtomicBool::new(false),
     });
     actix_web::rt::spawn(dispatch_reports(state.clone(), queue));
     let data = web::Data::from(state.clone());
@@ -755,11 +765,24 @@ impl SimState {
             let response = self.signed_post(url, &body).send().await?;
             response.error_for_status().map(drop)
         };
-        let delivered = post.retry(policy.backoff()).sleep(tokio::time::sleep).await;
+        let stopping = || self.stopping.load(Ordering::Relaxed);
+        let delivered = if stopping() {
+            Err(None)
+        } else {
+            post.retry(policy.backoff())
+                .sleep(tokio::time::sleep)
+                .when(|_| !stopping())
+                .await
+                .map_err(Some)
+        };
         let counter = match &delivered {
             Ok(()) => &self.counters.dlrs_sent,
-            Err(e) => {
+            Err(Some(e)) if !stopping() => {
                 tracing::warn!(error = %e, "delivery report callback failed; report dropped");
+                &self.counters.dlrs_failed
+            }
+            Err(_) => {
+                tracing::debug!("simulator stopping: a delivery report was not posted");
                 &self.counters.dlrs_failed
             }
         };

@@ -141,14 +141,18 @@ impl Reconciler {
     }
 
     /// Starts the periodic pass and the stuck-campaign sweep on the current runtime.
-    pub fn spawn_background(&self, registry: CampaignRegistry) {
+    pub fn spawn_background(
+        &self,
+        registry: CampaignRegistry,
+        stopping: &crate::stopping::Stopping,
+    ) {
         let this = self.clone();
-        actix_web::rt::spawn(async move { this.run_passes().await });
+        actix_web::rt::spawn(stopping.until_stopped(async move { this.run_passes().await }));
         let (pool, every) = (
             self.inner.pool.clone(),
             Duration::from_secs(self.inner.settings.stuck_sweep_secs),
         );
-        actix_web::rt::spawn(sweep_stuck(pool, registry, every));
+        actix_web::rt::spawn(stopping.until_stopped(sweep_stuck(pool, registry, every)));
     }
 
     /// When the campaign's messages were last looked up at Mitto.
