@@ -74,7 +74,7 @@ pub(crate) async fn figures(
 }
 
 /// The tenant's campaign named in the path and where its rows are, or a 404.
-async fn scope(
+pub(crate) async fn scope(
     state: &AppState,
     tenant: TenantId,
     raw: &str,
@@ -358,26 +358,52 @@ pub(super) async fn recipients_csv(
     query: web::Query<ExportQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    recipients_export(&state, auth.tenant, &path, query.status.as_deref()).await
+    let status = query.status.as_deref();
+    csv_export(&state, auth.tenant, &path, status, CsvExport::Recipients).await
 }
 
-/// The recipients CSV of the tenant's campaign (the API's and the dashboard's download).
-pub(crate) async fn recipients_export(
+/// The two CSV downloads of a campaign.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CsvExport {
+    /// The recipients' own columns.
+    Recipients,
+    /// The recipients' columns, their engagement and their contact's name.
+    Report,
+}
+
+/// A CSV download of the tenant's campaign, streamed (the API's and the dashboard's).
+pub(crate) async fn csv_export(
     state: &AppState,
     tenant: TenantId,
     raw_id: &str,
     status: Option<&str>,
+    which: CsvExport,
 ) -> Result<HttpResponse, ApiError> {
     let filter = status_filter(status)?;
     let (_, scope) = scope(state, tenant, raw_id).await?;
-    let name = format!("campaign-{}-recipients.csv", scope.campaign_id);
-    let rows = reports::stream_recipients(state.pool.clone(), scope, filter);
-    Ok(csv_response(
-        &name,
-        &RECIPIENT_HEADER,
-        rows,
-        recipient_record,
-    ))
+    let pool = state.pool.clone();
+    let campaign = scope.campaign_id;
+    Ok(match which {
+        CsvExport::Recipients => csv_response(
+            &format!("campaign-{campaign}-recipients.csv"),
+            &RECIPIENT_HEADER,
+            reports::stream_recipients(pool, scope, filter),
+            recipient_record,
+        ),
+        CsvExport::Report => {
+            let header: Vec<&str> = RECIPIENT_HEADER
+                .iter()
+                .chain(REPORT_EXTRA_HEADER.iter())
+                .copied()
+                .collect();
+            csv_response(
+                &format!("campaign-{campaign}-report.csv"),
+                &header,
+                reports::stream_report(pool, scope, filter),
+                report_record,
+            )
+        }
+    })
 }
 
 /// `GET /api/v1/campaigns/{id}/report.csv?status=`: every recipient with its outcome, what it
@@ -392,26 +418,8 @@ pub(super) async fn report_csv(
     query: web::Query<ExportQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    report_export(&state, auth.tenant, &path, query.status.as_deref()).await
-}
-
-/// The report CSV of the tenant's campaign (the API's and the dashboard's download).
-pub(crate) async fn report_export(
-    state: &AppState,
-    tenant: TenantId,
-    raw_id: &str,
-    status: Option<&str>,
-) -> Result<HttpResponse, ApiError> {
-    let filter = status_filter(status)?;
-    let (_, scope) = scope(state, tenant, raw_id).await?;
-    let name = format!("campaign-{}-report.csv", scope.campaign_id);
-    let rows = reports::stream_report(state.pool.clone(), scope, filter);
-    let header: Vec<&str> = RECIPIENT_HEADER
-        .iter()
-        .chain(REPORT_EXTRA_HEADER.iter())
-        .copied()
-        .collect();
-    Ok(csv_response(&name, &header, rows, report_record))
+    let status = query.status.as_deref();
+    csv_export(&state, auth.tenant, &path, status, CsvExport::Report).await
 }
 
 fn time(at: Option<DateTime<Utc>>) -> String {

@@ -29,22 +29,43 @@ pub struct Contact {
     pub unsubscribed_at: Option<DateTime<Utc>>,
 }
 
+/// Contacts as the column arrays a bulk statement binds (`UNNEST`).
+struct Columns<'a> {
+    phones: Vec<&'a str>,
+    first: Vec<Option<&'a str>>,
+    last: Vec<Option<&'a str>>,
+    attrs: Vec<serde_json::Value>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(contacts: &'a [NewContact]) -> Self {
+        Self {
+            phones: contacts
+                .iter()
+                .map(|c| c.phone.as_ref().map_or("", PhoneE164::as_str))
+                .collect(),
+            first: contacts.iter().map(|c| c.first_name.as_deref()).collect(),
+            last: contacts.iter().map(|c| c.last_name.as_deref()).collect(),
+            attrs: contacts
+                .iter()
+                .map(|c| serde_json::Value::Object(c.attributes.clone()))
+                .collect(),
+        }
+    }
+}
+
 /// Inserts or updates contacts by phone, in one statement; returns them in input order.
 pub async fn upsert(
     pool: &PgPool,
     tenant: TenantId,
     contacts: &[NewContact],
 ) -> Result<Vec<Contact>, StoreError> {
-    let phones: Vec<&str> = contacts
-        .iter()
-        .map(|c| c.phone.as_ref().map_or("", PhoneE164::as_str))
-        .collect();
-    let first: Vec<Option<&str>> = contacts.iter().map(|c| c.first_name.as_deref()).collect();
-    let last: Vec<Option<&str>> = contacts.iter().map(|c| c.last_name.as_deref()).collect();
-    let attrs: Vec<serde_json::Value> = contacts
-        .iter()
-        .map(|c| serde_json::Value::Object(c.attributes.clone()))
-        .collect();
+    let Columns {
+        phones,
+        first,
+        last,
+        attrs,
+    } = Columns::of(contacts);
     let unsub: Vec<Option<bool>> = contacts.iter().map(|c| c.unsubscribed).collect();
     // a phone given twice in one request: the last occurrence wins
     let rows = sqlx::query_as(
@@ -96,16 +117,12 @@ pub async fn import_batch(
     contacts: &[NewContact],
     list: Option<i64>,
 ) -> Result<u64, StoreError> {
-    let phones: Vec<&str> = contacts
-        .iter()
-        .map(|c| c.phone.as_ref().map_or("", PhoneE164::as_str))
-        .collect();
-    let first: Vec<Option<&str>> = contacts.iter().map(|c| c.first_name.as_deref()).collect();
-    let last: Vec<Option<&str>> = contacts.iter().map(|c| c.last_name.as_deref()).collect();
-    let attrs: Vec<serde_json::Value> = contacts
-        .iter()
-        .map(|c| serde_json::Value::Object(c.attributes.clone()))
-        .collect();
+    let Columns {
+        phones,
+        first,
+        last,
+        attrs,
+    } = Columns::of(contacts);
     let saved: i64 = sqlx::query_scalar(
         "WITH input AS (
              SELECT DISTINCT ON (phone) phone, first_name, last_name, attributes

@@ -19,6 +19,7 @@ use crate::engine::reports::{timeseries, Bucket};
 use crate::http::auth::Authenticated;
 use crate::http::campaigns::{self as api, AudienceInput, CampaignError, CampaignInput};
 use crate::http::live::{event_stream, Live, Tick, KEEP_ALIVE_FRAME};
+use crate::http::reports::{csv_export, CsvExport};
 use crate::http::AppState;
 use crate::reconcile::{BulkStart, BulkTarget, RefreshError};
 use crate::store::campaigns::{self, CampaignRecord};
@@ -265,10 +266,7 @@ async fn owned(
     raw: &str,
 ) -> Result<(CampaignId, CampaignRecord), PageError> {
     let id: CampaignId = raw.parse().map_err(|_| PageError::NotFound)?;
-    let record = campaigns::find(&state.pool, tenant, id.get())
-        .await
-        .map_err(PageError::unexpected)?
-        .ok_or(PageError::NotFound)?;
+    let record = api::find(state, tenant, id).await.map_err(refused)?;
     Ok((id, record))
 }
 
@@ -398,11 +396,7 @@ async fn report_panels(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
-    let (id, _) = owned(&state, signed.tenant, &path).await?;
-    let scope = reports::scope(&state.pool, signed.tenant, id)
-        .await
-        .map_err(PageError::unexpected)?
-        .ok_or(PageError::NotFound)?;
+    let (id, scope) = crate::http::reports::scope(&state, signed.tenant, &path).await?;
     let (campaign, _) = crate::http::reports::figures(&state, signed.tenant, id).await?;
     let zone: chrono_tz::Tz = scope.time_zone.parse().unwrap_or(chrono_tz::UTC);
     let series = &campaign.figures.series;
@@ -437,11 +431,7 @@ async fn failed(
     query: web::Query<FailedQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
-    let (id, _) = owned(&state, signed.tenant, &path).await?;
-    let scope = reports::scope(&state.pool, signed.tenant, id)
-        .await
-        .map_err(PageError::unexpected)?
-        .ok_or(PageError::NotFound)?;
+    let (id, scope) = crate::http::reports::scope(&state, signed.tenant, &path).await?;
     let filter = RecipientFilter {
         status: Some(StatusFilter::failed()),
     };
@@ -464,11 +454,7 @@ async fn recipients_csv(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
-    let (id, _) = owned(&state, signed.tenant, &path).await?;
-    Ok(
-        crate::http::reports::recipients_export(&state, signed.tenant, &id.to_string(), None)
-            .await?,
-    )
+    Ok(csv_export(&state, signed.tenant, &path, None, CsvExport::Recipients).await?)
 }
 
 async fn report_csv(
@@ -476,8 +462,7 @@ async fn report_csv(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
-    let (id, _) = owned(&state, signed.tenant, &path).await?;
-    Ok(crate::http::reports::report_export(&state, signed.tenant, &id.to_string(), None).await?)
+    Ok(csv_export(&state, signed.tenant, &path, None, CsvExport::Report).await?)
 }
 
 /// A refused command's message for people, with the API's status code; failures on our side
@@ -566,10 +551,7 @@ async fn panel(
     note: Option<&str>,
 ) -> Result<HttpResponse, PageError> {
     let (tenant, zone) = (signed.tenant, signed.zone);
-    let record = campaigns::find(&state.pool, tenant, id.get())
-        .await
-        .map_err(PageError::unexpected)?
-        .ok_or(PageError::NotFound)?;
+    let record = api::find(state, tenant, id).await.map_err(refused)?;
     let stats = figures_of(state, tenant, id).await?;
     let retry = retryable(state, id, &stats).await?;
     let view = pages::DetailView {
