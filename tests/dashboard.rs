@@ -414,6 +414,12 @@ async fn an_action_the_status_refuses_answers_the_servers_message_for_the_error_
     let mut b = Browser::new(&h);
     assert_eq!(b.sign_in("ann@shop.test", PASSWORD).await.0, 303);
     let (_, _, page) = b.get(&format!("/app/campaigns/{campaign}")).await;
+    // what sending it would take, as the preview computes it
+    assert!(
+        page.contains("it would go to <strong>3 recipients</strong>"),
+        "{page}"
+    );
+    assert!(page.contains("<strong>3 credits</strong>"));
     // the page offers what the status allows
     assert!(
         page.contains("disabled>Pause</button>"),

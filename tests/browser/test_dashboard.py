@@ -204,9 +204,12 @@ def test_sending_a_campaign_shows_it_finish_without_a_reload(page, signed_in, sh
     signed_in(page, "a@shop.test")
     open_campaign(page, campaign_id, name)
     expect(status(page)).to_have_text("draft")
+    expect(page.get_by_test_id("audience")).to_contain_text("50 recipients")
 
     page.evaluate("window.__noReload = 1")
     button(page, "Send now").click()
+    # what a draft would take is not shown once it is sending
+    expect(page.get_by_test_id("audience")).to_have_count(0)
     expect(status(page)).to_have_text("completed", timeout=SEND_TIMEOUT)
     expect(page.get_by_test_id("progress-text")).to_have_text("100%", timeout=SEND_TIMEOUT)
     expect(page.get_by_test_id("progress")).to_have_attribute("value", "100")

@@ -289,13 +289,57 @@ async fn detail(
 ) -> Result<HttpResponse, PageError> {
     let (id, record) = owned(&state, signed.tenant, &path).await?;
     let stats = figures_of(&state, signed.tenant, id).await?;
-    let retryable = retryable(&state, id, &stats).await?;
+    let (retryable, audience) = view_extras(&state, signed.tenant, id, &record, &stats).await?;
     let view = pages::DetailView {
         record: &record,
         stats: &stats,
         retryable,
+        audience,
     };
     Ok(html(StatusCode::OK, pages::detail(&signed.viewer(), &view)))
+}
+
+/// What the detail shows besides the figures: the retry count, and for drafts and scheduled
+/// campaigns what sending now would take.
+async fn view_extras(
+    state: &AppState,
+    tenant: TenantId,
+    id: CampaignId,
+    record: &CampaignRecord,
+    stats: &Stats,
+) -> Result<(i64, Option<pages::Audience>), PageError> {
+    let retry = retryable(state, id, stats).await?;
+    let audience = match stats.status {
+        CampaignStatus::Draft | CampaignStatus::Scheduled => {
+            Some(audience(state, tenant, id, record.clone()).await?)
+        }
+        _ => None,
+    };
+    Ok((retry, audience))
+}
+
+/// Recipients and credits of sending the campaign now: the preview endpoint's computation.
+async fn audience(
+    state: &AppState,
+    tenant: TenantId,
+    id: CampaignId,
+    record: CampaignRecord,
+) -> Result<pages::Audience, PageError> {
+    let input = crate::store::preview::PreviewInput {
+        tenant,
+        campaign: Some(id),
+        carried: record.carried(),
+        body: record.body,
+        audience: record.audience,
+        samples: 0,
+    };
+    match api::preview(state, &input).await {
+        Ok(p) => Ok(Ok((p.audience.recipients, p.credits.required))),
+        Err(e) => match refused(e) {
+            PageError::Refused(_, message) => Ok(Err(message)),
+            other => Err(other),
+        },
+    }
 }
 
 /// The detail's live figures: an event `figures` with the live panel on every change (at most
@@ -553,11 +597,12 @@ async fn panel(
     let (tenant, zone) = (signed.tenant, signed.zone);
     let record = api::find(state, tenant, id).await.map_err(refused)?;
     let stats = figures_of(state, tenant, id).await?;
-    let retry = retryable(state, id, &stats).await?;
+    let (retry, audience) = view_extras(state, tenant, id, &record, &stats).await?;
     let view = pages::DetailView {
         record: &record,
         stats: &stats,
         retryable: retry,
+        audience,
     };
     let markup = pages::live_root(&view, zone, note);
     Ok(html(StatusCode::OK, markup))

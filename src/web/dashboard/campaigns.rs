@@ -130,7 +130,13 @@ pub struct DetailView<'a> {
     pub stats: &'a Stats,
     /// Failed sends a retry would queue again.
     pub retryable: i64,
+    /// Drafts and scheduled campaigns: what sending now would take.
+    pub audience: Option<Audience>,
 }
+
+/// What sending a draft or scheduled campaign now would take: recipients and credits (the
+/// preview's numbers), or why it would be refused.
+pub type Audience = Result<(i64, i64), String>;
 
 pub fn detail(viewer: &Viewer<'_>, v: &DetailView<'_>) -> Markup {
     let body = html! {
@@ -166,6 +172,14 @@ pub fn live_root(v: &DetailView<'_>, zone: chrono_tz::Tz, note: Option<&str>) ->
             sse-close=[live_url.as_ref().map(|_| "done")] {
             div.alert role="alert" #action-error data-testid="action-error" aria-live="polite" {
                 @if let Some(note) = note { span.note { (note) } }
+            }
+            @match &v.audience {
+                Some(Ok((recipients, credits))) => p.panel data-testid="audience" {
+                    "Sent now, it would go to " strong { (recipients) " recipients" }
+                    " (after de-duplication and opt-outs) for " strong { (credits) " credits" } "."
+                },
+                Some(Err(why)) => p.panel data-testid="audience" { (why) },
+                None => {},
             }
             section #live sse-swap=[live_url.as_ref().map(|_| "figures")] {
                 (live_panel(v.record, v.stats, v.retryable, zone))
@@ -377,8 +391,11 @@ pub fn chart(points: &[Point], bucket: &str) -> Markup {
             first.start.format("%Y-%m-%d %H:%M"),
             last.start.format("%Y-%m-%d %H:%M")
         ),
-        _ => "No messages sent yet".to_owned(),
+        _ => String::new(),
     };
+    if points.is_empty() {
+        return html! { p.note data-testid="chart" { "No messages sent yet." } };
+    }
     html! {
         svg.chart data-testid="chart" role="img" aria-label=(label) viewBox={ "0 0 " (W) " " (H) } {
             line x1=(PAD) y1=(H - PAD) x2=(W - PAD) y2=(H - PAD) stroke="#9ca3af" {}

@@ -58,7 +58,8 @@ pub fn imported(
             "Imported " (result.imported) " contacts"
             @if let Some(name) = list { " into the list " strong { (name) } }
             "."
-            @if result.failed > 0 { " " (result.failed) " rows were refused:" }
+            @if result.failed == 1 { " 1 row was refused:" }
+            @if result.failed > 1 { " " (result.failed) " rows were refused:" }
         }
         @if !result.errors.is_empty() {
             table data-testid="import-errors" {
