@@ -98,6 +98,10 @@ pub enum BenchCommand {
     /// versus one INSERT per contact and per membership. A fresh database on DATABASE_URL's
     /// server.
     Import(crate::bench::import::ImportArgs),
+    /// Messages sent and awaiting their report: the resident memory each adds to the service,
+    /// next to the bytes its row takes in Postgres. A fresh database on DATABASE_URL's server
+    /// and the embedded broker (or KAFKA_BROKERS).
+    InFlight(crate::bench::in_flight::InFlightArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -175,6 +179,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Import(args)) => {
             crate::bench::import::run(settings, args).await?
+        }
+        Command::Bench(BenchCommand::InFlight(args)) => {
+            crate::bench::in_flight::run(settings, args).await?
         }
         Command::DevBroker => {
             let broker = crate::kafka::EmbeddedBroker::start(

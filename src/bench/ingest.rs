@@ -21,7 +21,7 @@ use secrecy::ExposeSecret;
 use super::load::{Wrk, WrkFigures};
 /// Kept here too: other benches read it as `ingest::peak_rss_mb`.
 pub use super::peak_rss_mb;
-use super::workload::{generate, WorkloadSpec};
+use super::workload::{generate, Reports, WorkloadSpec};
 use crate::app::Application;
 use crate::config::Settings;
 use crate::domain::CampaignId;
@@ -186,7 +186,7 @@ async fn measure(
     let spec = WorkloadSpec {
         dup_ratio: args.dup_ratio,
         shuffle_window: 10_000,
-        one_report: true,
+        reports: Reports::OneFinal,
         ..WorkloadSpec::default()
     };
     let per_campaign = (args.events / 2 / args.campaigns.max(1)).max(1) as i64;
@@ -200,38 +200,8 @@ async fn measure(
     }
     let workload = generate(&campaigns, spec);
 
-    // the bench owns the broker unless one is configured, so the events can be on the topic
-    // before the service starts
-    let k = &settings.kafka;
-    let embedded = match &k.brokers {
-        Some(_) => None,
-        None => Some(crate::kafka::EmbeddedBroker::start(
-            &k.topic,
-            args.partitions,
-        )?),
-    };
-    let mut settings = settings.clone();
-    settings.kafka.partitions = args.partitions;
-    if let Some(broker) = &embedded {
-        settings.kafka.brokers = Some(broker.bootstrap().to_owned());
-    }
-    let bootstrap = settings.kafka.brokers.clone().unwrap_or_default();
-    let producer = crate::kafka::producer::EventProducer::new(&bootstrap, &settings.kafka.topic)?;
-    eprintln!("producing {} events", workload.events.len());
-    let produced = Instant::now();
-    for chunk in workload.events.chunks(50_000) {
-        producer.send(chunk).await.context("producing events")?;
-    }
-    let ends = crate::kafka::end_offsets(&bootstrap, &settings.kafka.topic)?;
-    let dropped = crate::kafka::dropped_by_retention(&bootstrap, &settings.kafka.topic)?;
-    anyhow::ensure!(
-        dropped == 0,
-        "the broker dropped {dropped} events to retention before they were read; use more --partitions"
-    );
-    eprintln!(
-        "produced in {:.1?}; starting the service",
-        produced.elapsed()
-    );
+    let (embedded, settings, ends) =
+        on_the_topic(&settings, args.partitions, &workload.events).await?;
     let started = Instant::now();
     let cpu_at_start = super::process_cpu();
     let app = Application::build(settings.clone()).await?.spawn();
@@ -269,6 +239,48 @@ async fn measure(
     pool.close().await;
     drop(embedded);
     Ok((ingest, extras))
+}
+
+/// The bench owns the broker unless one is configured, so that the events can be on the topic
+/// before the service starts. Produces `events`, checks that the broker kept them all, and
+/// answers the broker, the settings that reach it and each partition's end offset.
+pub(super) async fn on_the_topic(
+    settings: &Settings,
+    partitions: i32,
+    events: &[crate::domain::Event],
+) -> anyhow::Result<(
+    Option<crate::kafka::EmbeddedBroker>,
+    Settings,
+    HashMap<i32, i64>,
+)> {
+    let k = &settings.kafka;
+    let embedded = match &k.brokers {
+        Some(_) => None,
+        None => Some(crate::kafka::EmbeddedBroker::start(&k.topic, partitions)?),
+    };
+    let mut settings = settings.clone();
+    settings.kafka.partitions = partitions;
+    if let Some(broker) = &embedded {
+        settings.kafka.brokers = Some(broker.bootstrap().to_owned());
+    }
+    let bootstrap = settings.kafka.brokers.clone().unwrap_or_default();
+    let producer = crate::kafka::producer::EventProducer::new(&bootstrap, &settings.kafka.topic)?;
+    eprintln!("producing {} events", events.len());
+    let produced = Instant::now();
+    for chunk in events.chunks(50_000) {
+        producer.send(chunk).await.context("producing events")?;
+    }
+    let ends = crate::kafka::end_offsets(&bootstrap, &settings.kafka.topic)?;
+    let dropped = crate::kafka::dropped_by_retention(&bootstrap, &settings.kafka.topic)?;
+    anyhow::ensure!(
+        dropped == 0,
+        "the broker dropped {dropped} events to retention before they were read; use more --partitions"
+    );
+    eprintln!(
+        "produced in {:.1?}; starting the service",
+        produced.elapsed()
+    );
+    Ok((embedded, settings, ends))
 }
 
 /// Whether every recipient's row holds the status the workload's truth says; prints the first
@@ -455,7 +467,7 @@ fn progress(timeline: &[(Duration, i64)]) -> String {
 }
 
 /// Waits like [`wait_until_committed`], recording the events committed over time.
-async fn follow_commits(
+pub(super) async fn follow_commits(
     pool: &sqlx::PgPool,
     scope: &OffsetScope,
     ends: &HashMap<i32, i64>,
@@ -476,7 +488,7 @@ async fn follow_commits(
     }
 }
 
-async fn counters_match(
+pub(super) async fn counters_match(
     app: &crate::app::RunningApplication,
     campaigns: &[(CampaignId, Vec<crate::domain::RecipientId>)],
     expected: &HashMap<CampaignId, crate::engine::campaign::Counters>,
@@ -508,7 +520,7 @@ async fn baseline(
     let spec = WorkloadSpec {
         dup_ratio: args.dup_ratio,
         shuffle_window: 1,
-        one_report: true,
+        reports: Reports::OneFinal,
         seed: 11,
         ..WorkloadSpec::default()
     };

@@ -3,6 +3,7 @@
 
 pub mod export;
 pub mod import;
+pub mod in_flight;
 pub mod ingest;
 pub mod load;
 pub mod reconcile;

@@ -11,7 +11,9 @@ use chrono::{DateTime, Duration, Utc};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use crate::domain::{CampaignId, DeliveryStatus, Event, MessageId, MessageStatus, RecipientId};
+use crate::domain::{
+    BulkId, CampaignId, DeliveryStatus, Event, MessageId, MessageStatus, RecipientId,
+};
 use crate::engine::campaign::Counters;
 
 /// Shape of a generated stream.
@@ -24,10 +26,21 @@ pub struct WorkloadSpec {
     /// Events are shuffled within windows of this many (the whole stream when ≥ its length),
     /// so reports can arrive before their `sent`.
     pub shuffle_window: usize,
-    /// Exactly one final report per accepted message (no intermediate, late or corrected
-    /// reports): a stream of `sent` + `dlr` pairs, as the ingest bench describes it.
-    pub one_report: bool,
+    /// Which reports follow an accepted message's `sent`.
+    pub reports: Reports,
     pub seed: u64,
+}
+
+/// The reports a generated message gets after its `sent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reports {
+    /// Intermediate, final, corrected and late reports, some messages left pending.
+    Mixed,
+    /// Exactly one final report: a stream of `sent` + `dlr` pairs, as the ingest bench
+    /// describes it.
+    OneFinal,
+    /// None: every accepted message stays in flight, awaiting its report.
+    None,
 }
 
 impl Default for WorkloadSpec {
@@ -36,7 +49,7 @@ impl Default for WorkloadSpec {
             dup_ratio: 0.3,
             send_failed_ratio: 0.03,
             shuffle_window: usize::MAX,
-            one_report: false,
+            reports: Reports::Mixed,
             seed: 7,
         }
     }
@@ -48,6 +61,9 @@ pub struct Workload {
     pub expected_status: HashMap<RecipientId, MessageStatus>,
     pub expected: HashMap<CampaignId, Counters>,
 }
+
+/// Messages per bulk request, as the sender batches them.
+const BULK_SIZE: usize = 500;
 
 const FAILURES: [&str; 5] = ["Undelivered", "Expired", "Rejected", "Failure", "Failed"];
 const IN_FLIGHT: [&str; 4] = ["Sent", "Enroute", "Accepted", "Pending"];
@@ -63,6 +79,7 @@ fn message_events(
     spec: &WorkloadSpec,
     campaign: CampaignId,
     recipient: RecipientId,
+    bulk_id: Option<BulkId>,
     at: DateTime<Utc>,
 ) -> Vec<Event> {
     if rng.random_bool(spec.send_failed_ratio) {
@@ -88,11 +105,14 @@ fn message_events(
         message_id: message_id.clone(),
         campaign_id: campaign,
         recipient_id: recipient,
-        bulk_id: None,
+        bulk_id,
         attempt: 0,
         at,
     }];
-    if spec.one_report {
+    if spec.reports == Reports::None {
+        return events;
+    }
+    if spec.reports == Reports::OneFinal {
         let last = if rng.random_bool(0.8) {
             &DELIVERED[..]
         } else {
@@ -176,9 +196,14 @@ pub fn generate(campaigns: &[(CampaignId, Vec<RecipientId>)], spec: WorkloadSpec
     let mut expected_status = HashMap::new();
     let mut expected: HashMap<CampaignId, Counters> = HashMap::new();
     for (campaign, recipients) in campaigns {
+        let mut bulk = None;
         for (i, recipient) in recipients.iter().enumerate() {
             let at = start + Duration::milliseconds(i as i64);
-            let mine = message_events(&mut rng, &spec, *campaign, *recipient, at);
+            // Mitto answers each bulk request of up to BULK_SIZE messages with one bulk id
+            if i % BULK_SIZE == 0 {
+                bulk = Some(BulkId::from_uuid(uuid::Uuid::from_u128(rng.random())));
+            }
+            let mine = message_events(&mut rng, &spec, *campaign, *recipient, bulk, at);
             let status = truth(&mine);
             expected_status.insert(*recipient, status);
             expected.entry(*campaign).or_default().add(status, 1);
@@ -214,7 +239,8 @@ mod tests {
         let r = RecipientId::new(1).unwrap();
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         for _ in 0..200 {
-            let mut events = message_events(&mut rng, &WorkloadSpec::default(), c, r, Utc::now());
+            let spec = WorkloadSpec::default();
+            let mut events = message_events(&mut rng, &spec, c, r, None, Utc::now());
             let expected = truth(&events);
             events.reverse();
             assert_eq!(truth(&events), expected);

@@ -10,6 +10,10 @@
 //! for the campaign's actor, and the same transitions, counted by [`Figures::record`], become
 //! the campaign deltas the next checkpoint commits.
 //!
+//! Accepted messages awaiting their report, once committed, move to a compact [`Waiting`] book
+//! (64 bytes each) and come back as full rows when their report arrives, so a campaign's
+//! in-flight messages are neither looked up again nor kept as full rows.
+//!
 //! A `dlr` for a message not known yet (the report raced ahead of `sent`) is parked and applied
 //! when the `sent` arrives; parked reports that never match go to `dead_letters` after
 //! `park_ttl`. While a report is parked the partition's committed offset stays at or before it,
@@ -23,6 +27,7 @@ use chrono::{DateTime, Utc};
 
 use super::campaign::{Change, Figures, Transition};
 use super::engagement::{Engagement, EngagementBook, EngagementRow};
+use super::waiting::Waiting;
 use crate::domain::{
     BulkId, CampaignId, DeliveryOutcome, Event, MessageId, MessageStatus, RecipientId,
 };
@@ -259,6 +264,8 @@ pub struct Ledger {
     limits: LedgerLimits,
     rows: HashMap<RecipientId, MessageRow>,
     by_message: HashMap<MessageId, RecipientId>,
+    /// Committed, accepted messages awaiting their report; in neither map above.
+    waiting: Waiting,
     engagement: EngagementBook,
     parked: HashMap<MessageId, Vec<Parked>>,
     parked_len: usize,
@@ -332,6 +339,7 @@ impl Ledger {
             limits,
             rows: HashMap::new(),
             by_message: HashMap::new(),
+            waiting: Waiting::default(),
             engagement: EngagementBook::default(),
             parked: HashMap::new(),
             parked_len: 0,
@@ -368,6 +376,7 @@ impl Ledger {
                 }
                 Event::Dlr { message_id, .. } | Event::OutcomeUnknown { message_id, .. }
                     if !self.by_message.contains_key(message_id)
+                        && !self.waiting.contains(message_id)
                         && !self.parked.contains_key(message_id)
                         && !sent_here.contains(message_id) =>
                 {
@@ -386,13 +395,16 @@ impl Ledger {
         }
     }
 
-    /// Adds rows loaded from Postgres; what memory already holds is newer and is kept.
+    /// Adds rows loaded from Postgres; what memory already holds is newer and is kept. A row
+    /// waiting in the compact book holds its committed state, the same as the loaded one,
+    /// which replaces it.
     pub fn absorb(&mut self, rows: Vec<MessageRow>) {
         for row in rows {
             if self.rows.contains_key(&row.recipient) {
                 continue;
             }
             if let Some(id) = &row.message_id {
+                self.waiting.take(id);
                 self.by_message.insert(id.clone(), row.recipient);
             }
             self.rows.insert(row.recipient, row);
@@ -454,7 +466,8 @@ impl Ledger {
                 out,
             ),
             Event::Dlr { message_id, .. } | Event::OutcomeUnknown { message_id, .. } => {
-                match self.by_message.get(message_id).copied() {
+                let known = self.by_message.get(message_id).copied();
+                match known.or_else(|| self.wake(message_id)) {
                     Some(recipient) => self.apply_report(recipient, &event, out),
                     None => self.park(offset, event.clone(), now),
                 }
@@ -481,6 +494,15 @@ impl Ledger {
         if let Err(error) = result {
             self.dead_letter_event(offset, &event, error);
         }
+    }
+
+    /// Brings a waiting message back as a full row; answers its recipient.
+    fn wake(&mut self, message_id: &MessageId) -> Option<RecipientId> {
+        let row = self.waiting.take(message_id)?;
+        let recipient = row.recipient;
+        self.by_message.insert(message_id.clone(), recipient);
+        self.rows.insert(recipient, row);
+        Some(recipient)
     }
 
     /// The recipient's row for this attempt, if it exists and belongs to the campaign the
@@ -791,12 +813,34 @@ impl Ledger {
         }
     }
 
-    /// Drops final messages whose last change is committed once memory holds too many; a
-    /// late report for one of them is looked up again and finds that change in Postgres.
+    /// Moves accepted messages whose `sent` is committed to the compact book, and drops final
+    /// messages whose last change is committed once memory holds too many; a late report for
+    /// one of those is looked up again and finds that change in Postgres.
     fn evict(&mut self) {
-        if self.rows.len() <= self.limits.max_resident {
-            return;
+        self.compact_waiting();
+        if self.resident() > self.limits.max_resident {
+            self.drop_final();
         }
+        shrink(&mut self.rows);
+        shrink(&mut self.by_message);
+    }
+
+    fn compact_waiting(&mut self) {
+        let changes = &self.changes;
+        let by_message = &mut self.by_message;
+        let waiting = &mut self.waiting;
+        self.rows.retain(|id, row| {
+            let moved = !changes.uncommitted(id) && waiting.keep(row);
+            if moved {
+                if let Some(m) = &row.message_id {
+                    by_message.remove(m);
+                }
+            }
+            !moved
+        });
+    }
+
+    fn drop_final(&mut self) {
         let changes = &self.changes;
         let by_message = &mut self.by_message;
         self.rows.retain(|id, row| {
@@ -820,8 +864,22 @@ impl Ledger {
         self.epoch
     }
 
+    /// Messages held in memory, as full rows or waiting.
     pub fn resident(&self) -> usize {
+        self.rows.len() + self.waiting.len()
+    }
+
+    /// Messages held as full rows.
+    pub fn full_rows(&self) -> usize {
         self.rows.len()
+    }
+}
+
+/// Gives memory back once a map holds far fewer entries than it has room for (maps never
+/// shrink by themselves, and most rows leave for the compact book at every checkpoint).
+fn shrink<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 1024 && map.capacity() > 4 * map.len() {
+        map.shrink_to(2 * map.len());
     }
 }
 
@@ -852,8 +910,9 @@ mod tests {
         }
     }
 
+    /// A ULID, as Mitto issues message ids.
     fn mid(r: i64) -> MessageId {
-        MessageId::parse(&format!("M{r}")).unwrap()
+        MessageId::parse(&ulid::Ulid(r as u128).to_string()).unwrap()
     }
 
     fn sent(offset: i64, r: i64) -> Incoming {
@@ -1057,7 +1116,7 @@ mod tests {
         assert!(cp.dead_letters[1].error.contains("does not exist"));
         assert_eq!(
             cp.dead_letters[1].key.as_deref(),
-            Some(&b"M404"[..]),
+            Some(mid(404).as_str().as_bytes()),
             "the key is rebuilt from the event"
         );
         assert_eq!(cp.commit_offset, Some(3));
@@ -1113,6 +1172,44 @@ mod tests {
         l.barrier(2, 1, at(0));
         assert_eq!(l.resident(), 1, "only the in-flight message stays");
         assert_eq!(l.lookups(&[dlr(3, 1, "Delivered")]).messages, vec![mid(1)]);
+    }
+
+    #[test]
+    fn a_committed_message_waits_compactly_and_its_report_needs_no_lookup() {
+        use MessageStatus::*;
+        let mut l = ledger_with(vec![row(1, Processing)]);
+        l.apply_batch(vec![sent(0, 1)], at(0));
+        let first = l.barrier(1, 0, at(0));
+        assert_eq!(l.full_rows(), 1, "not committed yet: a full row");
+        l.barrier(2, 1, at(1));
+        assert_eq!((l.full_rows(), l.resident()), (0, 1), "committed: waiting");
+        let report = [dlr(5, 1, "Delivered")];
+        assert_eq!(l.lookups(&report), Lookups::default());
+        let ts = l.apply_batch(report.to_vec(), at(5));
+        assert_eq!(moves(&ts), vec![(Sent, Delivered)]);
+        let cp = l.barrier(3, 2, at(5));
+        let expected = MessageRow {
+            status: Delivered,
+            delivery_status: Some("Delivered".into()),
+            delivered_at: Some(at(5)),
+            ..first.rows[0].clone()
+        };
+        assert_eq!(cp.rows, vec![expected], "every column of the send is kept");
+    }
+
+    #[test]
+    fn a_repeated_sent_for_a_waiting_message_is_a_duplicate_held_once() {
+        let mut l = ledger_with(vec![row(1, MessageStatus::Processing)]);
+        l.apply_batch(vec![sent(0, 1)], at(0));
+        let committed = l.barrier(1, 0, at(0)).rows;
+        l.barrier(2, 1, at(1));
+        let repeat = [sent(1, 1)];
+        let lookups = l.lookups(&repeat);
+        assert_eq!(lookups.recipients, vec![RecipientId::new(1).unwrap()]);
+        l.absorb(committed); // what Postgres answers
+        assert!(l.apply_batch(repeat.to_vec(), at(2)).is_empty());
+        assert_eq!(l.counts.get("sent", Outcome::Duplicate), 1);
+        assert_eq!((l.full_rows(), l.resident()), (1, 1), "held once");
     }
 
     /// A report repeated while the checkpoint that holds its message's final state is not

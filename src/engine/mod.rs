@@ -9,6 +9,7 @@
 //! - [`engagement`] one partition's engagement rows (visits, redemptions, unsubscribes) and
 //!   what counts once per recipient.
 //! - [`ledger`]    one partition's per-message state and the forward-only rules applied to it.
+//! - [`waiting`]   accepted messages awaiting their report, kept compactly by the ledger.
 //! - [`reports`]   a campaign's series regrouped into minutes, hours or days of a time zone.
 //! - [`reconcile`] what a status lookup at Mitto becomes, and the periodic pass's cursors.
 
@@ -21,3 +22,4 @@ pub mod quiet_hours;
 pub mod reconcile;
 pub mod reports;
 pub mod send_loop;
+pub mod waiting;

@@ -84,20 +84,33 @@ pub async fn load_by_message_ids(
     raws.into_iter().map(MessageRow::try_from).collect()
 }
 
-/// Writes message rows with one statement (arrays unnested server-side). The claim token is
-/// cleared as a row leaves `processing`; billing follows the status (accepted → charged,
-/// refused before acceptance → refunded). A row already reset for a newer attempt (retry-failed)
-/// is left alone.
+/// Rows per statement of [`write_rows`]. A connection keeps the buffer of the largest message
+/// it ever sent; a checkpoint of 200,000 rows in one statement left about 40 MiB behind on
+/// each pooled connection that wrote one. Chunks of this size keep it near 2 MiB and cost no
+/// measurable speed.
+const ROWS_PER_STATEMENT: usize = 10_000;
+
+/// Writes message rows (arrays unnested server-side, [`ROWS_PER_STATEMENT`] at a time). The
+/// claim token is cleared as a row leaves `processing`; billing follows the status (accepted →
+/// charged, refused before acceptance → refunded). A row already reset for a newer attempt
+/// (retry-failed) is left alone.
 pub async fn write_rows(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[MessageRow],
 ) -> Result<(), StoreError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
     // in id order, so the heap and its indexes are walked sequentially, not at random
     let mut rows: Vec<&MessageRow> = rows.iter().collect();
     rows.sort_unstable_by_key(|r| r.recipient);
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        write_sorted_rows(tx, chunk).await?;
+    }
+    Ok(())
+}
+
+async fn write_sorted_rows(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[&MessageRow],
+) -> Result<(), StoreError> {
     let ids: Vec<i64> = rows.iter().map(|r| r.recipient.get()).collect();
     let status: Vec<&str> = rows.iter().map(|r| r.status.as_db_str()).collect();
     let message_ids: Vec<Option<&str>> = rows
