@@ -15,6 +15,8 @@ pub const CHECKPOINT_SECONDS: &str = "campaignd_checkpoint_duration_seconds";
 pub const CHECKPOINT_ROWS: &str = "campaignd_checkpoint_rows";
 pub const CHECKPOINT_FAILURES: &str = "campaignd_checkpoint_failures_total";
 pub const CAMPAIGN_ACTORS: &str = "campaignd_campaign_actors_active";
+pub const LEDGER_MESSAGES: &str = "campaignd_ledger_messages";
+pub const LEDGER_BYTES: &str = "campaignd_ledger_bytes";
 pub const STREAM_SUBSCRIBERS: &str = "campaignd_stats_stream_subscribers";
 pub const MITTO_REQUESTS: &str = "campaignd_mitto_requests_total";
 pub const MITTO_SECONDS: &str = "campaignd_mitto_request_duration_seconds";
@@ -88,6 +90,15 @@ fn describe() {
         "Checkpoints whose write failed (their data is kept for the next)."
     );
     describe_gauge!(CAMPAIGN_ACTORS, "Campaign actors in memory.");
+    describe_gauge!(
+        LEDGER_MESSAGES,
+        "Messages whose state a partition holds in memory, by held (full: rows changed lately or final; waiting: accepted, awaiting their report, compact)."
+    );
+    describe_gauge!(
+        LEDGER_BYTES,
+        Unit::Bytes,
+        "Bytes a partition's message state takes in memory (its tables, ids and the compact book of waiting messages)."
+    );
     describe_gauge!(STREAM_SUBSCRIBERS, "Open live stats streams.");
     describe_counter!(MITTO_REQUESTS, "Calls to Mitto by endpoint and outcome (ok, rate_limited, server_error, client_error, timeout, connection).");
     describe_histogram!(
@@ -133,6 +144,24 @@ pub fn checkpoint(took: Duration, rows: usize) {
 
 pub fn checkpoint_failed() {
     counter!(CHECKPOINT_FAILURES).increment(1);
+}
+
+/// A partition's message state after a checkpoint barrier.
+pub fn ledger(m: crate::engine::ledger::LedgerMemory) {
+    let p = m.partition.to_string();
+    gauge!(LEDGER_MESSAGES, "partition" => p.clone(), "held" => "full").set(m.full_rows as f64);
+    gauge!(LEDGER_MESSAGES, "partition" => p.clone(), "held" => "waiting").set(m.waiting as f64);
+    gauge!(LEDGER_BYTES, "partition" => p).set(m.bytes as f64);
+}
+
+/// A partition left this instance: it holds no message state here any more.
+pub fn ledger_gone(partition: i32) {
+    ledger(crate::engine::ledger::LedgerMemory {
+        partition,
+        full_rows: 0,
+        waiting: 0,
+        bytes: 0,
+    });
 }
 
 pub fn campaign_actors(active: usize) {

@@ -143,7 +143,9 @@ impl Handler<Barrier> for DlrActor {
     type Result = MessageResult<Barrier>;
 
     fn handle(&mut self, msg: Barrier, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.ledger.barrier(msg.epoch, msg.committed, Utc::now()))
+        let checkpoint = self.ledger.barrier(msg.epoch, msg.committed, Utc::now());
+        crate::metrics::ledger(self.ledger.memory());
+        MessageResult(checkpoint)
     }
 }
 
@@ -151,6 +153,7 @@ impl Handler<Stop> for DlrActor {
     type Result = ();
 
     fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+        crate::metrics::ledger_gone(self.ledger.memory().partition);
         ctx.stop();
     }
 }

@@ -54,6 +54,10 @@ pub struct InFlightArgs {
 struct Run {
     messages: u64,
     grown_mb: f64,
+    /// What the process gave back once the service stopped (its actors, ledgers, pools).
+    released_mb: f64,
+    /// What the partitions' message state takes by its own count (`campaignd_ledger_bytes`).
+    ledger_bytes: f64,
     took_s: f64,
     row_bytes: f64,
 }
@@ -63,10 +67,12 @@ impl Run {
 
     fn line(&self) -> String {
         format!(
-            "{} {} {} {} {}",
+            "{} {} {} {} {} {} {}",
             Self::LINE,
             self.messages,
             self.grown_mb,
+            self.released_mb,
+            self.ledger_bytes,
             self.took_s,
             self.row_bytes
         )
@@ -77,6 +83,8 @@ impl Run {
         Some(Self {
             messages: f.next()?.parse().ok()?,
             grown_mb: f.next()?.parse().ok()?,
+            released_mb: f.next()?.parse().ok()?,
+            ledger_bytes: f.next()?.parse().ok()?,
             took_s: f.next()?.parse().ok()?,
             row_bytes: f.next()?.parse().ok()?,
         })
@@ -164,8 +172,11 @@ async fn measure(settings: Settings, args: &InFlightArgs) -> anyhow::Result<Run>
     let took = started.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let end = super::rss_mb();
+    let ledgers = ledger_bytes();
     let exact = super::ingest::counters_match(&app, &campaigns, &workload.expected).await;
     app.stop().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stopped = super::rss_mb();
     anyhow::ensure!(exact, "the counters do not show every message in flight");
     let row_bytes = row_bytes(&pool).await?;
     pool.close().await;
@@ -173,9 +184,20 @@ async fn measure(settings: Settings, args: &InFlightArgs) -> anyhow::Result<Run>
     Ok(Run {
         messages,
         grown_mb: end - before,
+        released_mb: end - stopped,
+        ledger_bytes: ledgers,
         took_s: took.as_secs_f64(),
         row_bytes,
     })
+}
+
+/// The partitions' message state by their own count: the sum of `campaignd_ledger_bytes`.
+fn ledger_bytes() -> f64 {
+    crate::metrics::render()
+        .lines()
+        .filter(|l| l.starts_with(crate::metrics::LEDGER_BYTES))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Bytes per recipient row in Postgres, table and indexes together.
@@ -193,14 +215,15 @@ fn print_table(half: &Run, full: &Run) {
     let between = (full.messages - half.messages) as f64;
     let per_message = (full.grown_mb - half.grown_mb) * MIB / between;
     let upper_bound = full.grown_mb * MIB / full.messages as f64;
+    let held = (full.released_mb - half.released_mb) * MIB / between;
     println!();
     println!("campaignd bench in-flight — messages sent, none reported");
-    println!("| run | messages | applied and committed in | memory grown |");
-    println!("|---|---:|---:|---:|");
+    println!("| run | messages | applied and committed in | memory grown | given back when the service stopped |");
+    println!("|---|---:|---:|---:|---:|");
     for (name, run) in [("half", half), ("full", full)] {
         println!(
-            "| {name} | {} | {:.1} s | {:.0} MiB |",
-            run.messages, run.took_s, run.grown_mb
+            "| {name} | {} | {:.1} s | {:.0} MiB | {:.0} MiB |",
+            run.messages, run.took_s, run.grown_mb, run.released_mb
         );
     }
     println!();
@@ -208,13 +231,16 @@ fn print_table(half: &Run, full: &Run) {
     println!("|---|---:|");
     println!("| memory per message in flight (full − half, over the messages between) | {per_message:.0} |");
     println!("| upper bound: all growth of the full run (start-up and buffers included) | {upper_bound:.0} |");
+    println!("| held by the service itself (given back at its stop, full − half) | {held:.0} |");
+    let state = full.ledger_bytes / full.messages as f64;
+    println!("| message state in the ledgers by their own count (`campaignd_ledger_bytes`), full run | {state:.0} |");
     println!(
         "| replaced design: nothing in memory; a recipient row in Postgres (campaignd keeps it too) | {:.0} |",
         full.row_bytes
     );
     println!();
     println!(
-        "RESULT in_flight_messages={} bytes_per_message={per_message:.0} upper_bound_bytes={upper_bound:.0} row_bytes={:.0}",
+        "RESULT in_flight_messages={} bytes_per_message={per_message:.0} upper_bound_bytes={upper_bound:.0} held_by_service_bytes={held:.0} ledger_state_bytes={state:.0} row_bytes={:.0}",
         full.messages, full.row_bytes
     );
 }

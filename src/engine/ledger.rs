@@ -873,6 +873,52 @@ impl Ledger {
     pub fn full_rows(&self) -> usize {
         self.rows.len()
     }
+
+    /// What the partition's message state holds, and the bytes it takes: the tables of full
+    /// rows and of their message ids, the ids' text, and the compact book.
+    pub fn memory(&self) -> LedgerMemory {
+        let ids: usize = self
+            .rows
+            .values()
+            .map(|r| {
+                2 * r.message_id.as_ref().map_or(0, |m| m.as_str().len())
+                    + r.delivery_status.as_ref().map_or(0, String::len)
+                    + r.error.as_ref().map_or(0, String::len)
+            })
+            .sum();
+        let rows = table_bytes(
+            self.rows.capacity(),
+            std::mem::size_of::<(RecipientId, MessageRow)>(),
+        );
+        let by_message = table_bytes(
+            self.by_message.capacity(),
+            std::mem::size_of::<(MessageId, RecipientId)>(),
+        );
+        LedgerMemory {
+            partition: self.partition,
+            full_rows: self.rows.len(),
+            waiting: self.waiting.len(),
+            bytes: rows + by_message + ids + self.waiting.bytes(),
+        }
+    }
+}
+
+/// A partition's message state in memory (`campaignd_ledger_*` metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerMemory {
+    pub partition: i32,
+    pub full_rows: usize,
+    pub waiting: usize,
+    pub bytes: usize,
+}
+
+/// Bytes of a hash table holding `capacity` entries of `entry` bytes: its buckets (a power of
+/// two, at most 7/8 full) and one control byte each.
+pub(super) fn table_bytes(capacity: usize, entry: usize) -> usize {
+    match capacity {
+        0 => 0,
+        c => (c * 8 / 7).next_power_of_two() * (entry + 1),
+    }
 }
 
 /// Gives memory back once a map holds far fewer entries than it has room for (maps never
@@ -1195,6 +1241,26 @@ mod tests {
             ..first.rows[0].clone()
         };
         assert_eq!(cp.rows, vec![expected], "every column of the send is kept");
+    }
+
+    #[test]
+    fn memory_counts_full_rows_and_the_compact_book_apart() {
+        let n = 2_000;
+        let mut l = ledger_with((1..=n).map(|r| row(r, MessageStatus::Processing)).collect());
+        l.apply_batch((1..=n).map(|r| sent(r, r)).collect(), at(0));
+        l.barrier(1, 0, at(0));
+        let full = l.memory();
+        assert_eq!((full.full_rows, full.waiting), (n as usize, 0));
+        l.barrier(2, 1, at(1));
+        let waiting = l.memory();
+        assert_eq!((waiting.full_rows, waiting.waiting), (0, n as usize));
+        assert!(
+            waiting.bytes < full.bytes,
+            "{waiting:?} takes less than {full:?}"
+        );
+        assert_eq!(table_bytes(0, 100), 0);
+        assert_eq!(table_bytes(7, 63), 8 * 64, "7 fit in 8 buckets");
+        assert_eq!(table_bytes(8, 63), 16 * 64);
     }
 
     #[test]
