@@ -153,7 +153,7 @@ impl Handler<Stop> for DlrActor {
     type Result = ();
 
     fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
-        crate::metrics::ledger_gone(self.ledger.memory().partition);
+        crate::metrics::ledger_gone(self.ledger.partition());
         ctx.stop();
     }
 }

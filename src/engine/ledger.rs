@@ -84,8 +84,11 @@ pub struct Poison {
 pub struct LedgerLimits {
     pub max_parked: usize,
     pub park_ttl: Duration,
-    /// Final, checkpointed messages beyond this many are evicted at a checkpoint.
+    /// Full rows beyond this many: the final, checkpointed ones are evicted at a checkpoint.
     pub max_resident: usize,
+    /// Committed messages awaiting their report move to the compact book. Always on in the
+    /// service; off only to check that the book changes no outcome.
+    pub compact_waiting: bool,
 }
 
 impl Default for LedgerLimits {
@@ -94,6 +97,7 @@ impl Default for LedgerLimits {
             max_parked: 100_000,
             park_ttl: Duration::from_secs(300),
             max_resident: 1_000_000,
+            compact_waiting: true,
         }
     }
 }
@@ -126,6 +130,8 @@ pub struct PartitionCheckpoint {
 pub(super) struct Changes {
     dirty: HashSet<RecipientId>,
     uncommitted: HashMap<RecipientId, u64>,
+    /// Rows whose last change became committed at the latest hand-over.
+    settled: Vec<RecipientId>,
 }
 
 impl Changes {
@@ -148,8 +154,20 @@ impl Changes {
             .collect();
         self.uncommitted
             .extend(changed.into_iter().map(|r| (r, epoch)));
-        self.uncommitted.retain(|_, e| *e > committed);
+        let settled = &mut self.settled;
+        self.uncommitted.retain(|r, e| {
+            let waits = *e > committed;
+            if !waits {
+                settled.push(*r);
+            }
+            waits
+        });
         handed
+    }
+
+    /// The rows whose last change became committed since this was last asked.
+    pub(super) fn settled(&mut self) -> Vec<RecipientId> {
+        std::mem::take(&mut self.settled)
     }
 
     pub(super) fn uncommitted(&self, recipient: &RecipientId) -> bool {
@@ -266,6 +284,9 @@ pub struct Ledger {
     by_message: HashMap<MessageId, RecipientId>,
     /// Committed, accepted messages awaiting their report; in neither map above.
     waiting: Waiting,
+    /// Rows loaded from Postgres or woken from the book since the last barrier: committed
+    /// as they are, so candidates for the book again.
+    recheck: Vec<RecipientId>,
     engagement: EngagementBook,
     parked: HashMap<MessageId, Vec<Parked>>,
     parked_len: usize,
@@ -280,6 +301,8 @@ pub struct Ledger {
 
 /// What a report (a `dlr` or an `outcome_unknown`) says about its message.
 struct Report<'a> {
+    /// The message it is about.
+    message: &'a MessageId,
     target: MessageStatus,
     /// Mitto's raw status, kept verbatim; none for an unknown outcome.
     raw: Option<&'a str>,
@@ -293,11 +316,13 @@ impl<'a> Report<'a> {
     fn of(event: &'a Event) -> Option<Self> {
         match event {
             Event::Dlr {
+                message_id,
                 status,
                 description,
                 at,
                 ..
             } => Some(Self {
+                message: message_id,
                 target: match status.outcome() {
                     DeliveryOutcome::Delivered => MessageStatus::Delivered,
                     DeliveryOutcome::Failed => MessageStatus::DeliveryFailed,
@@ -307,7 +332,12 @@ impl<'a> Report<'a> {
                 reason: description.as_deref().unwrap_or(status.raw()),
                 at: *at,
             }),
-            Event::OutcomeUnknown { reason, at, .. } => Some(Self {
+            Event::OutcomeUnknown {
+                message_id,
+                reason,
+                at,
+            } => Some(Self {
+                message: message_id,
                 target: MessageStatus::Unknown,
                 raw: None,
                 reason,
@@ -340,6 +370,7 @@ impl Ledger {
             rows: HashMap::new(),
             by_message: HashMap::new(),
             waiting: Waiting::default(),
+            recheck: Vec::new(),
             engagement: EngagementBook::default(),
             parked: HashMap::new(),
             parked_len: 0,
@@ -367,7 +398,9 @@ impl Ledger {
                     ..
                 } => {
                     sent_here.insert(message_id);
-                    if !self.rows.contains_key(recipient_id) {
+                    if !self.rows.contains_key(recipient_id)
+                        && self.waiting.recipient_of(message_id) != Some(*recipient_id)
+                    {
                         recipients.insert(*recipient_id);
                     }
                 }
@@ -407,6 +440,7 @@ impl Ledger {
                 self.waiting.take(id);
                 self.by_message.insert(id.clone(), row.recipient);
             }
+            self.recheck.push(row.recipient);
             self.rows.insert(row.recipient, row);
         }
     }
@@ -444,13 +478,21 @@ impl Ledger {
                 bulk_id,
                 attempt,
                 at,
-            } => self.apply_sent(
-                message_id,
-                (*campaign_id, *recipient_id, *attempt),
-                *bulk_id,
-                *at,
-                out,
-            ),
+            } => {
+                // a repeated `sent` of a waiting message: its state is in the book
+                if !self.rows.contains_key(recipient_id)
+                    && self.waiting.recipient_of(message_id) == Some(*recipient_id)
+                {
+                    self.wake(message_id);
+                }
+                self.apply_sent(
+                    message_id,
+                    (*campaign_id, *recipient_id, *attempt),
+                    *bulk_id,
+                    *at,
+                    out,
+                )
+            }
             Event::SendFailed {
                 campaign_id,
                 recipient_id,
@@ -496,10 +538,16 @@ impl Ledger {
         }
     }
 
-    /// Brings a waiting message back as a full row; answers its recipient.
+    /// Brings a waiting message back as a full row; answers its recipient. A full row of the
+    /// same recipient is newer (another send of it reached memory since): the book's copy is
+    /// dropped and the message is not known here any more.
     fn wake(&mut self, message_id: &MessageId) -> Option<RecipientId> {
         let row = self.waiting.take(message_id)?;
         let recipient = row.recipient;
+        if self.rows.contains_key(&recipient) {
+            return None;
+        }
+        self.recheck.push(recipient);
         self.by_message.insert(message_id.clone(), recipient);
         self.rows.insert(recipient, row);
         Some(recipient)
@@ -564,11 +612,15 @@ impl Ledger {
             return Ok(());
         };
         let to = row.status;
-        row.message_id = Some(message_id.clone());
+        let earlier = row.message_id.replace(message_id.clone());
         row.bulk_id = bulk_id;
         row.sent_at = Some(at);
         let charged = i64::from(row.segments);
         self.credits.entry(campaign).or_default().charged += charged;
+        // an earlier attempt's message no longer leads to this row
+        if let Some(earlier) = earlier.filter(|e| e != message_id) {
+            self.by_message.remove(&earlier);
+        }
         self.by_message.insert(message_id.clone(), recipient);
         self.changed(recipient, campaign, from, to, at, None, out);
         self.counts.add("sent", Outcome::Applied);
@@ -659,7 +711,11 @@ impl Ledger {
         let Some(report) = Report::of(event) else {
             return;
         };
-        let Some(row) = self.rows.get_mut(&recipient) else {
+        let row = self.rows.get_mut(&recipient);
+        let Some(row) = row.filter(|r| r.message_id.as_ref() == Some(report.message)) else {
+            // the recipient was sent again since: a report of the superseded message moves
+            // nothing
+            self.counts.add(event.type_name(), Outcome::Regression);
             return;
         };
         let from = row.status;
@@ -817,27 +873,35 @@ impl Ledger {
     /// messages whose last change is committed once memory holds too many; a late report for
     /// one of those is looked up again and finds that change in Postgres.
     fn evict(&mut self) {
-        self.compact_waiting();
-        if self.resident() > self.limits.max_resident {
+        if self.limits.compact_waiting {
+            self.compact_waiting();
+        }
+        if self.rows.len() > self.limits.max_resident {
             self.drop_final();
         }
         shrink(&mut self.rows);
         shrink(&mut self.by_message);
     }
 
+    /// Only rows that just became committed (or were loaded committed) are looked at, so a
+    /// checkpoint costs what changed, not what memory holds.
     fn compact_waiting(&mut self) {
-        let changes = &self.changes;
-        let by_message = &mut self.by_message;
-        let waiting = &mut self.waiting;
-        self.rows.retain(|id, row| {
-            let moved = !changes.uncommitted(id) && waiting.keep(row);
-            if moved {
-                if let Some(m) = &row.message_id {
-                    by_message.remove(m);
-                }
+        let mut candidates = self.changes.settled();
+        candidates.append(&mut self.recheck);
+        for id in candidates {
+            if self.changes.uncommitted(&id) {
+                continue;
             }
-            !moved
-        });
+            let Some(row) = self.rows.get(&id) else {
+                continue;
+            };
+            if self.waiting.keep(row) {
+                if let Some(m) = &row.message_id {
+                    self.by_message.remove(m);
+                }
+                self.rows.remove(&id);
+            }
+        }
     }
 
     fn drop_final(&mut self) {
@@ -869,23 +933,19 @@ impl Ledger {
         self.rows.len() + self.waiting.len()
     }
 
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
     /// Messages held as full rows.
     pub fn full_rows(&self) -> usize {
         self.rows.len()
     }
 
-    /// What the partition's message state holds, and the bytes it takes: the tables of full
-    /// rows and of their message ids, the ids' text, and the compact book.
+    /// What the partition's message state holds, and the bytes its tables take: full rows,
+    /// their message ids, the compact book (the text of ids and errors is left out, so that
+    /// asking costs nothing whatever memory holds).
     pub fn memory(&self) -> LedgerMemory {
-        let ids: usize = self
-            .rows
-            .values()
-            .map(|r| {
-                2 * r.message_id.as_ref().map_or(0, |m| m.as_str().len())
-                    + r.delivery_status.as_ref().map_or(0, String::len)
-                    + r.error.as_ref().map_or(0, String::len)
-            })
-            .sum();
         let rows = table_bytes(
             self.rows.capacity(),
             std::mem::size_of::<(RecipientId, MessageRow)>(),
@@ -898,7 +958,7 @@ impl Ledger {
             partition: self.partition,
             full_rows: self.rows.len(),
             waiting: self.waiting.len(),
-            bytes: rows + by_message + ids + self.waiting.bytes(),
+            bytes: rows + by_message + self.waiting.bytes(),
         }
     }
 }
@@ -1204,7 +1264,7 @@ mod tests {
             None,
             1,
             LedgerLimits {
-                max_resident: 1,
+                max_resident: 0,
                 ..Default::default()
             },
         );
@@ -1270,12 +1330,181 @@ mod tests {
         let committed = l.barrier(1, 0, at(0)).rows;
         l.barrier(2, 1, at(1));
         let repeat = [sent(1, 1)];
-        let lookups = l.lookups(&repeat);
-        assert_eq!(lookups.recipients, vec![RecipientId::new(1).unwrap()]);
-        l.absorb(committed); // what Postgres answers
+        assert_eq!(l.lookups(&repeat), Lookups::default(), "the book answers");
         assert!(l.apply_batch(repeat.to_vec(), at(2)).is_empty());
+        assert_eq!(l.barrier(3, 2, at(2)).rows, vec![], "nothing changed");
+        // a row loaded from Postgres for the same message replaces the book's copy
+        l.barrier(4, 3, at(3));
+        assert_eq!((l.full_rows(), l.resident()), (0, 1));
+        l.absorb(committed);
         assert_eq!(l.counts.get("sent", Outcome::Duplicate), 1);
         assert_eq!((l.full_rows(), l.resident()), (1, 1), "held once");
+    }
+
+    /// A ledger whose misses are answered from a map standing for Postgres, which receives a
+    /// checkpoint's rows when the test commits it.
+    struct Harness {
+        ledger: Ledger,
+        db: HashMap<RecipientId, MessageRow>,
+        pending: Vec<(u64, Vec<MessageRow>)>,
+        epoch: u64,
+        committed: u64,
+        offset: i64,
+    }
+
+    impl Harness {
+        fn new(compact_waiting: bool, recipients: i64) -> Self {
+            let limits = LedgerLimits {
+                compact_waiting,
+                ..Default::default()
+            };
+            Self {
+                ledger: Ledger::new(0, None, 1, limits),
+                db: (1..=recipients)
+                    .map(|r| {
+                        (
+                            RecipientId::new(r).unwrap(),
+                            row(r, MessageStatus::Processing),
+                        )
+                    })
+                    .collect(),
+                pending: Vec::new(),
+                epoch: 1,
+                committed: 0,
+                offset: 0,
+            }
+        }
+
+        fn apply(&mut self, event: Event) -> String {
+            let batch = vec![Incoming {
+                offset: self.offset,
+                event: Ok(event),
+            }];
+            self.offset += 1;
+            let lookups = self.ledger.lookups(&batch);
+            let loaded = self
+                .db
+                .values()
+                .filter(|r| {
+                    lookups.recipients.contains(&r.recipient)
+                        || r.message_id
+                            .as_ref()
+                            .is_some_and(|m| lookups.messages.contains(m))
+                })
+                .cloned()
+                .collect();
+            self.ledger.absorb(loaded);
+            format!("{:?}", self.ledger.apply_batch(batch, at(self.offset)))
+        }
+
+        fn barrier(&mut self, commit: bool) -> Vec<MessageRow> {
+            let mut cp = self
+                .ledger
+                .barrier(self.epoch, self.committed, at(self.offset));
+            cp.rows.sort_by_key(|r| r.recipient);
+            self.pending.push((self.epoch, cp.rows.clone()));
+            if commit {
+                for (_, rows) in self.pending.drain(..) {
+                    self.db.extend(rows.into_iter().map(|r| (r.recipient, r)));
+                }
+                self.committed = self.epoch;
+            }
+            self.epoch += 1;
+            cp.rows
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Sent(i64, u32),
+        SendFailed(i64, u32),
+        Report(i64, &'static str),
+        Unknown(i64),
+        Barrier(bool),
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        let r = 1i64..=5;
+        prop_oneof![
+            (r.clone(), 0u32..2).prop_map(|(r, a)| Step::Sent(r, a)),
+            (r.clone(), 0u32..2).prop_map(|(r, a)| Step::SendFailed(r, a)),
+            (
+                r.clone(),
+                prop::sample::select(vec!["Delivered", "Undelivered", "Enroute", "Sent", "odd"])
+            )
+                .prop_map(|(r, s)| Step::Report(r, s)),
+            r.prop_map(Step::Unknown),
+            any::<bool>().prop_map(Step::Barrier),
+            any::<bool>().prop_map(Step::Barrier),
+        ]
+    }
+
+    /// Message `r`'s id for attempt `a`: ULIDs, so that the book takes them.
+    fn attempt_id(r: i64, a: u32) -> MessageId {
+        MessageId::parse(&ulid::Ulid((u128::from(a) << 64) | r as u128).to_string()).unwrap()
+    }
+
+    fn event_of(step: &Step, at_offset: i64) -> Option<Event> {
+        let campaign_id = CampaignId::new(7).unwrap();
+        let recipient = |r: i64| RecipientId::new(r).unwrap();
+        Some(match *step {
+            Step::Sent(r, attempt) => Event::Sent {
+                message_id: attempt_id(r, attempt),
+                campaign_id,
+                recipient_id: recipient(r),
+                bulk_id: Some(BulkId::from_uuid(uuid::Uuid::from_u128(r as u128))),
+                attempt,
+                at: at(at_offset),
+            },
+            Step::SendFailed(r, attempt) => Event::SendFailed {
+                campaign_id,
+                recipient_id: recipient(r),
+                error: "refused".into(),
+                retryable: false,
+                attempt,
+                at: at(at_offset),
+            },
+            Step::Report(r, status) => Event::Dlr {
+                message_id: attempt_id(r, 0),
+                status: DeliveryStatus::from_raw(status),
+                description: None,
+                at: at(at_offset),
+                event_id: None,
+                source: None,
+            },
+            Step::Unknown(r) => Event::OutcomeUnknown {
+                message_id: attempt_id(r, 0),
+                reason: "no final report".into(),
+                at: at(at_offset),
+            },
+            Step::Barrier(_) => return None,
+        })
+    }
+
+    proptest::proptest! {
+        /// The compact book is only a cheaper place for committed messages: with it or without
+        /// it, every event produces the same changes and every checkpoint the same rows.
+        #[test]
+        fn the_book_of_waiting_messages_changes_no_outcome(
+            steps in proptest::collection::vec(step(), 1..80),
+        ) {
+            let mut with = Harness::new(true, 5);
+            let mut without = Harness::new(false, 5);
+            for (i, step) in steps.iter().enumerate() {
+                match (step, event_of(step, i as i64)) {
+                    (Step::Barrier(commit), _) => {
+                        proptest::prop_assert_eq!(with.barrier(*commit), without.barrier(*commit));
+                    }
+                    (_, Some(event)) => {
+                        proptest::prop_assert_eq!(with.apply(event.clone()), without.apply(event));
+                    }
+                    (_, None) => unreachable!("only barriers have no event"),
+                }
+            }
+            proptest::prop_assert_eq!(with.barrier(true), without.barrier(true));
+            proptest::prop_assert_eq!(with.ledger.counts, without.ledger.counts);
+        }
     }
 
     /// A report repeated while the checkpoint that holds its message's final state is not

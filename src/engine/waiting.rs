@@ -1,12 +1,12 @@
-//! Messages Mitto accepted whose `sent` is committed and whose report has not come yet, kept
-//! in 64 bytes each: a campaign of a million messages waits minutes to hours for its reports,
-//! and the full [`MessageRow`] (strings, options, two maps) cost several hundred bytes per
-//! message over that time.
+//! Messages Mitto accepted whose last change is committed and whose final report has not come
+//! yet, kept in 64 bytes each: a campaign of a million messages waits minutes to hours for its
+//! reports, and the full [`MessageRow`] (strings, options, two map entries) costs several
+//! hundred bytes per message over that time.
 //!
 //! Only rows that say nothing beyond their send are kept here: status `sent`, a ULID message
-//! id (what Mitto issues), no raw status, error or final time. Anything else stays a full row
-//! in the ledger. A kept row is exactly its committed state, so it can be dropped at any time:
-//! Postgres holds the same.
+//! id (what Mitto issues), at most an in-flight raw status from the fixed list Mitto uses, no
+//! error or final time. Anything else stays a full row in the ledger. A kept row is exactly its
+//! committed state, so it can be dropped at any time: Postgres holds the same.
 
 use std::collections::HashMap;
 
@@ -14,6 +14,18 @@ use chrono::{DateTime, Utc};
 
 use super::ledger::MessageRow;
 use crate::domain::{BulkId, CampaignId, MessageId, MessageStatus, RecipientId};
+
+/// In-flight raw statuses a waiting message may carry, stored as their index + 1 (0: none).
+/// Kept verbatim: a raw status spelled any other way keeps its row a full row.
+const IN_FLIGHT_RAW: [&str; 7] = [
+    "Sent",
+    "Pending",
+    "Queued",
+    "Accepted",
+    "Submitted",
+    "Enroute",
+    "Unknown",
+];
 
 /// A waiting message without its id (the key it is stored under).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,8 +37,9 @@ struct Compact {
     bulk: u128,
     /// `TAKEN` marks a message taken out of the sorted array (a hole until the next merge).
     sent_at_ns: i64,
-    attempt: u32,
-    segments: u32,
+    attempt: u16,
+    segments: u16,
+    raw: u8,
 }
 
 const TAKEN: i64 = i64::MIN;
@@ -42,10 +55,12 @@ pub struct Waiting {
     recent: HashMap<u128, Compact>,
 }
 
-/// The ULID a message id spells, if it spells one exactly as Mitto writes it.
+/// The ULID a message id spells, if it spells one exactly as Mitto writes it (decoding alone
+/// accepts lowercase and wraps an overlong first character).
 fn ulid_of(id: &MessageId) -> Option<u128> {
     let ulid = ulid::Ulid::from_string(id.as_str()).ok()?;
-    (ulid.to_string() == id.as_str()).then_some(ulid.0)
+    let mut canonical = [0u8; ulid::ULID_LEN];
+    (ulid.array_to_str(&mut canonical) == id.as_str()).then_some(ulid.0)
 }
 
 impl Waiting {
@@ -66,24 +81,44 @@ impl Waiting {
     }
 
     fn compact(row: &MessageRow) -> Option<Compact> {
-        let plain = row.status == MessageStatus::Sent
-            && row.delivery_status.is_none()
-            && row.error.is_none()
-            && row.error_retryable.is_none()
-            && row.delivered_at.is_none()
-            && row.failed_at.is_none();
-        let bulk = row.bulk_id.map_or(0, |b| b.as_uuid().as_u128());
-        let sent_at_ns = row.sent_at?.timestamp_nanos_opt()?;
-        if !plain || (row.bulk_id.is_some() && bulk == 0) || sent_at_ns == TAKEN {
+        // every column named, so that a new one cannot be forgotten here and lost by `take`
+        let MessageRow {
+            recipient,
+            campaign,
+            status,
+            message_id: _,
+            bulk_id,
+            delivery_status,
+            error,
+            error_retryable,
+            sent_at,
+            delivered_at,
+            failed_at,
+            attempt,
+            segments,
+        } = row;
+        let plain = *status == MessageStatus::Sent
+            && error.is_none()
+            && error_retryable.is_none()
+            && delivered_at.is_none()
+            && failed_at.is_none();
+        let raw = match delivery_status.as_deref() {
+            None => 0,
+            Some(raw) => IN_FLIGHT_RAW.iter().position(|r| *r == raw)? as u8 + 1,
+        };
+        let bulk = bulk_id.map_or(0, |b| b.as_uuid().as_u128());
+        let sent_at_ns = sent_at.as_ref()?.timestamp_nanos_opt()?;
+        if !plain || (bulk_id.is_some() && bulk == 0) || sent_at_ns == TAKEN {
             return None;
         }
         Some(Compact {
-            recipient: row.recipient,
-            campaign: row.campaign,
+            recipient: *recipient,
+            campaign: *campaign,
             bulk,
             sent_at_ns,
-            attempt: row.attempt,
-            segments: row.segments,
+            attempt: u16::try_from(*attempt).ok()?,
+            segments: u16::try_from(*segments).ok()?,
+            raw,
         })
     }
 
@@ -96,15 +131,27 @@ impl Waiting {
             status: MessageStatus::Sent,
             message_id: Some(id.clone()),
             bulk_id: (c.bulk != 0).then(|| BulkId::from_uuid(uuid::Uuid::from_u128(c.bulk))),
-            delivery_status: None,
+            delivery_status: c
+                .raw
+                .checked_sub(1)
+                .map(|i| IN_FLIGHT_RAW[usize::from(i)].to_owned()),
             error: None,
             error_retryable: None,
             sent_at: Some(DateTime::<Utc>::from_timestamp_nanos(c.sent_at_ns)),
             delivered_at: None,
             failed_at: None,
-            attempt: c.attempt,
-            segments: c.segments,
+            attempt: u32::from(c.attempt),
+            segments: u32::from(c.segments),
         })
+    }
+
+    /// The recipient a waiting message was sent to.
+    pub fn recipient_of(&self, id: &MessageId) -> Option<RecipientId> {
+        let key = ulid_of(id)?;
+        match self.recent.get(&key) {
+            Some(c) => Some(c.recipient),
+            None => self.find(key).map(|at| self.sorted[at].1.recipient),
+        }
     }
 
     fn take_key(&mut self, key: u128) -> Option<Compact> {
@@ -128,7 +175,7 @@ impl Waiting {
     }
 
     /// Folds the recent map into the sorted array and drops its holes; the new array is
-    /// allocated at its exact size.
+    /// allocated at its exact size. A key in both (which `keep` prevents) keeps the recent one.
     fn merge(&mut self) {
         let mut recent: Vec<(u128, Compact)> = self.recent.drain().collect();
         recent.sort_unstable_by_key(|e| e.0);
@@ -137,8 +184,12 @@ impl Waiting {
         let (mut a, mut b) = (live.peekable(), recent.into_iter().peekable());
         loop {
             let next = match (a.peek(), b.peek()) {
-                (Some(x), Some(y)) if x.0 <= y.0 => a.next().copied(),
-                (Some(_), Some(_)) | (None, Some(_)) => b.next(),
+                (Some(x), Some(y)) if x.0 < y.0 => a.next().copied(),
+                (Some(x), Some(y)) if x.0 == y.0 => {
+                    a.next();
+                    b.next()
+                }
+                (_, Some(_)) => b.next(),
                 (Some(_), None) => a.next().copied(),
                 (None, None) => break,
             };
@@ -150,7 +201,7 @@ impl Waiting {
     }
 
     pub fn contains(&self, id: &MessageId) -> bool {
-        ulid_of(id).is_some_and(|key| self.recent.contains_key(&key) || self.find(key).is_some())
+        self.recipient_of(id).is_some()
     }
 
     pub fn len(&self) -> usize {
@@ -239,6 +290,21 @@ mod tests {
     }
 
     #[test]
+    fn an_in_flight_raw_status_comes_back_verbatim() {
+        let mut w = Waiting::default();
+        let row = MessageRow {
+            delivery_status: Some("Enroute".into()),
+            ..sent_row("01KC69MT19BRK5MSXG1V95YPHX")
+        };
+        assert!(w.keep(&row));
+        assert_eq!(
+            w.recipient_of(row.message_id.as_ref().unwrap()),
+            Some(row.recipient)
+        );
+        assert_eq!(w.take(row.message_id.as_ref().unwrap()), Some(row));
+    }
+
+    #[test]
     fn a_message_without_a_bulk_comes_back_without_one() {
         let mut w = Waiting::default();
         let row = MessageRow {
@@ -259,7 +325,11 @@ mod tests {
                 ..base.clone()
             },
             MessageRow {
-                delivery_status: Some("Enroute".into()),
+                delivery_status: Some("enroute".into()),
+                ..base.clone()
+            },
+            MessageRow {
+                attempt: 70_000,
                 ..base.clone()
             },
             MessageRow {

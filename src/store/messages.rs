@@ -98,9 +98,10 @@ pub async fn write_rows(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[MessageRow],
 ) -> Result<(), StoreError> {
-    // in id order, so the heap and its indexes are walked sequentially, not at random
+    // in id order, so the heap and its indexes are walked sequentially, not at random; a
+    // recipient given twice (two attempts) is written in attempt order, the newer last
     let mut rows: Vec<&MessageRow> = rows.iter().collect();
-    rows.sort_unstable_by_key(|r| r.recipient);
+    rows.sort_by_key(|r| (r.recipient, r.attempt));
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         write_sorted_rows(tx, chunk).await?;
     }
