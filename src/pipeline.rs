@@ -18,6 +18,15 @@ use crate::kafka::producer::EventProducer;
 use crate::kafka::{self, BrokerConnection};
 use crate::store::checkpoints::{self, OffsetScope};
 
+/// Where the pipeline's offsets are stored: this cluster, the consumer group, the topic.
+pub fn offset_scope(broker: &BrokerConnection, settings: &Settings) -> OffsetScope {
+    OffsetScope {
+        cluster_id: broker.cluster_id.clone(),
+        consumer_group: settings.kafka.consumer_group.clone(),
+        topic: settings.kafka.topic.clone(),
+    }
+}
+
 /// Records per DlrActor batch.
 const BATCH_RECORDS: usize = 2_000;
 
@@ -334,11 +343,7 @@ fn start_checkpointer(
 ) -> Addr<Checkpointer> {
     let config = CheckpointConfig {
         pool: pool.clone(),
-        scope: OffsetScope {
-            cluster_id: broker.cluster_id.clone(),
-            consumer_group: settings.kafka.consumer_group.clone(),
-            topic: settings.kafka.topic.clone(),
-        },
+        scope: offset_scope(broker, settings),
         interval: Duration::from_millis(settings.checkpoint_interval_ms),
         max_pending_records: settings.checkpoint_max_records,
         idle_passivation: Duration::from_secs(settings.campaign_idle_secs),

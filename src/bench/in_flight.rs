@@ -25,7 +25,6 @@ use secrecy::ExposeSecret;
 use super::workload::{generate, Reports, WorkloadSpec};
 use crate::app::Application;
 use crate::config::Settings;
-use crate::store::checkpoints::OffsetScope;
 use crate::store::{self, fixtures::claimed_campaign};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -163,11 +162,7 @@ async fn measure(settings: Settings, args: &InFlightArgs) -> anyhow::Result<Run>
     let before = super::rss_mb();
     let started = Instant::now();
     let app = Application::build(settings.clone()).await?.spawn();
-    let scope = OffsetScope {
-        cluster_id: app.pipeline.broker.cluster_id.clone(),
-        consumer_group: settings.kafka.consumer_group.clone(),
-        topic: settings.kafka.topic.clone(),
-    };
+    let scope = crate::pipeline::offset_scope(&app.pipeline.broker, &settings);
     super::ingest::wait_until_committed(&pool, &scope, &ends).await?;
     let took = started.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -205,11 +205,7 @@ async fn measure(
     let started = Instant::now();
     let cpu_at_start = super::process_cpu();
     let app = Application::build(settings.clone()).await?.spawn();
-    let scope = OffsetScope {
-        cluster_id: app.pipeline.broker.cluster_id.clone(),
-        consumer_group: settings.kafka.consumer_group.clone(),
-        topic: settings.kafka.topic.clone(),
-    };
+    let scope = crate::pipeline::offset_scope(&app.pipeline.broker, &settings);
     let first = campaigns[0].0;
     let running = start_load(&app, first, token.reveal(), args, load)?;
     let timeline = follow_commits(&pool, &scope, &ends, started).await?;

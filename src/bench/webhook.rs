@@ -20,7 +20,6 @@ use crate::config::Settings;
 use crate::domain::{CampaignId, Event, MessageId, RecipientId};
 use crate::mitto::reports::parse_reports;
 use crate::mitto::signature::{self, Presented, Verifier, SIGNATURE_HEADER, TIMESTAMP_HEADER};
-use crate::store::checkpoints::OffsetScope;
 use crate::store::{self, fixtures::claimed_campaign};
 
 const SECRET: &str = "bench-webhook-secret";
@@ -92,11 +91,7 @@ async fn measure(mut settings: Settings, args: &WebhookArgs) -> anyhow::Result<F
             .context("producing sent events")?;
     }
     let app = Application::build(settings.clone()).await?.spawn();
-    let scope = OffsetScope {
-        cluster_id: app.pipeline.broker.cluster_id.clone(),
-        consumer_group: settings.kafka.consumer_group.clone(),
-        topic: settings.kafka.topic.clone(),
-    };
+    let scope = crate::pipeline::offset_scope(&app.pipeline.broker, &settings);
     let ends = crate::kafka::end_offsets(&bootstrap, &settings.kafka.topic)?;
     wait_until_committed(&pool, &scope, &ends).await?;
     eprintln!("{n} messages sent; posting {} reports", args.reports);
