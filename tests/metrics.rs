@@ -189,21 +189,28 @@ async fn metrics_parse_as_prometheus_text_and_count_what_happened() {
         })
         .collect();
     h.app.pipeline.handles.producer.send(&again).await.unwrap();
-    let sim = h.sim.stats();
-    let reports = sim.dlrs_sent as u64;
-    let m = eventually(
+    // the simulator counts a report once its POST has been answered, which can be after the
+    // service has applied it: its count is read when the duplicates are in, and settles
+    let (m, reports) = eventually(
         Duration::from_secs(20),
-        "the duplicates to be counted",
+        "the duplicates to be counted and the simulator's count to settle",
         || async {
+            let reports = h.sim.stats().dlrs_sent as u64;
             let m = scrape(&h).await;
             let dup = m.count(
                 "campaignd_events_total",
                 &[("type", "dlr"), ("outcome", "duplicate")],
             );
-            (dup >= DUPLICATES as u64).then_some(m)
+            let read = ["applied", "duplicate", "regression"]
+                .iter()
+                .map(|o| m.count("campaignd_events_total", &[("type", "dlr"), ("outcome", o)]))
+                .sum::<u64>();
+            (dup >= DUPLICATES as u64 && read == reports + DUPLICATES as u64)
+                .then_some((m, reports))
         },
     )
     .await;
+    let sim = h.sim.stats();
 
     let events =
         |t: &str, o: &str| m.count("campaignd_events_total", &[("type", t), ("outcome", o)]);
