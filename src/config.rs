@@ -45,6 +45,10 @@ pub struct Settings {
     pub checkpoint_interval_ms: u64,
     /// Records applied since the last checkpoint that trigger one early.
     pub checkpoint_max_records: u64,
+    /// Message rows committed to the message log but not yet folded into
+    /// `campaign_recipients` beyond which checkpoints wait for the fold (back-pressure: it
+    /// bounds how long a reader that needs the rows in place can wait).
+    pub checkpoint_max_unfolded_rows: u64,
     /// How long a delivery report waits for its `sent` event before it is dead-lettered.
     pub park_ttl_secs: u64,
     /// An active campaign actor idle this long is passivated.
@@ -356,6 +360,9 @@ impl Settings {
         }
         if self.checkpoint_max_records == 0 {
             return invalid("checkpoint_max_records", "must be greater than 0");
+        }
+        if self.checkpoint_max_unfolded_rows == 0 {
+            return invalid("checkpoint_max_unfolded_rows", "must be greater than 0");
         }
         if self.kafka.heartbeat_interval_ms == 0
             || self.kafka.heartbeat_interval_ms >= self.kafka.session_timeout_ms

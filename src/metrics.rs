@@ -14,6 +14,10 @@ pub const CONSUMER_LAG: &str = "campaignd_consumer_lag";
 pub const CHECKPOINT_SECONDS: &str = "campaignd_checkpoint_duration_seconds";
 pub const CHECKPOINT_ROWS: &str = "campaignd_checkpoint_rows";
 pub const CHECKPOINT_FAILURES: &str = "campaignd_checkpoint_failures_total";
+pub const FOLD_SECONDS: &str = "campaignd_fold_duration_seconds";
+pub const FOLD_ROWS: &str = "campaignd_fold_rows";
+pub const FOLD_FAILURES: &str = "campaignd_fold_failures_total";
+pub const UNFOLDED_ROWS: &str = "campaignd_unfolded_rows";
 pub const CAMPAIGN_ACTORS: &str = "campaignd_campaign_actors_active";
 pub const LEDGER_MESSAGES: &str = "campaignd_ledger_messages";
 pub const LEDGER_BYTES: &str = "campaignd_ledger_bytes";
@@ -48,6 +52,7 @@ pub fn handle() -> &'static PrometheusHandle {
             .and_then(|b| {
                 b.set_buckets_for_metric(Matcher::Full(CHECKPOINT_ROWS.into()), &ROWS_BUCKETS)
             })
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(FOLD_ROWS.into()), &ROWS_BUCKETS))
             .expect("bucket lists are not empty");
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
@@ -78,7 +83,7 @@ fn describe() {
     describe_histogram!(
         CHECKPOINT_SECONDS,
         Unit::Seconds,
-        "Time to write one checkpoint (rows, snapshots, offsets) to Postgres."
+        "Time to write one checkpoint (rows appended to the message log, snapshots, offsets) to Postgres."
     );
     describe_histogram!(
         CHECKPOINT_ROWS,
@@ -88,6 +93,24 @@ fn describe() {
     describe_counter!(
         CHECKPOINT_FAILURES,
         "Checkpoints whose write failed (their data is kept for the next)."
+    );
+    describe_histogram!(
+        FOLD_SECONDS,
+        Unit::Seconds,
+        "Time to fold the message log into campaign_recipients once."
+    );
+    describe_histogram!(
+        FOLD_ROWS,
+        Unit::Count,
+        "Recipient rows one fold wrote (one per recipient, however many states it logged)."
+    );
+    describe_counter!(
+        FOLD_FAILURES,
+        "Folds that failed (the log keeps the rows; the fold is retried)."
+    );
+    describe_gauge!(
+        UNFOLDED_ROWS,
+        "Message rows committed to the message log and not yet folded into campaign_recipients."
     );
     describe_gauge!(CAMPAIGN_ACTORS, "Campaign actors in memory.");
     describe_gauge!(
@@ -140,6 +163,19 @@ pub fn consumer_lag(partition: i32, lag: i64) {
 pub fn checkpoint(took: Duration, rows: usize) {
     histogram!(CHECKPOINT_SECONDS).record(took.as_secs_f64());
     histogram!(CHECKPOINT_ROWS).record(rows as f64);
+}
+
+pub fn fold(took: Duration, rows: u64) {
+    histogram!(FOLD_SECONDS).record(took.as_secs_f64());
+    histogram!(FOLD_ROWS).record(rows as f64);
+}
+
+pub fn fold_failed() {
+    counter!(FOLD_FAILURES).increment(1);
+}
+
+pub fn unfolded_rows(rows: u64) {
+    gauge!(UNFOLDED_ROWS).set(rows as f64);
 }
 
 pub fn checkpoint_failed() {

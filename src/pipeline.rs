@@ -1,7 +1,7 @@
 //! The event pipeline, wired: broker (configured or embedded), producer, the actors' arbiter
 //! with the campaign registry and checkpointer, and the consumer feeding DlrActors.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use sqlx::PgPool;
 
 use crate::actors::checkpoint::{CheckpointConfig, CheckpointNow, Checkpointer, Partitions};
 use crate::actors::dlr::{DlrActor, Ledger, LedgerLimits};
+use crate::actors::fold::Fold;
 use crate::actors::registry::CampaignRegistry;
 use crate::config::Settings;
 use crate::kafka::consumer::{self, ConsumerConfig, ConsumerHandle, SpawnPartition};
@@ -30,25 +31,35 @@ pub fn offset_scope(broker: &BrokerConnection, settings: &Settings) -> OffsetSco
 /// Records per DlrActor batch.
 const BATCH_RECORDS: usize = 2_000;
 
-/// Waits until everything on the topic at the moment of asking is applied and committed, so
-/// that Postgres rows reflect every event produced before (used before judging claims left
-/// by an earlier run).
+/// How long a stop waits for the last checkpoint's rows to be folded.
+const STOP_FOLD_LIMIT: Duration = Duration::from_secs(60);
+
+/// Waits until everything on the topic at the moment of asking is applied, committed and
+/// folded, so that Postgres rows reflect every event produced before (used before judging
+/// claims left by an earlier run).
 #[derive(Clone)]
 pub struct Replay {
     bootstrap: String,
     topic: String,
     partitions: Partitions,
     checkpointer: Addr<Checkpointer>,
+    fold: Fold,
 }
 
 impl Replay {
-    /// Applied and committed: everything on the topic at the moment of asking.
+    /// Applied, committed and folded: everything on the topic at the moment of asking.
     pub async fn caught_up(&self) {
         self.applied_to_end().await;
         // a checkpoint begun now covers everything applied so far
         loop {
             match self.checkpointer.send(CheckpointNow).await {
-                Ok(Ok(_)) | Err(_) => return,
+                Ok(Ok(epoch)) => {
+                    while !self.fold.until_folded(epoch, Duration::from_secs(60)).await {
+                        tracing::warn!(epoch, "the message log is not folded yet; waiting");
+                    }
+                    return;
+                }
+                Err(_) => return,
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "checkpoint after replay failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -106,12 +117,12 @@ async fn applied_through(
 #[derive(Clone)]
 pub struct Applied {
     partitions: Partitions,
-    committed_epoch: Arc<AtomicU64>,
+    fold: Fold,
 }
 
 impl Applied {
     /// `true` once every position (partition, offset) is applied and the checkpoint covering
-    /// it committed; `false` if that took longer than `limit`.
+    /// it committed and folded; `false` if that took longer than `limit`.
     pub async fn committed(&self, positions: &[(i32, i64)], limit: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
         let mut last: std::collections::BTreeMap<i32, i64> = Default::default();
@@ -129,8 +140,8 @@ impl Applied {
         self.until_committed(epoch, deadline).await
     }
 
-    /// `true` once everything applied until now is committed (rows read afterwards are as
-    /// current as the actors' memory was); `false` if that took longer than `limit`.
+    /// `true` once everything applied until now is committed and folded (rows read afterwards
+    /// are as current as the actors' memory was); `false` if that took longer than `limit`.
     pub async fn settled(&self, limit: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
         let epoch = self.partitions.open_epoch();
@@ -138,13 +149,8 @@ impl Applied {
     }
 
     async fn until_committed(&self, epoch: u64, deadline: tokio::time::Instant) -> bool {
-        while self.committed_epoch.load(Ordering::Acquire) < epoch {
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        true
+        let limit = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.fold.until_folded(epoch, limit).await
     }
 }
 
@@ -161,6 +167,7 @@ pub struct Pipeline {
     pub broker: BrokerConnection,
     pub checkpointer: Addr<Checkpointer>,
     pub partitions: Partitions,
+    fold: Fold,
     consumer: Option<ConsumerHandle>,
     arbiter: Arbiter,
     senders: Option<Arbiter>,
@@ -187,11 +194,23 @@ impl Pipeline {
         let committed = checkpoints::committed_epoch(&pool)
             .await
             .context("reading the checkpoint epoch")?;
+        // rows a crash left in the message log go into place before anything reads them
+        let folded = crate::store::messages::fold(&pool)
+            .await
+            .context("folding the message log")?;
+        if folded.logged > 0 {
+            tracing::info!(
+                rows = folded.logged,
+                "folded the message log left by the last run"
+            );
+        }
+        let fold = Fold::start(pool.clone(), committed);
         let arbiter = Arbiter::new();
         let registry = CampaignRegistry::new(
             pool.clone(),
             arbiter.handle(),
             Arc::new(AtomicU64::new(committed)),
+            fold.clone(),
         );
         let partitions = Partitions::new(committed);
         let pending = Arc::new(AtomicU64::new(0));
@@ -200,8 +219,7 @@ impl Pipeline {
             &pool,
             &broker,
             &arbiter,
-            &partitions,
-            &registry,
+            (&partitions, &registry, &fold),
             &pending,
         );
         let spawn = spawn_partition(settings, &pool, &arbiter, &registry, &pending);
@@ -217,7 +235,7 @@ impl Pipeline {
             .context("starting the consumer")?;
         let applied = Applied {
             partitions: partitions.clone(),
-            committed_epoch: registry.committed_epoch().clone(),
+            fold: fold.clone(),
         };
         Ok(Self {
             handles: EventHandles {
@@ -228,6 +246,7 @@ impl Pipeline {
             broker,
             checkpointer,
             partitions,
+            fold,
             consumer: Some(consumer),
             arbiter,
             senders: None,
@@ -285,6 +304,7 @@ impl Pipeline {
             topic: settings.kafka.topic.clone(),
             partitions: self.partitions.clone(),
             checkpointer: self.checkpointer.clone(),
+            fold: self.fold.clone(),
         }
     }
 
@@ -301,8 +321,18 @@ impl Pipeline {
             .ok(),
             None => None,
         };
-        if let Ok(Err(e)) = self.checkpointer.send(CheckpointNow).await {
-            tracing::error!(error = %e, "final checkpoint failed");
+        match self.checkpointer.send(CheckpointNow).await {
+            Ok(Ok(epoch)) => {
+                // a clean stop leaves the message log empty (a start folds it otherwise)
+                if !self.fold.until_folded(epoch, STOP_FOLD_LIMIT).await {
+                    tracing::warn!(
+                        epoch,
+                        "the message log was not folded before stopping; the next start folds it"
+                    );
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "final checkpoint failed"),
+            Err(_) => {}
         }
         let mut arbiters = vec![self.arbiter];
         arbiters.extend(self.senders.take());
@@ -325,9 +355,10 @@ impl Pipeline {
             broker,
             checkpointer,
             partitions,
+            fold,
             ..
         } = self;
-        drop((checkpointer, partitions, handles));
+        drop((checkpointer, partitions, handles, fold));
         drop(broker);
     }
 }
@@ -337,8 +368,7 @@ fn start_checkpointer(
     pool: &PgPool,
     broker: &BrokerConnection,
     arbiter: &Arbiter,
-    partitions: &Partitions,
-    registry: &CampaignRegistry,
+    (partitions, registry, fold): (&Partitions, &CampaignRegistry, &Fold),
     pending: &Arc<AtomicU64>,
 ) -> Addr<Checkpointer> {
     let config = CheckpointConfig {
@@ -347,10 +377,16 @@ fn start_checkpointer(
         interval: Duration::from_millis(settings.checkpoint_interval_ms),
         max_pending_records: settings.checkpoint_max_records,
         idle_passivation: Duration::from_secs(settings.campaign_idle_secs),
+        max_unfolded_rows: settings.checkpoint_max_unfolded_rows,
     };
-    let (partitions, registry, pending) = (partitions.clone(), registry.clone(), pending.clone());
+    let (partitions, registry, fold, pending) = (
+        partitions.clone(),
+        registry.clone(),
+        fold.clone(),
+        pending.clone(),
+    );
     Checkpointer::start_in_arbiter(&arbiter.handle(), move |_| {
-        Checkpointer::new(config, partitions, registry, pending)
+        Checkpointer::new(config, partitions, registry, fold, pending)
     })
 }
 

@@ -422,3 +422,180 @@ async fn idle_campaign_actors_passivate_and_reactivate_with_exact_counters() {
     app.stop().await;
     db.drop_database().await;
 }
+
+/// A message row as a checkpoint hands it over.
+fn logged_row(
+    campaign: CampaignId,
+    recipient: RecipientId,
+    status: campaignd::domain::MessageStatus,
+    attempt: u32,
+    at_secs: i64,
+) -> campaignd::store::messages::MessageRow {
+    use campaignd::domain::MessageStatus::*;
+    let at = chrono::DateTime::from_timestamp(1_800_000_000 + at_secs, 0).unwrap();
+    campaignd::store::messages::MessageRow {
+        recipient,
+        campaign,
+        status,
+        message_id: (status != SendFailed).then(MessageId::generate),
+        bulk_id: None,
+        delivery_status: (status == Delivered).then(|| "Delivered".to_owned()),
+        error: (status == SendFailed).then(|| "Invalid receiver".to_owned()),
+        error_retryable: (status == SendFailed).then_some(true),
+        sent_at: (status != SendFailed).then_some(at),
+        delivered_at: (status == Delivered).then_some(at),
+        failed_at: (status == SendFailed).then_some(at),
+        attempt,
+        segments: 1,
+    }
+}
+
+#[actix_web::test]
+async fn checkpointed_rows_reach_recipients_only_through_the_fold_newest_attempt_and_epoch_first() {
+    use campaignd::domain::MessageStatus::*;
+    use campaignd::store::checkpoints::{commit, CheckpointWrite, OffsetScope};
+    use campaignd::store::messages::{fold, unfolded, Folded};
+    let db = TestDb::unique();
+    let pool = campaignd::store::connect_and_migrate(&db.url)
+        .await
+        .unwrap();
+    let (tenant, _) = tenant(&pool, "Shop").await;
+    let (campaign, r) = claimed_campaign(&pool, tenant, 3).await.unwrap();
+    let scope = OffsetScope {
+        cluster_id: "c".into(),
+        consumer_group: "g".into(),
+        topic: "t".into(),
+    };
+    let write = |epoch, rows| CheckpointWrite {
+        epoch,
+        rows,
+        ..Default::default()
+    };
+    commit(
+        &pool,
+        &scope,
+        &[
+            // r0: sent, then delivered a checkpoint later; r1: failed (retried since)
+            write(1, vec![logged_row(campaign, r[0], Sent, 0, 1)]),
+            write(
+                2,
+                vec![
+                    logged_row(campaign, r[0], Delivered, 0, 2),
+                    logged_row(campaign, r[1], SendFailed, 0, 2),
+                ],
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    let status = |id: RecipientId| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT status FROM campaign_recipients WHERE id = $1")
+                .bind(id.get())
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(unfolded(&pool).await.unwrap(), 3);
+    assert_eq!(
+        status(r[0]).await,
+        "processing",
+        "not folded: still as claimed"
+    );
+    // retry-failed has reset r1 for attempt 1, which then failed in checkpoint 3; a late
+    // state of attempt 0 (checkpoint 4) must not overwrite it
+    sqlx::query("UPDATE campaign_recipients SET retry_count = 1 WHERE id = $1")
+        .bind(r[1].get())
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut retried = logged_row(campaign, r[1], SendFailed, 1, 3);
+    retried.error = Some("attempt 1".into());
+    commit(
+        &pool,
+        &scope,
+        &[
+            write(3, vec![retried]),
+            write(4, vec![logged_row(campaign, r[1], Sent, 0, 4)]),
+        ],
+    )
+    .await
+    .unwrap();
+    let folded = fold(&pool).await.unwrap();
+    assert_eq!(
+        folded,
+        Folded {
+            logged: 5,
+            written: 2
+        }
+    );
+    assert_eq!(unfolded(&pool).await.unwrap(), 0);
+    assert_eq!(status(r[0]).await, "delivered");
+    assert_eq!(status(r[1]).await, "failed");
+    let error: Option<String> =
+        sqlx::query_scalar("SELECT error FROM campaign_recipients WHERE id = $1")
+            .bind(r[1].get())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        error.as_deref(),
+        Some("attempt 1"),
+        "the newest attempt wins"
+    );
+    assert_eq!(
+        status(r[2]).await,
+        "processing",
+        "never logged, never touched"
+    );
+    assert_eq!(
+        fold(&pool).await.unwrap(),
+        Folded::default(),
+        "nothing left"
+    );
+    pool.close().await;
+    db.drop_database().await;
+}
+
+#[actix_web::test]
+async fn a_start_folds_what_a_crash_left_in_the_message_log_before_anything_reads() {
+    use campaignd::domain::MessageStatus::*;
+    use campaignd::store::checkpoints::{commit, CheckpointWrite, OffsetScope};
+    let db = TestDb::unique();
+    let pool = campaignd::store::connect_and_migrate(&db.url)
+        .await
+        .unwrap();
+    let (tenant, _) = tenant(&pool, "Shop").await;
+    let (campaign, r) = claimed_campaign(&pool, tenant, 1).await.unwrap();
+    let scope = OffsetScope {
+        cluster_id: "c".into(),
+        consumer_group: "g".into(),
+        topic: "t".into(),
+    };
+    // a checkpoint committed, and the process died before its fold
+    let write = CheckpointWrite {
+        epoch: 1,
+        rows: vec![logged_row(campaign, r[0], Delivered, 0, 1)],
+        ..Default::default()
+    };
+    commit(&pool, &scope, &[write]).await.unwrap();
+    assert_eq!(
+        campaignd::store::messages::unfolded(&pool).await.unwrap(),
+        1
+    );
+    let app = start(&db).await;
+    assert_eq!(
+        campaignd::store::messages::unfolded(&pool).await.unwrap(),
+        0
+    );
+    let status: String = sqlx::query_scalar("SELECT status FROM campaign_recipients")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "delivered");
+    app.stop().await;
+    pool.close().await;
+    db.drop_database().await;
+}

@@ -3,7 +3,9 @@
 //! transitions add to each campaign's snapshot, and commits all of it with the epoch in ONE
 //! Postgres transaction. Campaign actors are never asked: a busy campaign cannot hold back
 //! the checkpoints (and offsets) of every partition. Only then are offsets committed to Kafka
-//! (for lag monitoring; Postgres holds the truth).
+//! (for lag monitoring; Postgres holds the truth). The message rows go to the message log and
+//! the fold (src/actors/fold.rs) moves them into `campaign_recipients` after the commit; no new
+//! checkpoint starts on its own while the fold is more than `max_unfolded_rows` behind.
 //!
 //! A failed write is kept and retried with the next one, so nothing handed over is lost; each
 //! is applied only if its epoch is newer than the one stored, so a write that did commit
@@ -18,6 +20,7 @@ use actix::prelude::*;
 use sqlx::PgPool;
 
 use super::dlr::{Barrier, DlrActor};
+use super::fold::Fold;
 use super::registry::CampaignRegistry;
 use crate::store::checkpoints::{self, CheckpointWrite, OffsetScope};
 
@@ -100,12 +103,15 @@ pub struct CheckpointConfig {
     /// Records applied since the last checkpoint that trigger one early.
     pub max_pending_records: u64,
     pub idle_passivation: Duration,
+    /// Rows the fold may be behind before checkpoints wait for it.
+    pub max_unfolded_rows: u64,
 }
 
 pub struct Checkpointer {
     config: CheckpointConfig,
     partitions: Partitions,
     registry: CampaignRegistry,
+    fold: Fold,
     pending_records: Arc<AtomicU64>,
     /// Checkpoints whose write failed, oldest first; retried with the next one.
     unwritten: Vec<CheckpointWrite>,
@@ -121,12 +127,14 @@ impl Checkpointer {
         config: CheckpointConfig,
         partitions: Partitions,
         registry: CampaignRegistry,
+        fold: Fold,
         pending_records: Arc<AtomicU64>,
     ) -> Self {
         Self {
             config,
             partitions,
             registry,
+            fold,
             pending_records,
             unwritten: Vec::new(),
             last_started: Instant::now(),
@@ -138,6 +146,7 @@ impl Checkpointer {
 
     fn due(&self) -> bool {
         !self.running
+            && self.fold.unfolded_rows() < self.config.max_unfolded_rows
             && (self.last_started.elapsed() >= self.config.interval
                 || self.pending_records.load(Ordering::Relaxed) >= self.config.max_pending_records)
     }
@@ -175,7 +184,8 @@ pub struct CheckpointNow;
 #[rtype(result = "()")]
 pub struct SetOnCommit(pub OnCommit);
 
-/// Stored offsets for partitions being assigned.
+/// Stored offsets for partitions being assigned, answered once every committed row is folded
+/// (their DlrActors look rows up in `campaign_recipients`).
 #[derive(Message)]
 #[rtype(result = "Result<HashMap<i32, i64>, String>")]
 pub struct LoadOffsets(pub Vec<i32>);
@@ -189,7 +199,12 @@ impl Handler<CheckpointNow> for Checkpointer {
         self.pending_records.store(0, Ordering::Relaxed);
         let (epoch, actors) = self.partitions.begin_barrier();
         let committed = self.registry.committed_epoch().load(Ordering::Acquire);
-        let barrier = Barrier { epoch, committed };
+        let folded = self.fold.folded_epoch();
+        let barrier = Barrier {
+            epoch,
+            committed,
+            folded,
+        };
         let collect =
             async move { futures::future::join_all(actors.iter().map(|a| a.send(barrier))).await };
         AtomicResponse::new(Box::pin(
@@ -250,6 +265,8 @@ impl Checkpointer {
         self.registry
             .committed_epoch()
             .store(epoch, Ordering::Release);
+        let rows = writes.iter().map(|w| w.rows.len()).sum();
+        self.fold.committed(epoch, rows);
         let mut offsets = HashMap::new();
         for write in writes {
             offsets.extend(write.offsets);
@@ -276,7 +293,12 @@ impl Handler<LoadOffsets> for Checkpointer {
 
     fn handle(&mut self, msg: LoadOffsets, _: &mut Self::Context) -> Self::Result {
         let (pool, scope) = (self.config.pool.clone(), self.config.scope.clone());
+        let (fold, committed) = (self.fold.clone(), self.registry.committed_epoch().clone());
         Box::pin(async move {
+            let committed = committed.load(Ordering::Acquire);
+            if !fold.until_folded(committed, Duration::from_secs(60)).await {
+                return Err(format!("epoch {committed} was not folded within 60 s"));
+            }
             checkpoints::load_offsets(&pool, &scope, &msg.0)
                 .await
                 .map_err(|e| e.to_string())

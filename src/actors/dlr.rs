@@ -31,6 +31,8 @@ pub struct Barrier {
     pub epoch: u64,
     /// The last epoch committed to Postgres when this barrier was sent.
     pub committed: u64,
+    /// The last epoch whose message rows were folded into `campaign_recipients` by then.
+    pub folded: u64,
 }
 
 /// Stops the actor (its partition was revoked and checkpointed).
@@ -143,7 +145,9 @@ impl Handler<Barrier> for DlrActor {
     type Result = MessageResult<Barrier>;
 
     fn handle(&mut self, msg: Barrier, _: &mut Self::Context) -> Self::Result {
-        let checkpoint = self.ledger.barrier(msg.epoch, msg.committed, Utc::now());
+        let checkpoint = self
+            .ledger
+            .barrier(msg.epoch, msg.committed, msg.folded, Utc::now());
         crate::metrics::ledger(self.ledger.memory());
         MessageResult(checkpoint)
     }

@@ -7,5 +7,6 @@ pub mod campaign_messages;
 mod campaign_sending;
 pub mod checkpoint;
 pub mod dlr;
+pub mod fold;
 pub mod registry;
 pub mod sender;

@@ -14,6 +14,7 @@ use super::campaign::{
     ApplyTransitions, CampaignActor, Command, GetAppliedEpoch, GetCampaign, GetStats, Lifecycle,
     LifecycleResult, Nudge, Passivate, PublishedStats, SendingContext, StatsWatch,
 };
+use super::fold::Fold;
 use crate::domain::{CampaignId, TenantId};
 use crate::engine::campaign::{Change, Stats};
 
@@ -30,6 +31,8 @@ struct Inner {
     arbiter: ArbiterHandle,
     /// The last checkpoint committed; an actor whose changes are newer must not passivate.
     committed_epoch: Arc<AtomicU64>,
+    /// How far committed message rows are in `campaign_recipients`.
+    fold: Fold,
     /// Set once the senders run; actors started before that do not send.
     sending: std::sync::OnceLock<Arc<SendingContext>>,
 }
@@ -38,7 +41,12 @@ struct Inner {
 const DELIVERY_ATTEMPTS: usize = 5;
 
 impl CampaignRegistry {
-    pub fn new(pool: PgPool, arbiter: ArbiterHandle, committed_epoch: Arc<AtomicU64>) -> Self {
+    pub fn new(
+        pool: PgPool,
+        arbiter: ArbiterHandle,
+        committed_epoch: Arc<AtomicU64>,
+        fold: Fold,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 actors: DashMap::new(),
@@ -46,6 +54,7 @@ impl CampaignRegistry {
                 pool,
                 arbiter,
                 committed_epoch,
+                fold,
                 sending: std::sync::OnceLock::new(),
             }),
         }
@@ -176,18 +185,16 @@ impl CampaignRegistry {
         self.ask(id, Lifecycle { tenant, command }).await.flatten()
     }
 
-    /// Waits (bounded) until every transition the campaign applied is committed, so that
-    /// rows read in Postgres agree with its counters.
+    /// Waits (bounded) until every transition the campaign applied is committed and folded,
+    /// so that rows read in `campaign_recipients` agree with its counters.
     async fn await_committed(&self, id: CampaignId) {
         let Some(applied) = self.ask(id, GetAppliedEpoch).await else {
             return;
         };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while self.inner.committed_epoch.load(Ordering::Acquire) < applied
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.inner
+            .fold
+            .until_folded(applied, Duration::from_secs(30))
+            .await;
     }
 
     /// Activates campaigns so their send loops run (at start-up, after a crash).

@@ -108,7 +108,10 @@ impl EngagementBook {
         committed: u64,
         max_resident: usize,
     ) -> Vec<EngagementRow> {
-        let rows = self.changes.hand_over(&self.rows, epoch, committed);
+        // engagement columns are written in the checkpoint itself, not through the log
+        let rows = self
+            .changes
+            .hand_over(&self.rows, epoch, committed, committed);
         if self.rows.len() > max_resident {
             let changes = &self.changes;
             self.rows.retain(|id, _| changes.uncommitted(id));

@@ -125,11 +125,14 @@ pub struct PartitionCheckpoint {
 }
 
 /// Which rows a single writer changed since the last barrier, and which stay in memory because
-/// their last handed-over change is not committed yet (Postgres still holds the state before it).
+/// their last handed-over change is not committed yet, or committed to the message log but not
+/// folded into the table a lookup reads (Postgres answers a lookup with the state before it).
 #[derive(Debug, Default)]
 pub(super) struct Changes {
     dirty: HashSet<RecipientId>,
     uncommitted: HashMap<RecipientId, u64>,
+    /// Rows whose last change is not folded yet, by the epoch that committed it.
+    unfolded: HashMap<RecipientId, u64>,
     /// Rows whose last change became committed at the latest hand-over.
     settled: Vec<RecipientId>,
 }
@@ -140,18 +143,22 @@ impl Changes {
     }
 
     /// The changed rows, handed over to the checkpoint of `epoch`; `committed` is the last
-    /// epoch known to be in Postgres.
+    /// epoch known to be in Postgres, `folded` the last one a lookup can read.
     pub(super) fn hand_over<R: Clone>(
         &mut self,
         rows: &HashMap<RecipientId, R>,
         epoch: u64,
         committed: u64,
+        folded: u64,
     ) -> Vec<R> {
         let changed: Vec<RecipientId> = self.dirty.drain().collect();
         let handed = changed
             .iter()
             .filter_map(|r| rows.get(r).cloned())
             .collect();
+        self.unfolded.extend(changed.iter().map(|r| (*r, epoch)));
+        self.unfolded.retain(|_, e| *e > folded);
+        shrink(&mut self.unfolded);
         self.uncommitted
             .extend(changed.into_iter().map(|r| (r, epoch)));
         let settled = &mut self.settled;
@@ -172,6 +179,11 @@ impl Changes {
 
     pub(super) fn uncommitted(&self, recipient: &RecipientId) -> bool {
         self.uncommitted.contains_key(recipient)
+    }
+
+    /// The row's last change is not in the table lookups read yet.
+    pub(super) fn unfolded(&self, recipient: &RecipientId) -> bool {
+        self.unfolded.contains_key(recipient)
     }
 }
 
@@ -818,15 +830,18 @@ impl Ledger {
     }
 
     /// Hands over everything changed since the last barrier; what follows belongs to the next
-    /// epoch. `committed`: the last epoch known to be in Postgres (evictions stop there).
+    /// epoch. `committed`: the last epoch known to be in Postgres (messages move to the compact
+    /// book from there); `folded`: the last one whose rows a lookup finds (final messages are
+    /// forgotten from there).
     pub fn barrier(
         &mut self,
         epoch: u64,
         committed: u64,
+        folded: u64,
         now: DateTime<Utc>,
     ) -> PartitionCheckpoint {
         self.expire_parked(now);
-        let rows = self.changes.hand_over(&self.rows, epoch, committed);
+        let rows = self.changes.hand_over(&self.rows, epoch, committed, folded);
         let oldest_parked = self.parked.values().flatten().map(|p| p.offset).min();
         let commit_offset = match (self.next_offset, oldest_parked) {
             (Some(next), Some(parked)) => Some(next.min(parked)),
@@ -870,7 +885,7 @@ impl Ledger {
     }
 
     /// Moves accepted messages whose `sent` is committed to the compact book, and drops final
-    /// messages whose last change is committed once memory holds too many; a late report for
+    /// messages whose last change is folded once memory holds too many; a late report for
     /// one of those is looked up again and finds that change in Postgres.
     fn evict(&mut self) {
         if self.limits.compact_waiting {
@@ -908,7 +923,7 @@ impl Ledger {
         let changes = &self.changes;
         let by_message = &mut self.by_message;
         self.rows.retain(|id, row| {
-            let keep = !row.status.is_final() || changes.uncommitted(id);
+            let keep = !row.status.is_final() || changes.unfolded(id);
             if !keep {
                 if let Some(m) = &row.message_id {
                     by_message.remove(m);
@@ -1105,7 +1120,7 @@ mod tests {
         );
         let ts = l.apply_batch(vec![dlr(6, 1, "Expired")], at(9));
         assert_eq!(moves(&ts), vec![(Unknown, DeliveryFailed)]);
-        let cp = l.barrier(1, 0, at(9));
+        let cp = l.barrier(1, 0, 0, at(9));
         let r1 = cp.rows.iter().find(|r| r.recipient.get() == 1).unwrap();
         assert_eq!(r1.delivery_status.as_deref(), Some("Expired"));
         assert_eq!(
@@ -1135,7 +1150,7 @@ mod tests {
         assert_eq!(l.counts.get("dlr", Outcome::Duplicate), 1);
         assert_eq!(l.counts.get("dlr", Outcome::Regression), 1);
         assert_eq!(l.counts.get("sent", Outcome::Regression), 1);
-        let cp = l.barrier(1, 0, at(9));
+        let cp = l.barrier(1, 0, 0, at(9));
         assert_eq!(cp.rows.len(), 1);
         assert_eq!(cp.rows[0].status, Delivered);
         assert_eq!(cp.rows[0].delivery_status.as_deref(), Some("Delivered"));
@@ -1168,7 +1183,7 @@ mod tests {
         assert!(l
             .apply_batch(vec![dlr(0, 1, "Delivered")], at(0))
             .is_empty());
-        let cp = l.barrier(1, 0, at(1));
+        let cp = l.barrier(1, 0, 0, at(1));
         assert_eq!(
             cp.commit_offset,
             Some(0),
@@ -1180,7 +1195,7 @@ mod tests {
             matches!(ts[0], Change::Status(t) if t.epoch == 2),
             "after barrier 1, changes belong to epoch 2"
         );
-        assert_eq!(l.barrier(2, 0, at(3)).commit_offset, Some(2));
+        assert_eq!(l.barrier(2, 0, 0, at(3)).commit_offset, Some(2));
     }
 
     #[test]
@@ -1195,8 +1210,8 @@ mod tests {
             },
         );
         l.apply_batch(vec![dlr(5, 99, "Delivered")], at(0));
-        assert!(l.barrier(1, 0, at(5)).dead_letters.is_empty());
-        let cp = l.barrier(2, 0, at(11));
+        assert!(l.barrier(1, 0, 0, at(5)).dead_letters.is_empty());
+        let cp = l.barrier(2, 0, 0, at(11));
         assert_eq!(cp.dead_letters.len(), 1);
         assert_eq!(cp.dead_letters[0].offset, Some(5));
         assert_eq!(cp.commit_offset, Some(6));
@@ -1215,7 +1230,7 @@ mod tests {
         };
         let ts = l.apply_batch(vec![poison, sent(1, 404), sent(2, 1)], at(0));
         assert_eq!(ts.len(), 1);
-        let cp = l.barrier(1, 0, at(0));
+        let cp = l.barrier(1, 0, 0, at(0));
         assert_eq!(cp.dead_letters.len(), 2);
         assert_eq!(cp.dead_letters[0].payload, b"{oops");
         assert_eq!(cp.dead_letters[0].key.as_deref(), Some(&b"k"[..]));
@@ -1273,11 +1288,41 @@ mod tests {
             row(2, MessageStatus::Processing),
         ]);
         l.apply_batch(vec![sent(0, 1), dlr(1, 1, "Delivered"), sent(2, 2)], at(0));
-        l.barrier(1, 0, at(0));
+        l.barrier(1, 0, 0, at(0));
         assert_eq!(l.resident(), 2, "epoch 1 is not committed yet: both stay");
-        l.barrier(2, 1, at(0));
+        l.barrier(2, 1, 1, at(0));
         assert_eq!(l.resident(), 1, "only the in-flight message stays");
         assert_eq!(l.lookups(&[dlr(3, 1, "Delivered")]).messages, vec![mid(1)]);
+    }
+
+    #[test]
+    fn a_final_message_is_forgotten_only_once_its_row_is_folded() {
+        let mut l = Ledger::new(
+            0,
+            None,
+            1,
+            LedgerLimits {
+                max_resident: 0,
+                ..Default::default()
+            },
+        );
+        l.absorb(vec![row(1, MessageStatus::Processing)]);
+        l.apply_batch(vec![sent(0, 1), dlr(1, 1, "Delivered")], at(0));
+        l.barrier(1, 0, 0, at(0));
+        l.barrier(2, 1, 0, at(0));
+        assert_eq!(
+            l.resident(),
+            1,
+            "committed to the log, not folded: a lookup would miss it"
+        );
+        let repeat = [sent(2, 1)];
+        assert_eq!(l.lookups(&repeat), Lookups::default(), "memory answers");
+        assert!(
+            l.apply_batch(repeat.to_vec(), at(0)).is_empty(),
+            "a duplicate"
+        );
+        l.barrier(3, 2, 1, at(0));
+        assert_eq!(l.resident(), 0, "folded: Postgres answers from now on");
     }
 
     #[test]
@@ -1285,15 +1330,15 @@ mod tests {
         use MessageStatus::*;
         let mut l = ledger_with(vec![row(1, Processing)]);
         l.apply_batch(vec![sent(0, 1)], at(0));
-        let first = l.barrier(1, 0, at(0));
+        let first = l.barrier(1, 0, 0, at(0));
         assert_eq!(l.full_rows(), 1, "not committed yet: a full row");
-        l.barrier(2, 1, at(1));
+        l.barrier(2, 1, 1, at(1));
         assert_eq!((l.full_rows(), l.resident()), (0, 1), "committed: waiting");
         let report = [dlr(5, 1, "Delivered")];
         assert_eq!(l.lookups(&report), Lookups::default());
         let ts = l.apply_batch(report.to_vec(), at(5));
         assert_eq!(moves(&ts), vec![(Sent, Delivered)]);
-        let cp = l.barrier(3, 2, at(5));
+        let cp = l.barrier(3, 2, 2, at(5));
         let expected = MessageRow {
             status: Delivered,
             delivery_status: Some("Delivered".into()),
@@ -1308,10 +1353,10 @@ mod tests {
         let n = 2_000;
         let mut l = ledger_with((1..=n).map(|r| row(r, MessageStatus::Processing)).collect());
         l.apply_batch((1..=n).map(|r| sent(r, r)).collect(), at(0));
-        l.barrier(1, 0, at(0));
+        l.barrier(1, 0, 0, at(0));
         let full = l.memory();
         assert_eq!((full.full_rows, full.waiting), (n as usize, 0));
-        l.barrier(2, 1, at(1));
+        l.barrier(2, 1, 1, at(1));
         let waiting = l.memory();
         assert_eq!((waiting.full_rows, waiting.waiting), (0, n as usize));
         assert!(
@@ -1327,14 +1372,14 @@ mod tests {
     fn a_repeated_sent_for_a_waiting_message_is_a_duplicate_held_once() {
         let mut l = ledger_with(vec![row(1, MessageStatus::Processing)]);
         l.apply_batch(vec![sent(0, 1)], at(0));
-        let committed = l.barrier(1, 0, at(0)).rows;
-        l.barrier(2, 1, at(1));
+        let committed = l.barrier(1, 0, 0, at(0)).rows;
+        l.barrier(2, 1, 1, at(1));
         let repeat = [sent(1, 1)];
         assert_eq!(l.lookups(&repeat), Lookups::default(), "the book answers");
         assert!(l.apply_batch(repeat.to_vec(), at(2)).is_empty());
-        assert_eq!(l.barrier(3, 2, at(2)).rows, vec![], "nothing changed");
+        assert_eq!(l.barrier(3, 2, 2, at(2)).rows, vec![], "nothing changed");
         // a row loaded from Postgres for the same message replaces the book's copy
-        l.barrier(4, 3, at(3));
+        l.barrier(4, 3, 3, at(3));
         assert_eq!((l.full_rows(), l.resident()), (0, 1));
         l.absorb(committed);
         assert_eq!(l.counts.get("sent", Outcome::Duplicate), 1);
@@ -1398,9 +1443,9 @@ mod tests {
         }
 
         fn barrier(&mut self, commit: bool) -> Vec<MessageRow> {
-            let mut cp = self
-                .ledger
-                .barrier(self.epoch, self.committed, at(self.offset));
+            let mut cp =
+                self.ledger
+                    .barrier(self.epoch, self.committed, self.committed, at(self.offset));
             cp.rows.sort_by_key(|r| r.recipient);
             self.pending.push((self.epoch, cp.rows.clone()));
             if commit {
@@ -1522,11 +1567,11 @@ mod tests {
         );
         l.absorb(vec![row(1, MessageStatus::Processing)]);
         l.apply_batch(vec![sent(0, 1), dlr(1, 1, "Undelivered")], at(0));
-        l.barrier(1, 0, at(0));
+        l.barrier(1, 0, 0, at(0));
         let repeated = l.apply_batch(vec![dlr(2, 1, "Undelivered")], at(1));
         assert!(repeated.is_empty(), "the repeat changes nothing");
         assert!(l.lookups(&[dlr(3, 1, "Failed")]).messages.is_empty());
-        l.barrier(2, 1, at(2));
+        l.barrier(2, 1, 1, at(2));
         assert_eq!(l.resident(), 0, "committed: evicted");
     }
 }

@@ -176,11 +176,38 @@ pub struct Recount {
 
 /// Counts campaigns' figures from their rows next to their snapshots (`campaignd verify`):
 /// the replaced design's stats query, kept as an operator's check, never on a request path.
+///
+/// Snapshots and the message log commit together; rows reach `campaign_recipients` when the
+/// log is folded. So the count folds first, in its own snapshot, holding the fold lock from
+/// before that snapshot is taken (a fold committed after it would be invisible to it).
 pub async fn recount(pool: &PgPool, only: Option<CampaignId>) -> Result<Vec<Recount>, StoreError> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    let mut conn = pool.acquire().await?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(super::messages::FOLD_LOCK)
+        .execute(&mut *conn)
+        .await?;
+    let counted = recount_folded(&mut conn, only).await;
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(super::messages::FOLD_LOCK)
+        .execute(&mut *conn)
+        .await;
+    if unlocked.is_err() {
+        // a connection that may still hold the lock must not go back to the pool
+        conn.detach();
+    }
+    counted
+}
+
+async fn recount_folded(
+    conn: &mut sqlx::PgConnection,
+    only: Option<CampaignId>,
+) -> Result<Vec<Recount>, StoreError> {
+    use sqlx::Connection as _;
+    let mut tx = conn.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         .execute(&mut *tx)
         .await?;
+    super::messages::fold_in(&mut tx).await?;
     let ids: Vec<i64> = sqlx::query_scalar(
         "SELECT id FROM campaigns WHERE $1::bigint IS NULL OR id = $1 ORDER BY id",
     )

@@ -1,12 +1,13 @@
-//! Checkpoints: message rows, campaign snapshots, dead letters and partition offsets, written
-//! in ONE transaction together with the epoch they complete.
+//! Checkpoints: message rows (appended to the message log, folded into `campaign_recipients`
+//! afterwards), campaign snapshots, dead letters and partition offsets, written in ONE
+//! transaction together with the epoch they complete.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use super::messages::{write_engagement, write_rows};
+use super::messages::{append_log, write_engagement};
 use super::StoreError;
 use crate::domain::CampaignId;
 use crate::engine::campaign::EngagementCounts;
@@ -115,7 +116,7 @@ async fn apply(
     scope: &OffsetScope,
     write: &CheckpointWrite,
 ) -> Result<(), StoreError> {
-    write_rows(tx, &write.rows).await?;
+    append_log(tx, write.epoch, &write.rows).await?;
     write_engagement(tx, &write.engaged).await?;
     // campaign rows before tenant rows: the order the campaign's own writes lock them in
     add_to_snapshots(tx, &write.campaigns).await?;

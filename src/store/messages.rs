@@ -84,33 +84,30 @@ pub async fn load_by_message_ids(
     raws.into_iter().map(MessageRow::try_from).collect()
 }
 
-/// Rows per statement of [`write_rows`]. A connection keeps the buffer of the largest message
+/// Rows per statement of [`append_log`]. A connection keeps the buffer of the largest message
 /// it ever sent; a checkpoint of 200,000 rows in one statement left about 40 MiB behind on
 /// each pooled connection that wrote one. Chunks of this size keep it near 2 MiB and cost no
 /// measurable speed.
 const ROWS_PER_STATEMENT: usize = 10_000;
 
-/// Writes message rows (arrays unnested server-side, [`ROWS_PER_STATEMENT`] at a time). The
-/// claim token is cleared as a row leaves `processing`; billing follows the status (accepted →
-/// charged, refused before acceptance → refunded). A row already reset for a newer attempt
-/// (retry-failed) is left alone.
-pub async fn write_rows(
+/// Appends message rows to `message_log` as the state of checkpoint `epoch` (arrays unnested
+/// server-side, [`ROWS_PER_STATEMENT`] at a time). [`fold`] moves them into
+/// `campaign_recipients` later; until then, nothing outside the log shows them.
+pub async fn append_log(
     tx: &mut Transaction<'_, Postgres>,
+    epoch: u64,
     rows: &[MessageRow],
 ) -> Result<(), StoreError> {
-    // in id order, so the heap and its indexes are walked sequentially, not at random; a
-    // recipient given twice (two attempts) is written in attempt order, the newer last
-    let mut rows: Vec<&MessageRow> = rows.iter().collect();
-    rows.sort_by_key(|r| (r.recipient, r.attempt));
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        write_sorted_rows(tx, chunk).await?;
+        append_chunk(tx, epoch, chunk).await?;
     }
     Ok(())
 }
 
-async fn write_sorted_rows(
+async fn append_chunk(
     tx: &mut Transaction<'_, Postgres>,
-    rows: &[&MessageRow],
+    epoch: u64,
+    rows: &[MessageRow],
 ) -> Result<(), StoreError> {
     let ids: Vec<i64> = rows.iter().map(|r| r.recipient.get()).collect();
     let status: Vec<&str> = rows.iter().map(|r| r.status.as_db_str()).collect();
@@ -130,20 +127,13 @@ async fn write_sorted_rows(
     let failed: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.failed_at).collect();
     let attempts: Vec<i32> = rows.iter().map(|r| r.attempt as i32).collect();
     sqlx::query(
-        "UPDATE campaign_recipients AS r SET
-             status = u.status, provider_message_id = u.message_id, bulk_id = u.bulk_id,
-             delivery_status = u.raw, error = u.error, error_retryable = u.retryable,
-             sent_at = u.sent_at, delivered_at = u.delivered_at, failed_at = u.failed_at,
-             claim_token = CASE WHEN u.status = 'processing' THEN r.claim_token END,
-             billing_status = CASE
-                 WHEN u.sent_at IS NOT NULL THEN 'charged'
-                 WHEN u.status = 'failed' THEN 'refunded'
-                 ELSE r.billing_status END
+        "INSERT INTO message_log (epoch, recipient_id, status, provider_message_id, bulk_id,
+                                  delivery_status, error, error_retryable, sent_at, delivered_at,
+                                  failed_at, attempt)
+         SELECT $12, u.*
          FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::text[],
                      $7::bool[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::int[])
-              AS u(id, status, message_id, bulk_id, raw, error, retryable, sent_at, delivered_at,
-                   failed_at, attempt)
-         WHERE r.id = u.id AND r.retry_count <= u.attempt",
+              AS u",
     )
     .bind(&ids)
     .bind(&status)
@@ -156,9 +146,84 @@ async fn write_sorted_rows(
     .bind(&delivered)
     .bind(&failed)
     .bind(&attempts)
+    .bind(epoch as i64)
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// What one [`fold`] moved.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Folded {
+    /// Log rows taken out of `message_log`.
+    pub logged: u64,
+    /// `campaign_recipients` rows written (one per recipient, however many states it logged).
+    pub written: u64,
+}
+
+/// Moves every committed row of `message_log` into `campaign_recipients`, in one transaction:
+/// per recipient, the newest attempt's newest epoch, which is what applying each checkpoint's
+/// rows in epoch order would leave. The claim token is cleared as a row leaves `processing`;
+/// billing follows the status (accepted → charged, refused before acceptance → refunded). A
+/// row already reset for a newer attempt (retry-failed) is left alone.
+///
+/// Folds are serialised by a transaction-level advisory lock: two folds running side by side
+/// could otherwise each take rows of one recipient and commit them out of order. Checkpoints
+/// keep appending meanwhile; their rows wait for the next fold.
+#[tracing::instrument(skip_all)]
+pub async fn fold(pool: &PgPool) -> Result<Folded, StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(FOLD_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let folded = fold_in(&mut tx).await?;
+    tx.commit().await?;
+    Ok(folded)
+}
+
+/// [`fold`]'s statement, in the caller's transaction, which holds the fold lock.
+pub(super) async fn fold_in(conn: &mut sqlx::PgConnection) -> Result<Folded, StoreError> {
+    let (logged, written): (i64, i64) = sqlx::query_as(
+        "WITH moved AS (
+             DELETE FROM message_log RETURNING *
+         ), latest AS (
+             SELECT DISTINCT ON (recipient_id) * FROM moved
+             ORDER BY recipient_id, attempt DESC, epoch DESC
+         ), written AS (
+             UPDATE campaign_recipients AS r SET
+                 status = u.status, provider_message_id = u.provider_message_id,
+                 bulk_id = u.bulk_id, delivery_status = u.delivery_status, error = u.error,
+                 error_retryable = u.error_retryable, sent_at = u.sent_at,
+                 delivered_at = u.delivered_at, failed_at = u.failed_at,
+                 claim_token = CASE WHEN u.status = 'processing' THEN r.claim_token END,
+                 billing_status = CASE
+                     WHEN u.sent_at IS NOT NULL THEN 'charged'
+                     WHEN u.status = 'failed' THEN 'refunded'
+                     ELSE r.billing_status END
+             FROM latest AS u
+             WHERE r.id = u.recipient_id AND r.retry_count <= u.attempt
+             RETURNING 1
+         )
+         SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM written)",
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(Folded {
+        logged: logged as u64,
+        written: written as u64,
+    })
+}
+
+/// The advisory lock key of [`fold`] ("fold" in ASCII).
+pub(super) const FOLD_LOCK: i64 = 0x666f_6c64;
+
+/// Rows logged and not folded yet.
+pub async fn unfolded(pool: &PgPool) -> Result<u64, StoreError> {
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM message_log")
+        .fetch_one(pool)
+        .await?;
+    Ok(n as u64)
 }
 
 #[derive(sqlx::FromRow)]

@@ -297,7 +297,7 @@ pub async fn stored_offsets(pool: &sqlx::PgPool) -> std::collections::HashMap<i3
     rows.into_iter().collect()
 }
 
-/// Waits until a committed checkpoint covers the end of every partition.
+/// Waits until a committed checkpoint covers the end of every partition, and its rows are folded.
 pub async fn wait_until_offsets_reach(
     pool: &sqlx::PgPool,
     ends: &std::collections::HashMap<i32, i64>,
@@ -313,6 +313,12 @@ pub async fn wait_until_offsets_reach(
                 .then_some(())
         },
     )
+    .await;
+    // the checkpoints' message rows reach campaign_recipients when the log is folded
+    eventually(limit, "the message log to be folded", || async {
+        let left = campaignd::store::messages::unfolded(pool).await.unwrap();
+        (left == 0).then_some(())
+    })
     .await;
 }
 
