@@ -195,7 +195,8 @@ impl Pipeline {
             .await
             .context("reading the checkpoint epoch")?;
         // rows a crash left in the message log go into place before anything reads them
-        let folded = crate::store::messages::fold(&pool)
+        let fold_pool = crate::store::fold_pool(&pool);
+        let folded = crate::store::messages::fold(&fold_pool)
             .await
             .context("folding the message log")?;
         if folded.logged > 0 {
@@ -204,7 +205,7 @@ impl Pipeline {
                 "folded the message log left by the last run"
             );
         }
-        let fold = Fold::start(pool.clone(), committed);
+        let fold = Fold::start(fold_pool, committed);
         let arbiter = Arbiter::new();
         let registry = CampaignRegistry::new(
             pool.clone(),

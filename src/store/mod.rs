@@ -53,6 +53,20 @@ pub async fn connect_and_migrate(url: &str) -> Result<PgPool, StoreError> {
     Ok(pool)
 }
 
+/// A pool of one connection for the message log's fold (src/actors/fold.rs), apart from the
+/// pool requests and actors use: a fold moves a whole backlog in one statement, slow by
+/// design, so it neither waits for a pooled connection nor reports itself as a slow statement
+/// before a minute has passed.
+pub fn fold_pool(pool: &PgPool) -> PgPool {
+    let options = (*pool.connect_options())
+        .clone()
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(60));
+    PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_lazy_with(options)
+}
+
 fn parse_url(url: &str) -> Result<PgConnectOptions, StoreError> {
     PgConnectOptions::from_str(url)
         .map(|o| o.log_statements(tracing::log::LevelFilter::Trace))
