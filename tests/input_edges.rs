@@ -458,3 +458,54 @@ async fn a_nul_byte_after_the_first_batches_refuses_the_whole_import() {
     app.stop().await;
     db.drop_database().await;
 }
+
+/// A definition body of `phones` inline phones (`+3069` and eight digits each).
+fn inline_campaign(phones: usize) -> Value {
+    let phones: Vec<String> = (0..phones).map(|i| format!("+3069{i:08}")).collect();
+    json!({ "name": "Inline", "body": "Sale today", "sender": "Shop",
+            "audience": { "phones": phones } })
+}
+
+#[actix_web::test]
+async fn a_campaign_takes_its_documented_maximum_of_inline_phones_and_refuses_more_by_name() {
+    let db = TestDb::unique();
+    let app = start(settings(&db)).await;
+    let pool = app.state.pool.clone();
+    let (_, token) = common::tenant(&pool, "Shop").await;
+    let most = campaignd::http::campaigns::MAX_INLINE_PHONES;
+
+    // 100,000 phones make a body of about 1.6 MB, above the 1 MiB other JSON routes take
+    let (status, _, message, created) =
+        post(&app, &token, "/api/v1/campaigns", inline_campaign(most)).await;
+    assert_eq!(status, 201, "{message}");
+    let id = created["id"].as_i64().unwrap();
+    let edit = reqwest::Client::new()
+        .patch(app.url(&format!("/api/v1/campaigns/{id}")))
+        .bearer_auth(&token)
+        .json(&json!({ "audience": inline_campaign(most)["audience"] }));
+    let (status, _, message, _) = answer(edit.send().await.unwrap()).await;
+    assert_eq!(status, 200, "{message}");
+
+    let (status, code, message, _) =
+        post(&app, &token, "/api/v1/campaigns", inline_campaign(most + 1)).await;
+    assert_eq!((status, code.as_str()), (400, "BAD_REQUEST"), "{message}");
+    assert!(
+        message.contains("at most 100000 inline phones"),
+        "{message}"
+    );
+
+    // past the definition routes' own limit: 413 naming it, in the JSON error shape
+    let mut huge = inline_campaign(1);
+    huge["body"] = json!("x".repeat(campaignd::http::campaigns::MAX_DEFINITION_BODY));
+    let (status, code, message, _) = post(&app, &token, "/api/v1/campaigns", huge).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (413, "PAYLOAD_TOO_LARGE"),
+        "{message}"
+    );
+    let limit = campaignd::http::campaigns::MAX_DEFINITION_BODY.to_string();
+    assert!(message.contains(&limit), "{message}");
+
+    app.stop().await;
+    db.drop_database().await;
+}

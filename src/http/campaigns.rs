@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::auth::Authenticated;
-use super::error::{error_response, ApiError};
+use super::error::{self, error_response, ApiError};
 use super::input::reject_nul;
 use super::AppState;
 use crate::actors::campaign::{Command, LifecycleReply};
@@ -22,26 +22,43 @@ use crate::store::enqueue::{EnqueueOutcome, Enqueued, StartError};
 pub const MAX_BODY_CHARS: usize = 1530;
 /// Inline phones per campaign; larger audiences belong in a list.
 pub const MAX_INLINE_PHONES: usize = 100_000;
+/// Body limit of the routes that take a definition with its audience: room for
+/// [`MAX_INLINE_PHONES`] phones of the longest E.164 form (`"+" + 15 digits`, quoted, with a
+/// comma: 19 bytes) besides the rest of the definition.
+pub const MAX_DEFINITION_BODY: usize = MAX_INLINE_PHONES * 19 + error::MAX_JSON_BODY;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/campaigns", web::post().to(create))
-        .route("/v1/campaigns/preview", web::post().to(preview_unsaved))
-        .route("/v1/campaigns", web::get().to(list))
-        .route("/v1/campaigns/{id}", web::get().to(get))
-        .route("/v1/campaigns/{id}", web::patch().to(update))
-        .route("/v1/campaigns/{id}", web::delete().to(delete))
-        .route("/v1/campaigns/{id}/enqueue", web::post().to(enqueue))
-        .route("/v1/campaigns/{id}/preview", web::post().to(preview_saved))
-        .route("/v1/campaigns/{id}/schedule", web::post().to(schedule))
-        .route("/v1/campaigns/{id}/unschedule", web::post().to(unschedule))
-        .route("/v1/campaigns/{id}/pause", web::post().to(pause))
-        .route("/v1/campaigns/{id}/resume", web::post().to(resume))
-        .route("/v1/campaigns/{id}/cancel", web::post().to(cancel))
-        .route(
-            "/v1/campaigns/{id}/retry-failed",
-            web::post().to(retry_failed),
-        )
-        .route("/campaigns/{id}/enqueue", web::post().to(seed_enqueue));
+    let definitions = || error::json_config_up_to(MAX_DEFINITION_BODY);
+    cfg.service(
+        web::resource("/v1/campaigns")
+            .app_data(definitions())
+            .route(web::post().to(create))
+            .route(web::get().to(list)),
+    )
+    .service(
+        web::resource("/v1/campaigns/preview")
+            .app_data(definitions())
+            .route(web::post().to(preview_unsaved)),
+    )
+    .service(
+        web::resource("/v1/campaigns/{id}")
+            .app_data(definitions())
+            .route(web::get().to(get))
+            .route(web::patch().to(update))
+            .route(web::delete().to(delete)),
+    )
+    .route("/v1/campaigns/{id}/enqueue", web::post().to(enqueue))
+    .route("/v1/campaigns/{id}/preview", web::post().to(preview_saved))
+    .route("/v1/campaigns/{id}/schedule", web::post().to(schedule))
+    .route("/v1/campaigns/{id}/unschedule", web::post().to(unschedule))
+    .route("/v1/campaigns/{id}/pause", web::post().to(pause))
+    .route("/v1/campaigns/{id}/resume", web::post().to(resume))
+    .route("/v1/campaigns/{id}/cancel", web::post().to(cancel))
+    .route(
+        "/v1/campaigns/{id}/retry-failed",
+        web::post().to(retry_failed),
+    )
+    .route("/campaigns/{id}/enqueue", web::post().to(seed_enqueue));
 }
 
 /// Errors of campaign routes.

@@ -92,9 +92,18 @@ impl ResponseError for ApiError {
     }
 }
 
+/// Largest JSON body a route accepts unless it says otherwise.
+pub const MAX_JSON_BODY: usize = 1 << 20;
+
 pub fn json_config() -> web::JsonConfig {
+    json_config_up_to(MAX_JSON_BODY)
+}
+
+/// The JSON extractor's settings with a body limit of `limit` bytes: a larger body is a 413
+/// in the JSON error shape, naming the limit.
+pub fn json_config_up_to(limit: usize) -> web::JsonConfig {
     web::JsonConfig::default()
-        .limit(1 << 20)
+        .limit(limit)
         .error_handler(|err, _| {
             let api = match &err {
                 actix_web::error::JsonPayloadError::OverflowKnownLength { .. }
