@@ -51,6 +51,11 @@ pub struct Settings {
     pub checkpoint_max_unfolded_rows: u64,
     /// How long a delivery report waits for its `sent` event before it is dead-lettered.
     pub park_ttl_secs: u64,
+    /// Full message rows the process keeps in memory, split evenly between the topic's
+    /// partitions; past its share, a partition drops final rows whose state is folded (a late
+    /// report of one is looked up again). Engagement rows have a budget of the same size.
+    /// Messages awaiting a report are not counted: they sit in the compact book.
+    pub max_resident_rows: usize,
     /// An active campaign actor idle this long is passivated.
     pub campaign_idle_secs: u64,
     /// Messages per Mitto bulk request (Mitto accepts at most 1000).
@@ -360,6 +365,9 @@ impl Settings {
         }
         if self.checkpoint_max_records == 0 {
             return invalid("checkpoint_max_records", "must be greater than 0");
+        }
+        if self.max_resident_rows == 0 {
+            return invalid("max_resident_rows", "must be greater than 0");
         }
         if self.checkpoint_max_unfolded_rows == 0 {
             return invalid("checkpoint_max_unfolded_rows", "must be greater than 0");

@@ -391,6 +391,12 @@ fn start_checkpointer(
     })
 }
 
+/// A partition's share of the process's `max_resident_rows`: split over every partition of
+/// the topic, so that the process stays within it however many it is assigned.
+fn resident_share(budget: usize, partitions: i32) -> usize {
+    (budget / usize::try_from(partitions).unwrap_or(1).max(1)).max(1)
+}
+
 fn spawn_partition(
     settings: &Settings,
     pool: &PgPool,
@@ -400,6 +406,7 @@ fn spawn_partition(
 ) -> SpawnPartition {
     let limits = LedgerLimits {
         park_ttl: Duration::from_secs(settings.park_ttl_secs),
+        max_resident: resident_share(settings.max_resident_rows, settings.kafka.partitions),
         ..LedgerLimits::default()
     };
     let (pool, handle, registry, pending) = (
@@ -415,4 +422,17 @@ fn spawn_partition(
             DlrActor::new(ledger, pool, registry, pending)
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resident_share;
+
+    #[test]
+    fn the_resident_budget_is_split_over_every_partition_of_the_topic_and_never_reaches_zero() {
+        assert_eq!(resident_share(2_000_000, 8), 250_000);
+        assert_eq!(resident_share(2_000_000, 64), 31_250);
+        assert_eq!(resident_share(5, 8), 1);
+        assert_eq!(resident_share(100, 0), 100);
+    }
 }
