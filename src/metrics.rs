@@ -25,6 +25,7 @@ pub const STREAM_SUBSCRIBERS: &str = "campaignd_stats_stream_subscribers";
 pub const MITTO_REQUESTS: &str = "campaignd_mitto_requests_total";
 pub const MITTO_SECONDS: &str = "campaignd_mitto_request_duration_seconds";
 pub const LIMITER_WAIT_SECONDS: &str = "campaignd_limiter_wait_seconds";
+pub const CLAIM_SECONDS: &str = "campaignd_claim_duration_seconds";
 pub const MESSAGES_SENT: &str = "campaignd_messages_sent_total";
 pub const SEND_FAILURES: &str = "campaignd_send_failures_total";
 pub const WEBHOOK_REQUESTS: &str = "campaignd_webhook_requests_total";
@@ -134,6 +135,11 @@ fn describe() {
         Unit::Seconds,
         "Time a batch waited for the rate limiter."
     );
+    describe_histogram!(
+        CLAIM_SECONDS,
+        Unit::Seconds,
+        "Time a campaign's claim of its next batch took (queued → processing, committed before the batch leaves); a campaign claims one batch at a time."
+    );
     describe_counter!(MESSAGES_SENT, "Messages Mitto accepted.");
     describe_counter!(
         SEND_FAILURES,
@@ -215,6 +221,10 @@ pub fn mitto_call(endpoint: &'static str, outcome: &'static str, took: Duration)
 
 pub fn limiter_wait(took: Duration) {
     histogram!(LIMITER_WAIT_SECONDS).record(took.as_secs_f64());
+}
+
+pub fn claim(took: Duration) {
+    histogram!(CLAIM_SECONDS).record(took.as_secs_f64());
 }
 
 pub fn sends(accepted: u64, failed_retryable: u64, failed_final: u64) {

@@ -68,10 +68,13 @@ impl CampaignActor {
             self.run.claim_after().to_owned(),
         );
         let claim = async move {
-            until_ok("claiming a batch", || {
+            let started = std::time::Instant::now();
+            let claim = until_ok("claiming a batch", || {
                 enqueue::claim_batch(&pool, id, &after, size.max(1) as i64, rules)
             })
-            .await
+            .await;
+            crate::metrics::claim(started.elapsed());
+            claim
         };
         ctx.spawn(claim.into_actor(self).map(move |claim, act, ctx| {
             let enqueue::Claim {

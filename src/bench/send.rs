@@ -50,6 +50,46 @@ struct Run {
     sending: Duration,
     /// Acceptances per second in full swing, from the simulator's count.
     accepted_rate: f64,
+    /// Time spent in claims, and how many, while sending.
+    claims: Totals,
+    /// Time spent in Mitto bulk calls, and how many, while sending.
+    bulk_calls: Totals,
+}
+
+/// A histogram's sum (seconds) and count, as the process's metrics show them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Totals {
+    seconds: f64,
+    count: u64,
+}
+
+impl Totals {
+    /// `series` (a histogram's name and labels, as the Prometheus text writes them) now.
+    fn read(name: &str, labels: &str) -> Self {
+        let text = crate::metrics::render();
+        let value = |suffix: &str| {
+            let series = format!("{name}_{suffix}{labels} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&series))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        Self {
+            seconds: value("sum"),
+            count: value("count") as u64,
+        }
+    }
+
+    fn since(self, before: Self) -> Self {
+        Self {
+            seconds: self.seconds - before.seconds,
+            count: self.count.saturating_sub(before.count),
+        }
+    }
+
+    fn mean_ms(self) -> f64 {
+        self.seconds * 1000.0 / self.count.max(1) as f64
+    }
 }
 
 struct Baseline {
@@ -132,6 +172,8 @@ async fn measure_run(
         anyhow::bail!("unexpected enqueue answer {reply:?}");
     };
     let sim = app.simulator.as_ref().context("the built-in simulator")?;
+    let claims_before = Totals::read(crate::metrics::CLAIM_SECONDS, "");
+    let bulk_before = Totals::read(crate::metrics::MITTO_SECONDS, BULK_LABELS);
     let sending_started = Instant::now();
     let mut samples = Vec::new();
     loop {
@@ -151,8 +193,13 @@ async fn measure_run(
         enqueue,
         sending,
         accepted_rate,
+        claims: Totals::read(crate::metrics::CLAIM_SECONDS, "").since(claims_before),
+        bulk_calls: Totals::read(crate::metrics::MITTO_SECONDS, BULK_LABELS).since(bulk_before),
     })
 }
+
+/// The labels of Mitto bulk calls' latency series.
+const BULK_LABELS: &str = "{endpoint=\"send\"}";
 
 /// Acceptances per second while sending is in full swing: the least-squares slope of the
 /// (time, accepted) samples between 10 % and 90 % of `total`, so the start-up burst and the
@@ -343,6 +390,18 @@ fn print_table(args: &SendArgs, [unlimited, uncoded, limited]: [&Run; 3], baseli
         "| enqueue / send time | {:.2?} / {:.2?} | | |",
         unlimited.enqueue, unlimited.sending
     );
+    let (claims, calls) = (unlimited.claims, unlimited.bulk_calls);
+    println!(
+        "| where the send time goes: claims (one at a time per campaign): count, mean, share of the send time | {}, {:.1} ms, {:.0} % | | |",
+        claims.count,
+        claims.mean_ms(),
+        claims.seconds / unlimited.sending.as_secs_f64() * 100.0
+    );
+    println!(
+        "| ... Mitto bulk calls (simulator without latency): count, mean | {}, {:.1} ms | | |",
+        calls.count,
+        calls.mean_ms()
+    );
     println!("| limiter: target / achieved, segments/s | {target:.0} / {achieved:.0} ({deviation:+.2} %) | | |");
     println!(
         "| peak RSS (process incl. broker and simulator), MiB | {:.0} | | |",
@@ -354,8 +413,10 @@ fn print_table(args: &SendArgs, [unlimited, uncoded, limited]: [&Run; 3], baseli
         args.baseline_messages
     );
     println!(
-        "RESULT enqueue_rows_per_s={enqueue_rate:.0} enqueue_uncoded_rows_per_s={uncoded_rate:.0} send_msgs_per_s={send_rate:.0} limiter_target={target:.0} limiter_achieved={achieved:.0} baseline_enqueue_rows_per_s={:.0} baseline_send_msgs_per_s={:.0}",
-        baseline.enqueue_rate, baseline.send_rate
+        "RESULT enqueue_rows_per_s={enqueue_rate:.0} enqueue_uncoded_rows_per_s={uncoded_rate:.0} send_msgs_per_s={send_rate:.0} claim_mean_ms={:.1} limiter_target={target:.0} limiter_achieved={achieved:.0} baseline_enqueue_rows_per_s={:.0} baseline_send_msgs_per_s={:.0}",
+        claims.mean_ms(),
+        baseline.enqueue_rate,
+        baseline.send_rate
     );
 }
 
