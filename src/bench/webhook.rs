@@ -90,26 +90,33 @@ async fn measure(mut settings: Settings, args: &WebhookArgs) -> anyhow::Result<F
             .await
             .context("producing sent events")?;
     }
+    // no client may outlive the broker: the bench's producer goes first, then the service
+    // (stopped on every path), the broker last
+    drop(producer);
     let app = Application::build(settings.clone()).await?.spawn();
-    let scope = crate::pipeline::offset_scope(&app.pipeline.broker, &settings);
-    let ends = crate::kafka::end_offsets(&bootstrap, &settings.kafka.topic)?;
-    wait_until_committed(&pool, &scope, &ends).await?;
-    eprintln!("{n} messages sent; posting {} reports", args.reports);
-
     let dir = BenchDir::create()?;
-    let requests = write_requests(dir.path(), "campaignd", &messages[..args.reports])?;
-    let started = Instant::now();
-    let url = app.url("/webhooks/mitto/dlr");
-    let (load, answers) = replay(&url, args.clients, dir.path(), &requests).await?;
-    let ends = crate::kafka::end_offsets(&bootstrap, &settings.kafka.topic)?;
-    wait_until_committed(&pool, &scope, &ends).await?;
-    let durable = started.elapsed();
-    let applied: i64 = sqlx::query_scalar("SELECT delivered FROM campaigns WHERE id = $1")
-        .bind(campaign.get())
-        .fetch_one(&pool)
-        .await?;
+    let service = async {
+        let scope = crate::pipeline::offset_scope(&app.pipeline.broker, &settings);
+        let ends = crate::kafka::end_offsets(&bootstrap, &settings.kafka.topic)?;
+        wait_until_committed(&pool, &scope, &ends).await?;
+        eprintln!("{n} messages sent; posting {} reports", args.reports);
+        let requests = write_requests(dir.path(), "campaignd", &messages[..args.reports])?;
+        let started = Instant::now();
+        let url = app.url("/webhooks/mitto/dlr");
+        let (load, answers) = replay(&url, args.clients, dir.path(), &requests).await?;
+        let ends = crate::kafka::end_offsets(&bootstrap, &settings.kafka.topic)?;
+        wait_until_committed(&pool, &scope, &ends).await?;
+        let durable = started.elapsed();
+        let applied: i64 = sqlx::query_scalar("SELECT delivered FROM campaigns WHERE id = $1")
+            .bind(campaign.get())
+            .fetch_one(&pool)
+            .await?;
+        anyhow::Ok((load, answers, durable, applied))
+    }
+    .await;
     app.stop().await;
     drop(embedded);
+    let (load, answers, durable, applied) = service?;
 
     eprintln!(
         "posting {} reports to the replaced handler",
