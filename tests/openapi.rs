@@ -202,6 +202,7 @@ async fn the_document_lists_every_route_and_answers_carry_what_their_schemas_req
         "error, code, message, requestId"
     );
     h.stop().await;
+    db.drop_database().await;
 }
 
 #[actix_web::test]
@@ -229,6 +230,7 @@ async fn swagger_ui_is_served_from_the_binary() {
     let script = script.text().await.unwrap();
     assert!(script.contains("/api/openapi.json"), "{script}");
     h.stop().await;
+    db.drop_database().await;
 }
 
 /// What `.ci/fuzz` (schemathesis) found, kept as tests.
@@ -256,4 +258,5 @@ async fn what_the_fuzzer_found_is_answered_as_a_client_error() {
     let (status, answer) = h.post(&token, "/api/v1/contacts", body).await;
     assert_eq!(status, 201, "{answer}");
     h.stop().await;
+    db.drop_database().await;
 }

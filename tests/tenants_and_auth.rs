@@ -334,4 +334,5 @@ async fn a_dashboard_user_is_created_with_only_a_hash_of_the_password() {
         .unwrap();
     assert!(cy.password.verify("from the environment"));
     pool.close().await;
+    db.drop_database().await;
 }
