@@ -599,3 +599,42 @@ async fn a_start_folds_what_a_crash_left_in_the_message_log_before_anything_read
     pool.close().await;
     db.drop_database().await;
 }
+
+#[actix_web::test]
+async fn rows_another_fold_took_leave_no_count_behind_that_could_hold_checkpoints_back() {
+    use campaignd::actors::fold::Fold;
+    use campaignd::domain::MessageStatus::*;
+    use campaignd::store::checkpoints::{commit, CheckpointWrite, OffsetScope};
+    use campaignd::store::messages::{fold, unfolded};
+    let db = TestDb::unique();
+    let pool = campaignd::store::connect_and_migrate(&db.url)
+        .await
+        .unwrap();
+    let (tenant, _) = tenant(&pool, "Shop").await;
+    let (campaign, r) = claimed_campaign(&pool, tenant, 3).await.unwrap();
+    let scope = OffsetScope {
+        cluster_id: "c".into(),
+        consumer_group: "g".into(),
+        topic: "t".into(),
+    };
+    let rows: Vec<_> = r
+        .iter()
+        .map(|id| logged_row(campaign, *id, Delivered, 0, 1))
+        .collect();
+    let write = CheckpointWrite {
+        epoch: 1,
+        rows,
+        ..Default::default()
+    };
+    commit(&pool, &scope, &[write]).await.unwrap();
+    let handle = Fold::start(campaignd::store::fold_pool(&pool), 0);
+    // `campaignd verify` (or another process) folds the log before this process's fold runs
+    fold(&pool).await.unwrap();
+    handle.committed(1, 3);
+    assert!(handle.until_folded(1, Duration::from_secs(10)).await);
+    assert_eq!(unfolded(&pool).await.unwrap(), 0);
+    assert_eq!(handle.unfolded_rows(), 0, "nothing is left to fold");
+    drop(handle);
+    pool.close().await;
+    db.drop_database().await;
+}

@@ -807,3 +807,65 @@ async fn concurrent_redemptions_of_one_code_redeem_it_once_and_agree_on_who() {
     h.stop().await;
     db.drop_database().await;
 }
+
+#[actix_web::test]
+async fn a_stop_waits_for_the_sends_to_reach_the_rows_and_asks_for_a_retry_while_they_cannot() {
+    use sqlx::Connection;
+    let db = TestDb::unique();
+    let h = Harness::start(&db, |_| {}, &[]).await;
+    let (_, token) = h.tenant("Shop", 10_000).await;
+    let id = campaign_of(&h, &token, 1, 0).await;
+    // the fold is held back: the sends reach the message log, not the recipients' rows
+    let mut blocker = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(campaignd::store::messages::FOLD_LOCK)
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    assert_eq!(h.action(&token, id, "enqueue").await.0, 200);
+    h.wait_for_status(&token, id, "completed", std::time::Duration::from_secs(30))
+        .await;
+    let stop =
+        serde_json::to_vec(&json!({ "from": phone(0), "to": "Shop", "text": "STOP" })).unwrap();
+    let post = || {
+        let signature = campaignd::mitto::signature::sign(common::WEBHOOK_SECRET, None, &stop);
+        let request = h
+            .http
+            .post(format!("{}/webhooks/mitto/inbound", base(&h)))
+            .header("Content-Type", "application/json")
+            .header("X-Webhook-Signature", signature)
+            .body(stop.clone());
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap_or_default())
+        }
+    };
+    let (status, answer) = post().await;
+    assert_eq!(
+        status, 503,
+        "not ignored while the send is not in the rows: {answer}"
+    );
+    assert!(!contact_unsubscribed(&h, &phone(0)).await);
+
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(campaignd::store::messages::FOLD_LOCK)
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let (status, outcome) = post().await;
+    assert_eq!(status, 202, "the provider's retry goes through: {outcome}");
+    assert_eq!(
+        (
+            outcome["unsubscribed"].as_i64(),
+            outcome["attributed"].as_i64()
+        ),
+        (Some(1), Some(1)),
+        "{outcome}"
+    );
+    assert!(contact_unsubscribed(&h, &phone(0)).await);
+    figures_become(&h, &token, id, &[("unsubscribes", 1)]).await;
+    blocker.close().await.unwrap();
+    h.stop().await;
+    db.drop_database().await;
+}

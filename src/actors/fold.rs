@@ -10,8 +10,9 @@
 //! DlrActors forget a final row only once it is folded (a later lookup must find it), and
 //! start-up folds whatever a crash left in the log before anything reads.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -30,9 +31,24 @@ struct Inner {
     requested: watch::Sender<u64>,
     /// The newest epoch whose rows are all in `campaign_recipients`.
     folded: watch::Sender<u64>,
-    /// Rows appended by committed checkpoints and not yet folded (approximate: a fold may
-    /// take rows before their checkpoint's count arrives).
+    /// Rows each committed checkpoint appended, by epoch, until a fold through that epoch
+    /// succeeds. Whoever emptied the log (this fold, `verify`, another process's fold), every
+    /// row of an epoch up to a successful fold's target is gone then, so the count cannot
+    /// drift; rows a fold took beyond its target are counted until the next fold.
+    unfolded: Mutex<BTreeMap<u64, u64>>,
+    /// The sum of `unfolded`, for readers that must not wait for the lock.
     unfolded_rows: AtomicU64,
+}
+
+impl Inner {
+    /// Updates the unfolded rows with `change` and publishes their sum.
+    fn unfolded(&self, change: impl FnOnce(&mut BTreeMap<u64, u64>)) {
+        let mut unfolded = self.unfolded.lock().unwrap_or_else(|e| e.into_inner());
+        change(&mut unfolded);
+        let rows = unfolded.values().sum();
+        self.unfolded_rows.store(rows, Ordering::Relaxed);
+        crate::metrics::unfolded_rows(rows);
+    }
 }
 
 /// Waits between attempts while Postgres refuses a fold.
@@ -47,6 +63,7 @@ impl Fold {
             inner: Arc::new(Inner {
                 requested,
                 folded: watch::channel(folded).0,
+                unfolded: Mutex::default(),
                 unfolded_rows: AtomicU64::new(0),
             }),
         };
@@ -65,15 +82,14 @@ impl Fold {
 
     /// Checkpoint `epoch` committed, with `rows` message rows in the log.
     pub fn committed(&self, epoch: u64, rows: usize) {
-        self.inner
-            .unfolded_rows
-            .fetch_add(rows as u64, Ordering::Relaxed);
+        self.inner.unfolded(|unfolded| {
+            *unfolded.entry(epoch).or_default() += rows as u64;
+        });
         self.inner.requested.send_if_modified(|asked| {
             let newer = epoch > *asked;
             *asked = (*asked).max(epoch);
             newer
         });
-        crate::metrics::unfolded_rows(self.unfolded_rows());
     }
 
     /// The newest epoch whose rows are all in `campaign_recipients`.
@@ -81,7 +97,7 @@ impl Fold {
         *self.inner.folded.borrow()
     }
 
-    /// Rows waiting in the log (approximate, see [`Inner::unfolded_rows`]).
+    /// Rows waiting in the log (at least; see [`Inner::unfolded`]).
     pub fn unfolded_rows(&self) -> u64 {
         self.inner.unfolded_rows.load(Ordering::Relaxed)
     }
@@ -102,14 +118,8 @@ async fn fold_through(pool: &PgPool, inner: &Inner, target: u64) {
         let started = std::time::Instant::now();
         match messages::fold(pool).await {
             Ok(folded) => {
-                let left = inner
-                    .unfolded_rows
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                        Some(n.saturating_sub(folded.logged))
-                    })
-                    .map_or(0, |before| before.saturating_sub(folded.logged));
                 crate::metrics::fold(started.elapsed(), folded.written);
-                crate::metrics::unfolded_rows(left);
+                inner.unfolded(|unfolded| *unfolded = unfolded.split_off(&(target + 1)));
                 inner.folded.send_modify(|f| *f = (*f).max(target));
                 return;
             }

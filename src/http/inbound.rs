@@ -102,6 +102,10 @@ pub(super) async fn receive_inbound(
     Ok(HttpResponse::Accepted().json(outcome.into_inner()))
 }
 
+/// How long a STOP waits for the sends applied so far to reach the recipients' rows before
+/// the request is answered 503 (the provider retries).
+const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Opts the sender of a STOP out; `Some(attributed)` when it did, `None` when the message is
 /// not a STOP or no tenant messaged the phone.
 async fn opt_out(state: &AppState, message: &InboundMessage) -> Result<Option<bool>, String> {
@@ -112,6 +116,12 @@ async fn opt_out(state: &AppState, message: &InboundMessage) -> Result<Option<bo
         tracing::warn!("an inbound STOP from a number that is not international was ignored");
         return Ok(None);
     };
+    // the tenant and the campaign are found from the recipients' rows: the sends applied so
+    // far must be in them, or a reply to a first message would find no tenant, and a reply
+    // to a new campaign would be credited to an older one
+    if !state.events.applied.settled(SETTLE_LIMIT).await {
+        return Err("the latest sends are not in place yet; retry".to_owned());
+    }
     let Some(tenant) = tenant_of(state, phone.as_str(), message.to.as_deref())
         .await
         .map_err(|e| e.to_string())?

@@ -177,6 +177,11 @@ pub async fn fold(pool: &PgPool) -> Result<Folded, StoreError> {
         .bind(FOLD_LOCK)
         .execute(&mut *tx)
         .await?;
+    // a backlog folds in one statement: a server or role `statement_timeout` (common on
+    // managed Postgres) would refuse every attempt at a large one, and readers would wait
+    sqlx::query("SET LOCAL statement_timeout = 0")
+        .execute(&mut *tx)
+        .await?;
     let folded = fold_in(&mut tx).await?;
     tx.commit().await?;
     Ok(folded)
@@ -216,7 +221,7 @@ pub(super) async fn fold_in(conn: &mut sqlx::PgConnection) -> Result<Folded, Sto
 }
 
 /// The advisory lock key of [`fold`] ("fold" in ASCII).
-pub(super) const FOLD_LOCK: i64 = 0x666f_6c64;
+pub const FOLD_LOCK: i64 = 0x666f_6c64;
 
 /// Rows logged and not folded yet.
 pub async fn unfolded(pool: &PgPool) -> Result<u64, StoreError> {
