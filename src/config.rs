@@ -46,8 +46,9 @@ pub struct Settings {
     /// Records applied since the last checkpoint that trigger one early.
     pub checkpoint_max_records: u64,
     /// Message rows committed to the message log but not yet folded into
-    /// `campaign_recipients` beyond which checkpoints wait for the fold (back-pressure: it
-    /// bounds how long a reader that needs the rows in place can wait).
+    /// `campaign_recipients` beyond which the consumer takes no records until the fold catches
+    /// up (back-pressure: it bounds how long a reader that needs the rows in place can wait,
+    /// while checkpoints, and with them the ledgers' compaction, go on).
     pub checkpoint_max_unfolded_rows: u64,
     /// How long a delivery report waits for its `sent` event before it is dead-lettered.
     pub park_ttl_secs: u64,

@@ -231,6 +231,10 @@ impl Pipeline {
             session_timeout_ms: k.session_timeout_ms,
             heartbeat_interval_ms: k.heartbeat_interval_ms,
             batch_records: BATCH_RECORDS,
+            backlog: consumer::Backlog {
+                fold: fold.clone(),
+                max_rows: settings.checkpoint_max_unfolded_rows,
+            },
         };
         let consumer = consumer::start(config, partitions.clone(), checkpointer.clone(), spawn)
             .context("starting the consumer")?;
@@ -378,7 +382,6 @@ fn start_checkpointer(
         interval: Duration::from_millis(settings.checkpoint_interval_ms),
         max_pending_records: settings.checkpoint_max_records,
         idle_passivation: Duration::from_secs(settings.campaign_idle_secs),
-        max_unfolded_rows: settings.checkpoint_max_unfolded_rows,
     };
     let (partitions, registry, fold, pending) = (
         partitions.clone(),

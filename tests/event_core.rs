@@ -638,3 +638,62 @@ async fn rows_another_fold_took_leave_no_count_behind_that_could_hold_checkpoint
     pool.close().await;
     db.drop_database().await;
 }
+
+#[actix_web::test]
+async fn a_fold_that_falls_behind_holds_the_consumer_back_until_it_catches_up() {
+    use campaignd::store::messages::{unfolded, FOLD_LOCK};
+    use sqlx::Connection;
+    let db = TestDb::unique();
+    let mut settings = event_settings(&db);
+    settings.checkpoint_max_unfolded_rows = 5;
+    let app = Application::build(settings).await.unwrap().spawn();
+    let pool = app.state.pool.clone();
+    let (tenant_id, _) = tenant(&pool, "Shop").await;
+    let (campaign, r) = claimed_campaign(&pool, tenant_id, 20).await.unwrap();
+    let ids: Vec<MessageId> = (0..20).map(|_| MessageId::generate()).collect();
+    let sends = |range: std::ops::Range<usize>| -> Vec<Event> {
+        range.map(|i| sent(campaign, r[i], &ids[i])).collect()
+    };
+    let sent_count = || async {
+        let (_, stats) = app.pipeline.handles.registry.stats(campaign).await.unwrap();
+        stats.sent
+    };
+    // the fold is held back: checkpointed rows stay in the log
+    let mut blocker = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(FOLD_LOCK)
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let producer = &app.pipeline.handles.producer;
+    producer.send(&sends(0..10)).await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the first sends in the log",
+        || async { (unfolded(&pool).await.unwrap() == 10).then_some(()) },
+    )
+    .await;
+    // a poll under way when the backlog filled (at most about 100 ms) may still hand records
+    // over; after it, the consumer takes none
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    producer.send(&sends(10..20)).await.unwrap();
+    for _ in 0..15 {
+        assert_eq!(sent_count().await, 10, "nothing taken past the backlog");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(FOLD_LOCK)
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "the rest applied", || async {
+        (sent_count().await == 20).then_some(())
+    })
+    .await;
+    let ends = end_offsets(&app.pipeline.broker.bootstrap, "message-events");
+    wait_until_offsets_reach(&pool, &ends, Duration::from_secs(10)).await;
+    blocker.close().await.unwrap();
+    app.stop().await;
+    db.drop_database().await;
+}

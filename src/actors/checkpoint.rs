@@ -4,8 +4,8 @@
 //! Postgres transaction. Campaign actors are never asked: a busy campaign cannot hold back
 //! the checkpoints (and offsets) of every partition. Only then are offsets committed to Kafka
 //! (for lag monitoring; Postgres holds the truth). The message rows go to the message log and
-//! the fold (src/actors/fold.rs) moves them into `campaign_recipients` after the commit; no new
-//! checkpoint starts on its own while the fold is more than `max_unfolded_rows` behind.
+//! the fold (src/actors/fold.rs) moves them into `campaign_recipients` after the commit (while
+//! the fold is far behind, the consumer takes no records; checkpoints go on).
 //!
 //! A failed write is kept and retried with the next one, so nothing handed over is lost; each
 //! is applied only if its epoch is newer than the one stored, so a write that did commit
@@ -103,8 +103,6 @@ pub struct CheckpointConfig {
     /// Records applied since the last checkpoint that trigger one early.
     pub max_pending_records: u64,
     pub idle_passivation: Duration,
-    /// Rows the fold may be behind before checkpoints wait for it.
-    pub max_unfolded_rows: u64,
 }
 
 pub struct Checkpointer {
@@ -146,7 +144,6 @@ impl Checkpointer {
 
     fn due(&self) -> bool {
         !self.running
-            && self.fold.unfolded_rows() < self.config.max_unfolded_rows
             && (self.last_started.elapsed() >= self.config.interval
                 || self.pending_records.load(Ordering::Relaxed) >= self.config.max_pending_records)
     }

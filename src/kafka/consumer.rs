@@ -26,6 +26,7 @@ use crate::actors::checkpoint::{
     CheckpointNow, Checkpointer, LoadOffsets, OnCommit, Partitions, SetOnCommit,
 };
 use crate::actors::dlr::{DlrActor, Incoming, Poison, Records, Stop};
+use crate::actors::fold::Fold;
 use crate::domain::Event;
 
 /// Starts a partition's DlrActor: (partition, stored next offset, first epoch).
@@ -39,6 +40,24 @@ pub struct ConsumerConfig {
     pub heartbeat_interval_ms: u64,
     /// Records per DlrActor batch.
     pub batch_records: usize,
+    /// The fold's backlog, past which no records are taken.
+    pub backlog: Backlog,
+}
+
+/// Back-pressure from the fold (src/actors/fold.rs): while more than `max_rows` checkpointed
+/// rows wait to be folded, the consumer takes no records. Checkpoints go on meanwhile, so what
+/// was applied is committed and the ledgers keep compacting: memory stays bounded, and a
+/// reader that waits for the fold waits for at most this many rows.
+#[derive(Clone)]
+pub struct Backlog {
+    pub fold: Fold,
+    pub max_rows: u64,
+}
+
+impl Backlog {
+    fn full(&self) -> bool {
+        self.fold.unfolded_rows() >= self.max_rows
+    }
 }
 
 /// The rebalance hooks; they run on the consumer thread, inside `poll`.
@@ -229,7 +248,14 @@ pub fn start(
     let flag = stop.clone();
     let thread = std::thread::Builder::new()
         .name("kafka-consumer".into())
-        .spawn(move || poll_loop(consumer, partitions, config.batch_records, flag))
+        .spawn(move || {
+            poll_loop(
+                consumer,
+                partitions,
+                (config.batch_records, config.backlog),
+                flag,
+            )
+        })
         .map_err(|e| KafkaError::Subscription(e.to_string()))?;
     Ok(ConsumerHandle {
         stop,
@@ -272,10 +298,14 @@ fn spawn_kafka_committer(
 fn poll_loop(
     consumer: Arc<BaseConsumer<Rebalancer>>,
     partitions: Partitions,
-    batch_records: usize,
+    (batch_records, backlog): (usize, Backlog),
     stop: Arc<AtomicBool>,
 ) {
     while !stop.load(Ordering::Acquire) {
+        if backlog.full() {
+            std::thread::sleep(BACKLOG_RECHECK);
+            continue;
+        }
         let deadline = Instant::now() + Duration::from_millis(5);
         let mut wait = Duration::from_millis(100);
         let mut taken = 0;
@@ -352,6 +382,9 @@ fn hand_over(
         }
     }
 }
+
+/// How often a consumer held back by the fold's backlog looks again.
+const BACKLOG_RECHECK: Duration = Duration::from_millis(5);
 
 /// Sends with back-pressure: waits while the actor's mailbox is full. `false` if the actor
 /// stopped (its partition was revoked) or the consumer is stopping.
