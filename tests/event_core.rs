@@ -681,6 +681,17 @@ async fn a_fold_that_falls_behind_holds_the_consumer_back_until_it_catches_up() 
         assert_eq!(sent_count().await, 10, "nothing taken past the backlog");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // `campaignd verify` counts the rows as of the log, with no fold and no lock to wait for
+    let recount = tokio::time::timeout(
+        Duration::from_secs(5),
+        campaignd::store::campaigns::recount(&pool, Some(campaign)),
+    )
+    .await
+    .expect("verify does not wait for the fold")
+    .unwrap();
+    let found = campaignd::engine::campaign::differences(&recount[0].snapshot, &recount[0].rows);
+    assert!(found.is_empty(), "{found:?}");
+    assert_eq!(recount[0].rows.counters.sent(), 10);
 
     sqlx::query("SELECT pg_advisory_unlock($1)")
         .bind(FOLD_LOCK)

@@ -178,36 +178,15 @@ pub struct Recount {
 /// the replaced design's stats query, kept as an operator's check, never on a request path.
 ///
 /// Snapshots and the message log commit together; rows reach `campaign_recipients` when the
-/// log is folded. So the count folds first, in its own snapshot, holding the fold lock from
-/// before that snapshot is taken (a fold committed after it would be invisible to it).
+/// log is folded. So the count reads, in one read-only snapshot, each row with the newest
+/// state the log holds for its attempt laid over it ([`AS_OF_THE_LOG`]): the figures the
+/// rows will show once folded. It writes nothing and takes no lock, so a live service folds
+/// and checkpoints on meanwhile.
 pub async fn recount(pool: &PgPool, only: Option<CampaignId>) -> Result<Vec<Recount>, StoreError> {
-    let mut conn = pool.acquire().await?;
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(super::messages::FOLD_LOCK)
-        .execute(&mut *conn)
-        .await?;
-    let counted = recount_folded(&mut conn, only).await;
-    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(super::messages::FOLD_LOCK)
-        .execute(&mut *conn)
-        .await;
-    if unlocked.is_err() {
-        // a connection that may still hold the lock must not go back to the pool
-        conn.detach();
-    }
-    counted
-}
-
-async fn recount_folded(
-    conn: &mut sqlx::PgConnection,
-    only: Option<CampaignId>,
-) -> Result<Vec<Recount>, StoreError> {
-    use sqlx::Connection as _;
-    let mut tx = conn.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
         .await?;
-    super::messages::fold_in(&mut tx).await?;
     let ids: Vec<i64> = sqlx::query_scalar(
         "SELECT id FROM campaigns WHERE $1::bigint IS NULL OR id = $1 ORDER BY id",
     )
@@ -231,47 +210,66 @@ async fn recount_folded(
     Ok(out)
 }
 
+/// A campaign's (`$1`) recipient rows as `rows`, each with the newest state the message log
+/// holds for its attempt laid over it, as the fold (src/store/messages.rs) would write it.
+const AS_OF_THE_LOG: &str = "WITH logged AS (
+         SELECT DISTINCT ON (m.recipient_id) m.recipient_id, m.attempt, m.status, m.sent_at,
+                m.delivered_at, m.failed_at
+         FROM message_log m JOIN campaign_recipients c ON c.id = m.recipient_id
+         WHERE c.campaign_id = $1
+         ORDER BY m.recipient_id, m.attempt DESC, m.epoch DESC
+     ), rows AS (
+         SELECT CASE WHEN o THEN l.status ELSE r.status END AS status,
+                CASE WHEN o THEN l.sent_at ELSE r.sent_at END AS sent_at,
+                CASE WHEN o THEN l.delivered_at ELSE r.delivered_at END AS delivered_at,
+                CASE WHEN o THEN l.failed_at ELSE r.failed_at END AS failed_at,
+                r.visited_at, r.clicks, r.redeemed_at, r.unsubscribed_at
+         FROM campaign_recipients r
+         LEFT JOIN logged l ON l.recipient_id = r.id,
+         LATERAL (SELECT l.recipient_id IS NOT NULL AND r.retry_count <= l.attempt AS o) laid
+         WHERE r.campaign_id = $1
+     ) ";
+
 async fn count_rows(conn: &mut sqlx::PgConnection, id: CampaignId) -> Result<Figures, StoreError> {
-    let groups: Vec<(String, bool, i64)> = sqlx::query_as(
-        "SELECT status, sent_at IS NOT NULL, count(*) FROM campaign_recipients
-         WHERE campaign_id = $1 GROUP BY 1, 2",
-    )
+    let groups: Vec<(String, bool, i64)> = sqlx::query_as(&format!(
+        "{AS_OF_THE_LOG} SELECT status, sent_at IS NOT NULL, count(*) FROM rows GROUP BY 1, 2"
+    ))
     .bind(id.get())
     .fetch_all(&mut *conn)
     .await?;
-    let series: Vec<MinuteRow> = sqlx::query_as(
-        "SELECT minute, sum(s)::bigint AS sent, sum(d)::bigint AS delivered,
+    let series: Vec<MinuteRow> = sqlx::query_as(&format!(
+        "{AS_OF_THE_LOG} SELECT minute, sum(s)::bigint AS sent, sum(d)::bigint AS delivered,
                 sum(f)::bigint AS failed, sum(v)::bigint AS visits,
                 sum(r)::bigint AS redemptions, sum(u)::bigint AS unsubscribes
          FROM (
              SELECT date_trunc('minute', sent_at) AS minute, 1 AS s, 0 AS d, 0 AS f,
                     0 AS v, 0 AS r, 0 AS u
-             FROM campaign_recipients WHERE campaign_id = $1 AND sent_at IS NOT NULL
+             FROM rows WHERE sent_at IS NOT NULL
              UNION ALL
              SELECT date_trunc('minute', delivered_at), 0, 1, 0, 0, 0, 0
-             FROM campaign_recipients WHERE campaign_id = $1 AND status = 'delivered'
+             FROM rows WHERE status = 'delivered'
              UNION ALL
              SELECT date_trunc('minute', failed_at), 0, 0, 1, 0, 0, 0
-             FROM campaign_recipients WHERE campaign_id = $1 AND status = 'failed'
+             FROM rows WHERE status = 'failed'
              UNION ALL
              SELECT date_trunc('minute', visited_at), 0, 0, 0, 1, 0, 0
-             FROM campaign_recipients WHERE campaign_id = $1 AND visited_at IS NOT NULL
+             FROM rows WHERE visited_at IS NOT NULL
              UNION ALL
              SELECT date_trunc('minute', redeemed_at), 0, 0, 0, 0, 1, 0
-             FROM campaign_recipients WHERE campaign_id = $1 AND redeemed_at IS NOT NULL
+             FROM rows WHERE redeemed_at IS NOT NULL
              UNION ALL
              SELECT date_trunc('minute', unsubscribed_at), 0, 0, 0, 0, 0, 1
-             FROM campaign_recipients WHERE campaign_id = $1 AND unsubscribed_at IS NOT NULL
-         ) m GROUP BY minute",
-    )
+             FROM rows WHERE unsubscribed_at IS NOT NULL
+         ) m GROUP BY minute"
+    ))
     .bind(id.get())
     .fetch_all(&mut *conn)
     .await?;
     let (first_sent_at, last_event_at): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
-        sqlx::query_as(
-            "SELECT min(sent_at), max(GREATEST(sent_at, delivered_at, failed_at))
-             FROM campaign_recipients WHERE campaign_id = $1",
-        )
+        sqlx::query_as(&format!(
+            "{AS_OF_THE_LOG} SELECT min(sent_at), max(GREATEST(sent_at, delivered_at, failed_at))
+             FROM rows"
+        ))
         .bind(id.get())
         .fetch_one(&mut *conn)
         .await?;
