@@ -450,22 +450,37 @@ fn logged_row(
     }
 }
 
-#[actix_web::test]
-async fn checkpointed_rows_reach_recipients_only_through_the_fold_newest_attempt_and_epoch_first() {
-    use campaignd::domain::MessageStatus::*;
-    use campaignd::store::checkpoints::{commit, CheckpointWrite, OffsetScope};
-    use campaignd::store::messages::{fold, unfolded, Folded};
+/// A fresh database with a tenant "Shop" and a campaign of `n` claimed recipients, and the
+/// offset scope its checkpoints are committed under (the message log's tests).
+async fn logged_campaign(
+    n: i64,
+) -> (
+    TestDb,
+    sqlx::PgPool,
+    CampaignId,
+    Vec<RecipientId>,
+    campaignd::store::checkpoints::OffsetScope,
+) {
     let db = TestDb::unique();
     let pool = campaignd::store::connect_and_migrate(&db.url)
         .await
         .unwrap();
     let (tenant, _) = tenant(&pool, "Shop").await;
-    let (campaign, r) = claimed_campaign(&pool, tenant, 3).await.unwrap();
-    let scope = OffsetScope {
+    let (campaign, r) = claimed_campaign(&pool, tenant, n).await.unwrap();
+    let scope = campaignd::store::checkpoints::OffsetScope {
         cluster_id: "c".into(),
         consumer_group: "g".into(),
         topic: "t".into(),
     };
+    (db, pool, campaign, r, scope)
+}
+
+#[actix_web::test]
+async fn checkpointed_rows_reach_recipients_only_through_the_fold_newest_attempt_and_epoch_first() {
+    use campaignd::domain::MessageStatus::*;
+    use campaignd::store::checkpoints::{commit, CheckpointWrite};
+    use campaignd::store::messages::{fold, unfolded, Folded};
+    let (db, pool, campaign, r, scope) = logged_campaign(3).await;
     let write = |epoch, rows| CheckpointWrite {
         epoch,
         rows,
@@ -562,18 +577,8 @@ async fn checkpointed_rows_reach_recipients_only_through_the_fold_newest_attempt
 #[actix_web::test]
 async fn a_start_folds_what_a_crash_left_in_the_message_log_before_anything_reads() {
     use campaignd::domain::MessageStatus::*;
-    use campaignd::store::checkpoints::{commit, CheckpointWrite, OffsetScope};
-    let db = TestDb::unique();
-    let pool = campaignd::store::connect_and_migrate(&db.url)
-        .await
-        .unwrap();
-    let (tenant, _) = tenant(&pool, "Shop").await;
-    let (campaign, r) = claimed_campaign(&pool, tenant, 1).await.unwrap();
-    let scope = OffsetScope {
-        cluster_id: "c".into(),
-        consumer_group: "g".into(),
-        topic: "t".into(),
-    };
+    use campaignd::store::checkpoints::{commit, CheckpointWrite};
+    let (db, pool, campaign, r, scope) = logged_campaign(1).await;
     // a checkpoint committed, and the process died before its fold
     let write = CheckpointWrite {
         epoch: 1,
@@ -604,19 +609,9 @@ async fn a_start_folds_what_a_crash_left_in_the_message_log_before_anything_read
 async fn rows_another_fold_took_leave_no_count_behind_that_could_hold_checkpoints_back() {
     use campaignd::actors::fold::Fold;
     use campaignd::domain::MessageStatus::*;
-    use campaignd::store::checkpoints::{commit, CheckpointWrite, OffsetScope};
+    use campaignd::store::checkpoints::{commit, CheckpointWrite};
     use campaignd::store::messages::{fold, unfolded};
-    let db = TestDb::unique();
-    let pool = campaignd::store::connect_and_migrate(&db.url)
-        .await
-        .unwrap();
-    let (tenant, _) = tenant(&pool, "Shop").await;
-    let (campaign, r) = claimed_campaign(&pool, tenant, 3).await.unwrap();
-    let scope = OffsetScope {
-        cluster_id: "c".into(),
-        consumer_group: "g".into(),
-        topic: "t".into(),
-    };
+    let (db, pool, campaign, r, scope) = logged_campaign(3).await;
     let rows: Vec<_> = r
         .iter()
         .map(|id| logged_row(campaign, *id, Delivered, 0, 1))

@@ -188,7 +188,7 @@ pub async fn fold(pool: &PgPool) -> Result<Folded, StoreError> {
 }
 
 /// [`fold`]'s statement, in the caller's transaction, which holds the fold lock.
-pub(super) async fn fold_in(conn: &mut sqlx::PgConnection) -> Result<Folded, StoreError> {
+async fn fold_in(conn: &mut sqlx::PgConnection) -> Result<Folded, StoreError> {
     let (logged, written): (i64, i64) = sqlx::query_as(
         "WITH moved AS (
              DELETE FROM message_log RETURNING *
