@@ -509,3 +509,177 @@ async fn a_campaign_takes_its_documented_maximum_of_inline_phones_and_refuses_mo
     app.stop().await;
     db.drop_database().await;
 }
+
+/// Imports `csv` into list `list` and answers the JSON reply.
+async fn import_into(app: &RunningApplication, token: &str, list: i64, csv: &str) -> Value {
+    let answer = reqwest::Client::new()
+        .post(app.url(&format!("/api/v1/contacts/import?listId={list}")))
+        .bearer_auth(token)
+        .header("Content-Type", "text/csv")
+        .body(csv.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    answer.json().await.unwrap()
+}
+
+/// Name, attributes and whether it opted out, of the contact with `phone`.
+async fn contact(pool: &sqlx::PgPool, phone: &str) -> (Option<String>, Value, bool) {
+    sqlx::query_as(
+        "SELECT first_name, attributes, unsubscribed_at IS NOT NULL FROM contacts
+         WHERE phone_e164 = $1",
+    )
+    .bind(phone)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn members(pool: &sqlx::PgPool, list: i64) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT c.phone_e164 FROM list_members m JOIN contacts c ON c.id = m.contact_id
+         WHERE m.list_id = $1 ORDER BY 1",
+    )
+    .bind(list)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[actix_web::test]
+async fn a_second_import_updates_known_contacts_in_place_and_adds_only_missing_members() {
+    let db = TestDb::unique();
+    let app = start(settings(&db)).await;
+    let pool = app.state.pool.clone();
+    let (tenant, token) = common::tenant(&pool, "Shop").await;
+    let create =
+        |name: &'static str| campaignd::store::contacts::create_list(&pool, tenant, name, &[]);
+    let (vip, other) = (create("VIP").await.unwrap(), create("Other").await.unwrap());
+    let first = "phone,first_name,tier\n+306900000001,Ann,gold\n+306900000002,Bob,silver\n";
+    assert_eq!(import_into(&app, &token, vip, first).await["imported"], 2);
+    sqlx::query("UPDATE contacts SET unsubscribed_at = now() WHERE phone_e164 = '+306900000002'")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    // Bob again without a name, a new contact given twice (the last row wins), Ann renamed
+    let second = "phone,first_name,city\n+306900000002,,Athens\n+306900000003,Cy,Patras\n\
+                  +306900000003,Dora,Volos\n+306900000001,Anna,\n";
+    let answer = import_into(&app, &token, vip, second).await;
+    assert_eq!(
+        (answer["imported"].as_u64(), answer["failed"].as_u64()),
+        (Some(3), Some(0))
+    );
+    assert_eq!(
+        contact_count(&pool).await,
+        3,
+        "known phones are not added again"
+    );
+    let bob = contact(&pool, "+306900000002").await;
+    assert_eq!(
+        bob.0.as_deref(),
+        Some("Bob"),
+        "a name the file lacks is kept"
+    );
+    assert_eq!(
+        bob.1,
+        json!({ "tier": "silver", "city": "Athens" }),
+        "attributes merged"
+    );
+    assert!(bob.2, "an opt-out is never undone by an import");
+    let dora = contact(&pool, "+306900000003").await;
+    assert_eq!(
+        (dora.0.as_deref(), dora.1),
+        (Some("Dora"), json!({ "city": "Volos" }))
+    );
+    assert_eq!(
+        contact(&pool, "+306900000001").await.0.as_deref(),
+        Some("Anna")
+    );
+    let all = ["+306900000001", "+306900000002", "+306900000003"];
+    assert_eq!(members(&pool, vip).await, all, "each member once");
+
+    // known contacts join another list
+    let third = "phone\n+306900000001\n+306900000004\n";
+    assert_eq!(import_into(&app, &token, other, third).await["imported"], 2);
+    assert_eq!(
+        members(&pool, other).await,
+        ["+306900000001", "+306900000004"]
+    );
+    assert_eq!(members(&pool, vip).await, all);
+    app.stop().await;
+    db.drop_database().await;
+}
+
+#[actix_web::test]
+async fn an_import_racing_another_writer_of_the_same_phone_saves_the_batch_once_all_the_same() {
+    use campaignd::domain::PhoneE164;
+    use campaignd::store::contacts::{create_list, import_batch, NewContact};
+    let db = TestDb::unique();
+    let app = start(settings(&db)).await;
+    let pool = app.state.pool.clone();
+    let (tenant, _) = common::tenant(&pool, "Shop").await;
+    let list = create_list(&pool, tenant, "VIP", &[]).await.unwrap();
+    // another writer adds one of the batch's phones and has not committed yet
+    let mut other = pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO contacts (tenant_id, phone_e164, first_name) VALUES ($1, '+306900000001', 'Ann')")
+        .bind(tenant.get())
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let batch: Vec<NewContact> = ["+306900000001", "+306900000002"]
+        .iter()
+        .map(|p| NewContact {
+            phone: Some(PhoneE164::parse(p).unwrap()),
+            last_name: Some("Lee".into()),
+            ..Default::default()
+        })
+        .collect();
+    let importing = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut tx = pool.begin().await.unwrap();
+            let saved = import_batch(&mut tx, tenant, &batch, Some(list)).await;
+            tx.commit().await.unwrap();
+            saved.unwrap()
+        })
+    };
+    // the import waits on the other writer's phone, then that writer commits
+    let waiting = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let since = std::time::Instant::now();
+    while waiting().await == 0 {
+        assert!(
+            since.elapsed().as_secs() < 10,
+            "the import never waited on the phone"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    other.commit().await.unwrap();
+    assert_eq!(importing.await.unwrap(), 2);
+    assert_eq!(contact_count(&pool).await, 2);
+    let ann: (Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT first_name, last_name FROM contacts WHERE phone_e164 = '+306900000001'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        ann,
+        (Some("Ann".into()), Some("Lee".into())),
+        "the other writer's row, updated"
+    );
+    assert_eq!(
+        members(&pool, list).await,
+        ["+306900000001", "+306900000002"]
+    );
+    app.stop().await;
+    db.drop_database().await;
+}
