@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use sqlx::PgPool;
 
 use crate::actors::checkpoint::{CheckpointConfig, CheckpointNow, Checkpointer, Partitions};
+use crate::actors::claimed::ClaimedRows;
 use crate::actors::dlr::{DlrActor, Ledger, LedgerLimits};
 use crate::actors::fold::Fold;
 use crate::actors::registry::CampaignRegistry;
@@ -171,6 +172,8 @@ pub struct Pipeline {
     consumer: Option<ConsumerHandle>,
     arbiter: Arbiter,
     senders: Option<Arbiter>,
+    /// Rows the send loop claimed, for the partitions that receive their `sent`.
+    claimed: ClaimedRows,
 }
 
 /// What the send loop needs besides the pipeline.
@@ -223,7 +226,8 @@ impl Pipeline {
             (&partitions, &registry, &fold),
             &pending,
         );
-        let spawn = spawn_partition(settings, &pool, &arbiter, &registry, &pending);
+        let claimed = ClaimedRows::default();
+        let spawn = spawn_partition(settings, &pool, &arbiter, &registry, (&pending, &claimed));
         let config = ConsumerConfig {
             bootstrap: broker.bootstrap.clone(),
             group: k.consumer_group.clone(),
@@ -255,6 +259,7 @@ impl Pipeline {
             consumer: Some(consumer),
             arbiter,
             senders: None,
+            claimed,
         })
     }
 
@@ -298,6 +303,7 @@ impl Pipeline {
                 default_traffic_account: setup.default_traffic_account,
                 links: settings.link_wording(),
                 clock: setup.clock,
+                claimed: self.claimed.clone(),
             }));
         Ok(())
     }
@@ -405,24 +411,30 @@ fn spawn_partition(
     pool: &PgPool,
     arbiter: &Arbiter,
     registry: &CampaignRegistry,
-    pending: &Arc<AtomicU64>,
+    (pending, claimed): (&Arc<AtomicU64>, &ClaimedRows),
 ) -> SpawnPartition {
     let limits = LedgerLimits {
         park_ttl: Duration::from_secs(settings.park_ttl_secs),
         max_resident: resident_share(settings.max_resident_rows, settings.kafka.partitions),
         ..LedgerLimits::default()
     };
-    let (pool, handle, registry, pending) = (
+    let (pool, handle, registry, pending, claimed) = (
         pool.clone(),
         arbiter.handle(),
         registry.clone(),
         pending.clone(),
+        claimed.clone(),
     );
     Arc::new(move |partition, next_offset, epoch| {
         let ledger = Ledger::new(partition, next_offset, epoch, limits);
-        let (pool, registry, pending) = (pool.clone(), registry.clone(), pending.clone());
+        let (pool, registry, pending, claimed) = (
+            pool.clone(),
+            registry.clone(),
+            pending.clone(),
+            claimed.clone(),
+        );
         DlrActor::start_in_arbiter(&handle, move |_| {
-            DlrActor::new(ledger, pool, registry, pending)
+            DlrActor::new(ledger, pool, registry, pending, claimed)
         })
     })
 }

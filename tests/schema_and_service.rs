@@ -128,6 +128,100 @@ async fn impossible_statuses_cannot_be_stored() {
 }
 
 #[actix_web::test]
+async fn a_claimed_first_attempt_is_handed_to_its_partition_exactly_as_a_lookup_would_read_it() {
+    use campaignd::actors::claimed::ClaimedRows;
+    use campaignd::domain::{CampaignId, Event, MessageId, RecipientId};
+    use campaignd::engine::ledger::{Incoming, Lookups};
+    use campaignd::store::{enqueue, messages};
+    let db = TestDb::unique();
+    let pool = campaignd::store::connect_and_migrate(&db.url)
+        .await
+        .unwrap();
+    let tenant = campaignd::store::tenants::create(&pool, "Shop", 0)
+        .await
+        .unwrap();
+    let campaign: i64 = sqlx::query_scalar(
+        "INSERT INTO campaigns (tenant_id, name, body, sender, status, queued)
+         VALUES ($1, 'c', 'hi', 'Shop', 'sending', 3) RETURNING id",
+    )
+    .bind(tenant.get())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    // two first attempts (one of them two parts), and a retried recipient with its old error
+    sqlx::query(
+        "INSERT INTO campaign_recipients (campaign_id, tenant_id, phone_e164, segments, retry_count, error)
+         VALUES ($1, $2, '+306900000001', 1, 0, NULL), ($1, $2, '+306900000002', 2, 0, NULL),
+                ($1, $2, '+306900000003', 1, 1, 'Invalid receiver')",
+    )
+    .bind(campaign)
+    .bind(tenant.get())
+    .execute(&pool)
+    .await
+    .unwrap();
+    let id = CampaignId::new(campaign).unwrap();
+    let rules = enqueue::ClaimRules {
+        tenant,
+        marketing: false,
+        now: chrono::Utc::now(),
+    };
+    // a claim released back to the queue, then claimed again
+    let first = enqueue::claim_batch(&pool, id, "", 10, rules)
+        .await
+        .unwrap();
+    let claimed = ClaimedRows::default();
+    claimed.hold(id, &first.rows);
+    let all: Vec<RecipientId> = first
+        .rows
+        .iter()
+        .map(|r| RecipientId::new(r.id).unwrap())
+        .collect();
+    claimed.forget(&all);
+    enqueue::release_claims(&pool, id, &all).await.unwrap();
+    let again = enqueue::claim_batch(&pool, id, "", 10, rules)
+        .await
+        .unwrap();
+    assert_eq!(again.rows.len(), 3);
+    claimed.hold(id, &again.rows);
+    assert_eq!(claimed.len(), 2, "only first attempts are held");
+
+    let batch: Vec<Incoming> = all
+        .iter()
+        .enumerate()
+        .map(|(offset, recipient)| Incoming {
+            offset: offset as i64,
+            event: Ok(Event::Sent {
+                message_id: MessageId::parse(&format!("M{}", recipient.get())).unwrap(),
+                campaign_id: id,
+                recipient_id: *recipient,
+                bulk_id: None,
+                attempt: 0,
+                at: chrono::Utc::now(),
+            }),
+        })
+        .collect();
+    let mut lookups = Lookups {
+        recipients: all.clone(),
+        ..Lookups::default()
+    };
+    let mut handed = claimed.take_for(&batch, &mut lookups);
+    assert_eq!(handed.len(), 2);
+    assert_eq!(
+        lookups.recipients.len(),
+        1,
+        "the retried recipient is looked up"
+    );
+    let mut read = messages::load_by_recipients(&pool, &all).await.unwrap();
+    read.retain(|r| r.attempt == 0);
+    handed.sort_by_key(|r| r.recipient);
+    read.sort_by_key(|r| r.recipient);
+    assert_eq!(handed, read, "what a lookup reads, column for column");
+    assert!(claimed.is_empty());
+    pool.close().await;
+    db.drop_database().await;
+}
+
+#[actix_web::test]
 async fn serve_creates_a_missing_database_and_becomes_ready() {
     let db = TestDb::unique();
     assert!(!db.exists().await);

@@ -116,6 +116,8 @@ pub struct SendingContext {
     pub links: crate::domain::LinkWording,
     /// "Now" for quiet hours and caps.
     pub clock: Arc<dyn crate::engine::clock::Clock>,
+    /// Where claimed rows wait for the partition that receives their `sent`.
+    pub claimed: super::claimed::ClaimedRows,
 }
 
 /// Applies transitions in the order given.

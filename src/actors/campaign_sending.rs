@@ -107,6 +107,7 @@ impl CampaignActor {
                 return;
             }
             let claimed = rows.len() as i64;
+            sending.claimed.hold(act.id, &rows);
             let Some(batch) = act.batch_of(&sending, rows) else {
                 return;
             };
@@ -176,6 +177,9 @@ impl CampaignActor {
     /// command starts until the rows and the figures agree again; transitions and stats
     /// requests are answered meanwhile.
     fn release(&mut self, ctx: &mut Context<Self>, ids: Vec<RecipientId>) {
+        if let Some(sending) = &self.sending {
+            sending.claimed.forget(&ids);
+        }
         let (pool, id) = (self.pool.clone(), self.id);
         let release = async move {
             until_ok("re-queueing unsent claims", || {

@@ -9,6 +9,7 @@ use actix::prelude::*;
 use chrono::Utc;
 use sqlx::PgPool;
 
+use super::claimed::ClaimedRows;
 use super::registry::CampaignRegistry;
 use crate::engine::engagement::EngagementRow;
 use crate::engine::ledger::MessageRow;
@@ -61,6 +62,8 @@ pub struct DlrActor {
     /// Records applied since the last checkpoint, across partitions (the checkpointer's
     /// "N events" trigger).
     pending: Arc<AtomicU64>,
+    /// Rows this process claimed: a `sent` of one needs no lookup.
+    claimed: ClaimedRows,
 }
 
 /// Batches a partition may have queued before the consumer waits.
@@ -72,12 +75,14 @@ impl DlrActor {
         pool: PgPool,
         registry: CampaignRegistry,
         pending: Arc<AtomicU64>,
+        claimed: ClaimedRows,
     ) -> Self {
         Self {
             ledger,
             pool,
             registry,
             pending,
+            claimed,
         }
     }
 }
@@ -114,7 +119,8 @@ impl Handler<Records> for DlrActor {
     type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, msg: Records, _: &mut Self::Context) -> Self::Result {
-        let lookups = self.ledger.lookups(&msg.0);
+        let mut lookups = self.ledger.lookups(&msg.0);
+        let handed = self.claimed.take_for(&msg.0, &mut lookups);
         let pool = self.pool.clone();
         AtomicResponse::new(Box::pin(
             async move {
@@ -126,6 +132,7 @@ impl Handler<Records> for DlrActor {
             }
             .into_actor(self)
             .then(move |(rows, engaged), act, _| {
+                act.ledger.absorb(handed);
                 act.ledger.absorb(rows);
                 act.ledger.absorb_engaged(engaged);
                 let n = msg.0.len() as u64;

@@ -6,6 +6,7 @@ mod campaign_commands;
 pub mod campaign_messages;
 mod campaign_sending;
 pub mod checkpoint;
+pub mod claimed;
 pub mod dlr;
 pub mod fold;
 pub mod registry;
