@@ -433,6 +433,9 @@ fn spawn_partition(
             pending.clone(),
             claimed.clone(),
         );
+        // a `sent` consumed elsewhere left its claimed row here; the partition's next one
+        // must find the real row (see ClaimedRows)
+        claimed.clear();
         DlrActor::start_in_arbiter(&handle, move |_| {
             DlrActor::new(ledger, pool, registry, pending, claimed)
         })

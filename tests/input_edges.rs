@@ -614,6 +614,12 @@ async fn a_second_import_updates_known_contacts_in_place_and_adds_only_missing_m
 
 #[actix_web::test]
 async fn an_import_racing_another_writer_of_the_same_phone_saves_the_batch_once_all_the_same() {
+    // an early batch (written apart, under a savepoint) and one past the savepoints (upserted)
+    race_an_import_batch(0).await;
+    race_an_import_batch(campaignd::store::contacts::MAX_SAVEPOINTS).await;
+}
+
+async fn race_an_import_batch(number: usize) {
     use campaignd::domain::PhoneE164;
     use campaignd::store::contacts::{create_list, import_batch, NewContact};
     let db = TestDb::unique();
@@ -640,7 +646,7 @@ async fn an_import_racing_another_writer_of_the_same_phone_saves_the_batch_once_
         let pool = pool.clone();
         tokio::spawn(async move {
             let mut tx = pool.begin().await.unwrap();
-            let saved = import_batch(&mut tx, tenant, &batch, Some(list)).await;
+            let saved = import_batch(&mut tx, tenant, &batch, (Some(list), number)).await;
             tx.commit().await.unwrap();
             saved.unwrap()
         })

@@ -131,8 +131,23 @@ async fn impossible_statuses_cannot_be_stored() {
 async fn a_claimed_first_attempt_is_handed_to_its_partition_exactly_as_a_lookup_would_read_it() {
     use campaignd::actors::claimed::ClaimedRows;
     use campaignd::domain::{CampaignId, Event, MessageId, RecipientId};
+    use campaignd::engine::batch::BatchItem;
     use campaignd::engine::ledger::{Incoming, Lookups};
     use campaignd::store::{enqueue, messages};
+    // what the send loop holds: the claimed rows as the batch's items
+    let items = |claim: &enqueue::Claim| -> Vec<BatchItem> {
+        claim
+            .rows
+            .iter()
+            .map(|r| BatchItem {
+                recipient: RecipientId::new(r.id).unwrap(),
+                phone: r.phone.clone(),
+                text: "hi".into(),
+                attempt: r.attempt as u32,
+                segments: r.segments as u32,
+            })
+            .collect()
+    };
     let db = TestDb::unique();
     let pool = campaignd::store::connect_and_migrate(&db.url)
         .await
@@ -165,12 +180,12 @@ async fn a_claimed_first_attempt_is_handed_to_its_partition_exactly_as_a_lookup_
         marketing: false,
         now: chrono::Utc::now(),
     };
-    // a claim released back to the queue, then claimed again
+    // a service claim released back to the queue
     let first = enqueue::claim_batch(&pool, id, "", 10, rules)
         .await
         .unwrap();
     let claimed = ClaimedRows::default();
-    claimed.hold(id, &first.rows);
+    claimed.hold(id, &items(&first));
     let all: Vec<RecipientId> = first
         .rows
         .iter()
@@ -178,11 +193,23 @@ async fn a_claimed_first_attempt_is_handed_to_its_partition_exactly_as_a_lookup_
         .collect();
     claimed.forget(&all);
     enqueue::release_claims(&pool, id, &all).await.unwrap();
-    let again = enqueue::claim_batch(&pool, id, "", 10, rules)
+    // claimed again by a marketing claim (opt-outs and caps checked; no quiet hours)
+    campaignd::store::tenants::set_marketing_rules(
+        &pool,
+        tenant,
+        &campaignd::store::tenants::MarketingRules::none(),
+    )
+    .await
+    .unwrap();
+    let marketing = enqueue::ClaimRules {
+        marketing: true,
+        ..rules
+    };
+    let again = enqueue::claim_batch(&pool, id, "", 10, marketing)
         .await
         .unwrap();
     assert_eq!(again.rows.len(), 3);
-    claimed.hold(id, &again.rows);
+    claimed.hold(id, &items(&again));
     assert_eq!(claimed.len(), 2, "only first attempts are held");
 
     let batch: Vec<Incoming> = all

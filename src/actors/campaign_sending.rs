@@ -107,10 +107,10 @@ impl CampaignActor {
                 return;
             }
             let claimed = rows.len() as i64;
-            sending.claimed.hold(act.id, &rows);
             let Some(batch) = act.batch_of(&sending, rows) else {
                 return;
             };
+            sending.claimed.hold(batch.campaign, &batch.items);
             if let Some(c) = act.campaign() {
                 c.adjust(&claimed_counts(claimed));
             }

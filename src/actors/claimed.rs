@@ -3,13 +3,12 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
 use crate::domain::{CampaignId, Event, MessageStatus, RecipientId};
+use crate::engine::batch::BatchItem;
 use crate::engine::ledger::{Incoming, Lookups, MessageRow};
-use crate::store::enqueue::Claimed;
 
 /// Recipients claimed by this process whose send has not reached a ledger yet, each with the
 /// row Postgres holds for it. A claim of a first attempt is the only state such a row has had
@@ -19,31 +18,26 @@ use crate::store::enqueue::Claimed;
 /// the lookup would have read. Later attempts (retry-failed) keep their earlier attempt's
 /// columns and are looked up as before.
 ///
-/// Entries a ledger never takes (another process consumed the partition, or a send that never
-/// produced its event) are bounded: past [`MAX_ENTRIES`] the ones older than [`MAX_AGE`] go,
-/// and past that nothing new is held (those sends are looked up).
+/// The DlrActors stay the only writers of message state: an entry is a read they would have
+/// made, taken once. Whenever this process is assigned partitions the table is emptied: a
+/// `sent` consumed elsewhere left its entry here, and a repeated `sent` arriving after the
+/// partition moved must find the real row. Past [`MAX_ENTRIES`] it is emptied too; an entry
+/// is only ever a saved lookup.
 #[derive(Clone, Default)]
-pub struct ClaimedRows(Arc<DashMap<RecipientId, (MessageRow, Instant)>>);
+pub struct ClaimedRows(Arc<DashMap<RecipientId, MessageRow>>);
 
-/// Entries held at most.
-pub const MAX_ENTRIES: usize = 200_000;
-/// How long an entry not taken may stay once the table is full.
-pub const MAX_AGE: Duration = Duration::from_secs(300);
+/// Entries held at most (a claim's batches out with the senders, with room to spare).
+pub const MAX_ENTRIES: usize = 100_000;
 
 impl ClaimedRows {
-    /// Holds the rows of a committed claim of `campaign`.
-    pub fn hold(&self, campaign: CampaignId, rows: &[Claimed]) {
-        if self.0.len() + rows.len() > MAX_ENTRIES {
-            self.0.retain(|_, (_, since)| since.elapsed() < MAX_AGE);
+    /// Holds the first attempts of a committed claim of `campaign`, as the batch leaves.
+    pub fn hold(&self, campaign: CampaignId, items: &[BatchItem]) {
+        if self.0.len() + items.len() > MAX_ENTRIES {
+            self.0.clear();
         }
-        let now = Instant::now();
-        for claimed in rows {
-            if self.0.len() >= MAX_ENTRIES {
-                return;
-            }
-            if let Some(row) = first_attempt_row(campaign, claimed) {
-                self.0.insert(row.recipient, (row, now));
-            }
+        for item in items.iter().filter(|i| i.attempt == 0) {
+            self.0
+                .insert(item.recipient, first_attempt_row(campaign, item));
         }
     }
 
@@ -54,9 +48,14 @@ impl ClaimedRows {
         }
     }
 
+    /// Forgets every entry: partitions were assigned to this process.
+    pub fn clear(&self) {
+        self.0.clear();
+    }
+
     /// Takes the entries of the sends in `batch`, and answers the rows of those the ledger
     /// asked to look up (removing them from `lookups`). Entries of rows the ledger already
-    /// holds are dropped: memory is newer.
+    /// holds are dropped: memory is newer. So is an entry whose event is of another attempt.
     pub fn take_for(&self, batch: &[Incoming], lookups: &mut Lookups) -> Vec<MessageRow> {
         if self.0.is_empty() {
             return Vec::new();
@@ -64,12 +63,21 @@ impl ClaimedRows {
         let asked: HashSet<RecipientId> = lookups.recipients.iter().copied().collect();
         let mut handed = Vec::new();
         for event in batch.iter().filter_map(|i| i.event.as_ref().ok()) {
-            let (Event::Sent { recipient_id, .. } | Event::SendFailed { recipient_id, .. }) = event
+            let (Event::Sent {
+                recipient_id,
+                attempt,
+                ..
+            }
+            | Event::SendFailed {
+                recipient_id,
+                attempt,
+                ..
+            }) = event
             else {
                 continue;
             };
-            if let Some((_, (row, _))) = self.0.remove(recipient_id) {
-                if asked.contains(recipient_id) {
+            if let Some((_, row)) = self.0.remove(recipient_id) {
+                if asked.contains(recipient_id) && row.attempt == *attempt {
                     handed.push(row);
                 }
             }
@@ -81,22 +89,21 @@ impl ClaimedRows {
         handed
     }
 
+    /// Entries held now.
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// Whether no entry is held.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }
 
 /// The row of a claimed first attempt, as Postgres holds it after the claim.
-fn first_attempt_row(campaign: CampaignId, claimed: &Claimed) -> Option<MessageRow> {
-    if claimed.attempt != 0 {
-        return None;
-    }
-    Some(MessageRow {
-        recipient: RecipientId::new(claimed.id).ok()?,
+fn first_attempt_row(campaign: CampaignId, item: &BatchItem) -> MessageRow {
+    MessageRow {
+        recipient: item.recipient,
         campaign,
         status: MessageStatus::Processing,
         message_id: None,
@@ -107,9 +114,9 @@ fn first_attempt_row(campaign: CampaignId, claimed: &Claimed) -> Option<MessageR
         sent_at: None,
         delivered_at: None,
         failed_at: None,
-        attempt: 0,
-        segments: u32::try_from(claimed.segments).ok()?,
-    })
+        attempt: item.attempt,
+        segments: item.segments,
+    }
 }
 
 #[cfg(test)]
@@ -118,18 +125,17 @@ mod tests {
     use crate::domain::MessageId;
     use chrono::Utc;
 
-    fn claimed(id: i64, attempt: i32) -> Claimed {
-        Claimed {
-            id,
+    fn item(id: i64, attempt: u32) -> BatchItem {
+        BatchItem {
+            recipient: RecipientId::new(id).unwrap(),
             phone: format!("+3069{id:08}"),
-            body: None,
+            text: "Sale".into(),
             attempt,
             segments: 2,
-            link_secret: None,
         }
     }
 
-    fn sent(offset: i64, recipient: i64) -> Incoming {
+    fn sent(offset: i64, recipient: i64, attempt: u32) -> Incoming {
         Incoming {
             offset,
             event: Ok(Event::Sent {
@@ -137,7 +143,7 @@ mod tests {
                 campaign_id: CampaignId::new(1).unwrap(),
                 recipient_id: RecipientId::new(recipient).unwrap(),
                 bulk_id: None,
-                attempt: 0,
+                attempt,
                 at: Utc::now(),
             }),
         }
@@ -147,18 +153,22 @@ mod tests {
         ids.iter().map(|i| RecipientId::new(*i).unwrap()).collect()
     }
 
+    fn asking(recipients: &[i64]) -> Lookups {
+        Lookups {
+            recipients: ids(recipients),
+            ..Lookups::default()
+        }
+    }
+
     #[test]
     fn a_send_takes_its_claimed_row_once_and_only_first_attempts_are_held() {
         let rows = ClaimedRows::default();
         let campaign = CampaignId::new(1).unwrap();
-        rows.hold(campaign, &[claimed(1, 0), claimed(2, 0), claimed(3, 1)]);
+        rows.hold(campaign, &[item(1, 0), item(2, 0), item(3, 1)]);
         assert_eq!(rows.len(), 2, "a later attempt is looked up");
-        let mut lookups = Lookups {
-            recipients: ids(&[1, 3]),
-            ..Lookups::default()
-        };
+        let mut lookups = asking(&[1, 3]);
         // recipient 2's row is in the ledger's memory already: its entry is dropped
-        let batch = [sent(0, 1), sent(1, 2), sent(2, 3)];
+        let batch = [sent(0, 1, 0), sent(1, 2, 0), sent(2, 3, 1)];
         let handed = rows.take_for(&batch, &mut lookups);
         assert_eq!(handed.len(), 1);
         assert_eq!(handed[0].recipient, RecipientId::new(1).unwrap());
@@ -170,10 +180,7 @@ mod tests {
             "only what was not handed is looked up"
         );
         assert!(rows.is_empty());
-        let mut again = Lookups {
-            recipients: ids(&[1]),
-            ..Lookups::default()
-        };
+        let mut again = asking(&[1]);
         assert!(
             rows.take_for(&batch[..1], &mut again).is_empty(),
             "a repeated send looks up"
@@ -182,16 +189,37 @@ mod tests {
     }
 
     #[test]
-    fn released_claims_are_forgotten() {
+    fn released_claims_other_attempts_and_an_assignment_leave_the_lookup_in_place() {
         let rows = ClaimedRows::default();
-        rows.hold(CampaignId::new(1).unwrap(), &[claimed(1, 0), claimed(2, 0)]);
+        let campaign = CampaignId::new(1).unwrap();
+        rows.hold(campaign, &[item(1, 0), item(2, 0)]);
         rows.forget(&ids(&[1]));
-        let mut lookups = Lookups {
-            recipients: ids(&[1, 2]),
-            ..Lookups::default()
-        };
-        let handed = rows.take_for(&[sent(0, 1), sent(1, 2)], &mut lookups);
-        assert_eq!(handed.len(), 1);
-        assert_eq!(lookups.recipients, ids(&[1]));
+        let mut lookups = asking(&[1, 2]);
+        let handed = rows.take_for(&[sent(0, 1, 0), sent(1, 2, 1)], &mut lookups);
+        assert!(
+            handed.is_empty(),
+            "released, and an event of another attempt"
+        );
+        assert_eq!(lookups.recipients, ids(&[1, 2]));
+        assert!(
+            rows.is_empty(),
+            "the other attempt's entry is dropped all the same"
+        );
+        rows.hold(campaign, &[item(3, 0)]);
+        rows.clear();
+        let mut lookups = asking(&[3]);
+        assert!(rows.take_for(&[sent(0, 3, 0)], &mut lookups).is_empty());
+        assert_eq!(lookups.recipients, ids(&[3]));
+    }
+
+    #[test]
+    fn a_full_table_starts_over_instead_of_growing() {
+        let rows = ClaimedRows::default();
+        let campaign = CampaignId::new(1).unwrap();
+        let items: Vec<BatchItem> = (1..=MAX_ENTRIES as i64).map(|i| item(i, 0)).collect();
+        rows.hold(campaign, &items);
+        assert_eq!(rows.len(), MAX_ENTRIES);
+        rows.hold(campaign, &[item(MAX_ENTRIES as i64 + 1, 0)]);
+        assert_eq!(rows.len(), 1);
     }
 }

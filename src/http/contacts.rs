@@ -402,9 +402,10 @@ async fn save_batches(
         ImportInto::List(id) => Some(id),
         ImportInto::NewList(name) => Some(new_list_in(&mut tx, tenant, &name).await?),
     };
-    let mut saved = 0;
+    let (mut saved, mut number) = (0, 0);
     while let Some(batch) = batches.recv().await {
-        saved += contacts::import_batch(&mut tx, tenant, &batch, list).await?;
+        saved += contacts::import_batch(&mut tx, tenant, &batch, (list, number)).await?;
+        number += 1;
     }
     Ok((tx, saved))
 }

@@ -115,13 +115,21 @@ pub async fn upsert(
 /// speculative index insertion per row, which was half of an import into a fresh list. Should
 /// another writer add one of the batch's phones (or memberships) between the look-up and the
 /// insert, the batch is saved again with the upsert ([`UPSERT`]), which cannot conflict.
+///
+/// That retry needs a savepoint per batch, and each is a subtransaction of the import. Past
+/// [`MAX_SAVEPOINTS`] of them Postgres no longer keeps a transaction's subtransactions in
+/// shared memory, and every other session's visibility checks consult `pg_subtrans` while the
+/// import is open; batch `batch` (counted from 0) and later ones use the upsert directly.
 pub async fn import_batch(
     tx: &mut Transaction<'_, Postgres>,
     tenant: TenantId,
     contacts: &[NewContact],
-    list: Option<i64>,
+    (list, batch): (Option<i64>, usize),
 ) -> Result<u64, StoreError> {
     let columns = Columns::of(contacts);
+    if batch >= MAX_SAVEPOINTS {
+        return Ok(save_batch(tx, UPSERT, tenant, &columns, list).await?);
+    }
     let mut apart = tx.begin().await?;
     match save_batch(&mut apart, SAVE_APART, tenant, &columns, list).await {
         Ok(saved) => {
@@ -135,6 +143,9 @@ pub async fn import_batch(
         Err(e) => Err(e.into()),
     }
 }
+
+/// Subtransactions Postgres keeps per backend in shared memory (`PGPROC_MAX_CACHED_SUBXIDS`).
+pub const MAX_SAVEPOINTS: usize = 64;
 
 /// The batch's rows, each phone once (its last row wins).
 const IMPORT_INPUT: &str = "
