@@ -249,6 +249,31 @@ async fn a_claimed_first_attempt_is_handed_to_its_partition_exactly_as_a_lookup_
 }
 
 #[actix_web::test]
+async fn postgres_is_reached_over_tls_when_the_url_asks_and_its_certificate_is_verified() {
+    let db = TestDb::unique();
+    // this machine's Postgres serves TLS with a self-signed certificate (Debian's default)
+    let encrypted = format!("{}?sslmode=require", db.url);
+    let pool = campaignd::store::connect_and_migrate(&encrypted)
+        .await
+        .expect("Postgres over TLS (sslmode=require); is `ssl = on` on the server?");
+    let tls: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(tls, "the connection is encrypted");
+    pool.close().await;
+    // verify-full checks the certificate against trusted roots: a self-signed one is refused
+    let verified = format!("{}?sslmode=verify-full", db.url);
+    let refused = sqlx::PgPool::connect(&verified).await;
+    let error = refused
+        .err()
+        .expect("an unverifiable certificate is refused")
+        .to_string();
+    assert!(error.to_lowercase().contains("certificate"), "{error}");
+    db.drop_database().await;
+}
+
+#[actix_web::test]
 async fn serve_creates_a_missing_database_and_becomes_ready() {
     let db = TestDb::unique();
     assert!(!db.exists().await);
