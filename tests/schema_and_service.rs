@@ -61,15 +61,21 @@ async fn migrations_apply_to_a_fresh_database_and_are_idempotent() {
     db.drop_database().await;
 }
 
-#[actix_web::test]
-async fn impossible_statuses_cannot_be_stored() {
-    let db = TestDb::unique();
+/// The test database, migrated, with one tenant ("Shop", no credits).
+async fn migrated_with_a_tenant(db: &TestDb) -> (sqlx::PgPool, campaignd::domain::TenantId) {
     let pool = campaignd::store::connect_and_migrate(&db.url)
         .await
         .unwrap();
     let tenant = campaignd::store::tenants::create(&pool, "Shop", 0)
         .await
         .unwrap();
+    (pool, tenant)
+}
+
+#[actix_web::test]
+async fn impossible_statuses_cannot_be_stored() {
+    let db = TestDb::unique();
+    let (pool, tenant) = migrated_with_a_tenant(&db).await;
     let insert_campaign = |status: &'static str| {
         sqlx::query(
             "INSERT INTO campaigns (tenant_id, name, body, sender, status) VALUES ($1, 'c', 'hi', 'Shop', $2) RETURNING id",
@@ -149,12 +155,7 @@ async fn a_claimed_first_attempt_is_handed_to_its_partition_exactly_as_a_lookup_
             .collect()
     };
     let db = TestDb::unique();
-    let pool = campaignd::store::connect_and_migrate(&db.url)
-        .await
-        .unwrap();
-    let tenant = campaignd::store::tenants::create(&pool, "Shop", 0)
-        .await
-        .unwrap();
+    let (pool, tenant) = migrated_with_a_tenant(&db).await;
     let campaign: i64 = sqlx::query_scalar(
         "INSERT INTO campaigns (tenant_id, name, body, sender, status, queued)
          VALUES ($1, 'c', 'hi', 'Shop', 'sending', 3) RETURNING id",

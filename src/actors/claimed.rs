@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use crate::domain::{CampaignId, Event, MessageStatus, RecipientId};
+use crate::domain::{CampaignId, Event, RecipientId};
 use crate::engine::batch::BatchItem;
 use crate::engine::ledger::{Incoming, Lookups, MessageRow};
 
@@ -36,8 +36,8 @@ impl ClaimedRows {
             self.0.clear();
         }
         for item in items.iter().filter(|i| i.attempt == 0) {
-            self.0
-                .insert(item.recipient, first_attempt_row(campaign, item));
+            let row = MessageRow::claimed(item.recipient, campaign, 0, item.segments);
+            self.0.insert(item.recipient, row);
         }
     }
 
@@ -100,29 +100,10 @@ impl ClaimedRows {
     }
 }
 
-/// The row of a claimed first attempt, as Postgres holds it after the claim.
-fn first_attempt_row(campaign: CampaignId, item: &BatchItem) -> MessageRow {
-    MessageRow {
-        recipient: item.recipient,
-        campaign,
-        status: MessageStatus::Processing,
-        message_id: None,
-        bulk_id: None,
-        delivery_status: None,
-        error: None,
-        error_retryable: None,
-        sent_at: None,
-        delivered_at: None,
-        failed_at: None,
-        attempt: item.attempt,
-        segments: item.segments,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::MessageId;
+    use crate::domain::{MessageId, MessageStatus};
     use chrono::Utc;
 
     fn item(id: i64, attempt: u32) -> BatchItem {

@@ -52,6 +52,33 @@ pub struct MessageRow {
     pub segments: u32,
 }
 
+impl MessageRow {
+    /// A recipient just claimed for `attempt` and nothing else yet: no message id, report,
+    /// error or time (what a first attempt's row holds after its claim).
+    pub fn claimed(
+        recipient: RecipientId,
+        campaign: CampaignId,
+        attempt: u32,
+        segments: u32,
+    ) -> Self {
+        Self {
+            recipient,
+            campaign,
+            status: MessageStatus::Processing,
+            message_id: None,
+            bulk_id: None,
+            delivery_status: None,
+            error: None,
+            error_retryable: None,
+            sent_at: None,
+            delivered_at: None,
+            failed_at: None,
+            attempt,
+            segments,
+        }
+    }
+}
+
 /// A record that could not be applied, kept with the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
@@ -1014,20 +1041,10 @@ mod tests {
     }
 
     fn row(recipient: i64, status: MessageStatus) -> MessageRow {
+        let (recipient, campaign) = (RecipientId::new(recipient).unwrap(), CampaignId::new(7));
         MessageRow {
-            recipient: RecipientId::new(recipient).unwrap(),
-            campaign: CampaignId::new(7).unwrap(),
             status,
-            message_id: None,
-            bulk_id: None,
-            delivery_status: None,
-            error: None,
-            error_retryable: None,
-            sent_at: None,
-            delivered_at: None,
-            failed_at: None,
-            attempt: 0,
-            segments: 1,
+            ..MessageRow::claimed(recipient, campaign.unwrap(), 0, 1)
         }
     }
 
