@@ -135,7 +135,90 @@ pub struct KafkaSettings {
     pub consumer_group: String,
     pub session_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
+    /// How clients talk to the brokers: `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    pub security_protocol: SecurityProtocol,
+    /// Required with a `sasl_*` protocol.
+    pub sasl_mechanism: Option<SaslMechanism>,
+    pub sasl_username: Option<String>,
+    pub sasl_password: Option<SecretString>,
+    /// PEM file of the CA(s) that verify the brokers' certificates; unset: the system's.
+    pub ssl_ca_location: Option<std::path::PathBuf>,
+    /// Any other librdkafka property, given to every client as is (e.g.
+    /// `"ssl.endpoint.identification.algorithm" = "https"`). Values may be secrets (a client
+    /// key's password): they are never shown. Properties campaignd sets itself are refused.
+    #[serde(deserialize_with = "secret_map")]
+    pub properties: std::collections::BTreeMap<String, SecretString>,
 }
+
+/// librdkafka's `security.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// The value librdkafka expects.
+    pub fn as_property(self) -> &'static str {
+        match self {
+            Self::Plaintext => "plaintext",
+            Self::Ssl => "ssl",
+            Self::SaslPlaintext => "sasl_plaintext",
+            Self::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    pub fn uses_sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+}
+
+/// librdkafka's `sasl.mechanism`: the ones a managed Kafka offers with a user and password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SaslMechanism {
+    #[serde(rename = "PLAIN", alias = "plain")]
+    Plain,
+    #[serde(rename = "SCRAM-SHA-256", alias = "scram-sha-256")]
+    ScramSha256,
+    #[serde(rename = "SCRAM-SHA-512", alias = "scram-sha-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// The value librdkafka expects.
+    pub fn as_property(self) -> &'static str {
+        match self {
+            Self::Plain => "PLAIN",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// librdkafka properties that `kafka.properties` may not set: the connection's own settings
+/// (named keys exist for them) and those campaignd's exactness depends on.
+pub const RESERVED_KAFKA_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "security.protocol",
+    "sasl.mechanism",
+    "sasl.mechanisms",
+    "sasl.username",
+    "sasl.password",
+    "ssl.ca.location",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+    "isolation.level",
+    "enable.idempotence",
+    "acks",
+    "request.required.acks",
+    "partitioner",
+];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -270,6 +353,17 @@ pub enum AmbiguousOutcome {
     Fail,
 }
 
+/// A table of strings whose values are kept as secrets.
+fn secret_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, SecretString>, D::Error> {
+    let raw = std::collections::BTreeMap::<String, String>::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .map(|(k, v)| (k, SecretString::from(v)))
+        .collect())
+}
+
 /// Accepts a list, or one comma-separated string (the only form an environment variable has).
 fn secret_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Error> {
     #[derive(Deserialize)]
@@ -387,6 +481,7 @@ impl Settings {
         if self.kafka.topic.trim().is_empty() {
             return invalid("kafka.topic", "must not be empty");
         }
+        self.kafka.validate_security()?;
         if self.mitto.base_url.is_some() && self.mitto.api_key.is_none() {
             return invalid("mitto.api_key", "is required when mitto.base_url is set");
         }
@@ -439,6 +534,53 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+impl KafkaSettings {
+    fn validate_security(&self) -> Result<(), ConfigError> {
+        let sasl = self.security_protocol.uses_sasl();
+        let secured = self.security_protocol != SecurityProtocol::Plaintext;
+        if self.brokers.is_none() && (secured || !self.properties.is_empty()) {
+            return refuse(
+                "kafka.security_protocol",
+                "and kafka.properties need kafka.brokers (the embedded broker is plaintext)",
+            );
+        }
+        if sasl
+            && (self.sasl_mechanism.is_none()
+                || self.sasl_username.is_none()
+                || self.sasl_password.is_none())
+        {
+            return refuse(
+                "kafka.sasl_mechanism",
+                "kafka.sasl_username and kafka.sasl_password are required with a sasl_* protocol",
+            );
+        }
+        if !sasl && (self.sasl_mechanism.is_some() || self.sasl_username.is_some()) {
+            return refuse(
+                "kafka.sasl_mechanism",
+                "is set but kafka.security_protocol is not sasl_plaintext or sasl_ssl",
+            );
+        }
+        if let Some(key) = self
+            .properties
+            .keys()
+            .find(|k| RESERVED_KAFKA_PROPERTIES.contains(&k.trim().to_ascii_lowercase().as_str()))
+        {
+            return refuse(
+                "kafka.properties",
+                format!("may not set `{key}` (campaignd sets it, or a kafka.* key does)"),
+            );
+        }
+        Ok(())
+    }
+}
+
+fn refuse(key: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
+    Err(ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    })
 }
 
 /// The unprefixed names that deployment tooling conventionally sets.
@@ -550,5 +692,66 @@ mod tests {
             }
             Ok(())
         });
+    }
+
+    #[test]
+    fn kafka_security_is_configured_from_the_environment_and_checked_whole() {
+        Jail::expect_with(|jail| {
+            jail.set_env("KAFKA_BROKERS", "b-1.example:9096");
+            jail.set_env("CAMPAIGND_KAFKA__SECURITY_PROTOCOL", "sasl_ssl");
+            jail.set_env("CAMPAIGND_KAFKA__SASL_MECHANISM", "SCRAM-SHA-256");
+            jail.set_env("CAMPAIGND_KAFKA__SASL_USERNAME", "campaignd");
+            jail.set_env("CAMPAIGND_KAFKA__SASL_PASSWORD", "kafka-pa55");
+            let s = Settings::load(None).expect("loads");
+            assert_eq!(s.kafka.security_protocol, SecurityProtocol::SaslSsl);
+            assert_eq!(s.kafka.sasl_mechanism, Some(SaslMechanism::ScramSha256));
+            assert!(!format!("{s:?}").contains("kafka-pa55"));
+            Ok(())
+        });
+        let refused = |env: &[(&str, &str)], file: &str| {
+            let mut error = String::new();
+            Jail::expect_with(|jail| {
+                jail.create_file("campaignd.toml", file)?;
+                for (k, v) in env {
+                    jail.set_env(k, v);
+                }
+                error = Settings::load(None).unwrap_err().to_string();
+                Ok(())
+            });
+            error
+        };
+        let sasl_without_password = refused(
+            &[
+                ("KAFKA_BROKERS", "b:9096"),
+                ("CAMPAIGND_KAFKA__SECURITY_PROTOCOL", "sasl_ssl"),
+                ("CAMPAIGND_KAFKA__SASL_MECHANISM", "PLAIN"),
+                ("CAMPAIGND_KAFKA__SASL_USERNAME", "u"),
+            ],
+            "",
+        );
+        assert!(
+            sasl_without_password.contains("sasl_password"),
+            "{sasl_without_password}"
+        );
+        let tls_to_the_embedded_broker =
+            refused(&[("CAMPAIGND_KAFKA__SECURITY_PROTOCOL", "ssl")], "");
+        assert!(tls_to_the_embedded_broker.contains("kafka.brokers"));
+        let reserved = refused(
+            &[("KAFKA_BROKERS", "b:9092")],
+            "[kafka.properties]\n\"enable.auto.commit\" = \"true\"",
+        );
+        assert!(reserved.contains("enable.auto.commit"), "{reserved}");
+        let unknown_mechanism = refused(
+            &[
+                ("KAFKA_BROKERS", "b:9092"),
+                ("CAMPAIGND_KAFKA__SECURITY_PROTOCOL", "sasl_ssl"),
+                ("CAMPAIGND_KAFKA__SASL_MECHANISM", "GSSAPI"),
+            ],
+            "",
+        );
+        assert!(
+            unknown_mechanism.contains("SASL_MECHANISM"),
+            "{unknown_mechanism}"
+        );
     }
 }

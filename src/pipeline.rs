@@ -40,7 +40,7 @@ const STOP_FOLD_LIMIT: Duration = Duration::from_secs(60);
 /// claims left by an earlier run).
 #[derive(Clone)]
 pub struct Replay {
-    bootstrap: String,
+    brokers: kafka::Brokers,
     topic: String,
     partitions: Partitions,
     checkpointer: Addr<Checkpointer>,
@@ -72,11 +72,11 @@ impl Replay {
     /// Waits until every record on the topic at the moment of asking is applied (in memory;
     /// the next checkpoint commits it).
     pub async fn applied_to_end(&self) {
-        let (bootstrap, topic) = (self.bootstrap.clone(), self.topic.clone());
+        let (brokers, topic) = (self.brokers.clone(), self.topic.clone());
         let ends = crate::store::until_ok("reading the topic's end offsets", || {
-            let (bootstrap, topic) = (bootstrap.clone(), topic.clone());
+            let (brokers, topic) = (brokers.clone(), topic.clone());
             async move {
-                tokio::task::spawn_blocking(move || kafka::end_offsets(&bootstrap, &topic))
+                tokio::task::spawn_blocking(move || kafka::end_offsets(&brokers, &topic))
                     .await
                     .map_err(|e| e.to_string())?
                     .map_err(|e| e.to_string())
@@ -191,9 +191,9 @@ impl Pipeline {
     pub async fn start(settings: &Settings, pool: PgPool) -> anyhow::Result<Self> {
         let k = &settings.kafka;
         let broker = kafka::connect(k).await.context("connecting to Kafka")?;
-        tracing::info!(bootstrap = %broker.bootstrap, cluster_id = %broker.cluster_id, "Kafka ready");
+        tracing::info!(bootstrap = %broker.brokers.bootstrap, cluster_id = %broker.cluster_id, "Kafka ready");
         let producer =
-            EventProducer::new(&broker.bootstrap, &k.topic).context("creating the producer")?;
+            EventProducer::new(&broker.brokers, &k.topic).context("creating the producer")?;
         let committed = checkpoints::committed_epoch(&pool)
             .await
             .context("reading the checkpoint epoch")?;
@@ -229,7 +229,7 @@ impl Pipeline {
         let claimed = ClaimedRows::default();
         let spawn = spawn_partition(settings, &pool, &arbiter, &registry, (&pending, &claimed));
         let config = ConsumerConfig {
-            bootstrap: broker.bootstrap.clone(),
+            brokers: broker.brokers.clone(),
             group: k.consumer_group.clone(),
             topic: k.topic.clone(),
             session_timeout_ms: k.session_timeout_ms,
@@ -311,7 +311,7 @@ impl Pipeline {
     /// Waits for the topic to be applied (see [`Replay`]).
     pub fn replay(&self, settings: &Settings) -> Replay {
         Replay {
-            bootstrap: self.broker.bootstrap.clone(),
+            brokers: self.broker.brokers.clone(),
             topic: settings.kafka.topic.clone(),
             partitions: self.partitions.clone(),
             checkpointer: self.checkpointer.clone(),

@@ -66,7 +66,11 @@ async fn kill_9_five_times_while_events_flow_loses_and_doubles_nothing() {
     );
 
     let (_broker, bootstrap) = dev_broker();
-    let producer = EventProducer::new(&bootstrap, "message-events").unwrap();
+    let producer = EventProducer::new(
+        &campaignd::kafka::Brokers::plain(&bootstrap),
+        "message-events",
+    )
+    .unwrap();
     let port = free_port();
     let log = std::env::temp_dir().join(format!("campaignd-crash-{}.log", db.name));
     eprintln!("service log: {}", log.display());

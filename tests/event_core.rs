@@ -123,7 +123,7 @@ async fn ten_thousand_shuffled_duplicated_messages_match_the_ground_truth() {
         assert_stats_settle(&app, &token, *campaign, &workload.expected[campaign]).await;
     }
     // the checkpoint holds the same truth: rows per message, and offsets at the end of the topic
-    let ends = end_offsets(&app.pipeline.broker.bootstrap, "message-events");
+    let ends = end_offsets(&app.pipeline.broker.brokers.bootstrap, "message-events");
     wait_until_offsets_reach(&pool, &ends, Duration::from_secs(10)).await;
     for (campaign, _) in &campaigns {
         assert_eq!(
@@ -697,7 +697,7 @@ async fn a_fold_that_falls_behind_holds_the_consumer_back_until_it_catches_up() 
         (sent_count().await == 20).then_some(())
     })
     .await;
-    let ends = end_offsets(&app.pipeline.broker.bootstrap, "message-events");
+    let ends = end_offsets(&app.pipeline.broker.brokers.bootstrap, "message-events");
     wait_until_offsets_reach(&pool, &ends, Duration::from_secs(10)).await;
     blocker.close().await.unwrap();
     app.stop().await;

@@ -307,7 +307,7 @@ fn imports_are_capped_at_64_mib_by_default() {
 
 /// Waits until a checkpoint covers every record on the topic.
 async fn checkpointed(app: &RunningApplication) {
-    let ends = common::end_offsets(&app.pipeline.broker.bootstrap, "message-events");
+    let ends = common::end_offsets(&app.pipeline.broker.brokers.bootstrap, "message-events");
     let limit = std::time::Duration::from_secs(20);
     common::wait_until_offsets_reach(&app.state.pool, &ends, limit).await;
 }

@@ -63,7 +63,7 @@ async fn a_signed_report_is_accepted_and_on_the_topic_keyed_by_message_id() {
     let accepted: serde_json::Value = response.json().await.unwrap();
     assert_eq!(accepted["accepted"], 2);
 
-    let records = read_topic(&app.pipeline.broker.bootstrap, TOPIC);
+    let records = read_topic(&app.pipeline.broker.brokers.bootstrap, TOPIC);
     assert_eq!(records.len(), 2);
     let keys: Vec<&str> = records.iter().map(|(k, _)| k.as_str()).collect();
     assert!(
@@ -149,7 +149,7 @@ async fn bad_signatures_stale_timestamps_replays_malformed_and_oversize_bodies_p
         (409, "REPLAYED".into())
     );
 
-    let records = read_topic(&app.pipeline.broker.bootstrap, TOPIC);
+    let records = read_topic(&app.pipeline.broker.brokers.bootstrap, TOPIC);
     assert_eq!(
         records.len(),
         1,
@@ -176,7 +176,10 @@ async fn a_static_token_is_accepted_as_a_fallback() {
         code(post(&app, body, &token("guess")).await).await,
         (401, "INVALID_SIGNATURE".into())
     );
-    assert_eq!(read_topic(&app.pipeline.broker.bootstrap, TOPIC).len(), 1);
+    assert_eq!(
+        read_topic(&app.pipeline.broker.brokers.bootstrap, TOPIC).len(),
+        1
+    );
     app.stop().await;
     db.drop_database().await;
 }
@@ -191,7 +194,7 @@ async fn with_no_secret_configured_every_request_is_refused() {
         (401, "INVALID_SIGNATURE".into())
     );
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(read_topic(&app.pipeline.broker.bootstrap, TOPIC).is_empty());
+    assert!(read_topic(&app.pipeline.broker.brokers.bootstrap, TOPIC).is_empty());
     app.stop().await;
     db.drop_database().await;
 }
@@ -236,7 +239,7 @@ async fn the_simulators_signed_callbacks_are_accepted_end_to_end() {
     tokio::time::sleep(Duration::from_millis(300)).await; // duplicates still in flight
     let stats = sim.stats();
     assert_eq!(stats.dlrs_failed, 0, "every signed callback was accepted");
-    let records = read_topic(&app.pipeline.broker.bootstrap, TOPIC);
+    let records = read_topic(&app.pipeline.broker.brokers.bootstrap, TOPIC);
     assert_eq!(
         records.len() as u64,
         stats.dlrs_sent,
@@ -298,7 +301,7 @@ async fn stored_rows(pool: &sqlx::PgPool, campaign: i64) -> (Vec<String>, Vec<St
 
 /// Waits until a checkpoint covers every record on the topic.
 async fn checkpointed(app: &RunningApplication) {
-    let ends = common::end_offsets(&app.pipeline.broker.bootstrap, TOPIC);
+    let ends = common::end_offsets(&app.pipeline.broker.brokers.bootstrap, TOPIC);
     common::wait_until_offsets_reach(&app.state.pool, &ends, Duration::from_secs(30)).await;
 }
 

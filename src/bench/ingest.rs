@@ -272,15 +272,18 @@ pub(super) async fn on_the_topic(
     if let Some(broker) = &embedded {
         settings.kafka.brokers = Some(broker.bootstrap().to_owned());
     }
-    let bootstrap = settings.kafka.brokers.clone().unwrap_or_default();
-    let producer = crate::kafka::producer::EventProducer::new(&bootstrap, &settings.kafka.topic)?;
+    let brokers = crate::kafka::Brokers::configured(
+        settings.kafka.brokers.as_deref().unwrap_or_default(),
+        &settings.kafka,
+    );
+    let producer = crate::kafka::producer::EventProducer::new(&brokers, &settings.kafka.topic)?;
     eprintln!("producing {} events", events.len());
     let produced = Instant::now();
     for chunk in events.chunks(50_000) {
         producer.send(chunk).await.context("producing events")?;
     }
-    let ends = crate::kafka::end_offsets(&bootstrap, &settings.kafka.topic)?;
-    let dropped = crate::kafka::dropped_by_retention(&bootstrap, &settings.kafka.topic)?;
+    let ends = crate::kafka::end_offsets(&brokers, &settings.kafka.topic)?;
+    let dropped = crate::kafka::dropped_by_retention(&brokers, &settings.kafka.topic)?;
     anyhow::ensure!(
         dropped == 0,
         "the broker dropped {dropped} events to retention before they were read; use more --partitions"

@@ -82,8 +82,8 @@ async fn measure(mut settings: Settings, args: &WebhookArgs) -> anyhow::Result<F
     let embedded = crate::kafka::EmbeddedBroker::start(&settings.kafka.topic, args.partitions)?;
     settings.kafka.partitions = args.partitions;
     settings.kafka.brokers = Some(embedded.bootstrap().to_owned());
-    let bootstrap = embedded.bootstrap().to_owned();
-    let producer = crate::kafka::producer::EventProducer::new(&bootstrap, &settings.kafka.topic)?;
+    let brokers = crate::kafka::Brokers::plain(embedded.bootstrap());
+    let producer = crate::kafka::producer::EventProducer::new(&brokers, &settings.kafka.topic)?;
     for chunk in sent_events(campaign, &recipients, &messages).chunks(50_000) {
         producer
             .send(chunk)
@@ -97,14 +97,14 @@ async fn measure(mut settings: Settings, args: &WebhookArgs) -> anyhow::Result<F
     let dir = BenchDir::create()?;
     let service = async {
         let scope = crate::pipeline::offset_scope(&app.pipeline.broker, &settings);
-        let ends = crate::kafka::end_offsets(&bootstrap, &settings.kafka.topic)?;
+        let ends = crate::kafka::end_offsets(&brokers, &settings.kafka.topic)?;
         wait_until_committed(&pool, &scope, &ends).await?;
         eprintln!("{n} messages sent; posting {} reports", args.reports);
         let requests = write_requests(dir.path(), "campaignd", &messages[..args.reports])?;
         let started = Instant::now();
         let url = app.url("/webhooks/mitto/dlr");
         let (load, answers) = replay(&url, args.clients, dir.path(), &requests).await?;
-        let ends = crate::kafka::end_offsets(&bootstrap, &settings.kafka.topic)?;
+        let ends = crate::kafka::end_offsets(&brokers, &settings.kafka.topic)?;
         wait_until_committed(&pool, &scope, &ends).await?;
         let durable = started.elapsed();
         let applied: i64 = sqlx::query_scalar("SELECT delivered FROM campaigns WHERE id = $1")

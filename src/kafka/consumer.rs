@@ -20,7 +20,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
 use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::actors::checkpoint::{
     CheckpointNow, Checkpointer, LoadOffsets, OnCommit, Partitions, SetOnCommit,
@@ -33,7 +33,7 @@ use crate::domain::Event;
 pub type SpawnPartition = Arc<dyn Fn(i32, Option<i64>, u64) -> Addr<DlrActor> + Send + Sync>;
 
 pub struct ConsumerConfig {
-    pub bootstrap: String,
+    pub brokers: super::Brokers,
     pub group: String,
     pub topic: String,
     pub session_timeout_ms: u64,
@@ -226,8 +226,9 @@ pub fn start(
         pending: Mutex::new(HashMap::new()),
         stop: stop.clone(),
     };
-    let consumer: BaseConsumer<Rebalancer> = ClientConfig::new()
-        .set("bootstrap.servers", &config.bootstrap)
+    let consumer: BaseConsumer<Rebalancer> = config
+        .brokers
+        .client_config()
         .set("group.id", &config.group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

@@ -7,7 +7,6 @@ use std::time::Duration;
 use futures::future::try_join_all;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 
 use crate::domain::Event;
 
@@ -28,9 +27,9 @@ const LINGER_MS: &str = "1";
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl EventProducer {
-    pub fn new(bootstrap: &str, topic: &str) -> Result<Self, KafkaError> {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
+    pub fn new(brokers: &super::Brokers, topic: &str) -> Result<Self, KafkaError> {
+        let producer = brokers
+            .client_config()
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("linger.ms", LINGER_MS)

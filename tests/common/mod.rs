@@ -285,7 +285,8 @@ pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<(String, Vec<u8>)> {
 
 /// The end offset (high watermark) of every partition.
 pub fn end_offsets(bootstrap: &str, topic: &str) -> std::collections::HashMap<i32, i64> {
-    campaignd::kafka::end_offsets(bootstrap, topic).expect("read the topic's watermarks")
+    campaignd::kafka::end_offsets(&campaignd::kafka::Brokers::plain(bootstrap), topic)
+        .expect("read the topic's watermarks")
 }
 
 /// Next offsets stored in `kafka_offsets`, per partition (tests use one cluster and group).
