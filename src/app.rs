@@ -23,6 +23,9 @@ use crate::mitto::simulator::{self, SimConfig, SimHandle};
 use crate::pipeline::{Pipeline, SendingSetup};
 use crate::reconcile::Reconciler;
 
+/// How long start-up waits for the consumer group's first assignment.
+const FIRST_ASSIGNMENT: Duration = Duration::from_secs(60);
+
 /// A started service: its HTTP port, the event pipeline, and the in-process simulator when
 /// it serves as Mitto.
 pub struct Application {
@@ -72,6 +75,13 @@ impl Application {
         }
         let (mitto, simulator) = resolve_mitto(&mut settings, port, simulator)?;
         let mut pipeline = Pipeline::start(&settings, pool.clone()).await?;
+        let advertised = match &settings.http.advertised_url {
+            Some(url) => url.as_str().trim_end_matches('/').to_owned(),
+            None => format!("http://{}", listener.local_addr()?),
+        };
+        crate::store::cluster::advertise(&pool, pipeline.handles.registry.member(), &advertised)
+            .await
+            .context("advertising this member's address")?;
         let ambiguous = settings
             .sending
             .ambiguous_outcome
@@ -94,6 +104,13 @@ impl Application {
                 clock,
             },
         )?;
+        // which campaigns this member owns is known once the group has assigned partitions
+        if !pipeline.partitions.until_assigned(FIRST_ASSIGNMENT).await {
+            tracing::warn!(
+                limit = ?FIRST_ASSIGNMENT,
+                "no partitions assigned yet; requests for campaigns are forwarded or refused until they are"
+            );
+        }
         let reconciler = Reconciler::new(
             pool.clone(),
             client,

@@ -122,6 +122,8 @@ impl LinkSettings {
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     pub bind: SocketAddr,
+    /// Where other instances reach this one; unset: `http://<bound address>`.
+    pub advertised_url: Option<url::Url>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

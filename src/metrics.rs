@@ -14,6 +14,7 @@ pub const CONSUMER_LAG: &str = "campaignd_consumer_lag";
 pub const CHECKPOINT_SECONDS: &str = "campaignd_checkpoint_duration_seconds";
 pub const CHECKPOINT_ROWS: &str = "campaignd_checkpoint_rows";
 pub const CHECKPOINT_FAILURES: &str = "campaignd_checkpoint_failures_total";
+pub const PARTITIONS_FENCED: &str = "campaignd_partitions_fenced_total";
 pub const FOLD_SECONDS: &str = "campaignd_fold_duration_seconds";
 pub const FOLD_ROWS: &str = "campaignd_fold_rows";
 pub const FOLD_FAILURES: &str = "campaignd_fold_failures_total";
@@ -94,6 +95,10 @@ fn describe() {
     describe_counter!(
         CHECKPOINT_FAILURES,
         "Checkpoints whose write failed (their data is kept for the next)."
+    );
+    describe_counter!(
+        PARTITIONS_FENCED,
+        "Partitions whose state this member dropped: another member had taken them over, and the checkpoint was refused."
     );
     describe_histogram!(
         FOLD_SECONDS,
@@ -186,6 +191,11 @@ pub fn unfolded_rows(rows: u64) {
 
 pub fn checkpoint_failed() {
     counter!(CHECKPOINT_FAILURES).increment(1);
+}
+
+/// Partitions whose state this member dropped because another member had taken them over.
+pub fn partitions_fenced(n: usize) {
+    counter!(PARTITIONS_FENCED).increment(n as u64);
 }
 
 /// A partition's message state after a checkpoint barrier.

@@ -18,7 +18,8 @@ use crate::config::Settings;
 use crate::kafka::consumer::{self, ConsumerConfig, ConsumerHandle, SpawnPartition};
 use crate::kafka::producer::EventProducer;
 use crate::kafka::{self, BrokerConnection};
-use crate::store::checkpoints::{self, OffsetScope};
+use crate::store::checkpoints::OffsetScope;
+use crate::store::cluster::{self, MemberId};
 
 /// Where the pipeline's offsets are stored: this cluster, the consumer group, the topic.
 pub fn offset_scope(broker: &BrokerConnection, settings: &Settings) -> OffsetScope {
@@ -37,7 +38,8 @@ const STOP_FOLD_LIMIT: Duration = Duration::from_secs(60);
 
 /// Waits until everything on the topic at the moment of asking is applied, committed and
 /// folded, so that Postgres rows reflect every event produced before (used before judging
-/// claims left by an earlier run).
+/// claims left by an earlier run). Partitions this member owns are asked directly; the others
+/// are read where their owners' checkpoints store how far they applied.
 #[derive(Clone)]
 pub struct Replay {
     brokers: kafka::Brokers,
@@ -45,6 +47,8 @@ pub struct Replay {
     partitions: Partitions,
     checkpointer: Addr<Checkpointer>,
     fold: Fold,
+    pool: PgPool,
+    scope: OffsetScope,
 }
 
 impl Replay {
@@ -58,6 +62,11 @@ impl Replay {
                     while !self.fold.until_folded(epoch, Duration::from_secs(60)).await {
                         tracing::warn!(epoch, "the message log is not folded yet; waiting");
                     }
+                    // rows other members committed are folded too
+                    crate::store::until_ok("folding the message log", || {
+                        crate::store::messages::fold(&self.pool)
+                    })
+                    .await;
                     return;
                 }
                 Err(_) => return,
@@ -85,7 +94,30 @@ impl Replay {
         .await;
         // a partition never read from has nothing to apply only if it is empty
         for (partition, end) in ends.into_iter().filter(|(_, end)| *end > 0) {
-            applied_through(&self.partitions, partition, end - 1, None).await;
+            loop {
+                let here = Some(tokio::time::Instant::now() + Duration::from_millis(200));
+                if applied_through(&self.partitions, partition, end - 1, here)
+                    .await
+                    .is_some()
+                    || self.applied_elsewhere(partition, end).await
+                {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Whether another member's committed checkpoint applied the partition up to `end`.
+    async fn applied_elsewhere(&self, partition: i32, end: i64) -> bool {
+        if self.partitions.get(partition).is_some() {
+            return false;
+        }
+        match crate::store::cluster::applied_offsets(&self.pool, &self.scope).await {
+            Ok(applied) => applied.get(&partition).is_some_and(|a| *a >= end),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading how far other members applied failed");
+                false
+            }
         }
     }
 }
@@ -161,6 +193,8 @@ pub struct EventHandles {
     pub registry: CampaignRegistry,
     pub producer: EventProducer,
     pub applied: Applied,
+    /// How requests reach the members owning other campaigns.
+    pub cluster: crate::http::forward::ClusterHandle,
 }
 
 pub struct Pipeline {
@@ -174,6 +208,7 @@ pub struct Pipeline {
     senders: Option<Arbiter>,
     /// Rows the send loop claimed, for the partitions that receive their `sent`.
     claimed: ClaimedRows,
+    pool: PgPool,
 }
 
 /// What the send loop needs besides the pipeline.
@@ -194,9 +229,12 @@ impl Pipeline {
         tracing::info!(bootstrap = %broker.brokers.bootstrap, cluster_id = %broker.cluster_id, "Kafka ready");
         let producer =
             EventProducer::new(&broker.brokers, &k.topic).context("creating the producer")?;
-        let committed = checkpoints::committed_epoch(&pool)
+        // a new member: its epochs start over (the log left by any earlier one is folded next)
+        let member = MemberId::generate();
+        cluster::join(&pool, member)
             .await
-            .context("reading the checkpoint epoch")?;
+            .context("joining the cluster")?;
+        let committed = 0;
         // rows a crash left in the message log go into place before anything reads them
         let fold_pool = crate::store::fold_pool(&pool);
         let folded = crate::store::messages::fold(&fold_pool)
@@ -210,13 +248,13 @@ impl Pipeline {
         }
         let fold = Fold::start(fold_pool, committed);
         let arbiter = Arbiter::new();
+        let partitions = Partitions::new(committed, topic_partitions(&broker, k).await?);
         let registry = CampaignRegistry::new(
-            pool.clone(),
+            (pool.clone(), member),
             arbiter.handle(),
-            Arc::new(AtomicU64::new(committed)),
+            (Arc::new(AtomicU64::new(committed)), partitions.clone()),
             fold.clone(),
         );
-        let partitions = Partitions::new(committed);
         let pending = Arc::new(AtomicU64::new(0));
         let checkpointer = start_checkpointer(
             settings,
@@ -251,6 +289,7 @@ impl Pipeline {
                 registry,
                 producer,
                 applied,
+                cluster: crate::http::forward::ClusterHandle::new(offset_scope(&broker, settings)),
             },
             broker,
             checkpointer,
@@ -260,6 +299,7 @@ impl Pipeline {
             arbiter,
             senders: None,
             claimed,
+            pool,
         })
     }
 
@@ -316,6 +356,8 @@ impl Pipeline {
             partitions: self.partitions.clone(),
             checkpointer: self.checkpointer.clone(),
             fold: self.fold.clone(),
+            pool: self.pool.clone(),
+            scope: offset_scope(&self.broker, settings),
         }
     }
 
@@ -374,6 +416,29 @@ impl Pipeline {
     }
 }
 
+/// How many partitions the topic has (an existing topic may have more or fewer than
+/// `kafka.partitions`): campaign ownership is spread over all of them.
+async fn topic_partitions(
+    broker: &BrokerConnection,
+    settings: &crate::config::KafkaSettings,
+) -> anyhow::Result<i32> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (brokers, topic) = (broker.brokers.clone(), settings.topic.clone());
+        let ends =
+            tokio::task::spawn_blocking(move || kafka::end_offsets(&brokers, &topic)).await?;
+        // a topic created a moment ago may not list its partitions yet
+        match ends {
+            Ok(ends) if !ends.is_empty() => return Ok(ends.len() as i32),
+            _ if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Ok(_) => anyhow::bail!("topic {} has no partitions", settings.topic),
+            Err(e) => return Err(e).context("reading the topic's partitions"),
+        }
+    }
+}
+
 fn start_checkpointer(
     settings: &Settings,
     pool: &PgPool,
@@ -385,6 +450,7 @@ fn start_checkpointer(
     let config = CheckpointConfig {
         pool: pool.clone(),
         scope: offset_scope(broker, settings),
+        member: registry.member(),
         interval: Duration::from_millis(settings.checkpoint_interval_ms),
         max_pending_records: settings.checkpoint_max_records,
         idle_passivation: Duration::from_secs(settings.campaign_idle_secs),
@@ -425,7 +491,7 @@ fn spawn_partition(
         pending.clone(),
         claimed.clone(),
     );
-    Arc::new(move |partition, next_offset, epoch| {
+    Arc::new(move |partition, next_offset, epoch, generation| {
         let ledger = Ledger::new(partition, next_offset, epoch, limits);
         let (pool, registry, pending, claimed) = (
             pool.clone(),
@@ -436,8 +502,9 @@ fn spawn_partition(
         // a `sent` consumed elsewhere left its claimed row here; the partition's next one
         // must find the real row (see ClaimedRows)
         claimed.clear();
+        registry.resume_partition(partition);
         DlrActor::start_in_arbiter(&handle, move |_| {
-            DlrActor::new(ledger, pool, registry, pending, claimed)
+            DlrActor::new(ledger, pool, registry, pending, claimed, generation)
         })
     })
 }

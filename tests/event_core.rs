@@ -450,8 +450,63 @@ fn logged_row(
     }
 }
 
+/// A member of the cluster owning partition 0: what the message log's tests commit as.
+struct LogWriter {
+    scope: campaignd::store::checkpoints::OffsetScope,
+    member: campaignd::store::cluster::MemberId,
+    generation: u64,
+}
+
+impl LogWriter {
+    async fn join(pool: &sqlx::PgPool) -> Self {
+        use campaignd::store::cluster;
+        let scope = campaignd::store::checkpoints::OffsetScope {
+            cluster_id: "c".into(),
+            consumer_group: "g".into(),
+            topic: "t".into(),
+        };
+        let member = cluster::MemberId::generate();
+        cluster::join(pool, member).await.unwrap();
+        let generation = cluster::take_over(pool, &scope, member, &[0])
+            .await
+            .unwrap()[&0];
+        Self {
+            scope,
+            member,
+            generation,
+        }
+    }
+
+    /// A checkpoint of partition 0 holding these rows.
+    fn write(
+        &self,
+        epoch: u64,
+        rows: Vec<campaignd::engine::ledger::MessageRow>,
+    ) -> campaignd::store::checkpoints::CheckpointWrite {
+        campaignd::store::checkpoints::CheckpointWrite {
+            epoch,
+            parts: vec![campaignd::engine::ledger::PartitionCheckpoint {
+                partition: 0,
+                generation: self.generation,
+                rows,
+                commit_offset: Some(epoch as i64),
+                applied_offset: Some(epoch as i64),
+                ..Default::default()
+            }],
+        }
+    }
+
+    async fn commit(
+        &self,
+        pool: &sqlx::PgPool,
+        writes: &[campaignd::store::checkpoints::CheckpointWrite],
+    ) -> Result<(), campaignd::store::StoreError> {
+        campaignd::store::checkpoints::commit(pool, &self.scope, self.member, writes).await
+    }
+}
+
 /// A fresh database with a tenant "Shop" and a campaign of `n` claimed recipients, and the
-/// offset scope its checkpoints are committed under (the message log's tests).
+/// member its checkpoints are committed as (the message log's tests).
 async fn logged_campaign(
     n: i64,
 ) -> (
@@ -459,7 +514,7 @@ async fn logged_campaign(
     sqlx::PgPool,
     CampaignId,
     Vec<RecipientId>,
-    campaignd::store::checkpoints::OffsetScope,
+    LogWriter,
 ) {
     let db = TestDb::unique();
     let pool = campaignd::store::connect_and_migrate(&db.url)
@@ -467,42 +522,33 @@ async fn logged_campaign(
         .unwrap();
     let (tenant, _) = tenant(&pool, "Shop").await;
     let (campaign, r) = claimed_campaign(&pool, tenant, n).await.unwrap();
-    let scope = campaignd::store::checkpoints::OffsetScope {
-        cluster_id: "c".into(),
-        consumer_group: "g".into(),
-        topic: "t".into(),
-    };
-    (db, pool, campaign, r, scope)
+    let writer = LogWriter::join(&pool).await;
+    (db, pool, campaign, r, writer)
 }
 
 #[actix_web::test]
 async fn checkpointed_rows_reach_recipients_only_through_the_fold_newest_attempt_and_epoch_first() {
     use campaignd::domain::MessageStatus::*;
-    use campaignd::store::checkpoints::{commit, CheckpointWrite};
     use campaignd::store::messages::{fold, unfolded, Folded};
-    let (db, pool, campaign, r, scope) = logged_campaign(3).await;
-    let write = |epoch, rows| CheckpointWrite {
-        epoch,
-        rows,
-        ..Default::default()
-    };
-    commit(
-        &pool,
-        &scope,
-        &[
-            // r0: sent, then delivered a checkpoint later; r1: failed (retried since)
-            write(1, vec![logged_row(campaign, r[0], Sent, 0, 1)]),
-            write(
-                2,
-                vec![
-                    logged_row(campaign, r[0], Delivered, 0, 2),
-                    logged_row(campaign, r[1], SendFailed, 0, 2),
-                ],
-            ),
-        ],
-    )
-    .await
-    .unwrap();
+    let (db, pool, campaign, r, writer) = logged_campaign(3).await;
+    let write = |epoch, rows| writer.write(epoch, rows);
+    writer
+        .commit(
+            &pool,
+            &[
+                // r0: sent, then delivered a checkpoint later; r1: failed (retried since)
+                write(1, vec![logged_row(campaign, r[0], Sent, 0, 1)]),
+                write(
+                    2,
+                    vec![
+                        logged_row(campaign, r[0], Delivered, 0, 2),
+                        logged_row(campaign, r[1], SendFailed, 0, 2),
+                    ],
+                ),
+            ],
+        )
+        .await
+        .unwrap();
     let status = |id: RecipientId| {
         let pool = pool.clone();
         async move {
@@ -528,16 +574,16 @@ async fn checkpointed_rows_reach_recipients_only_through_the_fold_newest_attempt
         .unwrap();
     let mut retried = logged_row(campaign, r[1], SendFailed, 1, 3);
     retried.error = Some("attempt 1".into());
-    commit(
-        &pool,
-        &scope,
-        &[
-            write(3, vec![retried]),
-            write(4, vec![logged_row(campaign, r[1], Sent, 0, 4)]),
-        ],
-    )
-    .await
-    .unwrap();
+    writer
+        .commit(
+            &pool,
+            &[
+                write(3, vec![retried]),
+                write(4, vec![logged_row(campaign, r[1], Sent, 0, 4)]),
+            ],
+        )
+        .await
+        .unwrap();
     let folded = fold(&pool).await.unwrap();
     assert_eq!(
         folded,
@@ -575,17 +621,64 @@ async fn checkpointed_rows_reach_recipients_only_through_the_fold_newest_attempt
 }
 
 #[actix_web::test]
+async fn a_member_that_lost_a_partition_can_never_write_for_it_again() {
+    use campaignd::domain::MessageStatus::*;
+    use campaignd::store::messages::unfolded;
+    use campaignd::store::StoreError;
+    let (db, pool, campaign, r, first) = logged_campaign(2).await;
+    let offset = || async {
+        let stored = common::stored_offsets(&pool).await;
+        stored.get(&0).copied()
+    };
+    // the first owner is far ahead in its own epochs
+    let sent = logged_row(campaign, r[0], Sent, 0, 50);
+    first
+        .commit(&pool, &[first.write(50, vec![sent])])
+        .await
+        .unwrap();
+    assert_eq!(offset().await, Some(50));
+    // another member takes partition 0 over; its epochs start again at 1, and its writes are
+    // not mistaken for retries of the first member's
+    let second = LogWriter::join(&pool).await;
+    assert_eq!(second.generation, first.generation + 1);
+    let other = logged_row(campaign, r[1], Sent, 0, 1);
+    second
+        .commit(&pool, &[second.write(1, vec![other])])
+        .await
+        .unwrap();
+    assert_eq!(unfolded(&pool).await.unwrap(), 2);
+    assert_eq!(offset().await, Some(1));
+    // the first owner's next checkpoint is refused whole: no row, no offset
+    let late = logged_row(campaign, r[0], Delivered, 0, 51);
+    let refused = first.commit(&pool, &[first.write(51, vec![late])]).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Fenced(lost)) if lost == &[0]),
+        "{refused:?}"
+    );
+    assert_eq!(
+        unfolded(&pool).await.unwrap(),
+        2,
+        "nothing of the refused write"
+    );
+    assert_eq!(offset().await, Some(1), "the new owner's offset stands");
+    // and so is the second's, once the first takes the partition back
+    let back = campaignd::store::cluster::take_over(&pool, &first.scope, first.member, &[0])
+        .await
+        .unwrap();
+    assert_eq!(back[&0], second.generation + 1);
+    let refused = second.commit(&pool, &[second.write(2, Vec::new())]).await;
+    assert!(matches!(refused, Err(StoreError::Fenced(_))), "{refused:?}");
+    pool.close().await;
+    db.drop_database().await;
+}
+
+#[actix_web::test]
 async fn a_start_folds_what_a_crash_left_in_the_message_log_before_anything_reads() {
     use campaignd::domain::MessageStatus::*;
-    use campaignd::store::checkpoints::{commit, CheckpointWrite};
-    let (db, pool, campaign, r, scope) = logged_campaign(1).await;
+    let (db, pool, campaign, r, writer) = logged_campaign(1).await;
     // a checkpoint committed, and the process died before its fold
-    let write = CheckpointWrite {
-        epoch: 1,
-        rows: vec![logged_row(campaign, r[0], Delivered, 0, 1)],
-        ..Default::default()
-    };
-    commit(&pool, &scope, &[write]).await.unwrap();
+    let write = writer.write(1, vec![logged_row(campaign, r[0], Delivered, 0, 1)]);
+    writer.commit(&pool, &[write]).await.unwrap();
     assert_eq!(
         campaignd::store::messages::unfolded(&pool).await.unwrap(),
         1
@@ -609,19 +702,16 @@ async fn a_start_folds_what_a_crash_left_in_the_message_log_before_anything_read
 async fn rows_another_fold_took_leave_no_count_behind_that_could_hold_checkpoints_back() {
     use campaignd::actors::fold::Fold;
     use campaignd::domain::MessageStatus::*;
-    use campaignd::store::checkpoints::{commit, CheckpointWrite};
     use campaignd::store::messages::{fold, unfolded};
-    let (db, pool, campaign, r, scope) = logged_campaign(3).await;
+    let (db, pool, campaign, r, writer) = logged_campaign(3).await;
     let rows: Vec<_> = r
         .iter()
         .map(|id| logged_row(campaign, *id, Delivered, 0, 1))
         .collect();
-    let write = CheckpointWrite {
-        epoch: 1,
-        rows,
-        ..Default::default()
-    };
-    commit(&pool, &scope, &[write]).await.unwrap();
+    writer
+        .commit(&pool, &[writer.write(1, rows)])
+        .await
+        .unwrap();
     let handle = Fold::start(campaignd::store::fold_pool(&pool), 0);
     // `campaignd verify` (or another process) folds the log before this process's fold runs
     fold(&pool).await.unwrap();

@@ -15,11 +15,16 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 pub use super::campaign_messages::*;
+use super::checkpoint::Partitions;
 use crate::domain::{CampaignId, CampaignStatus};
 use crate::engine::campaign::Campaign;
 use crate::engine::send_loop::SendRun;
+use crate::store::cluster::MemberId;
 use crate::store::enqueue;
 use crate::store::{self, until_ok};
+
+/// In a cluster, how often a campaign's actor takes its snapshot again (see `refresh`).
+const REFRESH_EVERY: Duration = Duration::from_millis(500);
 
 /// Until its load completes the actor holds its mailbox (`ctx.wait`), so nothing is applied
 /// to figures that are not loaded yet. A campaign that does not exist answers `None` and
@@ -27,6 +32,11 @@ use crate::store::{self, until_ok};
 pub struct CampaignActor {
     pub(super) id: CampaignId,
     pub(super) pool: sqlx::PgPool,
+    /// This process: its committed epoch tells which transitions the snapshot holds.
+    member: MemberId,
+    /// Whether other members hold partitions too: then transitions of this campaign are also
+    /// applied elsewhere, and reach this actor through its snapshot (see `refresh`).
+    partitions: Partitions,
     pub(super) state: Load,
     last_touched: Instant,
     pub(super) sending: Option<Arc<SendingContext>>,
@@ -45,13 +55,15 @@ pub(super) enum Load {
 impl CampaignActor {
     pub fn new(
         id: CampaignId,
-        pool: sqlx::PgPool,
+        (pool, member, partitions): (sqlx::PgPool, MemberId, Partitions),
         sending: Option<Arc<SendingContext>>,
         published: PublishedStats,
     ) -> Self {
         Self {
             id,
             pool,
+            member,
+            partitions,
             state: Load::Loading,
             last_touched: Instant::now(),
             sending,
@@ -126,13 +138,14 @@ impl Actor for CampaignActor {
 
     #[tracing::instrument(skip_all, fields(campaign_id = %self.id))]
     fn started(&mut self, ctx: &mut Self::Context) {
-        let (pool, id) = (self.pool.clone(), self.id);
+        let (pool, id, member) = (self.pool.clone(), self.id, self.member);
         let load = async move {
             until_ok("activating a campaign", || {
-                store::campaigns::load_for_activation(&pool, id)
+                store::campaigns::load_for_activation(&pool, id, member)
             })
             .await
         };
+        ctx.run_interval(REFRESH_EVERY, |act, ctx| act.refresh(ctx));
         ctx.wait(load.into_actor(self).map(|found, act, ctx| match found {
             Some(c) => {
                 act.state = Load::Ready(Box::new(c));
@@ -148,15 +161,49 @@ impl Actor for CampaignActor {
     }
 }
 
+impl CampaignActor {
+    /// While other members hold partitions too, they apply some of this campaign's
+    /// transitions and add them to its snapshot: the actor takes the snapshot again, with its
+    /// own uncommitted transitions on top, and takes its next step (a send may be complete).
+    /// Never while one of its own writes is in flight, and nothing else runs meanwhile.
+    fn refresh(&mut self, ctx: &mut Context<Self>) {
+        let alone = self.partitions.owns_all();
+        let Load::Ready(c) = &mut self.state else {
+            return;
+        };
+        c.keep_uncommitted(!alone);
+        if alone || self.run.writing() || self.command_running {
+            return;
+        }
+        let (pool, id, member) = (self.pool.clone(), self.id, self.member);
+        let load = async move { store::campaigns::load_for_activation(&pool, id, member).await };
+        ctx.wait(load.into_actor(self).map(|loaded, act, ctx| {
+            match (loaded, &mut act.state) {
+                (Ok(Some(snapshot)), Load::Ready(c)) => c.refresh(snapshot),
+                (Ok(_), _) => return,
+                (Err(e), _) => {
+                    tracing::warn!(campaign_id = %act.id, error = %e, "refreshing from the snapshot failed");
+                    return;
+                }
+            }
+            act.pump(ctx);
+        }));
+    }
+}
+
 impl Handler<ApplyTransitions> for CampaignActor {
     type Result = ();
 
     fn handle(&mut self, msg: ApplyTransitions, ctx: &mut Self::Context) {
         let id = self.id;
+        let alone = self.partitions.owns_all();
         match self.campaign() {
-            Some(c) => msg.0.iter().for_each(|change| {
-                c.apply_change(change);
-            }),
+            Some(c) => {
+                c.keep_uncommitted(!alone);
+                msg.0.iter().for_each(|change| {
+                    c.apply_change(change);
+                })
+            }
             None => {
                 tracing::error!(campaign_id = %id, "transitions for a campaign that does not exist")
             }
@@ -208,6 +255,14 @@ impl Handler<Passivate> for CampaignActor {
             self.stop(ctx);
         }
         idle && settled
+    }
+}
+
+impl Handler<Evict> for CampaignActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Evict, ctx: &mut Self::Context) {
+        self.stop(ctx);
     }
 }
 

@@ -151,6 +151,13 @@ pub struct Passivate {
     pub committed_epoch: u64,
 }
 
+/// Stops the actor now, whatever it is doing: its figures can no longer be trusted (they may
+/// count transitions this member will never commit), or the campaign moved to another member.
+/// Claims it left in flight are judged by the next activation, as after a crash.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Evict;
+
 /// The newest checkpoint epoch whose transitions this campaign applied.
 #[derive(Message, Clone)]
 #[rtype(result = "u64")]

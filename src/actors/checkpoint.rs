@@ -10,6 +10,11 @@
 //! A failed write is kept and retried with the next one, so nothing handed over is lost; each
 //! is applied only if its epoch is newer than the one stored, so a write that did commit
 //! although its answer was lost is never applied twice (campaign deltas and credits add up).
+//!
+//! Every write is fenced by the generation each partition was taken over with: when another
+//! member has taken one over since, the store refuses the write, and this member drops what
+//! it held for those partitions (their actors stop; the new owner replays from the offsets
+//! last committed) and writes the rest.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,14 +28,24 @@ use super::dlr::{Barrier, DlrActor};
 use super::fold::Fold;
 use super::registry::CampaignRegistry;
 use crate::store::checkpoints::{self, CheckpointWrite, OffsetScope};
+use crate::store::cluster::{self, MemberId};
+use crate::store::StoreError;
 
-/// The DlrActors of the assigned partitions and the epoch the next barrier closes.
+/// The DlrActors of the assigned partitions and the epoch the next barrier closes; also who
+/// owns a campaign: the member holding partition `campaign id mod partitions` of the topic
+/// (README, "Several instances").
 ///
 /// Registration and the start of a barrier take the same lock, so an actor registered while a
 /// checkpoint is collecting starts in the following epoch — a transition's epoch is always
 /// the checkpoint that commits it.
 #[derive(Clone)]
-pub struct Partitions(Arc<Mutex<PartitionSet>>);
+pub struct Partitions {
+    set: Arc<Mutex<PartitionSet>>,
+    /// The topic's partitions, assigned to this member or not.
+    total: i32,
+    /// Set once the first assignment (of any size) has been received.
+    assigned_once: Arc<tokio::sync::watch::Sender<bool>>,
+}
 
 struct PartitionSet {
     open_epoch: u64,
@@ -38,15 +53,47 @@ struct PartitionSet {
 }
 
 impl Partitions {
-    pub fn new(committed_epoch: u64) -> Self {
-        Self(Arc::new(Mutex::new(PartitionSet {
-            open_epoch: committed_epoch + 1,
-            actors: BTreeMap::new(),
-        })))
+    pub fn new(committed_epoch: u64, total: i32) -> Self {
+        Self {
+            set: Arc::new(Mutex::new(PartitionSet {
+                open_epoch: committed_epoch + 1,
+                actors: BTreeMap::new(),
+            })),
+            total: total.max(1),
+            assigned_once: Arc::new(tokio::sync::watch::channel(false).0),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, PartitionSet> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.set.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The partition whose owner owns the campaign.
+    pub fn of_campaign(&self, id: crate::domain::CampaignId) -> i32 {
+        (id.get().rem_euclid(i64::from(self.total))) as i32
+    }
+
+    /// Whether this member owns the campaign now.
+    pub fn owns_campaign(&self, id: crate::domain::CampaignId) -> bool {
+        self.lock().actors.contains_key(&self.of_campaign(id))
+    }
+
+    /// Whether this member holds every partition (it is alone, or the others hold none).
+    pub fn owns_all(&self) -> bool {
+        self.lock().actors.len() >= self.total as usize
+    }
+
+    /// Records that an assignment was received.
+    pub fn mark_assigned(&self) {
+        self.assigned_once.send_replace(true);
+    }
+
+    /// Waits (at most `limit`) for the first assignment; `false` if none came.
+    pub async fn until_assigned(&self, limit: std::time::Duration) -> bool {
+        let mut seen = self.assigned_once.subscribe();
+        tokio::time::timeout(limit, seen.wait_for(|assigned| *assigned))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Starts a partition's actor with the epoch its first changes belong to.
@@ -99,6 +146,7 @@ pub type OnCommit = Arc<dyn Fn(HashMap<i32, i64>) + Send + Sync>;
 pub struct CheckpointConfig {
     pub pool: PgPool,
     pub scope: OffsetScope,
+    pub member: MemberId,
     pub interval: Duration,
     /// Records applied since the last checkpoint that trigger one early.
     pub max_pending_records: u64,
@@ -116,8 +164,8 @@ pub struct Checkpointer {
     last_started: Instant,
     running: bool,
     on_commit: Option<OnCommit>,
-    /// Offsets of the last committed checkpoint, to recognise one that changes nothing.
-    committed_offsets: HashMap<i32, i64>,
+    /// Positions of the last committed checkpoint, to recognise one that changes nothing.
+    committed_positions: HashMap<i32, (i64, Option<i64>)>,
 }
 
 impl Checkpointer {
@@ -138,7 +186,7 @@ impl Checkpointer {
             last_started: Instant::now(),
             running: false,
             on_commit: None,
-            committed_offsets: HashMap::new(),
+            committed_positions: HashMap::new(),
         }
     }
 
@@ -181,11 +229,20 @@ pub struct CheckpointNow;
 #[rtype(result = "()")]
 pub struct SetOnCommit(pub OnCommit);
 
-/// Stored offsets for partitions being assigned, answered once every committed row is folded
-/// (their DlrActors look rows up in `campaign_recipients`).
+/// Takes partitions over (raising their generations) and answers where to resume them, once
+/// every row in the message log is folded (their DlrActors look rows up in
+/// `campaign_recipients`, and the previous owner's last rows may still be in the log).
 #[derive(Message)]
-#[rtype(result = "Result<HashMap<i32, i64>, String>")]
+#[rtype(result = "Result<TakenOver, String>")]
 pub struct LoadOffsets(pub Vec<i32>);
+
+/// Partitions this member now owns: the stored next offset (absent: never checkpointed) and
+/// the generation of each.
+#[derive(Debug, Default)]
+pub struct TakenOver {
+    pub offsets: HashMap<i32, i64>,
+    pub generations: HashMap<i32, u64>,
+}
 
 impl Handler<CheckpointNow> for Checkpointer {
     type Result = AtomicResponse<Self, Result<u64, String>>;
@@ -208,21 +265,25 @@ impl Handler<CheckpointNow> for Checkpointer {
             collect
                 .into_actor(self)
                 .then(move |parts, act, _| {
-                    let write = CheckpointWrite::collect(epoch, parts.into_iter().flatten());
+                    let write = CheckpointWrite {
+                        epoch,
+                        parts: parts.into_iter().flatten().collect(),
+                    };
                     // earlier epochs whose write failed go first; the store skips any that
                     // did commit after all (an answer lost with the connection)
                     let mut writes = std::mem::take(&mut act.unwritten);
                     let unchanged = writes.is_empty() && act.changes_nothing(&write);
                     writes.push(write);
                     let (pool, scope) = (act.config.pool.clone(), act.config.scope.clone());
+                    let member = act.config.member;
                     async move {
                         let started = Instant::now();
                         let result = match unchanged {
                             true => Ok(()),
-                            false => checkpoints::commit(&pool, &scope, &writes).await,
+                            false => checkpoints::commit(&pool, &scope, member, &writes).await,
                         };
                         if !unchanged && result.is_ok() {
-                            let rows = writes.iter().map(|w| w.rows.len()).sum();
+                            let rows = writes.iter().map(CheckpointWrite::rows).sum();
                             crate::metrics::checkpoint(started.elapsed(), rows);
                         }
                         (writes, result)
@@ -233,6 +294,10 @@ impl Handler<CheckpointNow> for Checkpointer {
                     act.running = false;
                     match result {
                         Ok(()) => Ok(act.committed(epoch, writes)),
+                        Err(StoreError::Fenced(lost)) => {
+                            act.unwritten = act.drop_lost(&lost, writes);
+                            Err(format!("partitions {lost:?} were taken over by another member"))
+                        }
                         Err(e) => {
                             crate::metrics::checkpoint_failed();
                             tracing::error!(error = %e, epoch, "checkpoint failed; its data is kept for the next one");
@@ -248,13 +313,35 @@ impl Handler<CheckpointNow> for Checkpointer {
 impl Checkpointer {
     /// Nothing changed, so no transition carries this epoch: the write can be skipped.
     fn changes_nothing(&self, write: &CheckpointWrite) -> bool {
-        write.rows.is_empty()
-            && write.dead_letters.is_empty()
-            && write.campaigns.is_empty()
+        write.only_offsets()
             && write
-                .offsets
+                .positions()
                 .iter()
-                .all(|(p, o)| self.committed_offsets.get(p) == Some(o))
+                .all(|(p, o)| self.committed_positions.get(p) == Some(o))
+    }
+
+    /// Another member took these partitions over: what this member held for them is dropped
+    /// (their actors stop, so nothing more is applied or handed over for them), and so are the
+    /// campaign actors, whose figures may count transitions that will now never commit here.
+    /// The rest of the writes is kept for the next checkpoint.
+    fn drop_lost(
+        &mut self,
+        lost: &[i32],
+        mut writes: Vec<CheckpointWrite>,
+    ) -> Vec<CheckpointWrite> {
+        tracing::warn!(
+            ?lost,
+            "partitions were taken over by another member; dropping this member's state for them"
+        );
+        crate::metrics::partitions_fenced(lost.len());
+        for write in &mut writes {
+            write.drop_partitions(lost);
+        }
+        for actor in self.partitions.remove(lost) {
+            actor.do_send(super::dlr::Stop);
+        }
+        self.registry.drop_all();
+        writes
     }
 
     /// Records a committed checkpoint and hands its offsets on (newest per partition).
@@ -262,14 +349,13 @@ impl Checkpointer {
         self.registry
             .committed_epoch()
             .store(epoch, Ordering::Release);
-        let rows = writes.iter().map(|w| w.rows.len()).sum();
+        let rows = writes.iter().map(CheckpointWrite::rows).sum();
         self.fold.committed(epoch, rows);
         let mut offsets = HashMap::new();
         for write in writes {
-            offsets.extend(write.offsets);
+            offsets.extend(write.offsets());
+            self.committed_positions.extend(write.positions());
         }
-        self.committed_offsets
-            .extend(offsets.iter().map(|(p, o)| (*p, *o)));
         if let Some(on_commit) = &self.on_commit {
             on_commit(offsets);
         }
@@ -286,19 +372,31 @@ impl Handler<SetOnCommit> for Checkpointer {
 }
 
 impl Handler<LoadOffsets> for Checkpointer {
-    type Result = ResponseFuture<Result<HashMap<i32, i64>, String>>;
+    type Result = ResponseFuture<Result<TakenOver, String>>;
 
     fn handle(&mut self, msg: LoadOffsets, _: &mut Self::Context) -> Self::Result {
         let (pool, scope) = (self.config.pool.clone(), self.config.scope.clone());
+        let member = self.config.member;
         let (fold, committed) = (self.fold.clone(), self.registry.committed_epoch().clone());
         Box::pin(async move {
+            let error = |e: crate::store::StoreError| e.to_string();
+            let generations = cluster::take_over(&pool, &scope, member, &msg.0)
+                .await
+                .map_err(error)?;
+            // the previous owner can no longer commit for these partitions: whatever it
+            // committed is in the log, and goes into place before their rows are looked up
+            crate::store::messages::fold(&pool).await.map_err(error)?;
             let committed = committed.load(Ordering::Acquire);
             if !fold.until_folded(committed, Duration::from_secs(60)).await {
                 return Err(format!("epoch {committed} was not folded within 60 s"));
             }
-            checkpoints::load_offsets(&pool, &scope, &msg.0)
+            let offsets = checkpoints::load_offsets(&pool, &scope, &msg.0)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(error)?;
+            Ok(TakenOver {
+                offsets,
+                generations,
+            })
         })
     }
 }

@@ -64,6 +64,9 @@ pub struct DlrActor {
     pending: Arc<AtomicU64>,
     /// Rows this process claimed: a `sent` of one needs no lookup.
     claimed: ClaimedRows,
+    /// The partition's generation when this member took it over: its checkpoints are
+    /// written only while it is still the current one.
+    generation: u64,
 }
 
 /// Batches a partition may have queued before the consumer waits.
@@ -76,6 +79,7 @@ impl DlrActor {
         registry: CampaignRegistry,
         pending: Arc<AtomicU64>,
         claimed: ClaimedRows,
+        generation: u64,
     ) -> Self {
         Self {
             ledger,
@@ -83,6 +87,7 @@ impl DlrActor {
             registry,
             pending,
             claimed,
+            generation,
         }
     }
 }
@@ -152,9 +157,10 @@ impl Handler<Barrier> for DlrActor {
     type Result = MessageResult<Barrier>;
 
     fn handle(&mut self, msg: Barrier, _: &mut Self::Context) -> Self::Result {
-        let checkpoint = self
+        let mut checkpoint = self
             .ledger
             .barrier(msg.epoch, msg.committed, msg.folded, Utc::now());
+        checkpoint.generation = self.generation;
         crate::metrics::ledger(self.ledger.memory());
         MessageResult(checkpoint)
     }
@@ -165,6 +171,7 @@ impl Handler<Stop> for DlrActor {
 
     fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
         crate::metrics::ledger_gone(self.ledger.partition());
+        self.registry.evict_partition(self.ledger.partition());
         ctx.stop();
     }
 }

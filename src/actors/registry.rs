@@ -11,12 +11,14 @@ use dashmap::DashMap;
 use sqlx::PgPool;
 
 use super::campaign::{
-    ApplyTransitions, CampaignActor, Command, GetAppliedEpoch, GetCampaign, GetStats, Lifecycle,
-    LifecycleResult, Nudge, Passivate, PublishedStats, SendingContext, StatsWatch,
+    ApplyTransitions, CampaignActor, Command, Evict, GetAppliedEpoch, GetCampaign, GetStats,
+    Lifecycle, LifecycleResult, Nudge, Passivate, PublishedStats, SendingContext, StatsWatch,
 };
+use super::checkpoint::Partitions;
 use super::fold::Fold;
 use crate::domain::{CampaignId, TenantId};
 use crate::engine::campaign::{Change, Stats};
+use crate::store::cluster::MemberId;
 
 /// Cheap to clone; every clone sees the same actors.
 #[derive(Clone)]
@@ -28,9 +30,13 @@ struct Inner {
     actors: DashMap<CampaignId, Addr<CampaignActor>>,
     published: PublishedStats,
     pool: PgPool,
+    /// This process, as the cluster knows it.
+    member: MemberId,
     arbiter: ArbiterHandle,
     /// The last checkpoint committed; an actor whose changes are newer must not passivate.
     committed_epoch: Arc<AtomicU64>,
+    /// The partitions this member holds: it runs actors only for the campaigns they own.
+    partitions: Partitions,
     /// How far committed message rows are in `campaign_recipients`.
     fold: Fold,
     /// Set once the senders run; actors started before that do not send.
@@ -42,9 +48,9 @@ const DELIVERY_ATTEMPTS: usize = 5;
 
 impl CampaignRegistry {
     pub fn new(
-        pool: PgPool,
+        (pool, member): (PgPool, MemberId),
         arbiter: ArbiterHandle,
-        committed_epoch: Arc<AtomicU64>,
+        (committed_epoch, partitions): (Arc<AtomicU64>, Partitions),
         fold: Fold,
     ) -> Self {
         Self {
@@ -52,8 +58,10 @@ impl CampaignRegistry {
                 actors: DashMap::new(),
                 published: PublishedStats::default(),
                 pool,
+                member,
                 arbiter,
                 committed_epoch,
+                partitions,
                 fold,
                 sending: std::sync::OnceLock::new(),
             }),
@@ -63,6 +71,10 @@ impl CampaignRegistry {
     /// Enables sending for campaign actors started from now on.
     pub fn enable_sending(&self, context: Arc<SendingContext>) {
         let _ = self.inner.sending.set(context);
+    }
+
+    pub fn member(&self) -> MemberId {
+        self.inner.member
     }
 
     pub fn committed_epoch(&self) -> &Arc<AtomicU64> {
@@ -85,11 +97,12 @@ impl CampaignRegistry {
 
     fn start(&self, id: CampaignId) -> Addr<CampaignActor> {
         let inner = &self.inner;
-        let pool = inner.pool.clone();
+        let (pool, member) = (inner.pool.clone(), inner.member);
+        let partitions = inner.partitions.clone();
         let sending = inner.sending.get().cloned();
         let published = inner.published.clone();
         CampaignActor::start_in_arbiter(&inner.arbiter, move |_| {
-            CampaignActor::new(id, pool, sending, published)
+            CampaignActor::new(id, (pool, member, partitions), sending, published)
         })
     }
 
@@ -97,7 +110,7 @@ impl CampaignRegistry {
     /// how many had none.
     pub async fn keep_sending(&self, ids: &[CampaignId]) -> usize {
         let mut started = 0;
-        for id in ids {
+        for id in ids.iter().filter(|id| self.owns(**id)) {
             let had = self.inner.actors.get(id).is_some_and(|a| a.connected());
             if !had {
                 started += 1;
@@ -112,14 +125,28 @@ impl CampaignRegistry {
         self.inner.actors.remove_if(&id, |_, addr| addr == stale);
     }
 
+    /// The partition whose owner owns the campaign.
+    pub fn partition_of(&self, id: CampaignId) -> i32 {
+        self.inner.partitions.of_campaign(id)
+    }
+
+    /// Whether this member owns the campaign (holds the partition it belongs to).
+    pub fn owns(&self, id: CampaignId) -> bool {
+        self.inner.partitions.owns_campaign(id)
+    }
+
     /// Sends a message to a campaign's actor; if that actor stopped meanwhile (passivated), a
-    /// fresh activation receives it, so nothing is lost to passivation.
+    /// fresh activation receives it, so nothing is lost to passivation. `None` for a campaign
+    /// another member owns: no actor is started for it here.
     async fn ask<M>(&self, id: CampaignId, msg: M) -> Option<M::Result>
     where
         M: Message + Send + Clone + 'static,
         M::Result: Send,
         CampaignActor: Handler<M>,
     {
+        if !self.owns(id) {
+            return None;
+        }
         for _ in 0..DELIVERY_ATTEMPTS {
             let addr = self.get_or_activate(id);
             match addr.send(msg.clone()).await {
@@ -132,10 +159,15 @@ impl CampaignRegistry {
     }
 
     /// Hands transitions to their campaigns (one message per campaign) and returns when all
-    /// were applied.
+    /// were applied. Those of campaigns another member owns are left to the checkpoint: it
+    /// adds them to the campaign's snapshot, which that member's actor reads.
     pub async fn deliver(&self, changes: Vec<Change>) {
         let mut by_campaign: HashMap<CampaignId, Vec<Change>> = HashMap::new();
-        for c in changes {
+        let owns_all = self.inner.partitions.owns_all();
+        for c in changes
+            .into_iter()
+            .filter(|c| owns_all || self.owns(c.campaign()))
+        {
             by_campaign.entry(c.campaign()).or_default().push(c);
         }
         let sends = by_campaign
@@ -150,7 +182,23 @@ impl CampaignRegistry {
         if let Some(published) = self.inner.published.get(id) {
             return Some(published);
         }
+        if !self.owns(id) {
+            return self.snapshot_stats(id).await;
+        }
         self.ask(id, GetStats).await.flatten()
+    }
+
+    /// Stats of a campaign another member owns, from its last checkpointed snapshot (every
+    /// member's committed transitions; not those of the last fraction of a second).
+    async fn snapshot_stats(&self, id: CampaignId) -> Option<(TenantId, Stats)> {
+        let (pool, member) = (&self.inner.pool, self.inner.member);
+        match crate::store::campaigns::load_for_activation(pool, id, member).await {
+            Ok(found) => found.map(|c| (c.tenant, c.stats())),
+            Err(e) => {
+                tracing::error!(campaign_id = %id, error = %e, "reading a campaign's snapshot failed");
+                None
+            }
+        }
     }
 
     /// The campaign as its actor holds it, if it has an active actor; `None` otherwise (the
@@ -197,10 +245,54 @@ impl CampaignRegistry {
             .await;
     }
 
-    /// Activates campaigns so their send loops run (at start-up, after a crash).
+    /// Activates the campaigns this member owns so their send loops run (at start-up, after a
+    /// crash, when their partition moves here).
     pub fn activate(&self, ids: &[CampaignId]) {
-        for id in ids {
+        for id in ids.iter().filter(|id| self.owns(**id)) {
             self.get_or_activate(*id);
+        }
+    }
+
+    /// A partition came to this member: its sending campaigns resume here (once senders run;
+    /// until then the start-up does it).
+    pub fn resume_partition(&self, partition: i32) {
+        if self.inner.sending.get().is_none() {
+            return;
+        }
+        let registry = self.clone();
+        self.inner.arbiter.spawn(async move {
+            let sending = crate::store::until_ok("finding campaigns to resume", || {
+                crate::store::campaigns::sending(&registry.inner.pool)
+            })
+            .await;
+            let ours: Vec<CampaignId> = sending
+                .into_iter()
+                .filter(|id| registry.inner.partitions.of_campaign(*id) == partition)
+                .collect();
+            if !ours.is_empty() {
+                tracing::info!(
+                    partition,
+                    campaigns = ours.len(),
+                    "resuming campaigns of an assigned partition"
+                );
+            }
+            registry.activate(&ours);
+        });
+    }
+
+    /// A partition left this member: its campaigns' actors stop (see [`Evict`]); the new owner
+    /// activates them from their snapshots.
+    pub fn evict_partition(&self, partition: i32) {
+        let actors: Vec<_> = self
+            .inner
+            .actors
+            .iter()
+            .filter(|e| self.inner.partitions.of_campaign(*e.key()) == partition)
+            .map(|e| (*e.key(), e.value().clone()))
+            .collect();
+        for (id, addr) in actors {
+            addr.do_send(Evict);
+            self.forget(id, &addr);
         }
     }
 
@@ -226,6 +318,21 @@ impl CampaignRegistry {
             }
         }
         stopped
+    }
+
+    /// Stops every campaign actor (see [`Evict`]); the next request activates a fresh one
+    /// from the snapshot.
+    pub fn drop_all(&self) {
+        let actors: Vec<_> = self
+            .inner
+            .actors
+            .iter()
+            .map(|e| (*e.key(), e.value().clone()))
+            .collect();
+        for (id, addr) in actors {
+            addr.do_send(Evict);
+            self.forget(id, &addr);
+        }
     }
 
     /// Campaigns watched by live streams, and streams in all.

@@ -434,9 +434,10 @@ async fn time_activation(
 ) -> anyhow::Result<(Vec<Duration>, Vec<Duration>, i64)> {
     let (mut activation, mut recount) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let mut recipients = 0;
+    let member = store::cluster::MemberId::generate();
     for _ in 0..n {
         let started = Instant::now();
-        store::campaigns::load_for_activation(pool, campaign).await?;
+        store::campaigns::load_for_activation(pool, campaign, member).await?;
         activation.push(started.elapsed());
         let started = Instant::now();
         let counted = store::campaigns::recount(pool, Some(campaign)).await?;

@@ -490,6 +490,10 @@ pub struct Campaign {
     /// The newest epoch whose transition was applied: passivating is safe only once it is
     /// committed.
     pub applied_epoch: u64,
+    /// This member's transitions newer than `loaded_epoch`, by epoch, kept while other
+    /// members also add to the snapshot (`None` otherwise): a refresh from the snapshot puts
+    /// them back on top of it.
+    pub uncommitted: Option<BTreeMap<u64, Vec<Change>>>,
 }
 
 impl Campaign {
@@ -514,7 +518,33 @@ impl Campaign {
         }
         self.figures.record_change(change);
         self.applied_epoch = self.applied_epoch.max(epoch);
+        if let Some(kept) = &mut self.uncommitted {
+            kept.entry(epoch).or_default().push(*change);
+        }
         true
+    }
+
+    /// Keeps (or stops keeping) uncommitted transitions for [`Campaign::refresh`].
+    pub fn keep_uncommitted(&mut self, keep: bool) {
+        match (keep, self.uncommitted.is_some()) {
+            (true, false) => self.uncommitted = Some(BTreeMap::new()),
+            (false, true) => self.uncommitted = None,
+            _ => {}
+        }
+    }
+
+    /// Takes the figures of a fresh snapshot (every member's committed transitions, and the
+    /// campaign's own committed writes) and applies this member's transitions it does not
+    /// hold yet on top. Status and plan stay: this actor is their only writer. Call only while
+    /// none of the campaign's own writes is in flight (the snapshot would hold it already).
+    pub fn refresh(&mut self, snapshot: Campaign) {
+        let kept = self.uncommitted.take().unwrap_or_default();
+        self.figures = snapshot.figures;
+        self.loaded_epoch = snapshot.loaded_epoch;
+        self.uncommitted = Some(BTreeMap::new());
+        for change in kept.into_values().flatten() {
+            self.apply_change(&change);
+        }
     }
 
     /// Applies a lifecycle write's counter change (already committed with its rows).
@@ -621,6 +651,7 @@ impl Campaign {
             },
             loaded_epoch: 0,
             applied_epoch: 0,
+            uncommitted: None,
         }
     }
 }

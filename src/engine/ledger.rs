@@ -145,6 +145,10 @@ pub struct PartitionCheckpoint {
     pub dead_letters: Vec<DeadLetter>,
     /// The offset to resume from: the next unread one, or the oldest parked report.
     pub commit_offset: Option<i64>,
+    /// The next offset to apply (past parked reports): how far the partition is applied.
+    pub applied_offset: Option<i64>,
+    /// The partition's generation when this member took it over (its writes are fenced by it).
+    pub generation: u64,
     /// Credits that changed hands with these rows, per campaign.
     pub credits: HashMap<CampaignId, CreditMoves>,
     /// What these rows' transitions add to each campaign's figures.
@@ -886,6 +890,9 @@ impl Ledger {
             engaged,
             dead_letters: std::mem::take(&mut self.dead),
             commit_offset,
+            applied_offset: self.next_offset,
+            // the shell knows the generation its partition was taken over with
+            generation: 0,
             credits: std::mem::take(&mut self.credits),
             figures: std::mem::take(&mut self.figures),
         }

@@ -7,6 +7,7 @@ pub mod campaigns;
 pub mod contacts;
 pub mod dashboard;
 pub mod error;
+pub mod forward;
 pub mod health;
 pub mod inbound;
 pub mod input;
@@ -64,6 +65,7 @@ pub fn server(state: AppState, listener: TcpListener) -> std::io::Result<Server>
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(middleware::from_fn(forward::to_owner))
             .wrap(middleware::from_fn(input::reject_nul_in_request))
             .wrap(middleware::from_fn(observe::observe))
             .app_data(data.clone())

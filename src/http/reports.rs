@@ -63,7 +63,12 @@ pub(crate) async fn figures(
     let (campaign, source) = match state.events.registry.campaign_if_active(id).await {
         Some(c) => (*c, Source::Memory),
         None => {
-            let loaded = crate::store::campaigns::load_for_activation(&state.pool, id).await?;
+            let loaded = crate::store::campaigns::load_for_activation(
+                &state.pool,
+                id,
+                state.events.registry.member(),
+            )
+            .await?;
             (loaded.ok_or_else(|| not_found(id))?, Source::Snapshot)
         }
     };

@@ -23,14 +23,14 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::actors::checkpoint::{
-    CheckpointNow, Checkpointer, LoadOffsets, OnCommit, Partitions, SetOnCommit,
+    CheckpointNow, Checkpointer, LoadOffsets, OnCommit, Partitions, SetOnCommit, TakenOver,
 };
 use crate::actors::dlr::{DlrActor, Incoming, Poison, Records, Stop};
 use crate::actors::fold::Fold;
 use crate::domain::Event;
 
-/// Starts a partition's DlrActor: (partition, stored next offset, first epoch).
-pub type SpawnPartition = Arc<dyn Fn(i32, Option<i64>, u64) -> Addr<DlrActor> + Send + Sync>;
+/// Starts a partition's DlrActor: (partition, stored next offset, first epoch, generation).
+pub type SpawnPartition = Arc<dyn Fn(i32, Option<i64>, u64, u64) -> Addr<DlrActor> + Send + Sync>;
 
 pub struct ConsumerConfig {
     pub brokers: super::Brokers,
@@ -129,33 +129,38 @@ impl Rebalancer {
         tpl: &mut TopicPartitionList,
         partitions: &[i32],
     ) -> Result<(), KafkaError> {
-        let Some(stored) = self.stored_offsets(partitions) else {
+        let Some(taken) = self.take_over(partitions) else {
             tracing::warn!(
                 ?partitions,
                 "stopping before offsets could be loaded; not assigning"
             );
             return Ok(());
         };
+        let stored = &taken.offsets;
         for &p in partitions {
             let offset = stored
                 .get(&p)
                 .map_or(Offset::Beginning, |o| Offset::Offset(*o));
             tpl.set_partition_offset(&self.topic, p, offset)?;
-            self.partitions
-                .register(p, |epoch| (self.spawn)(p, stored.get(&p).copied(), epoch));
+            let generation = taken.generations.get(&p).copied().unwrap_or_default();
+            self.partitions.register(p, |epoch| {
+                (self.spawn)(p, stored.get(&p).copied(), epoch, generation)
+            });
         }
-        tracing::info!(?partitions, ?stored, "partitions assigned");
+        tracing::info!(?partitions, ?stored, generations = ?taken.generations, "partitions assigned");
+        self.partitions.mark_assigned();
         consumer.assign(tpl)
     }
 
-    /// Offsets from Postgres; retried, because assigning without them would re-read or skip.
-    /// `None` when the consumer is told to stop meanwhile.
-    fn stored_offsets(&self, partitions: &[i32]) -> Option<HashMap<i32, i64>> {
+    /// Takes the partitions over in Postgres and reads their offsets; retried, because
+    /// assigning without them would re-read or skip. `None` when the consumer is told to stop
+    /// meanwhile.
+    fn take_over(&self, partitions: &[i32]) -> Option<TakenOver> {
         use backon::BackoffBuilder;
         let mut delays = crate::store::until_available().build();
         while !self.stop.load(Ordering::Acquire) {
             match block_on(self.checkpointer.send(LoadOffsets(partitions.to_vec()))) {
-                Ok(Ok(offsets)) => return Some(offsets),
+                Ok(Ok(taken)) => return Some(taken),
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "loading stored offsets failed; retrying")
                 }

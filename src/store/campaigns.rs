@@ -49,6 +49,7 @@ struct ActivationRow {
 pub async fn load_for_activation(
     pool: &PgPool,
     id: CampaignId,
+    member: super::cluster::MemberId,
 ) -> Result<Option<Campaign>, StoreError> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -57,9 +58,7 @@ pub async fn load_for_activation(
     let Some((row, figures)) = snapshot(&mut tx, id).await? else {
         return Ok(None);
     };
-    let epoch: i64 = sqlx::query_scalar("SELECT epoch FROM checkpoint_state")
-        .fetch_one(&mut *tx)
-        .await?;
+    let epoch = super::cluster::committed_epoch(&mut tx, member).await? as i64;
     tx.commit().await?;
     let corrupt = |e: String| StoreError::Corrupt(format!("campaign {id}: {e}"));
     Ok(Some(Campaign {
@@ -78,6 +77,7 @@ pub async fn load_for_activation(
             ),
         },
         loaded_epoch: epoch as u64,
+        uncommitted: None,
         applied_epoch: 0,
     }))
 }

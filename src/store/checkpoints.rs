@@ -7,13 +7,13 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
+use super::cluster::{self, MemberId};
 use super::messages::{append_log, write_engagement};
 use super::StoreError;
 use crate::domain::CampaignId;
 use crate::engine::campaign::EngagementCounts;
 use crate::engine::campaign::{Counters, Figures};
-use crate::engine::engagement::EngagementRow;
-use crate::engine::ledger::{CreditMoves, DeadLetter, MessageRow, PartitionCheckpoint};
+use crate::engine::ledger::{CreditMoves, DeadLetter, PartitionCheckpoint};
 
 /// Where offsets are kept: the broker cluster, consumer group and topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,52 +23,75 @@ pub struct OffsetScope {
     pub topic: String,
 }
 
-/// Everything one checkpoint commits.
+/// Everything one checkpoint commits: what each partition handed over at its barrier, kept
+/// apart so that the parts of a partition this member lost can be dropped alone.
 #[derive(Debug, Default)]
 pub struct CheckpointWrite {
     pub epoch: u64,
-    pub rows: Vec<MessageRow>,
-    pub engaged: Vec<EngagementRow>,
-    pub dead_letters: Vec<DeadLetter>,
-    /// Next offset to consume, per partition.
-    pub offsets: HashMap<i32, i64>,
-    /// What these rows' transitions add to each campaign's snapshot.
-    pub campaigns: HashMap<CampaignId, Figures>,
-    /// Credits charged and refunded by these rows' changes, per campaign.
-    pub credits: HashMap<CampaignId, CreditMoves>,
+    pub parts: Vec<PartitionCheckpoint>,
 }
 
 impl CheckpointWrite {
-    /// Gathers what the partitions handed over at the barrier of `epoch`.
-    pub fn collect(epoch: u64, parts: impl Iterator<Item = PartitionCheckpoint>) -> Self {
-        let mut write = CheckpointWrite {
-            epoch,
-            ..Default::default()
-        };
-        for part in parts {
-            write.rows.extend(part.rows);
-            write.engaged.extend(part.engaged);
-            write.dead_letters.extend(part.dead_letters);
-            for (campaign, moves) in part.credits {
-                write.credits.entry(campaign).or_default().add(moves);
-            }
-            for (campaign, delta) in part.figures {
-                write.campaigns.entry(campaign).or_default().merge(&delta);
-            }
-            if let Some(offset) = part.commit_offset {
-                write.offsets.insert(part.partition, offset);
-            }
-        }
-        write
+    pub fn rows(&self) -> usize {
+        self.parts.iter().map(|p| p.rows.len()).sum()
     }
-}
 
-/// The last committed epoch.
-pub async fn committed_epoch(pool: &PgPool) -> Result<u64, StoreError> {
-    let epoch: i64 = sqlx::query_scalar("SELECT epoch FROM checkpoint_state")
-        .fetch_one(pool)
-        .await?;
-    Ok(epoch as u64)
+    /// Next offset to consume, per partition.
+    pub fn offsets(&self) -> HashMap<i32, i64> {
+        self.parts
+            .iter()
+            .filter_map(|p| Some((p.partition, p.commit_offset?)))
+            .collect()
+    }
+
+    /// Where each partition stands: the offset to resume from and the next offset applied.
+    pub fn positions(&self) -> HashMap<i32, (i64, Option<i64>)> {
+        self.parts
+            .iter()
+            .filter_map(|p| Some((p.partition, (p.commit_offset?, p.applied_offset))))
+            .collect()
+    }
+
+    /// Whether committing it would change nothing but offsets.
+    pub fn only_offsets(&self) -> bool {
+        self.parts.iter().all(|p| {
+            p.rows.is_empty()
+                && p.engaged.is_empty()
+                && p.dead_letters.is_empty()
+                && p.figures.is_empty()
+                && p.credits.is_empty()
+        })
+    }
+
+    /// Drops the parts of partitions this member lost.
+    pub fn drop_partitions(&mut self, lost: &[i32]) {
+        self.parts.retain(|p| !lost.contains(&p.partition));
+    }
+
+    /// What these rows' transitions add to each campaign's snapshot.
+    fn campaigns(&self) -> HashMap<CampaignId, Figures> {
+        let mut campaigns: HashMap<CampaignId, Figures> = HashMap::new();
+        for (campaign, delta) in self.parts.iter().flat_map(|p| &p.figures) {
+            campaigns.entry(*campaign).or_default().merge(delta);
+        }
+        campaigns
+    }
+
+    /// Credits charged and refunded by these rows' changes, per campaign.
+    fn credits(&self) -> HashMap<CampaignId, CreditMoves> {
+        let mut credits: HashMap<CampaignId, CreditMoves> = HashMap::new();
+        for (campaign, moves) in self.parts.iter().flat_map(|p| &p.credits) {
+            credits.entry(*campaign).or_default().add(*moves);
+        }
+        credits
+    }
+
+    fn held(&self) -> Vec<(i32, u64)> {
+        self.parts
+            .iter()
+            .map(|p| (p.partition, p.generation))
+            .collect()
+    }
 }
 
 /// Stored next offsets for the given partitions (absent: never checkpointed).
@@ -90,22 +113,49 @@ pub async fn load_offsets(
     Ok(rows.into_iter().collect())
 }
 
-/// Commits checkpoints (oldest first) in one transaction. The stored epoch is read under its
-/// row lock first and every write at or below it is skipped: it committed already (its
-/// answer was lost), and its campaign deltas and credits must not be added twice.
+/// Commits a member's checkpoints (oldest first) in one transaction.
+///
+/// - The member's stored epoch is read under its row lock first, and every write at or below
+///   it is skipped: it committed already (its answer was lost), and its campaign deltas and
+///   credits must not be added twice.
+/// - The partitions written are checked under a share lock: if another member took one over
+///   (or took it over and lost it again), nothing is written and the answer is
+///   [`StoreError::Fenced`] with those partitions.
 #[tracing::instrument(skip_all, fields(epochs = writes.len()))]
 pub async fn commit(
     pool: &PgPool,
     scope: &OffsetScope,
+    member: MemberId,
     writes: &[CheckpointWrite],
 ) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
-    let stored: i64 = sqlx::query_scalar("SELECT epoch FROM checkpoint_state FOR UPDATE")
-        .fetch_one(&mut *tx)
-        .await?;
-    for write in writes.iter().filter(|w| w.epoch > stored as u64) {
+    let stored: Option<i64> =
+        sqlx::query_scalar("SELECT epoch FROM cluster_members WHERE member = $1 FOR UPDATE")
+            .bind(member.get())
+            .fetch_optional(&mut *tx)
+            .await?;
+    let stored =
+        stored.ok_or_else(|| StoreError::Corrupt(format!("member {member} is not registered")))?;
+    let due: Vec<&CheckpointWrite> = writes.iter().filter(|w| w.epoch > stored as u64).collect();
+    let mut held: Vec<(i32, u64)> = due.iter().flat_map(|w| w.held()).collect();
+    held.sort_unstable();
+    held.dedup();
+    let lost = cluster::lost_partitions(&mut tx, scope, member, &held).await?;
+    if !lost.is_empty() {
+        return Err(StoreError::Fenced(lost));
+    }
+    for write in due {
         apply(&mut tx, scope, write).await?;
     }
+    let newest = writes.iter().map(|w| w.epoch).max().unwrap_or(0);
+    sqlx::query(
+        "UPDATE cluster_members SET epoch = GREATEST(epoch, $2), updated_at = now()
+         WHERE member = $1",
+    )
+    .bind(member.get())
+    .bind(newest as i64)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -116,17 +166,17 @@ async fn apply(
     scope: &OffsetScope,
     write: &CheckpointWrite,
 ) -> Result<(), StoreError> {
-    append_log(tx, write.epoch, &write.rows).await?;
-    write_engagement(tx, &write.engaged).await?;
+    for part in &write.parts {
+        append_log(tx, write.epoch, &part.rows).await?;
+        write_engagement(tx, &part.engaged).await?;
+    }
     // campaign rows before tenant rows: the order the campaign's own writes lock them in
-    add_to_snapshots(tx, &write.campaigns).await?;
-    book_credits(tx, &write.credits).await?;
-    insert_dead_letters(tx, &scope.topic, &write.dead_letters).await?;
-    write_offsets(tx, scope, &write.offsets).await?;
-    sqlx::query("UPDATE checkpoint_state SET epoch = GREATEST(epoch, $1), updated_at = now()")
-        .bind(write.epoch as i64)
-        .execute(&mut **tx)
-        .await?;
+    add_to_snapshots(tx, &write.campaigns()).await?;
+    book_credits(tx, &write.credits()).await?;
+    for part in &write.parts {
+        insert_dead_letters(tx, &scope.topic, &part.dead_letters).await?;
+    }
+    write_offsets(tx, scope, &write.parts).await?;
     Ok(())
 }
 
@@ -347,26 +397,36 @@ async fn book_credits(
     Ok(())
 }
 
+/// The offset to resume from and the next offset applied, per partition.
 async fn write_offsets(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     scope: &OffsetScope,
-    offsets: &HashMap<i32, i64>,
+    parts: &[PartitionCheckpoint],
 ) -> Result<(), StoreError> {
+    let offsets: Vec<(i32, i64, Option<i64>)> = parts
+        .iter()
+        .filter_map(|p| Some((p.partition, p.commit_offset?, p.applied_offset)))
+        .collect();
     if offsets.is_empty() {
         return Ok(());
     }
-    let (partitions, next): (Vec<i32>, Vec<i64>) = offsets.iter().map(|(p, o)| (*p, *o)).unzip();
+    let partitions: Vec<i32> = offsets.iter().map(|o| o.0).collect();
+    let next: Vec<i64> = offsets.iter().map(|o| o.1).collect();
+    let applied: Vec<Option<i64>> = offsets.iter().map(|o| o.2).collect();
     sqlx::query(
-        "INSERT INTO kafka_offsets (cluster_id, consumer_group, topic, partition, next_offset)
-         SELECT $1, $2, $3, p, o FROM UNNEST($4::int[], $5::bigint[]) AS u(p, o)
+        "INSERT INTO kafka_offsets (cluster_id, consumer_group, topic, partition, next_offset,
+                                    applied_offset)
+         SELECT $1, $2, $3, p, o, a FROM UNNEST($4::int[], $5::bigint[], $6::bigint[]) AS u(p, o, a)
          ON CONFLICT (cluster_id, consumer_group, topic, partition)
-         DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()",
+         DO UPDATE SET next_offset = EXCLUDED.next_offset,
+                       applied_offset = EXCLUDED.applied_offset, updated_at = now()",
     )
     .bind(&scope.cluster_id)
     .bind(&scope.consumer_group)
     .bind(&scope.topic)
     .bind(&partitions)
     .bind(&next)
+    .bind(&applied)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -6,6 +6,7 @@ pub mod api_keys;
 pub mod baseline;
 pub mod campaigns;
 pub mod checkpoints;
+pub mod cluster;
 pub mod contacts;
 pub mod enqueue;
 pub mod fixtures;
@@ -34,6 +35,10 @@ pub enum StoreError {
     /// A stored value that this build cannot read; never expected, always reported.
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    /// The member no longer owns these partitions: another one took them over, and the
+    /// write was refused (its state for them must be dropped).
+    #[error("partitions {0:?} belong to another member now; the write was refused")]
+    Fenced(Vec<i32>),
 }
 
 /// The migrations compiled into this binary.
@@ -87,7 +92,10 @@ async fn ensure_database_exists(options: &PgConnectOptions) -> Result<(), StoreE
         let statement = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
         match sqlx::query(&statement).execute(&mut admin).await {
             Ok(_) => tracing::info!(database = %name, "created database"),
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            // created meanwhile by another instance starting beside this one (42P04, or a
+            // unique violation of the catalogue when both got that far)
+            Err(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {}
             Err(e) => return Err(e.into()),
         }
     }
