@@ -37,3 +37,8 @@ ALTER TABLE kafka_offsets ADD COLUMN applied_offset BIGINT CHECK (applied_offset
 
 -- The single process-wide epoch is replaced by the members' own.
 DROP TABLE checkpoint_state;
+
+-- The message log's rows are ordered by a number taken from this sequence when their
+-- checkpoint commits (members' epochs are their own and say nothing about each other's).
+CREATE SEQUENCE message_log_order;
+SELECT setval('message_log_order', GREATEST((SELECT max(epoch) FROM message_log), 1));

@@ -278,8 +278,14 @@ impl Pipeline {
                 max_rows: settings.checkpoint_max_unfolded_rows,
             },
         };
-        let consumer = consumer::start(config, partitions.clone(), checkpointer.clone(), spawn)
-            .context("starting the consumer")?;
+        let retire = retire_partitions(&registry);
+        let consumer = consumer::start(
+            config,
+            partitions.clone(),
+            checkpointer.clone(),
+            (spawn, retire),
+        )
+        .context("starting the consumer")?;
         let applied = Applied {
             partitions: partitions.clone(),
             fold: fold.clone(),
@@ -318,6 +324,11 @@ impl Pipeline {
             settings.rate_limits.tenant_per_second,
         );
         let config = SenderConfig {
+            fence: Some(crate::actors::sender::SendFence {
+                pool: self.pool.clone(),
+                scope: offset_scope(&self.broker, settings),
+                member: self.handles.registry.member(),
+            }),
             client,
             producer: self.handles.producer.clone(),
             limits: Arc::new(limits),
@@ -325,6 +336,12 @@ impl Pipeline {
             ambiguous: setup.ambiguous,
             ambiguous_grace: Duration::from_millis(s.ambiguous_grace_ms),
         };
+        let member = self.handles.registry.member();
+        share_rates(
+            &config.limits,
+            (&self.pool, member),
+            offset_scope(&self.broker, settings),
+        );
         let arbiter = Arbiter::new();
         let senders = SenderPool::start(config, s.senders, &arbiter.handle());
         self.senders = Some(arbiter);
@@ -414,6 +431,49 @@ impl Pipeline {
         drop((checkpointer, partitions, handles, fold));
         drop(broker);
     }
+}
+
+/// How long a revocation waits for its campaigns' batches to be answered.
+const RETIRE_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs on the consumer thread, inside the rebalance hook.
+fn retire_partitions(registry: &CampaignRegistry) -> consumer::RetirePartitions {
+    let registry = registry.clone();
+    Arc::new(move |partitions: &[i32]| {
+        let done = registry.retire_partitions_blocking(partitions, RETIRE_LIMIT);
+        if !done {
+            tracing::warn!(?partitions, limit = ?RETIRE_LIMIT, "campaigns of revoked partitions still had batches out");
+        }
+    })
+}
+
+/// How often a member counts the members that send (to take its share of the rates).
+const MEMBERS_RECOUNT: Duration = Duration::from_secs(2);
+
+/// Keeps the senders' share of the rates current while the limits are in use (after a
+/// rebalance, within [`MEMBERS_RECOUNT`]), and tells the cluster this member is alive.
+fn share_rates(
+    limits: &Arc<crate::actors::sender::Limits>,
+    (pool, member): (&PgPool, MemberId),
+    scope: OffsetScope,
+) {
+    let (limits, pool) = (Arc::downgrade(limits), pool.clone());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(MEMBERS_RECOUNT);
+        loop {
+            tick.tick().await;
+            let Some(limits) = limits.upgrade() else {
+                return;
+            };
+            match cluster::sending_members(&pool, &scope).await {
+                Ok(members) => limits.set_members(members),
+                Err(e) => tracing::debug!(error = %e, "counting the sending members failed"),
+            }
+            if let Err(e) = cluster::heartbeat(&pool, member).await {
+                tracing::debug!(error = %e, "telling the cluster this member is alive failed");
+            }
+        }
+    });
 }
 
 /// How many partitions the topic has (an existing topic may have more or fewer than

@@ -275,8 +275,12 @@ async fn three_instances_split_the_work_and_one_killed_mid_way_loses_and_doubles
         .await
         .unwrap();
     let id = campaign["id"].as_i64().expect("campaign created");
+    // asked of an instance that does not own it, the campaign's routes reach its owner
+    let owner = owners(&pool).await[&((id % 8) as i32)].0;
+    let instances = [&first, &second, &third];
+    let elsewhere = instances[members.iter().position(|m| *m != owner).unwrap()];
     let enqueued: Value = http
-        .post(third.url(&format!("/api/campaigns/{id}/enqueue")))
+        .post(elsewhere.url(&format!("/api/campaigns/{id}/enqueue")))
         .bearer_auth(&token)
         .send()
         .await
@@ -285,6 +289,20 @@ async fn three_instances_split_the_work_and_one_killed_mid_way_loses_and_doubles
         .await
         .unwrap();
     assert_eq!(enqueued["queued"], RECIPIENTS, "{enqueued}");
+    let mut stream = http
+        .get(elsewhere.url(&format!("/api/v1/campaigns/{id}/stats/stream")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let first_event = String::from_utf8(stream.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+    assert!(
+        first_event.contains("event: stats")
+            && first_event.contains(&format!("\"campaignId\":{id}")),
+        "{first_event}"
+    );
+    drop(stream);
     let feeder = feed(&bootstrap, &workload, 8_000, Duration::from_millis(400));
 
     // mid-way through both, the third instance dies

@@ -652,7 +652,7 @@ async fn a_member_that_lost_a_partition_can_never_write_for_it_again() {
     let late = logged_row(campaign, r[0], Delivered, 0, 51);
     let refused = first.commit(&pool, &[first.write(51, vec![late])]).await;
     assert!(
-        matches!(&refused, Err(StoreError::Fenced(lost)) if lost == &[0]),
+        matches!(&refused, Err(StoreError::Fenced(lost)) if lost == &[(0, first.generation)]),
         "{refused:?}"
     );
     assert_eq!(

@@ -36,12 +36,14 @@ pub struct CampaignActor {
     member: MemberId,
     /// Whether other members hold partitions too: then transitions of this campaign are also
     /// applied elsewhere, and reach this actor through its snapshot (see `refresh`).
-    partitions: Partitions,
+    pub(super) partitions: Partitions,
     pub(super) state: Load,
     last_touched: Instant,
     pub(super) sending: Option<Arc<SendingContext>>,
     pub(super) run: SendRun,
     commands: VecDeque<(Lifecycle, oneshot::Sender<LifecycleResult>)>,
+    /// Revocations waiting for this actor to stop (answered as it is dropped).
+    retirements: Vec<oneshot::Sender<()>>,
     pub(super) command_running: bool,
     published: PublishedStats,
 }
@@ -69,6 +71,7 @@ impl CampaignActor {
             sending,
             run: SendRun::default(),
             commands: VecDeque::new(),
+            retirements: Vec::new(),
             command_running: false,
             published,
         }
@@ -97,6 +100,18 @@ impl CampaignActor {
             Load::Ready(c) => Some(c),
             _ => None,
         }
+    }
+
+    /// Another member owns the campaign now (or is about to): no new work starts here, and
+    /// the actor stops once nothing it started is out. `true` while it must not go on.
+    pub(super) fn retiring(&mut self, ctx: &mut Context<Self>) -> bool {
+        if self.partitions.owns_campaign(self.id) {
+            return false;
+        }
+        if !self.run.busy() && !self.command_running {
+            self.stop(ctx);
+        }
+        true
     }
 
     /// Starts the next queued lifecycle command unless one is running.
@@ -255,6 +270,19 @@ impl Handler<Passivate> for CampaignActor {
             self.stop(ctx);
         }
         idle && settled
+    }
+}
+
+impl Handler<Retire> for CampaignActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Retire, ctx: &mut Self::Context) -> Self::Result {
+        let (done, stopped) = oneshot::channel();
+        self.retirements.push(done);
+        self.pump(ctx);
+        Box::pin(async move {
+            let _ = stopped.await;
+        })
     }
 }
 

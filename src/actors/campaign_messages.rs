@@ -151,6 +151,12 @@ pub struct Passivate {
     pub committed_epoch: u64,
 }
 
+/// The campaign's partition is being revoked: the actor takes no new work and stops once
+/// nothing it started is out (batches answered, writes done); answered then.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire;
+
 /// Stops the actor now, whatever it is doing: its figures can no longer be trusted (they may
 /// count transitions this member will never commit), or the campaign moved to another member.
 /// Claims it left in flight are judged by the next activation, as after a crash.

@@ -23,6 +23,9 @@ impl CampaignActor {
     pub(super) fn pump(&mut self, ctx: &mut Context<Self>) {
         // every change the actor makes ends here: publish it for stats requests
         self.publish();
+        if self.retiring(ctx) {
+            return;
+        }
         if self.has_commands() && !self.command_running && !self.run.writing() {
             return self.next_command(ctx);
         }
@@ -158,6 +161,7 @@ impl CampaignActor {
             tenant: c.tenant,
             traffic_account: c.plan.traffic_account.or(sending.default_traffic_account)?,
             sender: c.plan.sender.clone(),
+            owner: self.partitions.held(self.partitions.of_campaign(c.id)),
             items: rows
                 .into_iter()
                 .filter_map(|r| item(r, &c.plan.body, &links))

@@ -49,7 +49,11 @@ pub struct Partitions {
 
 struct PartitionSet {
     open_epoch: u64,
-    actors: BTreeMap<i32, Addr<DlrActor>>,
+    /// Each assigned partition's actor and the generation it was taken over with.
+    actors: BTreeMap<i32, (Addr<DlrActor>, u64)>,
+    /// Partitions being revoked: still applied and checkpointed, but their campaigns start
+    /// no new work here.
+    retiring: std::collections::BTreeSet<i32>,
 }
 
 impl Partitions {
@@ -58,6 +62,7 @@ impl Partitions {
             set: Arc::new(Mutex::new(PartitionSet {
                 open_epoch: committed_epoch + 1,
                 actors: BTreeMap::new(),
+                retiring: Default::default(),
             })),
             total: total.max(1),
             assigned_once: Arc::new(tokio::sync::watch::channel(false).0),
@@ -73,14 +78,30 @@ impl Partitions {
         (id.get().rem_euclid(i64::from(self.total))) as i32
     }
 
-    /// Whether this member owns the campaign now.
+    /// Whether this member owns the campaign now (holds its partition, not being revoked).
     pub fn owns_campaign(&self, id: crate::domain::CampaignId) -> bool {
-        self.lock().actors.contains_key(&self.of_campaign(id))
+        let p = self.of_campaign(id);
+        let set = self.lock();
+        set.actors.contains_key(&p) && !set.retiring.contains(&p)
+    }
+
+    /// The generation this member holds the partition with, if it holds it.
+    pub fn held(&self, partition: i32) -> Option<(i32, u64)> {
+        self.lock()
+            .actors
+            .get(&partition)
+            .map(|(_, g)| (partition, *g))
     }
 
     /// Whether this member holds every partition (it is alone, or the others hold none).
     pub fn owns_all(&self) -> bool {
-        self.lock().actors.len() >= self.total as usize
+        let set = self.lock();
+        set.actors.len() >= self.total as usize && set.retiring.is_empty()
+    }
+
+    /// Partitions about to be revoked: their campaigns stop taking new work here.
+    pub fn retire(&self, partitions: &[i32]) {
+        self.lock().retiring.extend(partitions);
     }
 
     /// Records that an assignment was received.
@@ -99,26 +120,46 @@ impl Partitions {
     /// Starts a partition's actor with the epoch its first changes belong to.
     pub fn register(
         &self,
-        partition: i32,
+        (partition, generation): (i32, u64),
         start: impl FnOnce(u64) -> Addr<DlrActor>,
     ) -> Addr<DlrActor> {
         let mut set = self.lock();
         let addr = start(set.open_epoch);
-        set.actors.insert(partition, addr.clone());
+        set.actors.insert(partition, (addr.clone(), generation));
+        set.retiring.remove(&partition);
         addr
+    }
+
+    /// Forgets the partitions held with these generations (a later generation of the same
+    /// partition stays) and returns their actors.
+    pub fn remove_lost(&self, lost: &[(i32, u64)]) -> Vec<Addr<DlrActor>> {
+        let mut set = self.lock();
+        let stale: Vec<i32> = set
+            .actors
+            .iter()
+            .filter(|(p, (_, g))| lost.contains(&(**p, *g)))
+            .map(|(p, _)| *p)
+            .collect();
+        stale
+            .iter()
+            .filter_map(|p| set.actors.remove(p).map(|(a, _)| a))
+            .collect()
     }
 
     /// Forgets partitions (after their final checkpoint) and returns their actors.
     pub fn remove(&self, partitions: &[i32]) -> Vec<Addr<DlrActor>> {
         let mut set = self.lock();
+        for p in partitions {
+            set.retiring.remove(p);
+        }
         partitions
             .iter()
-            .filter_map(|p| set.actors.remove(p))
+            .filter_map(|p| set.actors.remove(p).map(|(a, _)| a))
             .collect()
     }
 
     pub fn get(&self, partition: i32) -> Option<Addr<DlrActor>> {
-        self.lock().actors.get(&partition).cloned()
+        self.lock().actors.get(&partition).map(|(a, _)| a.clone())
     }
 
     /// The epoch the next barrier closes: everything applied until now is committed once it
@@ -135,7 +176,7 @@ impl Partitions {
         let mut set = self.lock();
         let epoch = set.open_epoch;
         set.open_epoch += 1;
-        (epoch, set.actors.values().cloned().collect())
+        (epoch, set.actors.values().map(|(a, _)| a.clone()).collect())
     }
 }
 
@@ -326,7 +367,7 @@ impl Checkpointer {
     /// The rest of the writes is kept for the next checkpoint.
     fn drop_lost(
         &mut self,
-        lost: &[i32],
+        lost: &[(i32, u64)],
         mut writes: Vec<CheckpointWrite>,
     ) -> Vec<CheckpointWrite> {
         tracing::warn!(
@@ -337,7 +378,7 @@ impl Checkpointer {
         for write in &mut writes {
             write.drop_partitions(lost);
         }
-        for actor in self.partitions.remove(lost) {
+        for actor in self.partitions.remove_lost(lost) {
             actor.do_send(super::dlr::Stop);
         }
         self.registry.drop_all();

@@ -12,7 +12,8 @@ use sqlx::PgPool;
 
 use super::campaign::{
     ApplyTransitions, CampaignActor, Command, Evict, GetAppliedEpoch, GetCampaign, GetStats,
-    Lifecycle, LifecycleResult, Nudge, Passivate, PublishedStats, SendingContext, StatsWatch,
+    Lifecycle, LifecycleResult, Nudge, Passivate, PublishedStats, Retire, SendingContext,
+    StatsWatch,
 };
 use super::checkpoint::Partitions;
 use super::fold::Fold;
@@ -144,10 +145,12 @@ impl CampaignRegistry {
         M::Result: Send,
         CampaignActor: Handler<M>,
     {
-        if !self.owns(id) {
-            return None;
-        }
         for _ in 0..DELIVERY_ATTEMPTS {
+            // checked at each attempt: an actor stopped because its campaign moved away is
+            // not replaced here
+            if !self.owns(id) {
+                return None;
+            }
             let addr = self.get_or_activate(id);
             match addr.send(msg.clone()).await {
                 Ok(result) => return Some(result),
@@ -182,10 +185,11 @@ impl CampaignRegistry {
         if let Some(published) = self.inner.published.get(id) {
             return Some(published);
         }
-        if !self.owns(id) {
-            return self.snapshot_stats(id).await;
+        match self.ask(id, GetStats).await {
+            Some(answer) => answer,
+            // owned elsewhere (or just moving): the snapshot answers
+            None => self.snapshot_stats(id).await,
         }
-        self.ask(id, GetStats).await.flatten()
     }
 
     /// Stats of a campaign another member owns, from its last checkpointed snapshot (every
@@ -278,6 +282,33 @@ impl CampaignRegistry {
             }
             registry.activate(&ours);
         });
+    }
+
+    /// Partitions are being revoked: their campaigns' actors take no new work and stop once
+    /// what they sent is answered. `false` if some were still busy after `limit`.
+    pub async fn retire_partitions(&self, partitions: &[i32], limit: Duration) -> bool {
+        let actors: Vec<_> = self
+            .inner
+            .actors
+            .iter()
+            .filter(|e| partitions.contains(&self.inner.partitions.of_campaign(*e.key())))
+            .map(|e| e.value().clone())
+            .collect();
+        let retired = futures::future::join_all(actors.iter().map(|a| a.send(Retire)));
+        tokio::time::timeout(limit, retired).await.is_ok()
+    }
+
+    /// [`Self::retire_partitions`] for a thread outside the actors' runtime (the consumer's
+    /// rebalance hook): runs it on the actors' arbiter and waits.
+    pub fn retire_partitions_blocking(&self, partitions: &[i32], limit: Duration) -> bool {
+        let (done, retired) = std::sync::mpsc::channel();
+        let (registry, partitions) = (self.clone(), partitions.to_vec());
+        self.inner.arbiter.spawn(async move {
+            let _ = done.send(registry.retire_partitions(&partitions, limit).await);
+        });
+        retired
+            .recv_timeout(limit + Duration::from_secs(1))
+            .unwrap_or(false)
     }
 
     /// A partition left this member: its campaigns' actors stop (see [`Evict`]); the new owner

@@ -27,12 +27,15 @@ use crate::kafka::producer::EventProducer;
 use crate::mitto::client::{MittoClient, Outcome};
 use crate::mitto::wire::{SendMessage, Sms};
 
-/// Segment budgets per traffic account and per tenant; absent rates are unlimited.
+/// Segment budgets per traffic account and per tenant; absent rates are unlimited. The rates
+/// are the cluster's: with several members sending, each takes an equal share.
 pub struct Limits {
     account_rate: Option<NonZeroU32>,
     tenant_rate: Option<NonZeroU32>,
     accounts: DashMap<TrafficAccountId, Arc<Bucket>>,
     tenants: DashMap<TenantId, Arc<Bucket>>,
+    /// Members holding partitions (each may send the campaigns they own).
+    members: std::sync::atomic::AtomicU32,
 }
 
 struct Bucket {
@@ -69,7 +72,32 @@ impl Limits {
             tenant_rate,
             accounts: DashMap::new(),
             tenants: DashMap::new(),
+            members: std::sync::atomic::AtomicU32::new(1),
         }
+    }
+
+    /// How many members send: from now on this one takes `1 / members` of each rate (a
+    /// batch already waiting finishes under the old share).
+    pub fn set_members(&self, members: u32) {
+        let members = members.max(1);
+        if self
+            .members
+            .swap(members, std::sync::atomic::Ordering::Relaxed)
+            != members
+        {
+            tracing::info!(members, "sending rates shared between members");
+            self.accounts.clear();
+            self.tenants.clear();
+        }
+    }
+
+    /// This member's share of a rate.
+    fn share(&self, rate: NonZeroU32) -> NonZeroU32 {
+        let members = self
+            .members
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(1);
+        NonZeroU32::new(rate.get() / members).unwrap_or(NonZeroU32::MIN)
     }
 
     /// The largest batch (in messages) that keeps sends smooth under the limits: a quarter
@@ -78,7 +106,7 @@ impl Limits {
         [self.account_rate, self.tenant_rate]
             .into_iter()
             .flatten()
-            .map(|r| (r.get() as usize / 4).max(1))
+            .map(|r| (self.share(r).get() as usize / 4).max(1))
             .min()
     }
 
@@ -88,7 +116,7 @@ impl Limits {
             let bucket = self
                 .accounts
                 .entry(account)
-                .or_insert_with(|| Arc::new(Bucket::new(rate)))
+                .or_insert_with(|| Arc::new(Bucket::new(self.share(rate))))
                 .clone();
             bucket.take(segments).await;
         }
@@ -96,15 +124,25 @@ impl Limits {
             let bucket = self
                 .tenants
                 .entry(tenant)
-                .or_insert_with(|| Arc::new(Bucket::new(rate)))
+                .or_insert_with(|| Arc::new(Bucket::new(self.share(rate))))
                 .clone();
             bucket.take(segments).await;
         }
     }
 }
 
+/// Where a sender checks that its member still owns a batch's campaign.
+pub struct SendFence {
+    pub pool: sqlx::PgPool,
+    pub scope: crate::store::checkpoints::OffsetScope,
+    pub member: crate::store::cluster::MemberId,
+}
+
 /// What every sender shares.
 pub struct SenderConfig {
+    /// Checked right before each bulk call: a member paused past its session (its campaigns
+    /// moved meanwhile) does not send the batches it had claimed.
+    pub fence: Option<SendFence>,
     pub client: MittoClient,
     pub producer: EventProducer,
     pub limits: Arc<Limits>,
@@ -123,11 +161,33 @@ impl SenderConfig {
             .acquire(batch.traffic_account, batch.tenant, segments)
             .await;
         crate::metrics::limiter_wait(waiting.elapsed());
-        let resolution = self.send(&batch).await;
+        let resolution = match self.still_owner(&batch).await {
+            true => self.send(&batch).await,
+            false => batch.never_left(),
+        };
         let (events, done) = events_for(&batch, resolution);
         self.publish(&events).await;
         count_sends(&events);
         done
+    }
+
+    /// Whether this member still owns the batch's campaign (a failed check counts as no: the
+    /// batch goes back to the queue, never out).
+    async fn still_owner(&self, batch: &Batch) -> bool {
+        let (Some(fence), Some(owner)) = (&self.fence, batch.owner) else {
+            return true;
+        };
+        match crate::store::cluster::holds(&fence.pool, &fence.scope, fence.member, owner).await {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::warn!(campaign_id = %batch.campaign, ?owner, "the campaign moved to another member; its batch goes back to the queue unsent");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(campaign_id = %batch.campaign, error = %e, "checking the campaign's owner failed; its batch goes back to the queue unsent");
+                false
+            }
+        }
     }
 
     async fn send(&self, batch: &Batch) -> Resolution {
@@ -298,5 +358,26 @@ mod tests {
         let limits = Limits::new(NonZeroU32::new(1000), NonZeroU32::new(200));
         assert_eq!(limits.batch_cap(), Some(50));
         assert_eq!(Limits::new(None, None).batch_cap(), None);
+    }
+
+    #[actix_web::test]
+    async fn members_that_send_share_the_rates_equally() {
+        let limits = Limits::new(NonZeroU32::new(1000), None);
+        limits.set_members(4);
+        assert_eq!(limits.batch_cap(), Some(62), "a quarter second of 250/s");
+        // a fresh bucket of 250/s holds a burst of 12; the 13th segment waits ~4 ms more
+        let (account, tenant) = (
+            TrafficAccountId::from_uuid(uuid::Uuid::nil()),
+            TenantId::new(1).unwrap(),
+        );
+        let started = tokio::time::Instant::now();
+        limits.acquire(account, tenant, 250 + 12).await;
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(900),
+            "{took:?}: 250 segments a second"
+        );
+        limits.set_members(1);
+        assert_eq!(limits.batch_cap(), Some(250));
     }
 }

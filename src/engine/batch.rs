@@ -34,6 +34,16 @@ pub struct Batch {
     pub traffic_account: TrafficAccountId,
     pub sender: String,
     pub items: Vec<BatchItem>,
+    /// The partition whose holder owns the campaign and its generation when the batch was
+    /// claimed: the batch goes to Mitto only while that holder still has it.
+    pub owner: Option<(i32, u64)>,
+}
+
+impl Batch {
+    /// What a batch that never left becomes: every message queued again, no event.
+    pub fn never_left(&self) -> Resolution {
+        Resolution::LookedUp(vec![Ok(None); self.items.len()])
+    }
 }
 
 /// What became of a batch once its events are on the topic.
@@ -135,6 +145,7 @@ mod tests {
             tenant: TenantId::new(1).unwrap(),
             traffic_account: TrafficAccountId::new_random(),
             sender: "Shop".into(),
+            owner: None,
             items: (1..=n)
                 .map(|r| BatchItem {
                     recipient: RecipientId::new(r).unwrap(),

@@ -29,6 +29,10 @@ use crate::actors::dlr::{DlrActor, Incoming, Poison, Records, Stop};
 use crate::actors::fold::Fold;
 use crate::domain::Event;
 
+/// Lets the campaigns of partitions about to be revoked finish what they sent (blocks, for a
+/// bounded time): their next owner must not judge claims whose batches are still out.
+pub type RetirePartitions = Arc<dyn Fn(&[i32]) + Send + Sync>;
+
 /// Starts a partition's DlrActor: (partition, stored next offset, first epoch, generation).
 pub type SpawnPartition = Arc<dyn Fn(i32, Option<i64>, u64, u64) -> Addr<DlrActor> + Send + Sync>;
 
@@ -66,6 +70,7 @@ struct Rebalancer {
     partitions: Partitions,
     checkpointer: Addr<Checkpointer>,
     spawn: SpawnPartition,
+    retire: RetirePartitions,
     /// Records polled but not yet handed to a DlrActor, per partition. A revocation drops its
     /// partitions' records here, in the hook itself (the next owner reads them again from the
     /// committed offset); records of a later assignment, even within the same poll burst,
@@ -143,7 +148,7 @@ impl Rebalancer {
                 .map_or(Offset::Beginning, |o| Offset::Offset(*o));
             tpl.set_partition_offset(&self.topic, p, offset)?;
             let generation = taken.generations.get(&p).copied().unwrap_or_default();
-            self.partitions.register(p, |epoch| {
+            self.partitions.register((p, generation), |epoch| {
                 (self.spawn)(p, stored.get(&p).copied(), epoch, generation)
             });
         }
@@ -172,6 +177,10 @@ impl Rebalancer {
     }
 
     fn revoke(&self, consumer: &BaseConsumer<Self>, partitions: &[i32]) -> Result<(), KafkaError> {
+        // their campaigns take no new work, and what they sent is answered, before the
+        // checkpoint that hands the partitions over
+        self.partitions.retire(partitions);
+        (self.retire)(partitions);
         match block_on(self.checkpointer.send(CheckpointNow)) {
             Ok(Ok(epoch)) => tracing::info!(?partitions, epoch, "checkpointed before revocation"),
             other => tracing::error!(?other, ?partitions, "checkpoint before revocation failed"),
@@ -220,7 +229,7 @@ pub fn start(
     config: ConsumerConfig,
     partitions: Partitions,
     checkpointer: Addr<Checkpointer>,
-    spawn: SpawnPartition,
+    (spawn, retire): (SpawnPartition, RetirePartitions),
 ) -> Result<ConsumerHandle, KafkaError> {
     let stop = Arc::new(AtomicBool::new(false));
     let context = Rebalancer {
@@ -228,6 +237,7 @@ pub fn start(
         partitions: partitions.clone(),
         checkpointer: checkpointer.clone(),
         spawn,
+        retire,
         pending: Mutex::new(HashMap::new()),
         stop: stop.clone(),
     };

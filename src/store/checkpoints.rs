@@ -63,9 +63,10 @@ impl CheckpointWrite {
         })
     }
 
-    /// Drops the parts of partitions this member lost.
-    pub fn drop_partitions(&mut self, lost: &[i32]) {
-        self.parts.retain(|p| !lost.contains(&p.partition));
+    /// Drops the parts of (partition, generation) pairs this member lost.
+    pub fn drop_partitions(&mut self, lost: &[(i32, u64)]) {
+        self.parts
+            .retain(|p| !lost.contains(&(p.partition, p.generation)));
     }
 
     /// What these rows' transitions add to each campaign's snapshot.
@@ -145,7 +146,13 @@ pub async fn commit(
         return Err(StoreError::Fenced(lost));
     }
     for write in due {
-        apply(&mut tx, scope, write).await?;
+        // the log's order across members: a number from one sequence (a partition's next
+        // owner takes it over only after its previous owner's last commit, so the rows of a
+        // partition keep their order whoever wrote them)
+        let order: i64 = sqlx::query_scalar("SELECT nextval('message_log_order')")
+            .fetch_one(&mut *tx)
+            .await?;
+        apply(&mut tx, scope, (order, write)).await?;
     }
     let newest = writes.iter().map(|w| w.epoch).max().unwrap_or(0);
     sqlx::query(
@@ -164,10 +171,10 @@ pub async fn commit(
 async fn apply(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     scope: &OffsetScope,
-    write: &CheckpointWrite,
+    (order, write): (i64, &CheckpointWrite),
 ) -> Result<(), StoreError> {
     for part in &write.parts {
-        append_log(tx, write.epoch, &part.rows).await?;
+        append_log(tx, order as u64, &part.rows).await?;
         write_engagement(tx, &part.engaged).await?;
     }
     // campaign rows before tenant rows: the order the campaign's own writes lock them in

@@ -28,16 +28,29 @@ impl std::fmt::Display for MemberId {
     }
 }
 
-/// Members not heard of for this long are forgotten when another one starts.
+/// Members not heard of for this long (a live one is heard every few seconds, see
+/// [`heartbeat`]) and holding no partition are forgotten when another one starts.
 const FORGET_AFTER: &str = "7 days";
 
 /// Registers a starting member (epoch 0), forgetting members long gone.
 pub async fn join(pool: &PgPool, member: MemberId) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM cluster_members WHERE updated_at < now() - $1::interval")
-        .bind(FORGET_AFTER)
+    sqlx::query(
+        "DELETE FROM cluster_members m WHERE updated_at < now() - $1::interval
+         AND NOT EXISTS (SELECT 1 FROM partition_owners o WHERE o.member = m.member)",
+    )
+    .bind(FORGET_AFTER)
+    .execute(pool)
+    .await?;
+    sqlx::query("INSERT INTO cluster_members (member) VALUES ($1)")
+        .bind(member.get())
         .execute(pool)
         .await?;
-    sqlx::query("INSERT INTO cluster_members (member) VALUES ($1)")
+    Ok(())
+}
+
+/// The member is alive.
+pub async fn heartbeat(pool: &PgPool, member: MemberId) -> Result<(), StoreError> {
+    sqlx::query("UPDATE cluster_members SET updated_at = now() WHERE member = $1")
         .bind(member.get())
         .execute(pool)
         .await?;
@@ -63,6 +76,9 @@ pub async fn take_over(
     member: MemberId,
     partitions: &[i32],
 ) -> Result<HashMap<i32, u64>, StoreError> {
+    // in partition order, as checkpoints lock them
+    let mut partitions = partitions.to_vec();
+    partitions.sort_unstable();
     let rows: Vec<(i32, i64)> = sqlx::query_as(
         "INSERT INTO partition_owners (cluster_id, consumer_group, topic, partition, generation, member)
          SELECT $1, $2, $3, p, 1, $5 FROM UNNEST($4::int[]) AS u(p)
@@ -74,7 +90,7 @@ pub async fn take_over(
     .bind(&scope.cluster_id)
     .bind(&scope.consumer_group)
     .bind(&scope.topic)
-    .bind(partitions)
+    .bind(&partitions)
     .bind(member.get())
     .fetch_all(pool)
     .await?;
@@ -83,18 +99,19 @@ pub async fn take_over(
 
 /// Of the given (partition, generation) pairs, those `member` no longer holds, read under a
 /// share lock inside the caller's transaction: until it ends, no member can take them over.
+/// (A partition taken back by the same member has a stale generation and a current one.)
 pub async fn lost_partitions(
     tx: &mut sqlx::PgConnection,
     scope: &OffsetScope,
     member: MemberId,
     held: &[(i32, u64)],
-) -> Result<Vec<i32>, StoreError> {
+) -> Result<Vec<(i32, u64)>, StoreError> {
     if held.is_empty() {
         return Ok(Vec::new());
     }
     let (partitions, generations): (Vec<i32>, Vec<i64>) =
         held.iter().map(|(p, g)| (*p, *g as i64)).unzip();
-    let lost: Vec<i32> = sqlx::query_scalar(
+    let lost: Vec<(i32, i64)> = sqlx::query_as(
         "WITH held AS (SELECT * FROM UNNEST($4::int[], $5::bigint[]) AS u(partition, generation)),
          current AS (
              SELECT o.partition, o.generation, o.member FROM partition_owners o
@@ -103,9 +120,9 @@ pub async fn lost_partitions(
              ORDER BY o.partition
              FOR SHARE
          )
-         SELECT h.partition FROM held h LEFT JOIN current c USING (partition)
+         SELECT h.partition, h.generation FROM held h LEFT JOIN current c USING (partition)
          WHERE c.member IS DISTINCT FROM $6 OR c.generation IS DISTINCT FROM h.generation
-         ORDER BY h.partition",
+         ORDER BY h.partition, h.generation",
     )
     .bind(&scope.cluster_id)
     .bind(&scope.consumer_group)
@@ -115,7 +132,30 @@ pub async fn lost_partitions(
     .bind(member.get())
     .fetch_all(tx)
     .await?;
-    Ok(lost)
+    Ok(lost.into_iter().map(|(p, g)| (p, g as u64)).collect())
+}
+
+/// Whether `member` still holds the partition with this generation.
+pub async fn holds(
+    pool: &PgPool,
+    scope: &OffsetScope,
+    member: MemberId,
+    (partition, generation): (i32, u64),
+) -> Result<bool, StoreError> {
+    let held: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM partition_owners
+         WHERE cluster_id = $1 AND consumer_group = $2 AND topic = $3 AND partition = $4
+           AND member = $5 AND generation = $6)",
+    )
+    .bind(&scope.cluster_id)
+    .bind(&scope.consumer_group)
+    .bind(&scope.topic)
+    .bind(partition)
+    .bind(member.get())
+    .bind(generation as i64)
+    .fetch_one(pool)
+    .await?;
+    Ok(held)
 }
 
 /// The member owning a partition now and the address it advertised, if any.
@@ -136,6 +176,20 @@ pub async fn owner_of(
     .fetch_optional(pool)
     .await?;
     Ok(row.map(|(m, a)| (MemberId(m), a)))
+}
+
+/// How many members hold partitions now (each may send the campaigns it owns).
+pub async fn sending_members(pool: &PgPool, scope: &OffsetScope) -> Result<u32, StoreError> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT member) FROM partition_owners
+         WHERE cluster_id = $1 AND consumer_group = $2 AND topic = $3",
+    )
+    .bind(&scope.cluster_id)
+    .bind(&scope.consumer_group)
+    .bind(&scope.topic)
+    .fetch_one(pool)
+    .await?;
+    Ok(n.clamp(1, i64::from(u32::MAX)) as u32)
 }
 
 /// The next offset applied per partition, as the members' last checkpoints stored it.

@@ -90,7 +90,8 @@ pub async fn load_by_message_ids(
 /// measurable speed.
 const ROWS_PER_STATEMENT: usize = 10_000;
 
-/// Appends message rows to `message_log` as the state of checkpoint `epoch` (arrays unnested
+/// Appends message rows to `message_log` in position `epoch` (a checkpoint's number from the
+/// `message_log_order` sequence: later commits of a partition have higher ones; arrays unnested
 /// server-side, [`ROWS_PER_STATEMENT`] at a time). [`fold`] moves them into
 /// `campaign_recipients` later; until then, nothing outside the log shows them.
 pub async fn append_log(

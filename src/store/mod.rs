@@ -35,10 +35,12 @@ pub enum StoreError {
     /// A stored value that this build cannot read; never expected, always reported.
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
-    /// The member no longer owns these partitions: another one took them over, and the
-    /// write was refused (its state for them must be dropped).
-    #[error("partitions {0:?} belong to another member now; the write was refused")]
-    Fenced(Vec<i32>),
+    /// The member no longer holds these (partition, generation) pairs: another member took
+    /// them over since, and the write was refused (its state for them must be dropped).
+    #[error(
+        "partitions {0:?} (partition, generation) were taken over since; the write was refused"
+    )]
+    Fenced(Vec<(i32, u64)>),
 }
 
 /// The migrations compiled into this binary.
