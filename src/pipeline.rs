@@ -433,16 +433,16 @@ impl Pipeline {
     }
 }
 
-/// How long a revocation waits for its campaigns' batches to be answered.
-const RETIRE_LIMIT: Duration = Duration::from_secs(60);
-
 /// Runs on the consumer thread, inside the rebalance hook.
 fn retire_partitions(registry: &CampaignRegistry) -> consumer::RetirePartitions {
     let registry = registry.clone();
-    Arc::new(move |partitions: &[i32]| {
-        let done = registry.retire_partitions_blocking(partitions, RETIRE_LIMIT);
-        if !done {
-            tracing::warn!(?partitions, limit = ?RETIRE_LIMIT, "campaigns of revoked partitions still had batches out");
+    Arc::new(move |partitions: &[i32], limit: Duration| {
+        if !registry.retire_partitions_blocking(partitions, limit) {
+            tracing::warn!(
+                ?partitions,
+                ?limit,
+                "campaigns of revoked partitions still had batches out"
+            );
         }
     })
 }

@@ -29,9 +29,15 @@ use crate::actors::dlr::{DlrActor, Incoming, Poison, Records, Stop};
 use crate::actors::fold::Fold;
 use crate::domain::Event;
 
-/// Lets the campaigns of partitions about to be revoked finish what they sent (blocks, for a
-/// bounded time): their next owner must not judge claims whose batches are still out.
-pub type RetirePartitions = Arc<dyn Fn(&[i32]) + Send + Sync>;
+/// Lets the campaigns of partitions about to be revoked finish what they sent (blocks, for at
+/// most the given time): their next owner must not judge claims whose batches are still out.
+pub type RetirePartitions = Arc<dyn Fn(&[i32], Duration) + Send + Sync>;
+
+/// How long a revocation waits for its campaigns' batches in a rebalance...
+const RETIRE_LIMIT: Duration = Duration::from_secs(60);
+/// ...and when the service stops (a batch waiting for the rate limiter may wait long; one
+/// not sent by then goes back to the queue: its sender finds the partition taken over).
+const RETIRE_LIMIT_STOPPING: Duration = Duration::from_secs(5);
 
 /// Starts a partition's DlrActor: (partition, stored next offset, first epoch, generation).
 pub type SpawnPartition = Arc<dyn Fn(i32, Option<i64>, u64, u64) -> Addr<DlrActor> + Send + Sync>;
@@ -180,7 +186,11 @@ impl Rebalancer {
         // their campaigns take no new work, and what they sent is answered, before the
         // checkpoint that hands the partitions over
         self.partitions.retire(partitions);
-        (self.retire)(partitions);
+        let limit = match self.stop.load(Ordering::Acquire) {
+            true => RETIRE_LIMIT_STOPPING,
+            false => RETIRE_LIMIT,
+        };
+        (self.retire)(partitions, limit);
         match block_on(self.checkpointer.send(CheckpointNow)) {
             Ok(Ok(epoch)) => tracing::info!(?partitions, epoch, "checkpointed before revocation"),
             other => tracing::error!(?other, ?partitions, "checkpoint before revocation failed"),

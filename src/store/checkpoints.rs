@@ -13,7 +13,7 @@ use super::StoreError;
 use crate::domain::CampaignId;
 use crate::engine::campaign::EngagementCounts;
 use crate::engine::campaign::{Counters, Figures};
-use crate::engine::ledger::{CreditMoves, DeadLetter, PartitionCheckpoint};
+use crate::engine::ledger::{CreditMoves, DeadLetter, MessageRow, PartitionCheckpoint};
 
 /// Where offsets are kept: the broker cluster, consumer group and topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,8 +173,10 @@ async fn apply(
     scope: &OffsetScope,
     (order, write): (i64, &CheckpointWrite),
 ) -> Result<(), StoreError> {
-    for part in &write.parts {
-        append_log(tx, order as u64, &part.rows).await?;
+    // every partition's rows in as few statements as one partition's
+    let rows: Vec<&MessageRow> = write.parts.iter().flat_map(|p| &p.rows).collect();
+    append_log(tx, order as u64, &rows).await?;
+    for part in write.parts.iter().filter(|p| !p.engaged.is_empty()) {
         write_engagement(tx, &part.engaged).await?;
     }
     // campaign rows before tenant rows: the order the campaign's own writes lock them in

@@ -97,7 +97,7 @@ const ROWS_PER_STATEMENT: usize = 10_000;
 pub async fn append_log(
     tx: &mut Transaction<'_, Postgres>,
     epoch: u64,
-    rows: &[MessageRow],
+    rows: &[&MessageRow],
 ) -> Result<(), StoreError> {
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         append_chunk(tx, epoch, chunk).await?;
@@ -108,7 +108,7 @@ pub async fn append_log(
 async fn append_chunk(
     tx: &mut Transaction<'_, Postgres>,
     epoch: u64,
-    rows: &[MessageRow],
+    rows: &[&MessageRow],
 ) -> Result<(), StoreError> {
     let ids: Vec<i64> = rows.iter().map(|r| r.recipient.get()).collect();
     let status: Vec<&str> = rows.iter().map(|r| r.status.as_db_str()).collect();
