@@ -16,9 +16,10 @@ CREATE TABLE cluster_members (
 );
 
 -- The owner of each partition and its generation, raised by every assignment. A checkpoint
--- locks the rows of the partitions it writes (FOR SHARE) and is refused when one names
--- another member or an older generation: a member that lost a partition can never write for
--- it again. An assignment waits for such a checkpoint to finish, then raises the generation.
+-- holds its member's row lock, reads the rows of the partitions it writes, and is refused
+-- when one names another member or an older generation: a member that lost a partition can
+-- never write for it again. An assignment first locks the previous owners' member rows (a
+-- checkpoint in flight finishes), then raises the generations.
 CREATE TABLE partition_owners (
     cluster_id     TEXT NOT NULL,
     consumer_group TEXT NOT NULL,

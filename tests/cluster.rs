@@ -279,22 +279,35 @@ async fn three_instances_split_the_work_and_one_killed_mid_way_loses_and_doubles
     let owner = owners(&pool).await[&((id % 8) as i32)].0;
     let instances = [&first, &second, &third];
     let elsewhere = instances[members.iter().position(|m| *m != owner).unwrap()];
-    let enqueued: Value = http
-        .post(elsewhere.url(&format!("/api/campaigns/{id}/enqueue")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // while the group still settles, a campaign can be moving: 503, and the client retries
+    let enqueued: Value = eventually(
+        Duration::from_secs(60),
+        "the enqueue to be answered",
+        || async {
+            let r = http
+                .post(elsewhere.url(&format!("/api/campaigns/{id}/enqueue")))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .ok()?;
+            if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+                return None;
+            }
+            r.json().await.ok()
+        },
+    )
+    .await;
     assert_eq!(enqueued["queued"], RECIPIENTS, "{enqueued}");
-    let mut stream = http
-        .get(elsewhere.url(&format!("/api/v1/campaigns/{id}/stats/stream")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let mut stream = eventually(Duration::from_secs(60), "the stream to open", || async {
+        let r = http
+            .get(elsewhere.url(&format!("/api/v1/campaigns/{id}/stats/stream")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .ok()?;
+        (r.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE).then_some(r)
+    })
+    .await;
     assert_eq!(stream.headers()["content-type"], "text/event-stream");
     let first_event = String::from_utf8(stream.chunk().await.unwrap().unwrap().to_vec()).unwrap();
     assert!(

@@ -68,17 +68,33 @@ pub async fn advertise(pool: &PgPool, member: MemberId, address: &str) -> Result
 }
 
 /// Takes partitions over for `member`: each one's generation goes up by one (the first is 1).
-/// Waits for a checkpoint of the previous owner that is still writing (it holds the rows),
-/// after which that owner can no longer write for them. Answers the new generations.
+/// Waits for a checkpoint of the previous owner that is still writing (it holds its member
+/// row), after which that owner can no longer write for them. Answers the new generations.
 pub async fn take_over(
     pool: &PgPool,
     scope: &OffsetScope,
     member: MemberId,
     partitions: &[i32],
 ) -> Result<HashMap<i32, u64>, StoreError> {
-    // in partition order, as checkpoints lock them
+    // in partition order, as checkpoints name them
     let mut partitions = partitions.to_vec();
     partitions.sort_unstable();
+    let mut tx = pool.begin().await?;
+    // the previous owners' rows, which each of their checkpoints holds while it writes: a
+    // checkpoint in flight ends first, and every later one reads the raised generation
+    sqlx::query(
+        "SELECT 1 FROM cluster_members WHERE member IN (
+             SELECT o.member FROM partition_owners o
+             WHERE o.cluster_id = $1 AND o.consumer_group = $2 AND o.topic = $3
+               AND o.partition = ANY($4))
+         ORDER BY member FOR UPDATE",
+    )
+    .bind(&scope.cluster_id)
+    .bind(&scope.consumer_group)
+    .bind(&scope.topic)
+    .bind(&partitions)
+    .execute(&mut *tx)
+    .await?;
     let rows: Vec<(i32, i64)> = sqlx::query_as(
         "INSERT INTO partition_owners (cluster_id, consumer_group, topic, partition, generation, member)
          SELECT $1, $2, $3, p, 1, $5 FROM UNNEST($4::int[]) AS u(p)
@@ -92,13 +108,16 @@ pub async fn take_over(
     .bind(&scope.topic)
     .bind(&partitions)
     .bind(member.get())
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(rows.into_iter().map(|(p, g)| (p, g as u64)).collect())
 }
 
-/// Of the given (partition, generation) pairs, those `member` no longer holds, read under a
-/// share lock inside the caller's transaction: until it ends, no member can take them over.
+/// Of the given (partition, generation) pairs, those `member` no longer holds. Call it in a
+/// transaction that already holds the member's row lock (taken by an earlier statement, so
+/// that this one reads after any take-over that held it): a take-over of this member's
+/// partitions takes that lock first, so none can commit until the transaction ends.
 /// (A partition taken back by the same member has a stale generation and a current one.)
 pub async fn lost_partitions(
     tx: &mut sqlx::PgConnection,
@@ -117,8 +136,6 @@ pub async fn lost_partitions(
              SELECT o.partition, o.generation, o.member FROM partition_owners o
              WHERE o.cluster_id = $1 AND o.consumer_group = $2 AND o.topic = $3
                AND o.partition = ANY($4)
-             ORDER BY o.partition
-             FOR SHARE
          )
          SELECT h.partition, h.generation FROM held h LEFT JOIN current c USING (partition)
          WHERE c.member IS DISTINCT FROM $6 OR c.generation IS DISTINCT FROM h.generation
