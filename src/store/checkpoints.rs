@@ -119,9 +119,10 @@ pub async fn load_offsets(
 /// - The member's stored epoch is read under its row lock first, and every write at or below
 ///   it is skipped: it committed already (its answer was lost), and its campaign deltas and
 ///   credits must not be added twice.
-/// - The partitions written are checked under a share lock: if another member took one over
-///   (or took it over and lost it again), nothing is written and the answer is
-///   [`StoreError::Fenced`] with those partitions.
+/// - The partitions written are checked next, while that lock is held (a take-over of this
+///   member's partitions takes it first): if another member took one over (or took it over
+///   and lost it again), nothing is written and the answer is [`StoreError::Fenced`] with
+///   those (partition, generation) pairs.
 #[tracing::instrument(skip_all, fields(epochs = writes.len()))]
 pub async fn commit(
     pool: &PgPool,
