@@ -287,14 +287,9 @@ impl CampaignRegistry {
     /// Partitions are being revoked: their campaigns' actors take no new work and stop once
     /// what they sent is answered. `false` if some were still busy after `limit`.
     pub async fn retire_partitions(&self, partitions: &[i32], limit: Duration) -> bool {
-        let actors: Vec<_> = self
-            .inner
-            .actors
-            .iter()
-            .filter(|e| partitions.contains(&self.inner.partitions.of_campaign(*e.key())))
-            .map(|e| e.value().clone())
-            .collect();
-        let retired = futures::future::join_all(actors.iter().map(|a| a.send(Retire)));
+        let owned = &self.inner.partitions;
+        let actors = self.actors_where(|id| partitions.contains(&owned.of_campaign(id)));
+        let retired = futures::future::join_all(actors.iter().map(|(_, a)| a.send(Retire)));
         tokio::time::timeout(limit, retired).await.is_ok()
     }
 
@@ -314,28 +309,14 @@ impl CampaignRegistry {
     /// A partition left this member: its campaigns' actors stop (see [`Evict`]); the new owner
     /// activates them from their snapshots.
     pub fn evict_partition(&self, partition: i32) {
-        let actors: Vec<_> = self
-            .inner
-            .actors
-            .iter()
-            .filter(|e| self.inner.partitions.of_campaign(*e.key()) == partition)
-            .map(|e| (*e.key(), e.value().clone()))
-            .collect();
-        for (id, addr) in actors {
-            addr.do_send(Evict);
-            self.forget(id, &addr);
-        }
+        let partitions = &self.inner.partitions;
+        self.evict_where(|id| partitions.of_campaign(id) == partition);
     }
 
     /// Stops actors idle for `idle_for` whose changes are all committed.
     pub async fn passivate_idle(&self, idle_for: Duration) -> usize {
         let committed_epoch = self.inner.committed_epoch.load(Ordering::Acquire);
-        let actors: Vec<_> = self
-            .inner
-            .actors
-            .iter()
-            .map(|e| (*e.key(), e.value().clone()))
-            .collect();
+        let actors = self.actors_where(|_| true);
         let mut stopped = 0;
         for (id, addr) in actors {
             let passivate = Passivate {
@@ -354,13 +335,25 @@ impl CampaignRegistry {
     /// Stops every campaign actor (see [`Evict`]); the next request activates a fresh one
     /// from the snapshot.
     pub fn drop_all(&self) {
-        let actors: Vec<_> = self
-            .inner
+        self.evict_where(|_| true);
+    }
+
+    /// The running actors of the campaigns `pick` selects.
+    fn actors_where(
+        &self,
+        pick: impl Fn(CampaignId) -> bool,
+    ) -> Vec<(CampaignId, Addr<CampaignActor>)> {
+        self.inner
             .actors
             .iter()
+            .filter(|e| pick(*e.key()))
             .map(|e| (*e.key(), e.value().clone()))
-            .collect();
-        for (id, addr) in actors {
+            .collect()
+    }
+
+    /// Stops (see [`Evict`]) and forgets the actors of the campaigns `pick` selects.
+    fn evict_where(&self, pick: impl Fn(CampaignId) -> bool) {
+        for (id, addr) in self.actors_where(pick) {
             addr.do_send(Evict);
             self.forget(id, &addr);
         }
