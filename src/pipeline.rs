@@ -195,6 +195,8 @@ pub struct EventHandles {
     pub applied: Applied,
     /// How requests reach the members owning other campaigns.
     pub cluster: crate::http::forward::ClusterHandle,
+    /// Whether the consumer is taking records, for readiness.
+    pub consumer: consumer::ConsumerHealth,
 }
 
 pub struct Pipeline {
@@ -277,7 +279,9 @@ impl Pipeline {
                 fold: fold.clone(),
                 max_rows: settings.checkpoint_max_unfolded_rows,
             },
+            health: consumer::ConsumerHealth::default(),
         };
+        let health = config.health.clone();
         let retire = retire_partitions(&registry);
         let consumer = consumer::start(
             config,
@@ -296,6 +300,7 @@ impl Pipeline {
                 producer,
                 applied,
                 cluster: crate::http::forward::ClusterHandle::new(offset_scope(&broker, settings)),
+                consumer: health,
             },
             broker,
             checkpointer,

@@ -390,6 +390,16 @@ async fn health_readiness_and_json_errors() {
     assert_eq!(health.status(), 200);
     let ready = http.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(
+        (&body["database"], &body["broker"], &body["consumer"]),
+        (
+            &serde_json::json!("ok"),
+            &serde_json::json!("ok"),
+            &serde_json::json!("consuming")
+        ),
+        "{body}"
+    );
 
     let missing = http.get(app.url("/no/such/route")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
@@ -403,6 +413,12 @@ async fn health_readiness_and_json_errors() {
     assert_eq!(not_ready.status(), 503);
     let body: serde_json::Value = not_ready.json().await.unwrap();
     assert_eq!(body["error"]["code"], "UNAVAILABLE");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("database"), "{message}");
+    assert!(
+        !message.contains("broker"),
+        "the broker still answers: {message}"
+    );
 
     app.stop().await;
     db.drop_database().await;

@@ -45,6 +45,8 @@ pub struct CampaignActor {
     /// Revocations waiting for this actor to stop (answered as it is dropped).
     retirements: Vec<oneshot::Sender<()>>,
     pub(super) command_running: bool,
+    /// A refresh from the snapshot is being read.
+    refreshing: bool,
     published: PublishedStats,
 }
 
@@ -73,6 +75,7 @@ impl CampaignActor {
             commands: VecDeque::new(),
             retirements: Vec::new(),
             command_running: false,
+            refreshing: false,
             published,
         }
     }
@@ -180,21 +183,28 @@ impl CampaignActor {
     /// While other members hold partitions too, they apply some of this campaign's
     /// transitions and add them to its snapshot: the actor takes the snapshot again, with its
     /// own uncommitted transitions on top, and takes its next step (a send may be complete).
-    /// Never while one of its own writes is in flight, and nothing else runs meanwhile.
+    /// The mailbox keeps running meanwhile; the snapshot is taken only if none of the
+    /// campaign's own writes was in flight or landed while it was read (it might hold it).
     fn refresh(&mut self, ctx: &mut Context<Self>) {
         let alone = self.partitions.owns_all();
         let Load::Ready(c) = &mut self.state else {
             return;
         };
         c.keep_uncommitted(!alone);
-        if alone || self.run.writing() || self.command_running {
+        if alone || self.refreshing || self.run.writing() || self.command_running {
             return;
         }
+        let adjustments = c.adjustments;
+        self.refreshing = true;
         let (pool, id, member) = (self.pool.clone(), self.id, self.member);
         let load = async move { store::campaigns::load_for_activation(&pool, id, member).await };
-        ctx.wait(load.into_actor(self).map(|loaded, act, ctx| {
+        ctx.spawn(load.into_actor(self).map(move |loaded, act, ctx| {
+            act.refreshing = false;
+            let quiet = !act.run.writing() && !act.command_running;
             match (loaded, &mut act.state) {
-                (Ok(Some(snapshot)), Load::Ready(c)) => c.refresh(snapshot),
+                (Ok(Some(snapshot)), Load::Ready(c)) if quiet && c.adjustments == adjustments => {
+                    c.refresh(snapshot)
+                }
                 (Ok(_), _) => return,
                 (Err(e), _) => {
                     tracing::warn!(campaign_id = %act.id, error = %e, "refreshing from the snapshot failed");

@@ -44,6 +44,36 @@ impl Batch {
     pub fn never_left(&self) -> Resolution {
         Resolution::LookedUp(vec![Ok(None); self.items.len()])
     }
+
+    /// The batch cut, in order, into pieces of at most `cells` segments each (a message
+    /// longer than that goes alone); one piece when there is no bound.
+    pub fn pieces(mut self, cells: Option<u32>) -> Vec<Batch> {
+        let Some(cells) = cells else {
+            return vec![self];
+        };
+        let mut groups: Vec<Vec<BatchItem>> = Vec::new();
+        let mut used = 0;
+        for item in std::mem::take(&mut self.items) {
+            match groups.last_mut() {
+                Some(group) if used + item.segments <= cells => {
+                    used += item.segments;
+                    group.push(item);
+                }
+                _ => {
+                    used = item.segments;
+                    groups.push(vec![item]);
+                }
+            }
+        }
+        groups
+            .into_iter()
+            .map(|items| Batch {
+                items,
+                sender: self.sender.clone(),
+                ..self
+            })
+            .collect()
+    }
 }
 
 /// What became of a batch once its events are on the topic.
@@ -53,6 +83,15 @@ pub struct BatchDone {
     pub failed: usize,
     /// Provably never accepted (lost answer, absent at Mitto): to be queued again.
     pub requeue: Vec<RecipientId>,
+}
+
+impl BatchDone {
+    /// Adds a piece's outcome.
+    pub fn merge(&mut self, other: BatchDone) {
+        self.accepted += other.accepted;
+        self.failed += other.failed;
+        self.requeue.extend(other.requeue);
+    }
 }
 
 /// How a batch's send ended, before it becomes events.
@@ -138,6 +177,37 @@ pub fn events_for(batch: &Batch, resolution: Resolution) -> (Vec<Event>, BatchDo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_is_cut_into_pieces_that_fit_the_burst_in_order() {
+        let item = |recipient: i64, segments| BatchItem {
+            recipient: RecipientId::new(recipient).unwrap(),
+            phone: format!("+3069000000{recipient:02}"),
+            text: "x".into(),
+            attempt: 1,
+            segments,
+        };
+        let batch = Batch {
+            campaign: CampaignId::new(1).unwrap(),
+            tenant: TenantId::new(1).unwrap(),
+            traffic_account: TrafficAccountId::from_uuid(uuid::Uuid::nil()),
+            sender: "Shop".into(),
+            items: vec![item(1, 1), item(2, 2), item(3, 1), item(4, 5), item(5, 1)],
+            owner: Some((3, 7)),
+        };
+        let sizes = |pieces: &[Batch]| -> Vec<Vec<i64>> {
+            pieces
+                .iter()
+                .map(|p| p.items.iter().map(|i| i.recipient.get()).collect())
+                .collect()
+        };
+        let pieces = batch.clone().pieces(Some(3));
+        assert_eq!(sizes(&pieces), [vec![1, 2], vec![3], vec![4], vec![5]]);
+        assert!(pieces
+            .iter()
+            .all(|p| p.owner == Some((3, 7)) && p.sender == "Shop"));
+        assert_eq!(sizes(&batch.clone().pieces(None)), [vec![1, 2, 3, 4, 5]]);
+    }
 
     fn batch(n: i64) -> Batch {
         Batch {

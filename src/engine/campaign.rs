@@ -494,6 +494,9 @@ pub struct Campaign {
     /// members also add to the snapshot (`None` otherwise): a refresh from the snapshot puts
     /// them back on top of it.
     pub uncommitted: Option<BTreeMap<u64, Vec<Change>>>,
+    /// How many committed writes of the campaign's own were applied (see
+    /// [`Campaign::adjust`]): a snapshot read while one landed may or may not hold it.
+    pub adjustments: u64,
 }
 
 impl Campaign {
@@ -550,6 +553,7 @@ impl Campaign {
     /// Applies a lifecycle write's counter change (already committed with its rows).
     pub fn adjust(&mut self, delta: &Counters) {
         self.figures.counters.merge(delta);
+        self.adjustments += 1;
     }
 
     /// Takes an edited definition (the status is set by the caller, as admitted).
@@ -652,6 +656,7 @@ impl Campaign {
             loaded_epoch: 0,
             applied_epoch: 0,
             uncommitted: None,
+            adjustments: 0,
         }
     }
 }

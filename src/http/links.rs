@@ -305,12 +305,7 @@ async fn publish_at(
 
 /// Produces one engagement event; returns once the broker has it.
 pub(super) async fn publish_event(state: &AppState, event: Event) -> Result<(), String> {
-    state
-        .events
-        .producer
-        .send(&[event])
-        .await
-        .map_err(|e| e.to_string())
+    state.events.producer.send_answering(&[event]).await
 }
 
 fn expired(target: &LinkTarget, now: DateTime<Utc>) -> bool {

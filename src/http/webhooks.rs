@@ -167,10 +167,7 @@ pub(super) async fn receive_dlr(
 ) -> Result<HttpResponse, WebhookError> {
     let Verified { body, key, at } = verified(&req, payload, &state).await?;
     let events = parse_reports(&body, at)?;
-    let produce = async {
-        let sent = state.events.producer.send(&events).await;
-        sent.map_err(|e| e.to_string())
-    };
+    let produce = state.events.producer.send_answering(&events);
     state.replays.accept_once(key, produce).await?;
     Ok(HttpResponse::Accepted().json(Accepted {
         accepted: events.len(),

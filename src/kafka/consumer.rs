@@ -52,6 +52,60 @@ pub struct ConsumerConfig {
     pub batch_records: usize,
     /// The fold's backlog, past which no records are taken.
     pub backlog: Backlog,
+    pub health: ConsumerHealth,
+}
+
+/// What the consumer thread is doing, for readiness: it beats on every turn of its loop,
+/// saying whether back-pressure (the fold's backlog, a full DlrActor mailbox) held it.
+#[derive(Clone)]
+pub struct ConsumerHealth(Arc<HealthBeat>);
+
+struct HealthBeat {
+    origin: Instant,
+    /// Milliseconds after `origin` of the last beat.
+    last: std::sync::atomic::AtomicU64,
+    held: AtomicBool,
+}
+
+/// No beat for this long: the consumer is stalled (a rebalance that cannot reach the
+/// database, a revocation waiting for batches, a thread that ended).
+const STALLED_AFTER: Duration = Duration::from_secs(10);
+
+/// The consumer as readiness reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumerState {
+    Consuming,
+    /// Alive, taking no records until the database catches up.
+    HeldBack,
+    Stalled(Duration),
+}
+
+impl Default for ConsumerHealth {
+    fn default() -> Self {
+        Self(Arc::new(HealthBeat {
+            origin: Instant::now(),
+            last: Default::default(),
+            held: AtomicBool::new(false),
+        }))
+    }
+}
+
+impl ConsumerHealth {
+    fn beat(&self, held: bool) {
+        let since = self.0.origin.elapsed().as_millis() as u64;
+        self.0.last.store(since, Ordering::Relaxed);
+        self.0.held.store(held, Ordering::Relaxed);
+    }
+
+    pub fn state(&self) -> ConsumerState {
+        let last = Duration::from_millis(self.0.last.load(Ordering::Relaxed));
+        let quiet = self.0.origin.elapsed().saturating_sub(last);
+        match (quiet > STALLED_AFTER, self.0.held.load(Ordering::Relaxed)) {
+            (true, _) => ConsumerState::Stalled(quiet),
+            (false, true) => ConsumerState::HeldBack,
+            (false, false) => ConsumerState::Consuming,
+        }
+    }
 }
 
 /// Back-pressure from the fold (src/actors/fold.rs): while more than `max_rows` checkpointed
@@ -279,7 +333,7 @@ pub fn start(
                 consumer,
                 partitions,
                 (config.batch_records, config.backlog),
-                flag,
+                (flag, config.health),
             )
         })
         .map_err(|e| KafkaError::Subscription(e.to_string()))?;
@@ -325,10 +379,11 @@ fn poll_loop(
     consumer: Arc<BaseConsumer<Rebalancer>>,
     partitions: Partitions,
     (batch_records, backlog): (usize, Backlog),
-    stop: Arc<AtomicBool>,
+    (stop, health): (Arc<AtomicBool>, ConsumerHealth),
 ) {
     while !stop.load(Ordering::Acquire) {
         if backlog.full() {
+            health.beat(true);
             std::thread::sleep(BACKLOG_RECHECK);
             continue;
         }
@@ -356,7 +411,8 @@ fn poll_loop(
         }
         // rebalance hooks run only inside poll, so between polls these records stay current
         let batches = std::mem::take(&mut *consumer.context().pending());
-        hand_over(&partitions, batches, batch_records, &stop);
+        health.beat(false);
+        hand_over(&partitions, batches, batch_records, (&stop, &health));
     }
     tracing::info!("consumer stopping; leaving the group");
     // leaving revokes the assignment, which checkpoints through the rebalance hook
@@ -393,7 +449,7 @@ fn hand_over(
     partitions: &Partitions,
     batches: HashMap<i32, Vec<Incoming>>,
     batch_records: usize,
-    stop: &AtomicBool,
+    waiting: (&AtomicBool, &ConsumerHealth),
 ) {
     for (p, mut records) in batches {
         let Some(actor) = partitions.get(p) else {
@@ -402,7 +458,7 @@ fn hand_over(
         while !records.is_empty() {
             let rest = records.split_off(records.len().min(batch_records));
             let batch = std::mem::replace(&mut records, rest);
-            if !send_waiting(&actor, batch, stop) {
+            if !send_waiting(&actor, batch, waiting) {
                 break;
             }
         }
@@ -414,7 +470,11 @@ const BACKLOG_RECHECK: Duration = Duration::from_millis(5);
 
 /// Sends with back-pressure: waits while the actor's mailbox is full. `false` if the actor
 /// stopped (its partition was revoked) or the consumer is stopping.
-fn send_waiting(actor: &Addr<DlrActor>, batch: Vec<Incoming>, stop: &AtomicBool) -> bool {
+fn send_waiting(
+    actor: &Addr<DlrActor>,
+    batch: Vec<Incoming>,
+    (stop, health): (&AtomicBool, &ConsumerHealth),
+) -> bool {
     let mut msg = Records(batch);
     loop {
         match actor.try_send(msg) {
@@ -424,6 +484,7 @@ fn send_waiting(actor: &Addr<DlrActor>, batch: Vec<Incoming>, stop: &AtomicBool)
                 if stop.load(Ordering::Acquire) {
                     return false;
                 }
+                health.beat(true);
                 msg = back;
                 std::thread::sleep(Duration::from_micros(500));
             }

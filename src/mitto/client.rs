@@ -6,6 +6,7 @@
 //! 5xx); an ambiguous send is never retried here, so no phone is messaged twice.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -156,13 +157,30 @@ impl MittoClient {
     /// ambiguous one, since Mitto answered 200 and may have accepted every message.
     #[tracing::instrument(skip_all, fields(messages = messages.len()))]
     pub async fn send_bulk(&self, messages: &[SendMessage]) -> Result<BulkOutcome, MittoError> {
+        self.send_bulk_paced(messages, no_pace).await
+    }
+
+    /// [`MittoClient::send_bulk`], with `again` awaited before every retry: a rate limit
+    /// takes the batch's budget again, since a refused request sent nothing and the retry
+    /// goes out in a later second.
+    pub async fn send_bulk_paced<P, F>(
+        &self,
+        messages: &[SendMessage],
+        again: P,
+    ) -> Result<BulkOutcome, MittoError>
+    where
+        P: Fn() -> F,
+        F: Future<Output = ()>,
+    {
         let body = BulkRequest {
             messages: messages.to_vec(),
         };
         let response: SendResponse = self
-            .call(CallKind::Send, || {
-                self.http.post(self.url(BULK_SEND_PATH)).json(&body)
-            })
+            .call(
+                CallKind::Send,
+                || self.http.post(self.url(BULK_SEND_PATH)).json(&body),
+                again,
+            )
             .await?;
         let bulk_id = match response.bulk_id.as_deref().map(BulkId::parse).transpose() {
             Ok(id) => id,
@@ -176,9 +194,11 @@ impl MittoClient {
     #[tracing::instrument(skip_all)]
     pub async fn send_one(&self, message: &SendMessage) -> Result<ItemResult, MittoError> {
         let response: SendResponse = self
-            .call(CallKind::Send, || {
-                self.http.post(self.url(SINGLE_SEND_PATH)).json(message)
-            })
+            .call(
+                CallKind::Send,
+                || self.http.post(self.url(SINGLE_SEND_PATH)).json(message),
+                no_pace,
+            )
             .await?;
         let mut items = map_items(1, response)?;
         Ok(items.remove(0))
@@ -192,7 +212,7 @@ impl MittoClient {
         id: &MessageId,
     ) -> Result<MessageStatusResponse, MittoError> {
         let url = self.url(&format!("{MESSAGE_PATH}/{}", id.as_str()));
-        self.call(CallKind::Lookup, || self.http.get(url.clone()))
+        self.call(CallKind::Lookup, || self.http.get(url.clone()), no_pace)
             .await
             .map_err(|e| match e {
                 MittoError::Rejected { status: 404, .. } => MittoError::NotFound(id.to_string()),
@@ -211,7 +231,7 @@ impl MittoClient {
         let mut url = self.url(MESSAGE_PATH);
         url.query_pairs_mut().append_pair("reference", reference);
         match self
-            .call(CallKind::Lookup, || self.http.get(url.clone()))
+            .call(CallKind::Lookup, || self.http.get(url.clone()), no_pace)
             .await
         {
             Ok(message) => Ok(Some(message)),
@@ -228,13 +248,18 @@ impl MittoClient {
     }
 
     /// Runs attempts under the retry policy and turns the last failure into a `MittoError`.
-    async fn call<T, B>(&self, kind: CallKind, build: B) -> Result<T, MittoError>
+    async fn call<T, B, P, F>(&self, kind: CallKind, build: B, again: P) -> Result<T, MittoError>
     where
         T: DeserializeOwned,
         B: Fn() -> reqwest::RequestBuilder,
+        P: Fn() -> F,
+        F: Future<Output = ()>,
     {
         let attempts = Cell::new(0u32);
         let attempt = || async {
+            if attempts.get() > 0 {
+                again().await;
+            }
             attempts.set(attempts.get() + 1);
             self.attempt(kind, &build).await
         };
@@ -289,6 +314,11 @@ impl MittoClient {
         }
         Err(status_error(response).await)
     }
+}
+
+/// Nothing to wait for before a retry.
+fn no_pace() -> std::future::Ready<()> {
+    std::future::ready(())
 }
 
 /// The lookup pace: at most `rate` lookups in any one-second window. A small burst (10 ms

@@ -237,22 +237,23 @@ enum Reports {
     Later { duplicate: bool, out_of_order: bool },
 }
 
-/// Lookups per calendar second (UTC epoch second). Only the current second and the highest
-/// count seen are kept, so memory stays constant however long the simulator runs.
+/// A count per calendar second (UTC epoch second): lookups, or one traffic account's
+/// accepted segments. Only the current second and the highest count seen are kept, so memory
+/// stays constant however long the simulator runs.
 #[derive(Debug, Default)]
-struct LookupRate {
+struct PerSecond {
     second: i64,
     count: u64,
     max: u64,
 }
 
-impl LookupRate {
-    fn record(&mut self, second: i64) {
+impl PerSecond {
+    fn record(&mut self, second: i64, n: u64) {
         if second != self.second {
             self.second = second;
             self.count = 0;
         }
-        self.count += 1;
+        self.count += n;
         self.max = self.max.max(self.count);
     }
 }
@@ -300,6 +301,9 @@ pub struct SimStats {
     pub in_flight: u64,
     /// The most lookups (both endpoints, authorised) that arrived within one UTC second.
     pub max_lookups_per_second: u64,
+    /// The most segments one traffic account had accepted within one UTC second: what a
+    /// provider's per-second rate limit sees.
+    pub max_segments_per_second: u64,
     /// The highest number of times one (destination, text) was accepted; 1 means no double send.
     pub max_sends_per_message: u64,
     pub sends: Vec<SendCount>,
@@ -313,7 +317,9 @@ pub struct SimState {
     references: DashMap<String, String>,
     sends: DashMap<(String, String), u64>,
     counters: Counters,
-    lookup_rate: Mutex<LookupRate>,
+    lookup_rate: Mutex<PerSecond>,
+    /// Accepted segments per second, by traffic account.
+    send_rate: DashMap<String, PerSecond>,
     script: Mutex<VecDeque<Fault>>,
     limiter: Option<DefaultKeyedRateLimiter<String>>,
     /// One entry per message: its reports, in the order they are to arrive.
@@ -385,7 +391,8 @@ pub fn start(config: SimConfig) -> std::io::Result<SimHandle> {
         references: DashMap::new(),
         sends: DashMap::new(),
         counters: Counters::default(),
-        lookup_rate: Mutex::new(LookupRate::default()),
+        lookup_rate: Mutex::new(PerSecond::default()),
+        send_rate: DashMap::new(),
         script: Mutex::new(VecDeque::new()),
         limiter,
         reports,
@@ -507,10 +514,11 @@ impl SimState {
             };
         }
         let id = MessageId::generate().to_string();
-        let now = Utc::now();
+        let parts = Segments::count(&message.sms.text).parts;
+        let now = self.count_send(&message.traffic_account_id.to_string(), parts);
         let sim = SimMessage {
             request: message.clone(),
-            parts: Segments::count(&message.sms.text).parts,
+            parts,
             created_at: now,
             updated_at: now,
             delivery_status: "Sent".to_owned(),
@@ -704,6 +712,7 @@ impl SimState {
             failed: fates.failed,
             in_flight: fates.in_flight,
             max_lookups_per_second: self.lock_lookup_rate().max,
+            max_segments_per_second: self.send_rate.iter().map(|r| r.max).max().unwrap_or(0),
             max_sends_per_message: sends.iter().map(|s| s.count).max().unwrap_or(0),
             sends,
         }
@@ -728,10 +737,19 @@ impl SimState {
     fn count_lookup(&self) {
         self.counters.lookups.fetch_add(1, Ordering::Relaxed);
         let mut rate = self.lock_lookup_rate();
-        rate.record(Utc::now().timestamp());
+        rate.record(Utc::now().timestamp(), 1);
     }
 
-    fn lock_lookup_rate(&self) -> std::sync::MutexGuard<'_, LookupRate> {
+    /// Counts an accepted message's segments in its account's second; the clock is read under
+    /// the account's entry lock, so concurrent requests record their seconds in order.
+    fn count_send(&self, account: &str, parts: u32) -> chrono::DateTime<Utc> {
+        let mut rate = self.send_rate.entry(account.to_owned()).or_default();
+        let now = Utc::now();
+        rate.record(now.timestamp(), u64::from(parts));
+        now
+    }
+
+    fn lock_lookup_rate(&self) -> std::sync::MutexGuard<'_, PerSecond> {
         self.lookup_rate
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -1114,17 +1132,17 @@ mod tests {
     }
 
     #[test]
-    fn lookup_rate_keeps_the_busiest_second_and_only_the_current_one() {
-        let mut rate = LookupRate::default();
+    fn a_rate_keeps_the_busiest_second_and_only_the_current_one() {
+        let mut rate = PerSecond::default();
         for second in [10, 10, 10, 11, 12, 12] {
-            rate.record(second);
+            rate.record(second, 1);
         }
         assert_eq!(rate.max, 3);
         assert_eq!((rate.second, rate.count), (12, 2));
-        for _ in 0..4 {
-            rate.record(13);
-        }
+        rate.record(13, 4);
         assert_eq!(rate.max, 4);
+        rate.record(13, 2);
+        assert_eq!(rate.max, 6, "counts within a second add up");
     }
 
     #[test]

@@ -79,6 +79,7 @@ pub async fn load_for_activation(
         loaded_epoch: epoch as u64,
         uncommitted: None,
         applied_epoch: 0,
+        adjustments: 0,
     }))
 }
 
