@@ -11,6 +11,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const EVENTS: &str = "campaignd_events_total";
 pub const CONSUMER_LAG: &str = "campaignd_consumer_lag";
+pub const CONSUMER_HELD_BACK: &str = "campaignd_consumer_held_back";
 pub const CHECKPOINT_SECONDS: &str = "campaignd_checkpoint_duration_seconds";
 pub const CHECKPOINT_ROWS: &str = "campaignd_checkpoint_rows";
 pub const CHECKPOINT_FAILURES: &str = "campaignd_checkpoint_failures_total";
@@ -81,6 +82,10 @@ fn describe() {
     describe_gauge!(
         CONSUMER_LAG,
         "Records of message-events not yet consumed, per partition."
+    );
+    describe_gauge!(
+        CONSUMER_HELD_BACK,
+        "1 while back-pressure holds the consumer (records applied but not committed, or rows not folded, past their bounds)."
     );
     describe_histogram!(
         CHECKPOINT_SECONDS,
@@ -169,6 +174,10 @@ pub fn events(kind: &'static str, outcome: &'static str, n: u64) {
 
 pub fn consumer_lag(partition: i32, lag: i64) {
     gauge!(CONSUMER_LAG, "partition" => partition.to_string()).set(lag.max(0) as f64);
+}
+
+pub fn consumer_held_back(held: bool) {
+    gauge!(CONSUMER_HELD_BACK).set(if held { 1.0 } else { 0.0 });
 }
 
 pub fn checkpoint(took: Duration, rows: usize) {

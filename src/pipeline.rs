@@ -9,7 +9,9 @@ use actix::prelude::*;
 use anyhow::Context as _;
 use sqlx::PgPool;
 
-use crate::actors::checkpoint::{CheckpointConfig, CheckpointNow, Checkpointer, Partitions};
+use crate::actors::checkpoint::{
+    CheckpointConfig, CheckpointNow, Checkpointer, Partitions, Uncommitted,
+};
 use crate::actors::claimed::ClaimedRows;
 use crate::actors::dlr::{DlrActor, Ledger, LedgerLimits};
 use crate::actors::fold::Fold;
@@ -257,14 +259,15 @@ impl Pipeline {
             (Arc::new(AtomicU64::new(committed)), partitions.clone()),
             fold.clone(),
         );
-        let pending = Arc::new(AtomicU64::new(0));
+        let uncommitted = Uncommitted::default();
+        let pending = uncommitted.pending.clone();
         let checkpointer = start_checkpointer(
             settings,
             &pool,
             &broker,
             &arbiter,
             (&partitions, &registry, &fold),
-            &pending,
+            &uncommitted,
         );
         let claimed = ClaimedRows::default();
         let spawn = spawn_partition(settings, &pool, &arbiter, &registry, (&pending, &claimed));
@@ -278,6 +281,8 @@ impl Pipeline {
             backlog: consumer::Backlog {
                 fold: fold.clone(),
                 max_rows: settings.checkpoint_max_unfolded_rows,
+                uncommitted,
+                max_records: settings.checkpoint_max_records.saturating_mul(2),
             },
             health: consumer::ConsumerHealth::default(),
         };
@@ -510,7 +515,7 @@ fn start_checkpointer(
     broker: &BrokerConnection,
     arbiter: &Arbiter,
     (partitions, registry, fold): (&Partitions, &CampaignRegistry, &Fold),
-    pending: &Arc<AtomicU64>,
+    uncommitted: &Uncommitted,
 ) -> Addr<Checkpointer> {
     let config = CheckpointConfig {
         pool: pool.clone(),
@@ -520,14 +525,14 @@ fn start_checkpointer(
         max_pending_records: settings.checkpoint_max_records,
         idle_passivation: Duration::from_secs(settings.campaign_idle_secs),
     };
-    let (partitions, registry, fold, pending) = (
+    let (partitions, registry, fold, uncommitted) = (
         partitions.clone(),
         registry.clone(),
         fold.clone(),
-        pending.clone(),
+        uncommitted.clone(),
     );
     Checkpointer::start_in_arbiter(&arbiter.handle(), move |_| {
-        Checkpointer::new(config, partitions, registry, fold, pending)
+        Checkpointer::new(config, partitions, registry, fold, uncommitted)
     })
 }
 

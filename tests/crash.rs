@@ -4,16 +4,13 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use campaignd::bench::workload::{generate, WorkloadSpec};
-use campaignd::domain::{MessageStatus, RecipientId};
-use campaignd::engine::campaign::Counters;
 use campaignd::kafka::producer::EventProducer;
 use campaignd::store::fixtures::claimed_campaign;
 use common::{
-    dev_broker, end_offsets, eventually, free_port, stored_offsets, tenant,
+    assert_ingest_exact, dev_broker, end_offsets, eventually, free_port, stored_offsets, tenant,
     wait_until_offsets_reach, Proc, TestDb,
 };
 use rand::Rng;
@@ -22,22 +19,6 @@ const KILLS: usize = 5;
 
 fn serve(db: &TestDb, bootstrap: &str, port: u16, log: &std::path::Path) -> Proc {
     common::serve(db, port, log, &[("KAFKA_BROKERS", bootstrap)])
-}
-
-async fn row_statuses(pool: &sqlx::PgPool) -> HashMap<RecipientId, MessageStatus> {
-    let rows: Vec<(i64, String, bool)> =
-        sqlx::query_as("SELECT id, status, sent_at IS NOT NULL FROM campaign_recipients")
-            .fetch_all(pool)
-            .await
-            .unwrap();
-    rows.into_iter()
-        .map(|(id, s, sent)| {
-            (
-                RecipientId::new(id).unwrap(),
-                MessageStatus::from_db(&s, sent).unwrap(),
-            )
-        })
-        .collect()
 }
 
 #[actix_web::test]
@@ -120,50 +101,7 @@ async fn kill_9_five_times_while_events_flow_loses_and_doubles_nothing() {
     wait_until_offsets_reach(&pool, &ends, Duration::from_secs(240)).await;
     eprintln!("caught up {:?} after the last restart", started.elapsed());
 
-    let rows = row_statuses(&pool).await;
-    let wrong: Vec<_> = workload
-        .expected_status
-        .iter()
-        .filter(|(r, s)| rows.get(r) != Some(s))
-        .take(5)
-        .collect();
-    assert!(
-        wrong.is_empty(),
-        "message rows differ from the truth, e.g. {wrong:?}"
-    );
-
-    let http = reqwest::Client::new();
-    for (campaign, _) in &campaigns {
-        let expected: &Counters = &workload.expected[campaign];
-        let body: serde_json::Value = eventually(Duration::from_secs(30), "stats", || async {
-            let r = http
-                .get(format!(
-                    "http://127.0.0.1:{port}/api/v1/campaigns/{campaign}/stats"
-                ))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .ok()?;
-            r.json().await.ok()
-        })
-        .await;
-        let got = (
-            body["sent"].as_i64(),
-            body["delivered"].as_i64(),
-            body["failed"].as_i64(),
-            body["pending"].as_i64(),
-        );
-        let want = (
-            Some(expected.sent()),
-            Some(expected.delivered),
-            Some(expected.failed()),
-            Some(expected.pending),
-        );
-        assert_eq!(
-            got, want,
-            "campaign {campaign} counters after {KILLS} kills"
-        );
-    }
+    assert_ingest_exact(&pool, (port, &token), &workload, &format!("{KILLS} kills")).await;
     drop(service);
     pool.close().await;
     db.drop_database().await;

@@ -316,7 +316,7 @@ async fn a_campaign_with_duplicates_unsubscribes_and_faults_messages_every_eligi
 #[actix_web::test]
 async fn pause_stops_new_batches_resume_finishes_and_cancel_refunds_exactly_the_unsent() {
     let db = TestDb::unique();
-    // 400 segments/s (batches of 10): a 2,000 campaign takes about five seconds
+    // 400 segments/s and batches of 100: a 2,000 campaign takes about five seconds
     let limits = [
         ("rate_limits.tenant_per_second", json!(400)),
         ("sending.max_in_flight_batches", json!(2)),

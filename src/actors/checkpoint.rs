@@ -183,6 +183,23 @@ impl Partitions {
 /// Called with the committed offsets after each successful checkpoint.
 pub type OnCommit = Arc<dyn Fn(HashMap<i32, i64>) + Send + Sync>;
 
+/// Records applied but not committed yet: those since the running checkpoint began
+/// (`pending`, counted by the DlrActors) and those in the running checkpoint and in earlier
+/// ones whose write failed (`carried`). Past a bound the consumer takes no more records
+/// (see `kafka::consumer::Backlog`): while the database is slow or away, events wait in the
+/// broker, not in memory.
+#[derive(Clone, Default)]
+pub struct Uncommitted {
+    pub pending: Arc<AtomicU64>,
+    carried: Arc<AtomicU64>,
+}
+
+impl Uncommitted {
+    pub fn records(&self) -> u64 {
+        self.pending.load(Ordering::Relaxed) + self.carried.load(Ordering::Relaxed)
+    }
+}
+
 /// What the checkpointer needs to run.
 pub struct CheckpointConfig {
     pub pool: PgPool,
@@ -199,7 +216,7 @@ pub struct Checkpointer {
     partitions: Partitions,
     registry: CampaignRegistry,
     fold: Fold,
-    pending_records: Arc<AtomicU64>,
+    uncommitted: Uncommitted,
     /// Checkpoints whose write failed, oldest first; retried with the next one.
     unwritten: Vec<CheckpointWrite>,
     last_started: Instant,
@@ -215,14 +232,14 @@ impl Checkpointer {
         partitions: Partitions,
         registry: CampaignRegistry,
         fold: Fold,
-        pending_records: Arc<AtomicU64>,
+        uncommitted: Uncommitted,
     ) -> Self {
         Self {
             config,
             partitions,
             registry,
             fold,
-            pending_records,
+            uncommitted,
             unwritten: Vec::new(),
             last_started: Instant::now(),
             running: false,
@@ -234,7 +251,8 @@ impl Checkpointer {
     fn due(&self) -> bool {
         !self.running
             && (self.last_started.elapsed() >= self.config.interval
-                || self.pending_records.load(Ordering::Relaxed) >= self.config.max_pending_records)
+                || self.uncommitted.pending.load(Ordering::Relaxed)
+                    >= self.config.max_pending_records)
     }
 }
 
@@ -291,7 +309,10 @@ impl Handler<CheckpointNow> for Checkpointer {
     fn handle(&mut self, _: CheckpointNow, _: &mut Self::Context) -> Self::Result {
         self.running = true;
         self.last_started = Instant::now();
-        self.pending_records.store(0, Ordering::Relaxed);
+        let covered = self.uncommitted.pending.swap(0, Ordering::Relaxed);
+        self.uncommitted
+            .carried
+            .fetch_add(covered, Ordering::Relaxed);
         let (epoch, actors) = self.partitions.begin_barrier();
         let committed = self.registry.committed_epoch().load(Ordering::Acquire);
         let folded = self.fold.folded_epoch();
@@ -387,6 +408,8 @@ impl Checkpointer {
 
     /// Records a committed checkpoint and hands its offsets on (newest per partition).
     fn committed(&mut self, epoch: u64, writes: Vec<CheckpointWrite>) -> u64 {
+        // one checkpoint runs at a time, and it carried every earlier unwritten one
+        self.uncommitted.carried.store(0, Ordering::Relaxed);
         self.registry
             .committed_epoch()
             .store(epoch, Ordering::Release);

@@ -116,10 +116,14 @@ impl Limits {
             .min()
     }
 
-    /// The largest batch (in messages) a campaign claims: one piece of single-segment
-    /// messages (longer ones are sent in several pieces).
+    /// The largest batch (in messages) that keeps sends smooth under the limits: a quarter
+    /// second of the tighter rate (sent in pieces, see [`Limits::piece_cells`]).
     pub fn batch_cap(&self) -> Option<usize> {
-        self.piece_cells().map(|cells| cells as usize)
+        [self.account_rate, self.tenant_rate]
+            .into_iter()
+            .flatten()
+            .map(|r| (self.share(r).get() as usize / 4).max(1))
+            .min()
     }
 
     /// Waits until both budgets allow `segments` more; the account's (the provider's limit)
@@ -348,10 +352,14 @@ impl Handler<SendBatch> for SenderActor {
     }
 }
 
-/// The pool: batches go to the senders in turn.
+/// The pool: each batch goes to the sender with the fewest batches (ties in turn), so a
+/// batch never queues behind one waiting out a provider's `Retry-After` while another sender
+/// is idle.
 #[derive(Clone)]
 pub struct SenderPool {
     senders: Arc<[Addr<SenderActor>]>,
+    /// Batches given to each sender and not answered yet.
+    loads: Arc<[std::sync::atomic::AtomicUsize]>,
     next: Arc<std::sync::atomic::AtomicUsize>,
     pub config: Arc<SenderConfig>,
 }
@@ -366,18 +374,28 @@ impl SenderPool {
                 SenderActor::start_in_arbiter(arbiter, move |_| SenderActor { config })
             })
             .collect();
+        let loads = senders.iter().map(|_| Default::default()).collect();
         Self {
             senders: senders.into(),
+            loads,
             next: Arc::default(),
             config,
         }
     }
 
-    /// Sends a batch through the next sender; `None` only if the senders were stopped.
+    /// Sends a batch through the least busy sender; `None` only if the senders were stopped.
     pub async fn send(&self, batch: Batch) -> Option<BatchDone> {
         use std::sync::atomic::Ordering;
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.senders.len();
-        self.senders[i].send(SendBatch(batch)).await.ok()
+        let n = self.senders.len();
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        let i = (first..first + n)
+            .map(|k| k % n)
+            .min_by_key(|i| self.loads[*i].load(Ordering::Relaxed))
+            .unwrap_or(0);
+        self.loads[i].fetch_add(1, Ordering::Relaxed);
+        let done = self.senders[i].send(SendBatch(batch)).await.ok();
+        self.loads[i].fetch_sub(1, Ordering::Relaxed);
+        done
     }
 }
 
@@ -386,11 +404,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pieces_are_a_fortieth_of_a_second_of_the_tighter_limit() {
+    fn batches_are_a_quarter_second_and_pieces_a_fortieth_of_the_tighter_limit() {
         let limits = Limits::new(NonZeroU32::new(1000), NonZeroU32::new(200));
+        assert_eq!(limits.batch_cap(), Some(50));
         assert_eq!(limits.piece_cells(), Some(5));
-        assert_eq!(limits.batch_cap(), Some(5));
         assert_eq!(Limits::new(None, None).batch_cap(), None);
+        assert_eq!(Limits::new(None, None).piece_cells(), None);
     }
 
     #[actix_web::test]
@@ -407,7 +426,8 @@ mod tests {
     async fn members_that_send_share_the_rates_equally() {
         let limits = Limits::new(NonZeroU32::new(1000), None);
         limits.set_members(4);
-        assert_eq!(limits.batch_cap(), Some(6), "1/40 s of 250/s");
+        assert_eq!(limits.batch_cap(), Some(62), "a quarter second of 250/s");
+        assert_eq!(limits.piece_cells(), Some(6), "1/40 s of 250/s");
         // a fresh bucket of 250/s holds a burst of 6 and flows at 242/s
         let (account, tenant) = (
             TrafficAccountId::from_uuid(uuid::Uuid::nil()),
@@ -421,6 +441,6 @@ mod tests {
             "{took:?}: at most 250 segments a second"
         );
         limits.set_members(1);
-        assert_eq!(limits.batch_cap(), Some(25));
+        assert_eq!(limits.batch_cap(), Some(250));
     }
 }

@@ -24,6 +24,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::actors::checkpoint::{
     CheckpointNow, Checkpointer, LoadOffsets, OnCommit, Partitions, SetOnCommit, TakenOver,
+    Uncommitted,
 };
 use crate::actors::dlr::{DlrActor, Incoming, Poison, Records, Stop};
 use crate::actors::fold::Fold;
@@ -94,7 +95,9 @@ impl ConsumerHealth {
     fn beat(&self, held: bool) {
         let since = self.0.origin.elapsed().as_millis() as u64;
         self.0.last.store(since, Ordering::Relaxed);
-        self.0.held.store(held, Ordering::Relaxed);
+        if self.0.held.swap(held, Ordering::Relaxed) != held {
+            crate::metrics::consumer_held_back(held);
+        }
     }
 
     pub fn state(&self) -> ConsumerState {
@@ -116,11 +119,15 @@ impl ConsumerHealth {
 pub struct Backlog {
     pub fold: Fold,
     pub max_rows: u64,
+    /// Records applied but not committed, past which no records are taken either (a slow or
+    /// absent database stalls checkpoints).
+    pub uncommitted: Uncommitted,
+    pub max_records: u64,
 }
 
 impl Backlog {
     fn full(&self) -> bool {
-        self.fold.unfolded_rows() >= self.max_rows
+        self.fold.unfolded_rows() >= self.max_rows || self.uncommitted.records() >= self.max_records
     }
 }
 
@@ -381,12 +388,20 @@ fn poll_loop(
     (batch_records, backlog): (usize, Backlog),
     (stop, health): (Arc<AtomicBool>, ConsumerHealth),
 ) {
+    let (mut held_since, mut paused) = (None::<Instant>, false);
     while !stop.load(Ordering::Acquire) {
-        if backlog.full() {
+        let full = backlog.full();
+        let since = *held_since.get_or_insert_with(Instant::now);
+        if !full {
+            held_since = None;
+        }
+        // a short hold only waits; a long one pauses the partitions (see `hold`)
+        if full && since.elapsed() < PAUSE_AFTER {
             health.beat(true);
             std::thread::sleep(BACKLOG_RECHECK);
             continue;
         }
+        hold(&consumer, full, &mut paused);
         let deadline = Instant::now() + Duration::from_millis(5);
         let mut wait = Duration::from_millis(100);
         let mut taken = 0;
@@ -411,12 +426,39 @@ fn poll_loop(
         }
         // rebalance hooks run only inside poll, so between polls these records stay current
         let batches = std::mem::take(&mut *consumer.context().pending());
-        health.beat(false);
+        health.beat(full);
         hand_over(&partitions, batches, batch_records, (&stop, &health));
     }
     tracing::info!("consumer stopping; leaving the group");
     // leaving revokes the assignment, which checkpoints through the rebalance hook
     leave_group(&consumer);
+}
+
+/// How often a consumer held back looks again...
+const BACKLOG_RECHECK: Duration = Duration::from_millis(5);
+/// ...and after how long it pauses its partitions (fetching stops; polls go on).
+const PAUSE_AFTER: Duration = Duration::from_secs(1);
+
+/// Pauses fetching while back-pressure holds and resumes after. Polls go on meanwhile (they
+/// return no records of paused partitions), so rebalances and statistics are served, and
+/// what waits stays in the broker.
+fn hold(consumer: &BaseConsumer<Rebalancer>, full: bool, paused: &mut bool) {
+    if !full && !*paused {
+        return;
+    }
+    // while held, every turn pauses again: a rebalance may have assigned new partitions
+    let assignment = match consumer.assignment() {
+        Ok(assignment) => assignment,
+        Err(e) => return tracing::warn!(error = %e, "reading the assignment failed"),
+    };
+    let done = match full {
+        true => consumer.pause(&assignment),
+        false => consumer.resume(&assignment),
+    };
+    match done {
+        Ok(()) => *paused = full,
+        Err(e) => tracing::warn!(error = %e, full, "pausing or resuming the partitions failed"),
+    }
 }
 
 /// Unsubscribes and serves the resulting revocation (callbacks run inside `poll`), for at most
@@ -464,9 +506,6 @@ fn hand_over(
         }
     }
 }
-
-/// How often a consumer held back by the fold's backlog looks again.
-const BACKLOG_RECHECK: Duration = Duration::from_millis(5);
 
 /// Sends with back-pressure: waits while the actor's mailbox is full. `false` if the actor
 /// stopped (its partition was revoked) or the consumer is stopping.

@@ -301,8 +301,8 @@ pub struct SimStats {
     pub in_flight: u64,
     /// The most lookups (both endpoints, authorised) that arrived within one UTC second.
     pub max_lookups_per_second: u64,
-    /// The most segments one traffic account had accepted within one UTC second: what a
-    /// provider's per-second rate limit sees.
+    /// The most segments sent to one traffic account within one UTC second, counted as the
+    /// send requests arrive, refused or not: what a provider's per-second rate limit sees.
     pub max_segments_per_second: u64,
     /// The highest number of times one (destination, text) was accepted; 1 means no double send.
     pub max_sends_per_message: u64,
@@ -318,7 +318,7 @@ pub struct SimState {
     sends: DashMap<(String, String), u64>,
     counters: Counters,
     lookup_rate: Mutex<PerSecond>,
-    /// Accepted segments per second, by traffic account.
+    /// Segments received per second, by traffic account.
     send_rate: DashMap<String, PerSecond>,
     script: Mutex<VecDeque<Fault>>,
     limiter: Option<DefaultKeyedRateLimiter<String>>,
@@ -514,11 +514,10 @@ impl SimState {
             };
         }
         let id = MessageId::generate().to_string();
-        let parts = Segments::count(&message.sms.text).parts;
-        let now = self.count_send(&message.traffic_account_id.to_string(), parts);
+        let now = Utc::now();
         let sim = SimMessage {
             request: message.clone(),
-            parts,
+            parts: Segments::count(&message.sms.text).parts,
             created_at: now,
             updated_at: now,
             delivery_status: "Sent".to_owned(),
@@ -740,13 +739,12 @@ impl SimState {
         rate.record(Utc::now().timestamp(), 1);
     }
 
-    /// Counts an accepted message's segments in its account's second; the clock is read under
-    /// the account's entry lock, so concurrent requests record their seconds in order.
-    fn count_send(&self, account: &str, parts: u32) -> chrono::DateTime<Utc> {
+    /// Counts a message's segments in its account's second as its request arrives (refused
+    /// or not: a provider's limit counts what it receives); the clock is read under the
+    /// account's entry lock, so concurrent requests record their seconds in order.
+    fn count_send(&self, account: &str, parts: u32) {
         let mut rate = self.send_rate.entry(account.to_owned()).or_default();
-        let now = Utc::now();
-        rate.record(now.timestamp(), u64::from(parts));
-        now
+        rate.record(Utc::now().timestamp(), u64::from(parts));
     }
 
     fn lock_lookup_rate(&self) -> std::sync::MutexGuard<'_, PerSecond> {
@@ -943,6 +941,10 @@ async fn handle_send(
 ) -> Result<SendResponse, HttpResponse> {
     if !state.authorised(req) {
         return Err(problem(401, "missing or invalid X-Mitto-API-Key"));
+    }
+    for message in messages {
+        let parts = Segments::count(&message.sms.text).parts;
+        state.count_send(&message.traffic_account_id.to_string(), parts);
     }
     let hang = match apply_fault(state.next_fault()).await {
         FaultEffect::Answer(response) => return Err(response),

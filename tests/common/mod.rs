@@ -325,6 +325,74 @@ pub async fn wait_until_offsets_reach(
     .await;
 }
 
+/// Every message row's status.
+pub async fn row_statuses(
+    pool: &sqlx::PgPool,
+) -> std::collections::HashMap<campaignd::domain::RecipientId, campaignd::domain::MessageStatus> {
+    let rows: Vec<(i64, String, bool)> =
+        sqlx::query_as("SELECT id, status, sent_at IS NOT NULL FROM campaign_recipients")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    rows.into_iter()
+        .map(|(id, s, sent)| {
+            (
+                campaignd::domain::RecipientId::new(id).unwrap(),
+                campaignd::domain::MessageStatus::from_db(&s, sent).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// After an ingest: every message row equals the workload's truth, and each campaign's stats
+/// from the service on `port` equal its expected counters.
+pub async fn assert_ingest_exact(
+    pool: &sqlx::PgPool,
+    (port, token): (u16, &str),
+    workload: &campaignd::bench::workload::Workload,
+    what: &str,
+) {
+    let rows = row_statuses(pool).await;
+    let wrong: Vec<_> = workload
+        .expected_status
+        .iter()
+        .filter(|(r, s)| rows.get(r) != Some(s))
+        .take(5)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "message rows differ from the truth after {what}, e.g. {wrong:?}"
+    );
+    let http = reqwest::Client::new();
+    for (campaign, expected) in &workload.expected {
+        let body: serde_json::Value = eventually(Duration::from_secs(30), "stats", || async {
+            let r = http
+                .get(format!(
+                    "http://127.0.0.1:{port}/api/v1/campaigns/{campaign}/stats"
+                ))
+                .bearer_auth(token)
+                .send()
+                .await
+                .ok()?;
+            r.json().await.ok()
+        })
+        .await;
+        let got = (
+            body["sent"].as_i64(),
+            body["delivered"].as_i64(),
+            body["failed"].as_i64(),
+            body["pending"].as_i64(),
+        );
+        let want = (
+            Some(expected.sent()),
+            Some(expected.delivered),
+            Some(expected.failed()),
+            Some(expected.pending),
+        );
+        assert_eq!(got, want, "campaign {campaign} counters after {what}");
+    }
+}
+
 // --- child processes (crash tests) ---
 
 use std::io::{BufRead, BufReader};

@@ -1,0 +1,680 @@
+//! The fault suite's fast cases: what a production service meets besides its own crash. The
+//! database stopped and its postmaster killed (mid-ingest and mid-send), the database slow
+//! (a lock held), the provider throttling, failing and timing out, the broker paused. Each
+//! case has a ground truth and checks that nothing was lost, counted twice or sent twice.
+//!
+//! The Postgres cases stop the machine's own cluster (`pg_ctlcluster`, which `.ci/run`
+//! installs), so the cases of this file run one at a time.
+
+mod common;
+#[path = "support/harness.rs"]
+mod harness;
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use campaignd::bench::workload::{generate, Workload, WorkloadSpec};
+use campaignd::kafka::producer::EventProducer;
+use campaignd::store::fixtures::claimed_campaign;
+use common::{
+    assert_ingest_exact, dev_broker, end_offsets, eventually, free_port, mitto_sim, sim_stats,
+    stored_offsets, tenant, wait_until_offsets_reach, Proc, TestDb,
+};
+use harness::{phone, Harness};
+use serde_json::{json, Value};
+
+/// One case at a time: a stopped database stops every test using it.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const SECRET: &str = "fault-test-secret";
+
+/// The machine's Postgres cluster, controlled as its operator would.
+struct Cluster {
+    version: String,
+}
+
+impl Cluster {
+    fn local() -> Self {
+        let mut versions: Vec<String> = std::fs::read_dir("/etc/postgresql")
+            .expect("a local Postgres cluster (pg_ctlcluster), as .ci/run installs")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        versions.sort_by_key(|v| v.parse::<u32>().unwrap_or(0));
+        Self {
+            version: versions
+                .pop()
+                .expect("a Postgres version in /etc/postgresql"),
+        }
+    }
+
+    fn ctl(&self, action: &str) {
+        assert!(self.try_ctl(action), "pg_ctlcluster {action} failed");
+    }
+
+    fn try_ctl(&self, action: &str) -> bool {
+        Command::new("pg_ctlcluster")
+            .args(["--skip-systemctl-redirect", &self.version, "main", action])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// `kill -9` of the postmaster: its backends end, and the next start recovers from the WAL.
+    fn kill_postmaster(&self) {
+        let pid_file = format!("/var/lib/postgresql/{}/main/postmaster.pid", self.version);
+        let pid = std::fs::read_to_string(&pid_file).expect("the postmaster's pid file");
+        let pid = pid.lines().next().unwrap().trim().to_owned();
+        let status = Command::new("kill").args(["-9", &pid]).status().unwrap();
+        assert!(status.success());
+        // its backends notice within moments; wait until nothing answers
+        let until = Instant::now() + Duration::from_secs(10);
+        while answers() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn answers() -> bool {
+    Command::new("pg_isready")
+        .args(["-q", "-h", "127.0.0.1", "-p", "5432"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Starts the cluster again when a case ends, however it ends.
+struct Restore<'a>(&'a Cluster);
+
+impl Drop for Restore<'_> {
+    fn drop(&mut self) {
+        if !answers() && !self.0.try_ctl("start") {
+            eprintln!("Postgres could not be started again; start it by hand");
+        }
+    }
+}
+
+/// `GET /readyz`: its status and body, or `None` while the service does not answer.
+async fn readiness(http: &reqwest::Client, port: u16) -> Option<(u16, Value)> {
+    let r = http
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .send()
+        .await
+        .ok()?;
+    let status = r.status().as_u16();
+    Some((status, r.json().await.unwrap_or_default()))
+}
+
+/// Waits until readiness answers `status`, with `part` in its body when given.
+async fn wait_readiness(http: &reqwest::Client, port: u16, status: u16, part: &str) -> Value {
+    let what = format!("readiness {status} naming {part:?}");
+    eventually(Duration::from_secs(60), &what, || async {
+        let (got, body) = readiness(http, port).await?;
+        (got == status && body.to_string().contains(part)).then_some(body)
+    })
+    .await
+}
+
+/// Stored offsets, summed; `None` while the database does not answer.
+async fn committed(pool: &sqlx::PgPool) -> Option<i64> {
+    let rows: Vec<(i64,)> = sqlx::query_as("SELECT next_offset FROM kafka_offsets")
+        .fetch_all(pool)
+        .await
+        .ok()?;
+    Some(rows.iter().map(|r| r.0).sum())
+}
+
+async fn wait_progress(pool: &sqlx::PgPool, what: &str) -> i64 {
+    let before = committed(pool).await.unwrap_or(0);
+    eventually(Duration::from_secs(60), what, || async {
+        committed(pool).await.filter(|now| *now > before)
+    })
+    .await
+}
+
+/// Two campaigns of claimed recipients, their events, and a service process feeding on them.
+struct Ingest {
+    db: TestDb,
+    pool: sqlx::PgPool,
+    token: String,
+    workload: Workload,
+    bootstrap: String,
+    _broker: Proc,
+    service: Proc,
+    port: u16,
+}
+
+async fn ingest(per_campaign: i64, env: &[(&str, &str)]) -> Ingest {
+    let db = TestDb::unique();
+    let pool = campaignd::store::connect_and_migrate(&db.url)
+        .await
+        .unwrap();
+    let (tenant_id, token) = tenant(&pool, "Shop").await;
+    let mut campaigns = Vec::new();
+    for _ in 0..2 {
+        campaigns.push(
+            claimed_campaign(&pool, tenant_id, per_campaign)
+                .await
+                .unwrap(),
+        );
+    }
+    let workload = generate(
+        &campaigns,
+        WorkloadSpec {
+            dup_ratio: 0.05,
+            shuffle_window: 5_000,
+            ..WorkloadSpec::default()
+        },
+    );
+    let (broker, bootstrap) = dev_broker();
+    let port = free_port();
+    let log = std::env::temp_dir().join(format!("campaignd-faults-{}.log", db.name));
+    eprintln!("service log: {}", log.display());
+    let mut all = vec![("KAFKA_BROKERS", bootstrap.as_str())];
+    all.extend_from_slice(env);
+    let service = common::serve(&db, port, &log, &all);
+    Ingest {
+        db,
+        pool,
+        token,
+        workload,
+        bootstrap,
+        _broker: broker,
+        service,
+        port,
+    }
+}
+
+impl Ingest {
+    /// Produces the events in slices, `pause` apart, so that they flow across the faults.
+    fn feed(&self, slice: usize, pause: Duration) -> actix_web::rt::task::JoinHandle<()> {
+        let producer = EventProducer::new(
+            &campaignd::kafka::Brokers::plain(&self.bootstrap),
+            "message-events",
+        )
+        .unwrap();
+        let events = self.workload.events.clone();
+        actix_web::rt::spawn(async move {
+            for chunk in events.chunks(slice) {
+                producer.send(chunk).await.unwrap();
+                tokio::time::sleep(pause).await;
+            }
+        })
+    }
+
+    async fn finish(self, what: &str) {
+        let ends = end_offsets(&self.bootstrap, "message-events");
+        wait_until_offsets_reach(&self.pool, &ends, Duration::from_secs(240)).await;
+        assert_ingest_exact(&self.pool, (self.port, &self.token), &self.workload, what).await;
+        drop(self.service);
+        self.pool.close().await;
+        self.db.drop_database().await;
+    }
+}
+
+#[actix_web::test]
+async fn postgres_stopped_and_its_postmaster_killed_mid_ingest_readiness_follows_and_ends_exact() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::local();
+    let _restore = Restore(&cluster);
+    let run = ingest(40_000, &[]).await;
+    let http = reqwest::Client::new();
+    let feeder = run.feed(5_000, Duration::from_millis(400));
+    wait_progress(&run.pool, "the service to commit").await;
+    wait_readiness(&http, run.port, 200, "consuming").await;
+
+    // stopped for four seconds
+    let at_stop = committed(&run.pool).await.unwrap();
+    cluster.ctl("stop");
+    let stopped = Instant::now();
+    let body = wait_readiness(&http, run.port, 503, "database").await;
+    eprintln!("while the database is stopped: {body}");
+    tokio::time::sleep(Duration::from_secs(4).saturating_sub(stopped.elapsed())).await;
+    cluster.ctl("start");
+    let started = Instant::now();
+    wait_readiness(&http, run.port, 200, "ok").await;
+    let ready_after = started.elapsed();
+    let resumed = wait_progress(&run.pool, "commits after the restart").await;
+    assert!(resumed > at_stop);
+    eprintln!(
+        "database stopped {:?}: ready again {ready_after:?} after it started, committing {:?} after",
+        started - stopped,
+        started.elapsed()
+    );
+
+    // the postmaster killed
+    cluster.kill_postmaster();
+    let body = wait_readiness(&http, run.port, 503, "database").await;
+    eprintln!("after the postmaster was killed: {body}");
+    cluster.ctl("start");
+    let started = Instant::now();
+    wait_readiness(&http, run.port, 200, "ok").await;
+    wait_progress(&run.pool, "commits after the postmaster came back").await;
+    eprintln!(
+        "postmaster killed: ready and committing {:?} after it started",
+        started.elapsed()
+    );
+
+    feeder.await.unwrap();
+    run.finish("a stopped database and a killed postmaster")
+        .await;
+}
+
+#[actix_web::test]
+async fn a_slow_database_holds_the_consumer_back_keeps_memory_bounded_and_drops_nothing() {
+    let _serial = SERIAL.lock().await;
+    // checkpoints of at most 20,000 records: a stalled checkpoint stops the intake soon
+    let run = ingest(60_000, &[("CAMPAIGND_CHECKPOINT_MAX_RECORDS", "20000")]).await;
+    let http = reqwest::Client::new();
+    wait_readiness(&http, run.port, 200, "consuming").await;
+    let rss_before = rss_kib(&run.service);
+
+    // every checkpoint writes its offsets: a lock on them stalls every checkpoint
+    let mut lock = run.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE kafka_offsets IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let feeder = run.feed(20_000, Duration::from_millis(100));
+    let held = wait_readiness(&http, run.port, 200, "held back").await;
+    eprintln!("with checkpoints stalled: {held}");
+    let mut rss_held = rss_kib(&run.service);
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        rss_held = rss_held.max(rss_kib(&run.service));
+    }
+    let held_back = metric(&http, run.port, "campaignd_consumer_held_back").await;
+    lock.rollback().await.unwrap();
+    eprintln!(
+        "RSS {rss_before} KiB before, at most {rss_held} KiB while the database was stalled \
+         ({} events produced); held back {held_back}",
+        run.workload.events.len()
+    );
+    assert_eq!(held_back, 1.0, "the hold is on /metrics");
+    assert!(
+        rss_held < rss_before + 512 * 1024,
+        "memory grew by more than 512 MiB while the database was stalled"
+    );
+    wait_readiness(&http, run.port, 200, "consuming").await;
+    feeder.await.unwrap();
+    run.finish("a stalled database").await;
+}
+
+/// The resident memory of a child process.
+fn rss_kib(process: &Proc) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", process.0.id())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// The sum of a metric's series on the service's `/metrics`.
+async fn metric(http: &reqwest::Client, port: u16, name: &str) -> f64 {
+    let text = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[actix_web::test]
+async fn postgres_stopped_and_its_postmaster_killed_mid_send_messages_every_phone_once() {
+    const RECIPIENTS: usize = 20_000;
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::local();
+    let _restore = Restore(&cluster);
+    let db = TestDb::unique();
+    let pool = campaignd::store::connect_and_migrate(&db.url)
+        .await
+        .unwrap();
+    let (_, token) = common::funded_tenant(&pool, "Shop", 1_000_000).await;
+    let (_broker, bootstrap) = dev_broker();
+    let port = free_port();
+    let callback = format!("http://127.0.0.1:{port}/webhooks/mitto/dlr");
+    let (_sim, sim) = mitto_sim(&callback, SECRET, &["--latency-ms", "5..40"]);
+    let log = std::env::temp_dir().join(format!("campaignd-faults-send-{}.log", db.name));
+    eprintln!("service log: {}", log.display());
+    let env = [
+        ("CAMPAIGND_SENDING__AMBIGUOUS_GRACE_MS", "300"),
+        ("CAMPAIGND_RATE_LIMITS__TENANT_PER_SECOND", "1000"),
+    ];
+    let service = common::serve_against(&db, (&bootstrap, &sim, SECRET), port, &log, &env);
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let phones: Vec<String> = (0..RECIPIENTS).map(phone).collect();
+    let campaign: Value = eventually(Duration::from_secs(30), "the service to answer", || async {
+        let r = http
+            .post(url("/api/v1/campaigns"))
+            .bearer_auth(&token)
+            .json(
+                &json!({ "name": "Faults", "body": "Sale today", "sender": "Shop",
+                           "audience": { "phones": phones } }),
+            )
+            .send()
+            .await
+            .ok()?;
+        r.json().await.ok()
+    })
+    .await;
+    let id = campaign["id"].as_i64().expect("campaign created");
+    let enqueued: Value = http
+        .post(url(&format!("/api/campaigns/{id}/enqueue")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(enqueued["queued"], RECIPIENTS);
+    let accepted = || async { sim_stats(&http, &sim).await["accepted"].as_u64().unwrap() };
+    let past = |n: u64| {
+        let what = format!("Mitto to have accepted {n}");
+        async move {
+            eventually(Duration::from_secs(60), &what, || async {
+                (accepted().await >= n).then_some(())
+            })
+            .await
+        }
+    };
+
+    past(3_000).await;
+    cluster.ctl("stop");
+    wait_readiness(&http, port, 503, "database").await;
+    let while_stopped = accepted().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = accepted().await;
+    eprintln!("accepted by Mitto while the database was stopped: {while_stopped} -> {later}");
+    cluster.ctl("start");
+    wait_readiness(&http, port, 200, "ok").await;
+
+    past(later + 3_000).await;
+    cluster.kill_postmaster();
+    let at_kill = accepted().await;
+    wait_readiness(&http, port, 503, "database").await;
+    cluster.ctl("start");
+    wait_readiness(&http, port, 200, "ok").await;
+    assert!((at_kill as usize) < RECIPIENTS, "the kill came mid-send");
+
+    let stats: Value = eventually(
+        Duration::from_secs(180),
+        "the campaign to complete",
+        || async {
+            let r = http
+                .get(url(&format!("/api/v1/campaigns/{id}/stats")))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .ok()?;
+            let body: Value = r.json().await.ok()?;
+            (body["status"] == "completed").then_some(body)
+        },
+    )
+    .await;
+    let truth = sim_stats(&http, &sim).await;
+    assert_eq!(truth["maxSendsPerMessage"], 1, "a phone was messaged twice");
+    assert_eq!(truth["accepted"], RECIPIENTS, "every phone was messaged");
+    assert_eq!(
+        (
+            stats["sent"].as_u64(),
+            stats["sendFailed"].as_u64(),
+            stats["queued"].as_u64(),
+            stats["processing"].as_u64()
+        ),
+        (Some(RECIPIENTS as u64), Some(0), Some(0), Some(0)),
+        "{stats}"
+    );
+    drop(service);
+    pool.close().await;
+    db.drop_database().await;
+}
+
+#[actix_web::test]
+async fn provider_throttling_failing_and_timing_out_still_messages_every_phone_once_within_the_rate(
+) {
+    const RECIPIENTS: usize = 100_000;
+    const RATE: u64 = 2_000;
+    let _serial = SERIAL.lock().await;
+    let db = TestDb::unique();
+    let h = Harness::start(
+        &db,
+        |c| {
+            c.rate_429 = 0.20;
+            c.retry_after_secs = 1;
+            c.rate_5xx = 0.05;
+            // accepted, then answered only after the client gave up: an ambiguous send
+            c.timeout_ratio = 0.02;
+            c.hang_ms = 2_000;
+            c.dlr_delay_ms = campaignd::mitto::simulator::MsRange { min: 20, max: 500 };
+        },
+        &[
+            ("rate_limits.traffic_account_per_second", json!(RATE)),
+            ("mitto.request_timeout_ms", json!(1_000)),
+            ("sending.max_in_flight_batches", json!(64)),
+            ("sending.senders", json!(64)),
+        ],
+    )
+    .await;
+    let (_, token) = h.tenant("shop", RECIPIENTS as i64).await;
+    let phones: Vec<String> = (0..RECIPIENTS).map(phone).collect();
+    let (status, campaign) = h
+        .post(
+            &token,
+            "/api/v1/campaigns",
+            json!({ "name": "Storm", "body": "Sale today", "sender": "Shop",
+                    "audience": { "phones": phones } }),
+        )
+        .await;
+    assert_eq!(status, 201, "{campaign}");
+    let id = campaign["id"].as_i64().unwrap();
+    let started = Instant::now();
+    assert_eq!(h.action(&token, id, "enqueue").await.0, 200);
+    let stats = h
+        .wait_for_status(&token, id, "completed", Duration::from_secs(600))
+        .await;
+    let took = started.elapsed();
+
+    let truth = h.sim.stats();
+    let sends = h.sends();
+    eprintln!(
+        "{RECIPIENTS} recipients in {took:?}: {} bulk requests, most segments in one second {} \
+         (limit {RATE})",
+        truth.bulk_requests, truth.max_segments_per_second
+    );
+    assert!(
+        sends.values().all(|n| *n == 1),
+        "a phone was messaged twice"
+    );
+    let expected: HashSet<String> = (0..RECIPIENTS).map(phone).collect();
+    let messaged: HashSet<String> = sends.keys().cloned().collect();
+    assert_eq!(messaged, expected, "every phone was messaged");
+    assert_eq!(
+        (
+            stats["sent"].as_u64(),
+            stats["sendFailed"].as_u64(),
+            stats["queued"].as_u64(),
+            stats["processing"].as_u64()
+        ),
+        (Some(RECIPIENTS as u64), Some(0), Some(0), Some(0)),
+        "{stats}"
+    );
+    assert!(
+        truth.max_segments_per_second <= RATE,
+        "{} segments in one second, over the limit of {RATE}",
+        truth.max_segments_per_second
+    );
+    // the retries are visible to an operator
+    let metrics = h
+        .http
+        .get(h.app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for outcome in ["rate_limited", "server_error", "timeout"] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("campaignd_mitto_requests_total") && l.contains(outcome)),
+            "no {outcome} among the Mitto requests counted"
+        );
+    }
+    h.stop().await;
+    db.drop_database().await;
+}
+
+#[actix_web::test]
+async fn a_paused_broker_gets_503_from_the_webhook_and_nothing_accepted_is_lost() {
+    let _serial = SERIAL.lock().await;
+    let db = TestDb::unique();
+    let pool = campaignd::store::connect_and_migrate(&db.url)
+        .await
+        .unwrap();
+    let (tenant_id, token) = tenant(&pool, "Shop").await;
+    let (campaign, recipients) = claimed_campaign(&pool, tenant_id, 3_000).await.unwrap();
+    let (broker, bootstrap) = dev_broker();
+    let port = free_port();
+    let log = std::env::temp_dir().join(format!("campaignd-faults-broker-{}.log", db.name));
+    let env = [
+        ("KAFKA_BROKERS", bootstrap.as_str()),
+        ("CAMPAIGND_WEBHOOK__SECRETS", SECRET),
+    ];
+    let service = common::serve(&db, port, &log, &env);
+    let http = reqwest::Client::new();
+    wait_readiness(&http, port, 200, "consuming").await;
+
+    // every message sent (through the topic, as the senders would)
+    let ids: Vec<campaignd::domain::MessageId> = recipients
+        .iter()
+        .map(|_| campaignd::domain::MessageId::generate())
+        .collect();
+    let sent: Vec<campaignd::domain::Event> = recipients
+        .iter()
+        .zip(&ids)
+        .map(|(r, m)| campaignd::domain::Event::Sent {
+            message_id: m.clone(),
+            campaign_id: campaign,
+            recipient_id: *r,
+            bulk_id: None,
+            attempt: 0,
+            at: chrono::Utc::now(),
+        })
+        .collect();
+    EventProducer::new(
+        &campaignd::kafka::Brokers::plain(&bootstrap),
+        "message-events",
+    )
+    .unwrap()
+    .send(&sent)
+    .await
+    .unwrap();
+    let reports: Vec<Vec<u8>> = ids
+        .chunks(100)
+        .map(|chunk| {
+            let body: Vec<Value> = chunk
+                .iter()
+                .map(|m| json!({ "messageId": m.to_string(), "deliveryStatus": "Delivered" }))
+                .collect();
+            serde_json::to_vec(&body).unwrap()
+        })
+        .collect();
+    let post = |body: &Vec<u8>| {
+        let ts = chrono::Utc::now().timestamp();
+        http.post(format!("http://127.0.0.1:{port}/webhooks/mitto/dlr"))
+            .header("Content-Type", "application/json")
+            .header("X-Webhook-Timestamp", ts.to_string())
+            .header(
+                "X-Webhook-Signature",
+                campaignd::mitto::signature::sign(SECRET, Some(ts), body),
+            )
+            .body(body.clone())
+            .send()
+    };
+    let (before, rest) = reports.split_at(10);
+    for body in before {
+        assert_eq!(post(body).await.unwrap().status(), 202);
+    }
+
+    // the broker paused for 30 s
+    let pid = broker.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let paused = Instant::now();
+    let (during, after) = rest.split_at(5);
+    let mut refused = 0;
+    for body in during {
+        let asked = Instant::now();
+        let status = post(body).await.unwrap().status().as_u16();
+        eprintln!(
+            "a report while the broker is paused: {status} after {:?}",
+            asked.elapsed()
+        );
+        assert_ne!(status, 202, "accepted while the broker could not take it");
+        assert_eq!(status, 503);
+        refused += 1;
+    }
+    let body = wait_readiness(&http, port, 503, "broker").await;
+    eprintln!("readiness while the broker is paused: {body}");
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(paused.elapsed())).await;
+    assert!(Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    wait_readiness(&http, port, 200, "ok").await;
+    eprintln!("ready {:?} after the broker was paused", paused.elapsed());
+
+    // the provider retries what was refused, and goes on
+    for body in during.iter().chain(after) {
+        let status = eventually(Duration::from_secs(30), "a report accepted", || async {
+            let status = post(body).await.ok()?.status().as_u16();
+            (status == 202).then_some(status)
+        })
+        .await;
+        assert_eq!(status, 202);
+    }
+    eprintln!("{refused} requests refused with 503 while the broker was paused");
+    let ends = end_offsets(&bootstrap, "message-events");
+    wait_until_offsets_reach(&pool, &ends, Duration::from_secs(120)).await;
+    let stats: Value = http
+        .get(format!(
+            "http://127.0.0.1:{port}/api/v1/campaigns/{campaign}/stats"
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (stats["sent"].as_u64(), stats["delivered"].as_u64()),
+        (Some(ids.len() as u64), Some(ids.len() as u64)),
+        "every report reached the counters once: {stats}"
+    );
+    let delivered: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM campaign_recipients WHERE campaign_id = $1 AND status = 'delivered'",
+    )
+    .bind(campaign.get())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(delivered as usize, ids.len());
+    drop(service);
+    let _ = stored_offsets(&pool).await;
+    pool.close().await;
+    db.drop_database().await;
+}
