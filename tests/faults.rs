@@ -140,6 +140,9 @@ struct Ingest {
     _broker: Proc,
     service: Proc,
     port: u16,
+    log: std::path::PathBuf,
+    /// The settings the service and the broker were started with.
+    env: Vec<(String, String)>,
 }
 
 async fn ingest(per_campaign: i64, env: &[(&str, &str)]) -> Ingest {
@@ -164,13 +167,17 @@ async fn ingest(per_campaign: i64, env: &[(&str, &str)]) -> Ingest {
             ..WorkloadSpec::default()
         },
     );
-    let (broker, bootstrap) = dev_broker();
+    let (broker, bootstrap) = common::dev_broker_with(env);
     let port = free_port();
     let log = std::env::temp_dir().join(format!("campaignd-faults-{}.log", db.name));
     eprintln!("service log: {}", log.display());
     let mut all = vec![("KAFKA_BROKERS", bootstrap.as_str())];
     all.extend_from_slice(env);
     let service = common::serve(&db, port, &log, &all);
+    let env = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     Ingest {
         db,
         pool,
@@ -180,6 +187,8 @@ async fn ingest(per_campaign: i64, env: &[(&str, &str)]) -> Ingest {
         _broker: broker,
         service,
         port,
+        log,
+        env,
     }
 }
 
@@ -198,6 +207,15 @@ impl Ingest {
                 tokio::time::sleep(pause).await;
             }
         })
+    }
+
+    /// `kill -9` of the service and a new one in its place.
+    fn restart(&mut self) {
+        self.service.0.kill().unwrap();
+        self.service.0.wait().unwrap();
+        let mut all = vec![("KAFKA_BROKERS", self.bootstrap.as_str())];
+        all.extend(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        self.service = common::serve(&self.db, self.port, &self.log, &all);
     }
 
     async fn finish(self, what: &str) {
@@ -675,6 +693,384 @@ async fn a_paused_broker_gets_503_from_the_webhook_and_nothing_accepted_is_lost(
     assert_eq!(delivered as usize, ids.len());
     drop(service);
     let _ = stored_offsets(&pool).await;
+    pool.close().await;
+    db.drop_database().await;
+}
+
+// --- the long cases: run by hand, `cargo test --test faults -- --ignored --nocapture` ---
+
+/// Recovery times, summarised.
+fn spread(times: &[Duration]) -> String {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    let at = |q: usize| sorted[(sorted.len() - 1) * q / 100];
+    format!(
+        "min {:?}, median {:?}, max {:?} over {}",
+        at(0),
+        at(50),
+        at(100),
+        sorted.len()
+    )
+}
+
+#[actix_web::test]
+#[ignore = "long: twenty kill -9 cycles over a million events (minutes)"]
+async fn crash_soak_twenty_kills_during_a_million_event_ingest() {
+    const KILLS: usize = 20;
+    let _serial = SERIAL.lock().await;
+    // the in-memory broker keeps about 5 MiB per partition: a million events need 32
+    let mut run = ingest(250_000, &[("CAMPAIGND_KAFKA__PARTITIONS", "32")]).await;
+    assert!(
+        run.workload.events.len() >= 1_000_000,
+        "{}",
+        run.workload.events.len()
+    );
+    let feeder = run.feed(10_000, Duration::from_millis(1_000));
+    wait_progress(&run.pool, "the service to commit").await;
+    let mut recoveries = Vec::new();
+    let mut rng = rand::rng();
+    for kill in 0..KILLS {
+        tokio::time::sleep(Duration::from_millis(rand::Rng::random_range(
+            &mut rng,
+            100..1_500,
+        )))
+        .await;
+        run.restart();
+        let started = Instant::now();
+        // caught up: everything on the topic when it started is committed
+        let ends = end_offsets(&run.bootstrap, "message-events");
+        eventually(
+            Duration::from_secs(120),
+            "the restarted service to catch up",
+            || async {
+                let stored = stored_offsets_or_none(&run.pool).await?;
+                ends.iter()
+                    .all(|(p, end)| stored.get(p).is_some_and(|s| s >= end))
+                    .then_some(())
+            },
+        )
+        .await;
+        recoveries.push(started.elapsed());
+        eprintln!(
+            "kill {}: caught up {:?} after the start",
+            kill + 1,
+            started.elapsed()
+        );
+    }
+    assert!(
+        !feeder.is_finished(),
+        "the last kill came while events were still flowing"
+    );
+    feeder.await.unwrap();
+    eprintln!(
+        "{} events, {KILLS} kills; recovery (start -> caught up): {}",
+        run.workload.events.len(),
+        spread(&recoveries)
+    );
+    run.finish("twenty kills").await;
+}
+
+async fn stored_offsets_or_none(
+    pool: &sqlx::PgPool,
+) -> Option<std::collections::HashMap<i32, i64>> {
+    let rows: Vec<(i32, i64)> = sqlx::query_as("SELECT partition, next_offset FROM kafka_offsets")
+        .fetch_all(pool)
+        .await
+        .ok()?;
+    Some(rows.into_iter().collect())
+}
+
+#[actix_web::test]
+#[ignore = "long: twenty kill -9 cycles over a 100,000-recipient send (minutes)"]
+async fn crash_soak_twenty_kills_during_a_hundred_thousand_recipient_send() {
+    const KILLS: usize = 20;
+    const RECIPIENTS: usize = 100_000;
+    let _serial = SERIAL.lock().await;
+    let db = TestDb::unique();
+    let pool = campaignd::store::connect_and_migrate(&db.url)
+        .await
+        .unwrap();
+    let (_, token) = common::funded_tenant(&pool, "Shop", 1_000_000).await;
+    let (_broker, bootstrap) = dev_broker();
+    let port = free_port();
+    let callback = format!("http://127.0.0.1:{port}/webhooks/mitto/dlr");
+    let (_sim, sim) = mitto_sim(&callback, SECRET, &["--latency-ms", "5..40"]);
+    let log = std::env::temp_dir().join(format!("campaignd-soak-send-{}.log", db.name));
+    eprintln!("service log: {}", log.display());
+    let env = [
+        ("CAMPAIGND_SENDING__AMBIGUOUS_GRACE_MS", "300"),
+        ("CAMPAIGND_RATE_LIMITS__TENANT_PER_SECOND", "1000"),
+    ];
+    let serve = || common::serve_against(&db, (&bootstrap, &sim, SECRET), port, &log, &env);
+    let mut service = serve();
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let phones: Vec<String> = (0..RECIPIENTS).map(phone).collect();
+    let campaign: Value = eventually(Duration::from_secs(30), "the service to answer", || async {
+        let r = http
+            .post(url("/api/v1/campaigns"))
+            .bearer_auth(&token)
+            .json(
+                &json!({ "name": "Soak", "body": "Sale today", "sender": "Shop",
+                           "audience": { "phones": phones } }),
+            )
+            .send()
+            .await
+            .ok()?;
+        r.json().await.ok()
+    })
+    .await;
+    let id = campaign["id"].as_i64().expect("campaign created");
+    let enqueued: Value = http
+        .post(url(&format!("/api/campaigns/{id}/enqueue")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(enqueued["queued"], RECIPIENTS);
+    let accepted = || async { sim_stats(&http, &sim).await["accepted"].as_u64().unwrap() };
+    let mut recoveries = Vec::new();
+    let mut rng = rand::rng();
+    for kill in 0..KILLS {
+        tokio::time::sleep(Duration::from_millis(rand::Rng::random_range(
+            &mut rng,
+            100..1_500,
+        )))
+        .await;
+        service.0.kill().unwrap();
+        service.0.wait().unwrap();
+        let at_kill = accepted().await;
+        service = serve();
+        let started = Instant::now();
+        // recovered: sending again
+        eventually(
+            Duration::from_secs(120),
+            "the restarted service to send",
+            || async { (accepted().await > at_kill).then_some(()) },
+        )
+        .await;
+        recoveries.push(started.elapsed());
+        eprintln!(
+            "kill {} at {at_kill} accepted: sending {:?} after the start",
+            kill + 1,
+            started.elapsed()
+        );
+    }
+    assert!(
+        (accepted().await as usize) < RECIPIENTS,
+        "the last kill came mid-send"
+    );
+    let stats: Value = eventually(
+        Duration::from_secs(600),
+        "the campaign to complete",
+        || async {
+            let r = http
+                .get(url(&format!("/api/v1/campaigns/{id}/stats")))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .ok()?;
+            let body: Value = r.json().await.ok()?;
+            (body["status"] == "completed").then_some(body)
+        },
+    )
+    .await;
+    let truth = sim_stats(&http, &sim).await;
+    eprintln!(
+        "{RECIPIENTS} recipients, {KILLS} kills; recovery (start -> sending): {}",
+        spread(&recoveries)
+    );
+    assert_eq!(truth["maxSendsPerMessage"], 1, "a phone was messaged twice");
+    assert_eq!(truth["accepted"], RECIPIENTS, "every phone was messaged");
+    assert_eq!(
+        (
+            stats["sent"].as_u64(),
+            stats["queued"].as_u64(),
+            stats["processing"].as_u64()
+        ),
+        (Some(RECIPIENTS as u64), Some(0), Some(0)),
+        "{stats}"
+    );
+    drop(service);
+    pool.close().await;
+    db.drop_database().await;
+}
+
+/// The highest resident memory a child process reaches while it runs, sampled every 250 ms.
+struct PeakMemory {
+    peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    sampler: actix_web::rt::task::JoinHandle<()>,
+}
+
+impl PeakMemory {
+    fn watch(process: &Proc) -> Self {
+        let pid = process.0.id();
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let seen = peak.clone();
+        let sampler = actix_web::rt::spawn(async move {
+            while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                let kib = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                    .unwrap_or(0);
+                seen.fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+        Self { peak, sampler }
+    }
+
+    fn mib(&self) -> u64 {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed) / 1024
+    }
+}
+
+#[actix_web::test]
+#[ignore = "long: a campaign of a million recipients end to end (minutes)"]
+async fn a_million_recipient_campaign_end_to_end_in_memory_bounded_by_configuration() {
+    const RECIPIENTS: usize = 1_000_000;
+    let _serial = SERIAL.lock().await;
+    let db = TestDb::unique();
+    let pool = campaignd::store::connect_and_migrate(&db.url)
+        .await
+        .unwrap();
+    let (_, token) = common::funded_tenant(&pool, "Shop", 2_000_000).await;
+    let partitions = [("CAMPAIGND_KAFKA__PARTITIONS", "32")];
+    let (_broker, bootstrap) = common::dev_broker_with(&partitions);
+    let port = free_port();
+    let callback = format!("http://127.0.0.1:{port}/webhooks/mitto/dlr");
+    let (_sim, sim) = mitto_sim(&callback, SECRET, &["--dlr-batch", "100"]);
+    let log = std::env::temp_dir().join(format!("campaignd-million-{}.log", db.name));
+    eprintln!("service log: {}", log.display());
+    let service = common::serve_against(&db, (&bootstrap, &sim, SECRET), port, &log, &partitions);
+    let memory = PeakMemory::watch(&service);
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    wait_readiness(&http, port, 200, "consuming").await;
+    let mut phases = Vec::new();
+
+    // the audience: a list imported as CSV
+    let started = Instant::now();
+    let list: Value = http
+        .post(url("/api/v1/lists"))
+        .bearer_auth(&token)
+        .json(&json!({ "name": "everyone" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let list = list["id"].as_i64().unwrap();
+    let mut csv = String::from("phone,first_name\n");
+    for i in 0..RECIPIENTS {
+        csv.push_str(&phone(i));
+        csv.push_str(",Ann\n");
+    }
+    let imported: Value = http
+        .post(url(&format!("/api/v1/contacts/import?listId={list}")))
+        .bearer_auth(&token)
+        .header("Content-Type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(imported["imported"], RECIPIENTS, "{imported}");
+    phases.push(("import 1,000,000 contacts into a list", started.elapsed()));
+
+    let started = Instant::now();
+    let campaign: Value = http
+        .post(url("/api/v1/campaigns"))
+        .bearer_auth(&token)
+        .json(
+            &json!({ "name": "Million", "body": "Hi {{firstName}}, sale today", "sender": "Shop",
+                       "audience": { "listId": list } }),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = campaign["id"].as_i64().expect("campaign created");
+    let enqueued: Value = http
+        .post(url(&format!("/api/campaigns/{id}/enqueue")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(enqueued["queued"], RECIPIENTS, "{enqueued}");
+    phases.push(("create and enqueue", started.elapsed()));
+
+    let stats = |id: i64| {
+        let (http, token) = (&http, &token);
+        async move {
+            let r = http
+                .get(format!(
+                    "http://127.0.0.1:{port}/api/v1/campaigns/{id}/stats"
+                ))
+                .bearer_auth(token)
+                .send()
+                .await
+                .ok()?;
+            r.json::<Value>().await.ok()
+        }
+    };
+    let started = Instant::now();
+    eventually(
+        Duration::from_secs(1_800),
+        "the campaign to complete",
+        || async {
+            let body = stats(id).await?;
+            (body["status"] == "completed").then_some(())
+        },
+    )
+    .await;
+    phases.push(("send (no rate limit) until completed", started.elapsed()));
+    let started = Instant::now();
+    let last = eventually(Duration::from_secs(1_800), "every report", || async {
+        let body = stats(id).await?;
+        (body["pending"] == 0).then_some(body)
+    })
+    .await;
+    phases.push(("until every delivery report is counted", started.elapsed()));
+
+    let truth = sim_stats(&http, &sim).await;
+    for (phase, took) in &phases {
+        eprintln!("| {phase} | {took:.1?} |");
+    }
+    eprintln!(
+        "peak RSS of the service: {} MiB (default limits: max_resident_rows 2,000,000, \
+         checkpoint_max_records 100,000)",
+        memory.mib()
+    );
+    assert_eq!(truth["maxSendsPerMessage"], 1, "a phone was messaged twice");
+    assert_eq!(truth["accepted"], RECIPIENTS, "every phone was messaged");
+    assert_eq!(
+        (
+            last["sent"].as_u64(),
+            last["queued"].as_u64(),
+            last["processing"].as_u64()
+        ),
+        (Some(RECIPIENTS as u64), Some(0), Some(0)),
+        "{last}"
+    );
+    assert_eq!(
+        last["delivered"].as_u64().unwrap() + last["deliveryFailed"].as_u64().unwrap(),
+        RECIPIENTS as u64
+    );
+    memory.sampler.abort();
+    drop(service);
     pool.close().await;
     db.drop_database().await;
 }

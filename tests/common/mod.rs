@@ -411,8 +411,14 @@ impl Drop for Proc {
 }
 
 pub fn dev_broker() -> (Proc, String) {
+    dev_broker_with(&[])
+}
+
+/// A `dev-broker` process with settings from `env` (e.g. more partitions).
+pub fn dev_broker_with(env: &[(&str, &str)]) -> (Proc, String) {
     let mut child = Command::new(BIN)
         .arg("dev-broker")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
