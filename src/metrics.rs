@@ -81,7 +81,7 @@ fn describe() {
     describe_counter!(EVENTS, "Events read from message-events, by type and what became of them (applied, duplicate, regression, parked, dead_lettered).");
     describe_gauge!(
         CONSUMER_LAG,
-        "Records of message-events not yet consumed, per partition."
+        "Records of message-events past the offset committed with the state in Postgres, per partition."
     );
     describe_gauge!(
         CONSUMER_HELD_BACK,

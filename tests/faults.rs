@@ -300,10 +300,20 @@ async fn a_slow_database_holds_the_consumer_back_keeps_memory_bounded_and_drops_
         rss_held = rss_held.max(rss_kib(&run.service));
     }
     let held_back = metric(&http, run.port, "campaignd_consumer_held_back").await;
+    // the lag is measured every 5 s: it shows the events waiting in the broker
+    let lag = eventually(
+        Duration::from_secs(15),
+        "the consumer lag to show",
+        || async {
+            let lag = metric(&http, run.port, "campaignd_consumer_lag").await;
+            (lag > 0.0).then_some(lag)
+        },
+    )
+    .await;
     lock.rollback().await.unwrap();
     eprintln!(
         "RSS {rss_before} KiB before, at most {rss_held} KiB while the database was stalled \
-         ({} events produced); held back {held_back}",
+         ({} events produced); held back {held_back}, consumer lag {lag}",
         run.workload.events.len()
     );
     assert_eq!(held_back, 1.0, "the hold is on /metrics");

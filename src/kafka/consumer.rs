@@ -143,26 +143,13 @@ struct Rebalancer {
     /// committed offset); records of a later assignment, even within the same poll burst,
     /// are therefore never mixed up with them.
     pending: Mutex<HashMap<i32, Vec<Incoming>>>,
+    /// The stored offset each partition was assigned at (absent: from the beginning), for
+    /// the lag until this member commits one.
+    assigned_at: Mutex<HashMap<i32, i64>>,
     stop: Arc<AtomicBool>,
 }
 
-/// How often librdkafka reports its statistics (consumer lag per partition, for metrics).
-const STATISTICS_INTERVAL_MS: u32 = 5000;
-
-impl ClientContext for Rebalancer {
-    /// Consumer lag per assigned partition (-1, unknown, is left out).
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        let Some(topic) = statistics.topics.get(&self.topic) else {
-            return;
-        };
-        let assigned = self.partitions.assigned();
-        for (partition, p) in &topic.partitions {
-            if assigned.contains(partition) && p.consumer_lag >= 0 {
-                crate::metrics::consumer_lag(*partition, p.consumer_lag);
-            }
-        }
-    }
-}
+impl ClientContext for Rebalancer {}
 
 impl ConsumerContext for Rebalancer {
     fn rebalance(
@@ -209,6 +196,14 @@ impl Rebalancer {
             return Ok(());
         };
         let stored = &taken.offsets;
+        let mut assigned_at = self.assigned_at.lock().unwrap_or_else(|p| p.into_inner());
+        for &p in partitions {
+            match stored.get(&p) {
+                Some(offset) => assigned_at.insert(p, *offset),
+                None => assigned_at.remove(&p),
+            };
+        }
+        drop(assigned_at);
         for &p in partitions {
             let offset = stored
                 .get(&p)
@@ -310,6 +305,7 @@ pub fn start(
         spawn,
         retire,
         pending: Mutex::new(HashMap::new()),
+        assigned_at: Mutex::new(HashMap::new()),
         stop: stop.clone(),
     };
     let consumer: BaseConsumer<Rebalancer> = config
@@ -320,7 +316,6 @@ pub fn start(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS.to_string())
         .set("session.timeout.ms", config.session_timeout_ms.to_string())
         .set(
             "heartbeat.interval.ms",
@@ -351,24 +346,39 @@ pub fn start(
     })
 }
 
-/// Mirrors committed offsets to Kafka for lag monitoring on one thread of its own. Only the
-/// newest offsets matter, so while a commit is still running newer ones wait in a one-slot
-/// queue and anything older is skipped. The thread ends when the checkpointer drops its hook.
+/// How often the consumer lag is measured.
+const LAG_EVERY: Duration = Duration::from_secs(5);
+
+/// Mirrors committed offsets to Kafka (for tools that read lag there) on one thread of its
+/// own, and measures the lag itself every [`LAG_EVERY`]: each assigned partition's high
+/// watermark, asked of the broker, minus the offset committed with the state in Postgres. It
+/// keeps growing while back-pressure holds the consumer (librdkafka's own statistics stop
+/// there: paused partitions are not fetched). Only the newest offsets matter, so while a
+/// commit is still running newer ones wait in a one-slot queue and anything older is
+/// skipped. The thread ends when the checkpointer drops its hook.
 fn spawn_kafka_committer(
     consumer: Arc<BaseConsumer<Rebalancer>>,
     topic: String,
 ) -> Result<(OnCommit, JoinHandle<()>), KafkaError> {
+    use std::sync::mpsc::RecvTimeoutError;
     let (tx, rx) = std::sync::mpsc::sync_channel::<HashMap<i32, i64>>(1);
     let thread = std::thread::Builder::new()
         .name("kafka-committer".into())
         .spawn(move || {
-            for offsets in rx {
-                let mut tpl = TopicPartitionList::new();
-                for (p, o) in offsets {
-                    let _ = tpl.add_partition_offset(&topic, p, Offset::Offset(o));
+            let mut committed = HashMap::new();
+            let mut measured = Instant::now();
+            loop {
+                match rx.recv_timeout(LAG_EVERY) {
+                    Ok(offsets) => {
+                        commit_to_kafka(&consumer, &topic, &offsets);
+                        committed.extend(offsets);
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
-                if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
-                    tracing::debug!(error = %e, "offset commit to Kafka failed (lag monitoring only)");
+                if measured.elapsed() >= LAG_EVERY {
+                    measure_lag(&consumer, &topic, &committed);
+                    measured = Instant::now();
                 }
             }
         })
@@ -379,6 +389,38 @@ fn spawn_kafka_committer(
         }
     });
     Ok((hook, thread))
+}
+
+fn commit_to_kafka(consumer: &BaseConsumer<Rebalancer>, topic: &str, offsets: &HashMap<i32, i64>) {
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in offsets {
+        let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*o));
+    }
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+        tracing::debug!(error = %e, "offset commit to Kafka failed (lag monitoring only)");
+    }
+}
+
+/// Lag per assigned partition: from the offset this member last committed for it, else the
+/// one it was assigned at, else the log's beginning.
+fn measure_lag(consumer: &BaseConsumer<Rebalancer>, topic: &str, committed: &HashMap<i32, i64>) {
+    let context = consumer.context();
+    let assigned_at = context
+        .assigned_at
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    for p in context.partitions.assigned() {
+        match consumer.fetch_watermarks(topic, p, Duration::from_secs(1)) {
+            Ok((low, high)) => {
+                let done = committed.get(&p).or(assigned_at.get(&p)).unwrap_or(&low);
+                crate::metrics::consumer_lag(p, high - done)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, partition = p, "reading the high watermark failed")
+            }
+        }
+    }
 }
 
 /// Polls, groups records per partition and hands the batches over.
