@@ -130,6 +130,63 @@ async fn wait_progress(pool: &sqlx::PgPool, what: &str) -> i64 {
     .await
 }
 
+/// Creates a campaign of `n` inline phones on the service at `port` (waiting for it to answer)
+/// and enqueues it; returns its id.
+async fn launch(http: &reqwest::Client, (port, token): (u16, &str), name: &str, n: usize) -> i64 {
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let phones: Vec<String> = (0..n).map(phone).collect();
+    let body = json!({ "name": name, "body": "Sale today", "sender": "Shop",
+                       "audience": { "phones": phones } });
+    let campaign: Value = eventually(Duration::from_secs(30), "the service to answer", || async {
+        let r = http
+            .post(url("/api/v1/campaigns"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .ok()?;
+        r.json().await.ok()
+    })
+    .await;
+    let id = campaign["id"].as_i64().expect("campaign created");
+    let enqueued: Value = http
+        .post(url(&format!("/api/campaigns/{id}/enqueue")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(enqueued["queued"], n);
+    id
+}
+
+/// A campaign's stats, as the API shows them; `None` while the service does not answer.
+async fn campaign_stats(
+    http: &reqwest::Client,
+    (port, token): (u16, &str),
+    id: i64,
+) -> Option<Value> {
+    let url = format!("http://127.0.0.1:{port}/api/v1/campaigns/{id}/stats");
+    let r = http.get(url).bearer_auth(token).send().await.ok()?;
+    r.json().await.ok()
+}
+
+/// Waits until the campaign completes; its stats then.
+async fn completed(
+    http: &reqwest::Client,
+    service: (u16, &str),
+    id: i64,
+    limit: Duration,
+) -> Value {
+    eventually(limit, "the campaign to complete", || async {
+        let body = campaign_stats(http, service, id).await?;
+        (body["status"] == "completed").then_some(body)
+    })
+    .await
+}
+
 /// Two campaigns of claimed recipients, their events, and a service process feeding on them.
 struct Ingest {
     db: TestDb,
@@ -376,33 +433,7 @@ async fn postgres_stopped_and_its_postmaster_killed_mid_send_messages_every_phon
     ];
     let service = common::serve_against(&db, (&bootstrap, &sim, SECRET), port, &log, &env);
     let http = reqwest::Client::new();
-    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
-    let phones: Vec<String> = (0..RECIPIENTS).map(phone).collect();
-    let campaign: Value = eventually(Duration::from_secs(30), "the service to answer", || async {
-        let r = http
-            .post(url("/api/v1/campaigns"))
-            .bearer_auth(&token)
-            .json(
-                &json!({ "name": "Faults", "body": "Sale today", "sender": "Shop",
-                           "audience": { "phones": phones } }),
-            )
-            .send()
-            .await
-            .ok()?;
-        r.json().await.ok()
-    })
-    .await;
-    let id = campaign["id"].as_i64().expect("campaign created");
-    let enqueued: Value = http
-        .post(url(&format!("/api/campaigns/{id}/enqueue")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(enqueued["queued"], RECIPIENTS);
+    let id = launch(&http, (port, &token), "Faults", RECIPIENTS).await;
     let accepted = || async { sim_stats(&http, &sim).await["accepted"].as_u64().unwrap() };
     let past = |n: u64| {
         let what = format!("Mitto to have accepted {n}");
@@ -432,21 +463,7 @@ async fn postgres_stopped_and_its_postmaster_killed_mid_send_messages_every_phon
     wait_readiness(&http, port, 200, "ok").await;
     assert!((at_kill as usize) < RECIPIENTS, "the kill came mid-send");
 
-    let stats: Value = eventually(
-        Duration::from_secs(180),
-        "the campaign to complete",
-        || async {
-            let r = http
-                .get(url(&format!("/api/v1/campaigns/{id}/stats")))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .ok()?;
-            let body: Value = r.json().await.ok()?;
-            (body["status"] == "completed").then_some(body)
-        },
-    )
-    .await;
+    let stats = completed(&http, (port, &token), id, Duration::from_secs(180)).await;
     let truth = sim_stats(&http, &sim).await;
     assert_eq!(truth["maxSendsPerMessage"], 1, "a phone was messaged twice");
     assert_eq!(truth["accepted"], RECIPIENTS, "every phone was messaged");
@@ -831,33 +848,7 @@ async fn crash_soak_twenty_kills_during_a_hundred_thousand_recipient_send() {
     let serve = || common::serve_against(&db, (&bootstrap, &sim, SECRET), port, &log, &env);
     let mut service = serve();
     let http = reqwest::Client::new();
-    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
-    let phones: Vec<String> = (0..RECIPIENTS).map(phone).collect();
-    let campaign: Value = eventually(Duration::from_secs(30), "the service to answer", || async {
-        let r = http
-            .post(url("/api/v1/campaigns"))
-            .bearer_auth(&token)
-            .json(
-                &json!({ "name": "Soak", "body": "Sale today", "sender": "Shop",
-                           "audience": { "phones": phones } }),
-            )
-            .send()
-            .await
-            .ok()?;
-        r.json().await.ok()
-    })
-    .await;
-    let id = campaign["id"].as_i64().expect("campaign created");
-    let enqueued: Value = http
-        .post(url(&format!("/api/campaigns/{id}/enqueue")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(enqueued["queued"], RECIPIENTS);
+    let id = launch(&http, (port, &token), "Soak", RECIPIENTS).await;
     let accepted = || async { sim_stats(&http, &sim).await["accepted"].as_u64().unwrap() };
     let mut recoveries = Vec::new();
     let mut rng = rand::rng();
@@ -892,21 +883,7 @@ async fn crash_soak_twenty_kills_during_a_hundred_thousand_recipient_send() {
         (accepted().await as usize) < RECIPIENTS,
         "the last kill came mid-send"
     );
-    let stats: Value = eventually(
-        Duration::from_secs(600),
-        "the campaign to complete",
-        || async {
-            let r = http
-                .get(url(&format!("/api/v1/campaigns/{id}/stats")))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .ok()?;
-            let body: Value = r.json().await.ok()?;
-            (body["status"] == "completed").then_some(body)
-        },
-    )
-    .await;
+    let stats = completed(&http, (port, &token), id, Duration::from_secs(600)).await;
     let truth = sim_stats(&http, &sim).await;
     eprintln!(
         "{RECIPIENTS} recipients, {KILLS} kills; recovery (start -> sending): {}",
@@ -1064,34 +1041,12 @@ async fn campaign_end_to_end(recipients: usize, env: &[(&str, &str)]) {
     assert_eq!(enqueued["queued"], recipients, "{enqueued}");
     phases.push(("create and enqueue", started.elapsed()));
 
-    let stats = |id: i64| {
-        let (http, token) = (&http, &token);
-        async move {
-            let r = http
-                .get(format!(
-                    "http://127.0.0.1:{port}/api/v1/campaigns/{id}/stats"
-                ))
-                .bearer_auth(token)
-                .send()
-                .await
-                .ok()?;
-            r.json::<Value>().await.ok()
-        }
-    };
     let started = Instant::now();
-    eventually(
-        Duration::from_secs(1_800),
-        "the campaign to complete",
-        || async {
-            let body = stats(id).await?;
-            (body["status"] == "completed").then_some(())
-        },
-    )
-    .await;
+    completed(&http, (port, &token), id, Duration::from_secs(1_800)).await;
     phases.push(("send (no rate limit) until completed", started.elapsed()));
     let started = Instant::now();
     let last = eventually(Duration::from_secs(1_800), "every report", || async {
-        let body = stats(id).await?;
+        let body = campaign_stats(&http, (port, &token), id).await?;
         (body["pending"] == 0).then_some(body)
     })
     .await;
