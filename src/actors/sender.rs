@@ -50,7 +50,7 @@ impl Bucket {
     /// plus one second of flow, as the provider counts them, stays within the rate. The
     /// sustained rate is about 96 % of the configured one.
     fn new(rate: NonZeroU32) -> Self {
-        let burst = (rate.get() / 40).max(1);
+        let burst = Self::burst(rate);
         let steady = rate.get().saturating_sub(burst + rate.get() / 100).max(1);
         let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
         let steady = NonZeroU32::new(steady).unwrap_or(NonZeroU32::MIN);
@@ -58,6 +58,11 @@ impl Bucket {
             limiter: RateLimiter::direct(Quota::per_second(steady).allow_burst(burst)),
             burst,
         }
+    }
+
+    /// 1/40 s of the rate, at least one segment.
+    fn burst(rate: NonZeroU32) -> u32 {
+        (rate.get() / 40).max(1)
     }
 
     async fn take(&self, mut cells: u32) {
@@ -112,7 +117,7 @@ impl Limits {
         [self.account_rate, self.tenant_rate]
             .into_iter()
             .flatten()
-            .map(|r| Bucket::new(self.share(r)).burst.get())
+            .map(|r| Bucket::burst(self.share(r)))
             .min()
     }
 
