@@ -414,6 +414,12 @@ pub(super) type AudienceRow = (
     serde_json::Value,
 );
 
+/// Audience rows an enqueue renders and inserts at a time: what it holds in memory, however
+/// large the campaign (a million personalised texts at once took about 600 MiB).
+const RENDER_CHUNK_ROWS: i64 = 10_000;
+
+/// Renders each recipient's text and inserts the recipients, reading the audience through a
+/// cursor of the enqueue's transaction one chunk at a time (the same snapshot throughout).
 async fn insert_rendered(
     tx: &mut Transaction<'_, Postgres>,
     (tenant, campaign, codes): (TenantId, CampaignId, bool),
@@ -421,18 +427,54 @@ async fn insert_rendered(
     (lists, phones): (&[i64], &[String]),
     (max_segments, links): (u32, &LinkPlan),
 ) -> Result<Inserted, StartError> {
-    let rows: Vec<AudienceRow> = sqlx::query_as(&format!(
-        "WITH {AUDIENCE} SELECT phone, contact_id, first_name, last_name, attributes
-         FROM audience"
+    sqlx::query(&format!(
+        "DECLARE enqueue_audience NO SCROLL CURSOR FOR
+         WITH {AUDIENCE} SELECT phone, contact_id, first_name, last_name, attributes FROM audience"
     ))
     .bind(tenant.get())
     .bind(lists)
     .bind(phones)
-    .fetch_all(&mut **tx)
+    .execute(&mut **tx)
     .await?;
+    let mut inserted: Inserted = (0, 0, None, None);
+    loop {
+        let rows: Vec<AudienceRow> =
+            sqlx::query_as(&format!("FETCH {RENDER_CHUNK_ROWS} FROM enqueue_audience"))
+                .fetch_all(&mut **tx)
+                .await?;
+        if rows.is_empty() {
+            break;
+        }
+        let chunk = insert_rendered_chunk(
+            tx,
+            (tenant, campaign, codes),
+            &rows,
+            (template, max_segments, links),
+        )
+        .await?;
+        inserted = (
+            inserted.0 + chunk.0,
+            inserted.1 + chunk.1,
+            inserted.2.into_iter().chain(chunk.2).min(),
+            inserted.3.into_iter().chain(chunk.3).max(),
+        );
+    }
+    sqlx::query("CLOSE enqueue_audience")
+        .execute(&mut **tx)
+        .await?;
+    Ok(inserted)
+}
+
+/// Inserts one chunk of the audience with its rendered texts.
+async fn insert_rendered_chunk(
+    tx: &mut Transaction<'_, Postgres>,
+    (tenant, campaign, codes): (TenantId, CampaignId, bool),
+    rows: &[AudienceRow],
+    (template, max_segments, links): (&Template, u32, &LinkPlan),
+) -> Result<Inserted, StartError> {
     let mut texts = Vec::with_capacity(rows.len());
     let mut segments = Vec::with_capacity(rows.len());
-    for row in &rows {
+    for row in rows {
         let (text, parts) = recipient_text(template, links, row, max_segments)?;
         segments.push(parts);
         texts.push(text);
@@ -638,6 +680,13 @@ pub struct Claim {
 /// committed before the batch leaves for Mitto. Claims walk the campaign's phones in order
 /// from `after` (the last phone claimed; `""` from the start) along the (campaign, phone)
 /// index, so a claim costs its batch, not the campaign's size.
+///
+/// A claim whose COMMIT got no answer (the connection or the server died after it was sent)
+/// is not guessed at: Postgres is asked whether the transaction committed, once it answers
+/// again. Committed, the claim is answered as made (its rows are processing under its token,
+/// and only the batch's sender may send them); not committed, the error is returned and the
+/// caller claims afresh. Guessing "failed" would strand a committed batch in `processing`
+/// under a token nobody holds, and the campaign in `sending` for good.
 pub async fn claim_batch(
     pool: &PgPool,
     campaign: CampaignId,
@@ -646,38 +695,79 @@ pub async fn claim_batch(
     rules: ClaimRules,
 ) -> Result<Claim, StoreError> {
     let token = Uuid::new_v4();
-    if !rules.marketing {
-        let rows: Vec<Claimed> = sqlx::query_as(
-            "WITH claimed AS (
-                 UPDATE campaign_recipients r SET status = 'processing', claim_token = $4
-                 FROM (SELECT id FROM campaign_recipients
-                       WHERE campaign_id = $1 AND phone_e164 > $2 AND status = 'queued'
-                       ORDER BY phone_e164 LIMIT $3 FOR UPDATE SKIP LOCKED) q
-                 WHERE r.id = q.id
-                 RETURNING r.id, r.phone_e164 AS phone, r.body, r.retry_count AS attempt,
-                           r.segments, r.link_secret
-             ), counted AS (
-                 UPDATE campaigns SET queued = queued - n, processing = processing + n
-                 FROM (SELECT count(*) AS n FROM claimed) c WHERE id = $1 AND n > 0
-             )
-             SELECT * FROM claimed",
-        )
-        .bind(campaign.get())
-        .bind(after)
-        .bind(limit)
-        .bind(token)
-        .fetch_all(pool)
+    let mut tx = pool.begin().await?;
+    let xid: i64 = sqlx::query_scalar("SELECT txid_current()")
+        .fetch_one(&mut *tx)
         .await?;
-        let last_phone = rows.iter().map(|r| r.phone.clone()).max();
-        return Ok(Claim {
-            token,
-            rows,
-            skipped: 0,
-            last_phone,
-            held_until: None,
-        });
+    let claim = match rules.marketing {
+        false => claim_service(&mut tx, (campaign, token), after, limit).await?,
+        true => claim_marketing(&mut tx, (campaign, token), after, limit, rules).await?,
+    };
+    let Err(lost) = tx.commit().await else {
+        return Ok(claim);
+    };
+    tracing::warn!(campaign_id = %campaign, error = %lost, xid, "a claim's commit got no answer; asking Postgres whether it committed");
+    match committed(pool, xid).await {
+        true => Ok(claim),
+        false => Err(lost.into()),
     }
-    claim_marketing(pool, (campaign, token), after, limit, rules).await
+}
+
+/// Whether transaction `xid` committed, asked until Postgres answers with an outcome.
+async fn committed(pool: &PgPool, xid: i64) -> bool {
+    loop {
+        let status: Option<String> = super::until_ok("asking whether a claim committed", || {
+            sqlx::query_scalar("SELECT txid_status($1)")
+                .bind(xid)
+                .fetch_one(pool)
+        })
+        .await;
+        match status.as_deref() {
+            Some("committed") => return true,
+            // its backend has not finished yet: the answer comes when it does
+            Some("in progress") => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            // aborted (or, never right after, too old to know)
+            _ => return false,
+        }
+    }
+}
+
+/// A service message claim: the next queued recipients, nothing checked but the queue.
+async fn claim_service(
+    tx: &mut sqlx::PgConnection,
+    (campaign, token): (CampaignId, Uuid),
+    after: &str,
+    limit: i64,
+) -> Result<Claim, StoreError> {
+    let rows: Vec<Claimed> = sqlx::query_as(
+        "WITH claimed AS (
+             UPDATE campaign_recipients r SET status = 'processing', claim_token = $4
+             FROM (SELECT id FROM campaign_recipients
+                   WHERE campaign_id = $1 AND phone_e164 > $2 AND status = 'queued'
+                   ORDER BY phone_e164 LIMIT $3 FOR UPDATE SKIP LOCKED) q
+             WHERE r.id = q.id
+             RETURNING r.id, r.phone_e164 AS phone, r.body, r.retry_count AS attempt,
+                       r.segments, r.link_secret
+         ), counted AS (
+             UPDATE campaigns SET queued = queued - n, processing = processing + n
+             FROM (SELECT count(*) AS n FROM claimed) c WHERE id = $1 AND n > 0
+         )
+         SELECT * FROM claimed",
+    )
+    .bind(campaign.get())
+    .bind(after)
+    .bind(limit)
+    .bind(token)
+    .fetch_all(&mut *tx)
+    .await?;
+    let last_phone = rows.iter().map(|r| r.phone.clone()).max();
+    Ok(Claim {
+        token,
+        rows,
+        skipped: 0,
+        last_phone,
+        held_until: None,
+    })
 }
 
 /// One picked recipient of a marketing claim: claimed (its columns) or skipped (`reason`);
@@ -699,7 +789,7 @@ struct Picked {
 /// cap in the 24 hours before `now`) and refunded, with the campaign's counters — one round
 /// trip, like a service claim.
 async fn claim_marketing(
-    pool: &PgPool,
+    tx: &mut sqlx::PgConnection,
     (campaign, token): (CampaignId, Uuid),
     after: &str,
     limit: i64,
@@ -767,10 +857,10 @@ async fn claim_marketing(
     .bind(rules.tenant.get())
     .bind(rules.now)
     .bind(token)
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
     if picked.first().is_some_and(|p| p.quiet) {
-        let held_until = quiet_until(pool, rules.tenant, rules.now).await?;
+        let held_until = quiet_until(tx, rules.tenant, rules.now).await?;
         return Ok(Claim {
             token,
             rows: Vec::new(),
@@ -814,11 +904,11 @@ fn split(token: Uuid, picked: Vec<Picked>) -> Claim {
 
 /// When the tenant's quiet hours end, if `now` is inside them (DST-correct, in Rust).
 async fn quiet_until(
-    pool: &PgPool,
+    tx: &mut sqlx::PgConnection,
     tenant: TenantId,
     now: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let rules = super::tenants::marketing_rules(pool, tenant).await?;
+    let rules = super::tenants::marketing_rules(tx, tenant).await?;
     let quiet = rules
         .quiet_hours()
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;

@@ -4,6 +4,7 @@
 //! [`super::enqueue::static_parts`]), so the credits a preview names are the credits an
 //! enqueue a moment later reserves. Read-only, in one database snapshot.
 
+use futures::TryStreamExt;
 use serde::Serialize;
 use sqlx::PgPool;
 
@@ -99,19 +100,6 @@ pub async fn preview(
         .bind(&phones)
         .fetch_one(&mut *tx)
         .await?;
-    let rows: Vec<AudienceRow> = sqlx::query_as(&format!(
-        "WITH {AUDIENCE} SELECT phone, contact_id, first_name, last_name, attributes
-         FROM audience
-         WHERE NOT EXISTS (SELECT 1 FROM campaign_recipients r
-                           WHERE r.campaign_id = $4 AND r.phone_e164 = audience.phone)
-         ORDER BY phone"
-    ))
-    .bind(input.tenant.get())
-    .bind(&audience.list_ids)
-    .bind(&phones)
-    .bind(campaign)
-    .fetch_all(&mut *tx)
-    .await?;
     let (balance, subscription_active): (i64, bool) = sqlx::query_as(
         "SELECT credit_balance,
                 subscription_active AND (subscription_until IS NULL OR subscription_until > now())
@@ -120,7 +108,6 @@ pub async fn preview(
     .bind(input.tenant.get())
     .fetch_one(&mut *tx)
     .await?;
-    tx.commit().await?;
 
     let plan = links.plan(input.carried);
     let composed = plan.compose(&input.body);
@@ -129,22 +116,43 @@ pub async fn preview(
         true => Some(static_parts(&composed, &plan, max_segments)?),
         false => None,
     };
-    let (mut required, mut sizes) = (0i64, Vec::new());
+    // the audience is read as a stream: a preview holds one row at a time, however large
+    let query = format!(
+        "WITH {AUDIENCE} SELECT phone, contact_id, first_name, last_name, attributes
+         FROM audience
+         WHERE NOT EXISTS (SELECT 1 FROM campaign_recipients r
+                           WHERE r.campaign_id = $4 AND r.phone_e164 = audience.phone)
+         ORDER BY phone"
+    );
+    let mut rows = sqlx::query_as::<_, AudienceRow>(&query)
+        .bind(input.tenant.get())
+        .bind(&audience.list_ids)
+        .bind(&phones)
+        .bind(campaign)
+        .fetch(&mut *tx);
+    let (mut required, mut recipients) = (0i64, 0i64);
+    let mut sizes: Option<(i16, i16)> = None;
     let mut samples = Vec::new();
-    for row in &rows {
+    while let Some(row) = rows.try_next().await? {
         let (text, n) = match fixed {
-            Some(n) => (composed.clone(), n),
-            None => recipient_text(&template, &plan, row, max_segments)?,
+            Some(n) => (None, n),
+            None => {
+                let (text, n) = recipient_text(&template, &plan, &row, max_segments)?;
+                (Some(text), n)
+            }
         };
         required += i64::from(n);
-        sizes.push(n);
+        recipients += 1;
+        sizes = Some(sizes.map_or((n, n), |(min, max)| (min.min(n), max.max(n))));
         if samples.len() < input.samples {
-            samples.push(sample(&row.0, &plan.sized(&text)));
+            let text = text.as_deref().unwrap_or(&composed);
+            samples.push(sample(&row.0, &plan.sized(text)));
         }
     }
+    drop(rows);
+    tx.commit().await?;
     // with no recipient the body alone still tells its size
-    sizes.extend(fixed.filter(|_| rows.is_empty()));
-    let recipients = rows.len() as i64;
+    let (segments_min, segments_max) = sizes.or(fixed.map(|n| (n, n))).unwrap_or((0, 0));
     Ok(Preview {
         audience: AudienceCounts {
             entries,
@@ -153,8 +161,8 @@ pub async fn preview(
             already_added: distinct - opted_out - recipients,
             recipients,
         },
-        segments_min: sizes.iter().copied().min().unwrap_or(0) as u32,
-        segments_max: sizes.iter().copied().max().unwrap_or(0) as u32,
+        segments_min: segments_min as u32,
+        segments_max: segments_max as u32,
         credits: Credits {
             required,
             balance,

@@ -111,14 +111,14 @@ pub async fn set_marketing_rules(
 
 /// A tenant's marketing rules (defaults for a tenant that does not exist: none apply).
 pub async fn marketing_rules(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     tenant: TenantId,
 ) -> Result<MarketingRules, StoreError> {
     let row: Option<(String, chrono::NaiveTime, chrono::NaiveTime, Option<i32>)> = sqlx::query_as(
         "SELECT time_zone, quiet_start, quiet_end, marketing_cap_24h FROM tenants WHERE id = $1",
     )
     .bind(tenant.get())
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?;
     Ok(match row {
         Some((time_zone, start, end, cap_24h)) => MarketingRules {
