@@ -57,6 +57,10 @@ pub struct Settings {
     /// report of one is looked up again). Engagement rows have a budget of the same size.
     /// Messages awaiting a report are not counted: they sit in the compact book.
     pub max_resident_rows: usize,
+    /// Messages awaiting their report kept in memory per process (64 bytes each), split over
+    /// the topic's partitions; past a partition's share the oldest are forgotten at a
+    /// checkpoint, and a report for one is looked up in Postgres.
+    pub max_waiting_messages: usize,
     /// An active campaign actor idle this long is passivated.
     pub campaign_idle_secs: u64,
     /// Messages per Mitto bulk request (Mitto accepts at most 1000).
@@ -465,6 +469,9 @@ impl Settings {
         }
         if self.max_resident_rows == 0 {
             return invalid("max_resident_rows", "must be greater than 0");
+        }
+        if self.max_waiting_messages == 0 {
+            return invalid("max_waiting_messages", "must be greater than 0");
         }
         if self.checkpoint_max_unfolded_rows == 0 {
             return invalid("checkpoint_max_unfolded_rows", "must be greater than 0");

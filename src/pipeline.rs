@@ -536,8 +536,9 @@ fn start_checkpointer(
     })
 }
 
-/// A partition's share of the process's `max_resident_rows`: split over every partition of
-/// the topic, so that the process stays within it however many it is assigned.
+/// A partition's share of the process's `max_resident_rows` (or `max_waiting_messages`): split
+/// over every partition of the topic, so that the process stays within it however many it is
+/// assigned.
 fn resident_share(budget: usize, partitions: i32) -> usize {
     (budget / usize::try_from(partitions).unwrap_or(1).max(1)).max(1)
 }
@@ -552,6 +553,7 @@ fn spawn_partition(
     let limits = LedgerLimits {
         park_ttl: Duration::from_secs(settings.park_ttl_secs),
         max_resident: resident_share(settings.max_resident_rows, settings.kafka.partitions),
+        max_waiting: resident_share(settings.max_waiting_messages, settings.kafka.partitions),
         ..LedgerLimits::default()
     };
     let (pool, handle, registry, pending, claimed) = (

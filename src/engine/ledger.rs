@@ -116,6 +116,9 @@ pub struct LedgerLimits {
     /// Committed messages awaiting their report move to the compact book. Always on in the
     /// service; off only to check that the book changes no outcome.
     pub compact_waiting: bool,
+    /// Messages in the compact book beyond this many: the oldest are forgotten at a
+    /// checkpoint (a report for one is looked up again).
+    pub max_waiting: usize,
 }
 
 impl Default for LedgerLimits {
@@ -125,6 +128,7 @@ impl Default for LedgerLimits {
             park_ttl: Duration::from_secs(300),
             max_resident: 1_000_000,
             compact_waiting: true,
+            max_waiting: 2_000_000,
         }
     }
 }
@@ -928,6 +932,7 @@ impl Ledger {
         if self.rows.len() > self.limits.max_resident {
             self.drop_final();
         }
+        self.waiting.keep_at_most(self.limits.max_waiting);
         shrink(&mut self.rows);
         shrink(&mut self.by_message);
     }
@@ -1370,6 +1375,37 @@ mod tests {
             ..first.rows[0].clone()
         };
         assert_eq!(cp.rows, vec![expected], "every column of the send is kept");
+    }
+
+    #[test]
+    fn past_the_waiting_bound_the_oldest_are_forgotten_and_their_reports_looked_up() {
+        let n = 10;
+        let mut l = Ledger::new(
+            0,
+            None,
+            1,
+            LedgerLimits {
+                max_waiting: 4,
+                ..Default::default()
+            },
+        );
+        l.absorb((1..=n).map(|r| row(r, MessageStatus::Processing)).collect());
+        l.apply_batch((1..=n).map(|r| sent(r, r)).collect(), at(0));
+        l.barrier(1, 0, 0, at(0));
+        l.barrier(2, 1, 1, at(1));
+        assert_eq!((l.full_rows(), l.resident()), (0, 4), "the 4 newest wait");
+        let late = [dlr(20, 1, "Delivered")];
+        assert_eq!(
+            l.lookups(&late).messages,
+            vec![mid(1)],
+            "forgotten: asked for"
+        );
+        let kept = [dlr(21, n, "Delivered")];
+        assert_eq!(
+            l.lookups(&kept),
+            Lookups::default(),
+            "still waiting: memory answers"
+        );
     }
 
     #[test]

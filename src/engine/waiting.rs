@@ -204,6 +204,20 @@ impl Waiting {
         self.recipient_of(id).is_some()
     }
 
+    /// Forgets the oldest waiting messages (a ULID begins with its send time) beyond `max`,
+    /// answering how many. Each is exactly its committed row, so a report for one is looked
+    /// up in Postgres instead: reports that take hours cost lookups, not memory.
+    pub fn keep_at_most(&mut self, max: usize) -> usize {
+        if self.len() <= max {
+            return 0;
+        }
+        self.merge();
+        let excess = self.sorted.len() - max;
+        self.sorted.drain(..excess);
+        self.sorted.shrink_to_fit();
+        excess
+    }
+
     pub fn len(&self) -> usize {
         self.recent.len() + self.sorted.len() - self.holes
     }
@@ -352,5 +366,21 @@ mod tests {
             assert!(!w.keep(&row), "{row:?}");
         }
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn past_its_bound_the_book_forgets_the_oldest_messages_first() {
+        let mut book = Waiting::default();
+        let id = |n: u128| ulid_row(n, 1).message_id.unwrap();
+        for n in 1..=100u128 {
+            assert!(book.keep(&ulid_row(n, n as i64)));
+        }
+        assert_eq!(book.keep_at_most(100), 0);
+        assert_eq!(book.keep_at_most(30), 70);
+        assert_eq!(book.len(), 30);
+        assert!(!book.contains(&id(70)), "the oldest went first");
+        assert!(book.contains(&id(71)) && book.contains(&id(100)));
+        assert_eq!(book.take(&id(71)).map(|r| r.recipient.get()), Some(71));
+        assert!(book.bytes() <= 30 * std::mem::size_of::<(u128, Compact)>());
     }
 }
