@@ -130,18 +130,97 @@ async fn wait_progress(pool: &sqlx::PgPool, what: &str) -> i64 {
     .await
 }
 
+/// A send in processes: a fresh database with a funded tenant, a `dev-broker` (with
+/// `broker_env`), and a `mitto-sim` (with `sim_args`) posting reports to the service's port.
+struct SendRig {
+    db: TestDb,
+    pool: sqlx::PgPool,
+    token: String,
+    _broker: Proc,
+    bootstrap: String,
+    _sim: Proc,
+    sim: String,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl SendRig {
+    async fn start(
+        name: &str,
+        credits: i64,
+        broker_env: &[(&str, &str)],
+        sim_args: &[&str],
+    ) -> Self {
+        let db = TestDb::unique();
+        let pool = campaignd::store::connect_and_migrate(&db.url)
+            .await
+            .unwrap();
+        let (_, token) = common::funded_tenant(&pool, "Shop", credits).await;
+        let (broker, bootstrap) = common::dev_broker_with(broker_env);
+        let port = free_port();
+        let callback = format!("http://127.0.0.1:{port}/webhooks/mitto/dlr");
+        let (sim_process, sim) = mitto_sim(&callback, SECRET, sim_args);
+        let log = std::env::temp_dir().join(format!("campaignd-{name}-{}.log", db.name));
+        eprintln!("service log: {}", log.display());
+        Self {
+            db,
+            pool,
+            token,
+            _broker: broker,
+            bootstrap,
+            _sim: sim_process,
+            sim,
+            port,
+            log,
+        }
+    }
+
+    /// A `serve` process against the rig, with `env` on top.
+    fn serve(&self, env: &[(&str, &str)]) -> Proc {
+        let rig = (self.bootstrap.as_str(), self.sim.as_str(), SECRET);
+        common::serve_against(&self.db, rig, self.port, &self.log, env)
+    }
+
+    fn service(&self) -> (u16, &str) {
+        (self.port, &self.token)
+    }
+
+    async fn close(self) {
+        self.pool.close().await;
+        self.db.drop_database().await;
+    }
+}
+
+/// Settings the send cases under faults share: ambiguous sends looked up after 300 ms, and
+/// 1,000 segments a second for the tenant.
+const SEND_ENV: [(&str, &str); 2] = [
+    ("CAMPAIGND_SENDING__AMBIGUOUS_GRACE_MS", "300"),
+    ("CAMPAIGND_RATE_LIMITS__TENANT_PER_SECOND", "1000"),
+];
+
 /// Creates a campaign of `n` inline phones on the service at `port` (waiting for it to answer)
 /// and enqueues it; returns its id.
-async fn launch(http: &reqwest::Client, (port, token): (u16, &str), name: &str, n: usize) -> i64 {
-    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+async fn launch(http: &reqwest::Client, service: (u16, &str), name: &str, n: usize) -> i64 {
     let phones: Vec<String> = (0..n).map(phone).collect();
     let body = json!({ "name": name, "body": "Sale today", "sender": "Shop",
                        "audience": { "phones": phones } });
+    launch_campaign(http, service, &body, n).await
+}
+
+/// Creates the campaign `body` describes (waiting for the service to answer) and enqueues it,
+/// expecting `n` recipients queued; returns its id.
+async fn launch_campaign(
+    http: &reqwest::Client,
+    (port, token): (u16, &str),
+    body: &Value,
+    n: usize,
+) -> i64 {
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
     let campaign: Value = eventually(Duration::from_secs(30), "the service to answer", || async {
         let r = http
             .post(url("/api/v1/campaigns"))
             .bearer_auth(token)
-            .json(&body)
+            .json(body)
             .send()
             .await
             .ok()?;
@@ -158,7 +237,7 @@ async fn launch(http: &reqwest::Client, (port, token): (u16, &str), name: &str, 
         .json()
         .await
         .unwrap();
-    assert_eq!(enqueued["queued"], n);
+    assert_eq!(enqueued["queued"], n, "{enqueued}");
     id
 }
 
@@ -434,25 +513,12 @@ async fn postgres_stopped_and_its_postmaster_killed_mid_send_messages_every_phon
     let _serial = SERIAL.lock().await;
     let cluster = Cluster::local();
     let _restore = Restore(&cluster);
-    let db = TestDb::unique();
-    let pool = campaignd::store::connect_and_migrate(&db.url)
-        .await
-        .unwrap();
-    let (_, token) = common::funded_tenant(&pool, "Shop", 1_000_000).await;
-    let (_broker, bootstrap) = dev_broker();
-    let port = free_port();
-    let callback = format!("http://127.0.0.1:{port}/webhooks/mitto/dlr");
-    let (_sim, sim) = mitto_sim(&callback, SECRET, &["--latency-ms", "5..40"]);
-    let log = std::env::temp_dir().join(format!("campaignd-faults-send-{}.log", db.name));
-    eprintln!("service log: {}", log.display());
-    let env = [
-        ("CAMPAIGND_SENDING__AMBIGUOUS_GRACE_MS", "300"),
-        ("CAMPAIGND_RATE_LIMITS__TENANT_PER_SECOND", "1000"),
-    ];
-    let service = common::serve_against(&db, (&bootstrap, &sim, SECRET), port, &log, &env);
+    let rig = SendRig::start("faults-send", 1_000_000, &[], &["--latency-ms", "5..40"]).await;
+    let (port, sim, pool) = (rig.port, &rig.sim, &rig.pool);
+    let service = rig.serve(&SEND_ENV);
     let http = reqwest::Client::new();
-    let id = launch(&http, (port, &token), "Faults", RECIPIENTS).await;
-    let accepted = || async { sim_stats(&http, &sim).await["accepted"].as_u64().unwrap() };
+    let id = launch(&http, rig.service(), "Faults", RECIPIENTS).await;
+    let accepted = || async { sim_stats(&http, sim).await["accepted"].as_u64().unwrap() };
     let past = |n: u64| {
         let what = format!("Mitto to have accepted {n}");
         async move {
@@ -484,8 +550,8 @@ async fn postgres_stopped_and_its_postmaster_killed_mid_send_messages_every_phon
     wait_readiness(&http, port, 200, "ok").await;
     assert!((at_kill as usize) < RECIPIENTS, "the kill came mid-send");
 
-    let stats = completed(&http, (port, &token), id, Duration::from_secs(180)).await;
-    let truth = sim_stats(&http, &sim).await;
+    let stats = completed(&http, rig.service(), id, Duration::from_secs(180)).await;
+    let truth = sim_stats(&http, sim).await;
     assert_eq!(truth["maxSendsPerMessage"], 1, "a phone was messaged twice");
     assert_eq!(truth["accepted"], RECIPIENTS, "every phone was messaged");
     assert_eq!(
@@ -508,7 +574,7 @@ async fn postgres_stopped_and_its_postmaster_killed_mid_send_messages_every_phon
              WHERE campaign_id = $1 AND status IN ('sent', 'delivered', 'failed')",
             )
             .bind(id)
-            .fetch_one(&pool)
+            .fetch_one(pool)
             .await
             .unwrap();
             (n == RECIPIENTS as i64).then_some(n)
@@ -522,13 +588,12 @@ async fn postgres_stopped_and_its_postmaster_killed_mid_send_messages_every_phon
          WHERE campaign_id = $1 AND reason = 'charge'",
     )
     .bind(id)
-    .fetch_one(&pool)
+    .fetch_one(pool)
     .await
     .unwrap();
     assert_eq!(charged, RECIPIENTS as i64, "credits charged");
     drop(service);
-    pool.close().await;
-    db.drop_database().await;
+    rig.close().await;
 }
 
 #[actix_web::test]
@@ -892,26 +957,12 @@ async fn crash_soak_twenty_kills_during_a_hundred_thousand_recipient_send() {
     const KILLS: usize = 20;
     const RECIPIENTS: usize = 100_000;
     let _serial = SERIAL.lock().await;
-    let db = TestDb::unique();
-    let pool = campaignd::store::connect_and_migrate(&db.url)
-        .await
-        .unwrap();
-    let (_, token) = common::funded_tenant(&pool, "Shop", 1_000_000).await;
-    let (_broker, bootstrap) = dev_broker();
-    let port = free_port();
-    let callback = format!("http://127.0.0.1:{port}/webhooks/mitto/dlr");
-    let (_sim, sim) = mitto_sim(&callback, SECRET, &["--latency-ms", "5..40"]);
-    let log = std::env::temp_dir().join(format!("campaignd-soak-send-{}.log", db.name));
-    eprintln!("service log: {}", log.display());
-    let env = [
-        ("CAMPAIGND_SENDING__AMBIGUOUS_GRACE_MS", "300"),
-        ("CAMPAIGND_RATE_LIMITS__TENANT_PER_SECOND", "1000"),
-    ];
-    let serve = || common::serve_against(&db, (&bootstrap, &sim, SECRET), port, &log, &env);
-    let mut service = serve();
+    let rig = SendRig::start("soak-send", 1_000_000, &[], &["--latency-ms", "5..40"]).await;
+    let sim = &rig.sim;
+    let mut service = rig.serve(&SEND_ENV);
     let http = reqwest::Client::new();
-    let id = launch(&http, (port, &token), "Soak", RECIPIENTS).await;
-    let accepted = || async { sim_stats(&http, &sim).await["accepted"].as_u64().unwrap() };
+    let id = launch(&http, rig.service(), "Soak", RECIPIENTS).await;
+    let accepted = || async { sim_stats(&http, sim).await["accepted"].as_u64().unwrap() };
     let mut recoveries = Vec::new();
     let mut rng = rand::rng();
     for kill in 0..KILLS {
@@ -925,7 +976,7 @@ async fn crash_soak_twenty_kills_during_a_hundred_thousand_recipient_send() {
         // requests the dead process had already sent are answered within the latency (40 ms)
         tokio::time::sleep(Duration::from_millis(200)).await;
         let at_kill = accepted().await;
-        service = serve();
+        service = rig.serve(&SEND_ENV);
         let started = Instant::now();
         // recovered: sending again
         eventually(
@@ -945,8 +996,8 @@ async fn crash_soak_twenty_kills_during_a_hundred_thousand_recipient_send() {
         (accepted().await as usize) < RECIPIENTS,
         "the last kill came mid-send"
     );
-    let stats = completed(&http, (port, &token), id, Duration::from_secs(600)).await;
-    let truth = sim_stats(&http, &sim).await;
+    let stats = completed(&http, rig.service(), id, Duration::from_secs(600)).await;
+    let truth = sim_stats(&http, sim).await;
     eprintln!(
         "{RECIPIENTS} recipients, {KILLS} kills; recovery (start -> sending): {}",
         spread(&recoveries)
@@ -963,8 +1014,7 @@ async fn crash_soak_twenty_kills_during_a_hundred_thousand_recipient_send() {
         "{stats}"
     );
     drop(service);
-    pool.close().await;
-    db.drop_database().await;
+    rig.close().await;
 }
 
 /// The highest resident memory a child process reaches while it runs, sampled every 250 ms.
@@ -1062,26 +1112,17 @@ enum Reports {
 /// peak memory, and answers that peak in MiB.
 async fn campaign_end_to_end(recipients: usize, env: &[(&str, &str)], reports: Reports) -> u64 {
     let _serial = SERIAL.lock().await;
-    let db = TestDb::unique();
-    let pool = campaignd::store::connect_and_migrate(&db.url)
-        .await
-        .unwrap();
-    let (_, token) = common::funded_tenant(&pool, "Shop", 2_000_000).await;
     let partitions = [("CAMPAIGND_KAFKA__PARTITIONS", "32")];
-    let (_broker, bootstrap) = common::dev_broker_with(&partitions);
-    let port = free_port();
-    let callback = format!("http://127.0.0.1:{port}/webhooks/mitto/dlr");
     let withheld = ["--dlr-batch", "100", "--drop-dlr-ratio", "1"];
     let sim_args = match reports {
         Reports::Posted => &withheld[..2],
         Reports::Withheld => &withheld[..],
     };
-    let (_sim, sim) = mitto_sim(&callback, SECRET, sim_args);
-    let log = std::env::temp_dir().join(format!("campaignd-million-{}.log", db.name));
-    eprintln!("service log: {}", log.display());
+    let rig = SendRig::start("million", 2_000_000, &partitions, sim_args).await;
+    let (port, token) = rig.service();
     let mut settings = partitions.to_vec();
     settings.extend_from_slice(env);
-    let service = common::serve_against(&db, (&bootstrap, &sim, SECRET), port, &log, &settings);
+    let service = rig.serve(&settings);
     let memory = PeakMemory::watch(&service);
     let http = reqwest::Client::new();
     let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
@@ -1097,7 +1138,7 @@ async fn campaign_end_to_end(recipients: usize, env: &[(&str, &str)], reports: R
     let started = Instant::now();
     let list: Value = http
         .post(url("/api/v1/lists"))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .json(&json!({ "name": "everyone" }))
         .send()
         .await
@@ -1113,7 +1154,7 @@ async fn campaign_end_to_end(recipients: usize, env: &[(&str, &str)], reports: R
     }
     let imported: Value = http
         .post(url(&format!("/api/v1/contacts/import?listId={list}")))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .header("Content-Type", "text/csv")
         .body(csv)
         .send()
@@ -1130,30 +1171,9 @@ async fn campaign_end_to_end(recipients: usize, env: &[(&str, &str)], reports: R
     ));
 
     let started = Instant::now();
-    let campaign: Value = http
-        .post(url("/api/v1/campaigns"))
-        .bearer_auth(&token)
-        .json(
-            &json!({ "name": "Million", "body": "Hi {{firstName}}, sale today", "sender": "Shop",
-                       "audience": { "listId": list } }),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = campaign["id"].as_i64().expect("campaign created");
-    let enqueued: Value = http
-        .post(url(&format!("/api/campaigns/{id}/enqueue")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(enqueued["queued"], recipients, "{enqueued}");
+    let campaign = json!({ "name": "Million", "body": "Hi {{firstName}}, sale today",
+                           "sender": "Shop", "audience": { "listId": list } });
+    let id = launch_campaign(&http, rig.service(), &campaign, recipients).await;
     phases.push((
         "create and enqueue",
         started.elapsed(),
@@ -1161,7 +1181,7 @@ async fn campaign_end_to_end(recipients: usize, env: &[(&str, &str)], reports: R
     ));
 
     let started = Instant::now();
-    completed(&http, (port, &token), id, Duration::from_secs(1_800)).await;
+    completed(&http, rig.service(), id, Duration::from_secs(1_800)).await;
     phases.push((
         "send (no rate limit) until completed",
         started.elapsed(),
@@ -1169,7 +1189,7 @@ async fn campaign_end_to_end(recipients: usize, env: &[(&str, &str)], reports: R
     ));
     let started = Instant::now();
     let last = eventually(Duration::from_secs(1_800), "every report", || async {
-        let body = campaign_stats(&http, (port, &token), id).await?;
+        let body = campaign_stats(&http, rig.service(), id).await?;
         let waiting = match reports {
             Reports::Posted => 0,
             Reports::Withheld => recipients,
@@ -1183,7 +1203,7 @@ async fn campaign_end_to_end(recipients: usize, env: &[(&str, &str)], reports: R
     };
     phases.push((what, started.elapsed(), memory.phase_mib(&mut peak)));
 
-    let truth = sim_stats(&http, &sim).await;
+    let truth = sim_stats(&http, &rig.sim).await;
     let peak = peak.max(memory.mib());
     for (phase, took, mib) in &phases {
         eprintln!("| {phase} | {took:.1?} | {mib} MiB |");
@@ -1211,8 +1231,7 @@ async fn campaign_end_to_end(recipients: usize, env: &[(&str, &str)], reports: R
     }
     memory.sampler.abort();
     drop(service);
-    pool.close().await;
-    db.drop_database().await;
+    rig.close().await;
     peak
 }
 
